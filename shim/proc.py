@@ -1,0 +1,81 @@
+"""The one place that starts processes. Tests fake these names.
+
+Every docker call is an argv list (never a shell string) so the real CLI's contexts,
+DOCKER_HOST and TLS settings apply exactly as for the user's own command.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def exec_docker(real: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> NoReturn:
+    """Replace this process with the real docker: TTY, signals, stdin and exit code stay its own."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(real, [real, *argv], dict(os.environ if env is None else env))
+
+
+def run_docker(real: str, argv: Sequence[str], *, timeout: float = 30.0,
+               stdin: str | None = None) -> Result:
+    """Run docker for facts (inspect, volume create); output captured, never raises on exit code."""
+    cmd = (real, *argv)
+    try:
+        cp = subprocess.run(cmd, input=stdin, capture_output=True, text=True,
+                            timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return Result(cmd, 125, "", str(exc))
+    return Result(cmd, cp.returncode, cp.stdout, cp.stderr)
+
+
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+              signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
+
+
+def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """Run docker as a child sharing our TTY; forward signals; return its exit code as docker would.
+
+    Used where dockcache has work to do after docker ends (publishing a build cache).
+    A TTY's ^C already reaches the child (same process group); forwarding covers
+    `kill PID` aimed at us.
+    """
+    proc = subprocess.Popen([real, *argv], env=dict(os.environ if env is None else env))
+    previous = {}
+
+    interactive = sys.stdin.isatty()
+
+    def forward(signum, _frame):
+        if signum == signal.SIGINT and interactive:
+            return  # the terminal already sent ^C to the child's process group too
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in _FORWARDED:
+        previous[sig] = signal.signal(sig, forward)
+    try:
+        while True:
+            try:
+                rc = proc.wait()
+                break
+            except InterruptedError:
+                continue
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return rc if rc >= 0 else 128 - rc

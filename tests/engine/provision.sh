@@ -1,0 +1,266 @@
+#!/usr/bin/env bash
+# Provision the real engine trio that dockcache's integration tests run against.
+#
+#   provision.sh up      install what is missing, start daemons A, B and OLD, build test images
+#   provision.sh down    stop exactly the daemons this script started (by pidfile)
+#   provision.sh status  one line per daemon; exit 0 only when all three answer
+#   provision.sh env     print `export` lines for the daemon endpoints
+#
+# A and B are two isolated "sessions" (Engine 26 from Debian 13 packages, unpacked into a
+# private prefix, containerd image store); OLD is Debian 12's Engine 20.10 (classic store)
+# for graceful-degradation tests. No daemon gets a bridge network or iptables rules.
+# Everything downloaded or built is kept under $DOCKCACHE_ENGINE_CACHE so a second `up`
+# on the same machine takes seconds. Facts behind each step: ../shared/ENGINE.md.
+set -euo pipefail
+
+CACHE=${DOCKCACHE_ENGINE_CACHE:-/var/cache/dockcache-engine}
+RUNDIR=${DOCKCACHE_ENGINE_RUN:-/run/dockcache-engine}
+DATADIR=${DOCKCACHE_ENGINE_DATA:-/var/lib/dockcache-engine}
+PLUGINS=/usr/local/lib/docker/cli-plugins
+DAEMONS=(a b old)
+# Bump when the devtools image recipe changes, so old tarballs/images are rebuilt.
+DEVTOOLS_RECIPE=v1
+DEVTOOLS_IMAGE=dockcache-test/devtools:latest
+BUSYBOX_IMAGE=dockcache-test/busybox:latest
+CLI=${DOCKCACHE_ENGINE_CLI:-$(command -v docker)}
+
+step() { CURRENT_STEP="$*"; echo "provision: $*" >&2; }
+fail() { echo "provision: FAILED at step: ${CURRENT_STEP:-?}: $*" >&2; exit 1; }
+trap 'rc=$?; [ $rc -eq 0 ] || echo "provision: FAILED at step: ${CURRENT_STEP:-?} (exit $rc)" >&2' EXIT
+
+sock() { echo "$RUNDIR/$1.sock"; }
+host() { echo "unix://$(sock "$1")"; }
+pidfile() { echo "$RUNDIR/$1.pid"; }
+dk() { local d=$1; shift; "$CLI" -H "$(host "$d")" "$@"; }
+prefix_of() { if [ "$1" = old ]; then echo "$CACHE/prefix/bookworm"; else echo "$CACHE/prefix/trixie"; fi; }
+
+mirror() { awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null \
+  || awk '/^deb /{print $2; exit}' /etc/apt/sources.list; }
+
+# ---------------------------------------------------------------- installs
+apt_updated=0
+apt_install() {  # system packages from the machine's own Debian (bookworm)
+  local missing=() p
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  step "apt-get install ${missing[*]} from the system's Debian"
+  if [ $apt_updated = 0 ]; then apt-get update -qq || fail "apt-get update failed"; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null \
+    || fail "apt-get install ${missing[*]} failed"
+}
+
+# Download .debs of SUITE into DEST and unpack them into PREFIX, with a private apt state
+# so the system's sources never learn about another suite.
+fetch_suite() {
+  local suite=$1 prefix=$2 marker=$2/.complete; shift 2
+  [ -f "$marker" ] && return 0
+  local t; t=$(mktemp -d); mkdir -p "$t/lists/partial" "$t/cache/archives/partial" "$t/debs"
+  echo "deb $(mirror) $suite main" > "$t/sources.list"
+  local o=(-oDir::Etc::SourceList="$t/sources.list" -oDir::Etc::SourceParts=/dev/null
+           -oDir::State::Lists="$t/lists" -oDir::Cache="$t/cache" -oAPT::Sandbox::User=root)
+  step "apt-get update for Debian $suite (private state)"
+  apt-get "${o[@]}" update -qq >/dev/null || fail "apt-get update for Debian $suite failed"
+  local p
+  for p in "$@"; do
+    step "download of $p from Debian $suite"
+    (cd "$t/debs" && apt-get "${o[@]}" download -qq "$p" >/dev/null) \
+      || fail "download of $p from Debian $suite failed"
+  done
+  step "unpack Debian $suite packages into $prefix"
+  rm -rf "$prefix"; mkdir -p "$prefix"
+  for p in "$t"/debs/*.deb; do dpkg -x "$p" "$prefix" || fail "dpkg -x $p failed"; done
+  touch "$marker"; rm -rf "$t"
+}
+
+install_plugins() {
+  local src=$CACHE/prefix/trixie/usr/libexec/docker/cli-plugins p
+  mkdir -p "$PLUGINS"
+  for p in docker-buildx docker-compose; do
+    [ -x "$src/$p" ] || fail "$p missing from the unpacked Debian 13 packages"
+    cmp -s "$src/$p" "$PLUGINS/$p" 2>/dev/null || install -m 0755 "$src/$p" "$PLUGINS/$p"
+  done
+}
+
+install_all() {
+  apt_install runc iptables busybox-static debootstrap ca-certificates
+  fetch_suite trixie "$CACHE/prefix/trixie" docker.io containerd docker-buildx docker-compose
+  fetch_suite bookworm "$CACHE/prefix/bookworm" docker.io containerd
+  step "CLI plugins into $PLUGINS"
+  install_plugins
+}
+
+# ---------------------------------------------------------------- daemons
+is_ours_running() {  # pidfile names a live dockerd that uses our config
+  local pf; pf=$(pidfile "$1")
+  [ -f "$pf" ] || return 1
+  local pid; pid=$(cat "$pf" 2>/dev/null) || return 1
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$RUNDIR/$1.json"
+}
+
+answers() { dk "$1" version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+write_config() {
+  local d=$1 store=true
+  [ "$d" = old ] && store=false
+  mkdir -p "$RUNDIR" "$DATADIR/$d"
+  local features='"features": {"containerd-snapshotter": true},'
+  [ $store = false ] && features=''
+  cat > "$RUNDIR/$d.json" <<EOF
+{ $features
+  "bridge": "none", "iptables": false, "ip-masq": false, "ip-forward": false,
+  "data-root": "$DATADIR/$d", "exec-root": "$RUNDIR/$d-exec",
+  "pidfile": "$(pidfile "$d")", "hosts": ["$(host "$d")"] }
+EOF
+}
+
+start_daemon() {
+  local d=$1 prefix; prefix=$(prefix_of "$d")
+  if is_ours_running "$d" && answers "$d"; then return 0; fi
+  if is_ours_running "$d"; then stop_daemon "$d"; fi
+  rm -f "$(pidfile "$d")" "$(sock "$d")"
+  write_config "$d"
+  step "start daemon $d ($(host "$d"))"
+  mkdir -p "$CACHE/logs"
+  PATH="$prefix/usr/bin:$prefix/usr/sbin:$PATH" setsid "$prefix/usr/sbin/dockerd" \
+    --config-file "$RUNDIR/$d.json" >"$CACHE/logs/$d.log" 2>&1 < /dev/null &
+}
+
+wait_daemon() {
+  local d=$1 i
+  step "wait for daemon $d to answer"
+  for i in $(seq 1 120); do
+    answers "$d" && return 0
+    sleep 0.5
+  done
+  tail -n 20 "$CACHE/logs/$d.log" >&2 || true
+  stop_daemon "$d"
+  fail "daemon $d did not answer within 60 s (log: $CACHE/logs/$d.log)"
+}
+
+stop_daemon() {
+  local d=$1 pf pid i; pf=$(pidfile "$d")
+  is_ours_running "$d" || { rm -f "$pf"; return 0; }
+  pid=$(cat "$pf")
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 60); do [ -d "/proc/$pid" ] || break; sleep 0.5; done
+  if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -f "$pf"
+  echo "provision: stopped daemon $d (pid $pid)" >&2
+}
+
+# ---------------------------------------------------------------- images
+busybox_tar() {  # sets BB_TAR
+  local out=$CACHE/busybox.tar
+  BB_TAR=$out
+  [ -f "$out" ] && return 0
+  step "busybox root filesystem"
+  local t; t=$(mktemp -d); mkdir -p "$t/bin" "$t/tmp" "$t/etc"
+  cp /bin/busybox "$t/bin/busybox"
+  "$t/bin/busybox" --install -s "$t/bin" 2>/dev/null || true
+  # --install -s writes absolute links to the host path; make them relative to the image.
+  (cd "$t/bin" && for l in *; do [ -L "$l" ] && ln -sf busybox "$l"; done)
+  chmod 1777 "$t/tmp"
+  echo "root:x:0:0:root:/root:/bin/sh" > "$t/etc/passwd"
+  echo "root:x:0:" > "$t/etc/group"
+  tar -C "$t" -cf "$out.tmp" . && mv "$out.tmp" "$out"; rm -rf "$t"
+}
+
+devtools_tar() {  # sets DT_TAR
+  local out=$CACHE/devtools-$DEVTOOLS_RECIPE.tar
+  DT_TAR=$out
+  [ -f "$out" ] && return 0
+  local root=$CACHE/devtools-rootfs
+  step "debootstrap of the devtools image (Debian 12, python3, pip, node, npm)"
+  if mountpoint -q "$root/proc" 2>/dev/null; then umount "$root/proc"; fi
+  rm -rf --one-file-system "$root"
+  debootstrap --variant=minbase \
+    --include=python3-pip,python3-venv,ca-certificates,nodejs,npm,git \
+    bookworm "$root" "$(mirror)" >"$CACHE/logs/debootstrap.log" 2>&1 || true
+  # debootstrap leaves Debian's npm half-configured and exits non-zero (ENGINE.md); the
+  # repair below finishes it. A rootfs without python3 means debootstrap itself failed.
+  [ -x "$root/usr/bin/python3" ] && [ -x "$root/usr/bin/node" ] \
+    || { tail -n 15 "$CACHE/logs/debootstrap.log" >&2; fail "debootstrap failed"; }
+  step "repair npm in the devtools rootfs and add yarn, pnpm, uv"
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+  cp /etc/resolv.conf "$root/etc/resolv.conf"
+  mount -t proc proc "$root/proc"
+  set +e
+  chroot "$root" /bin/sh -c '
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get -y -qq --fix-broken install && dpkg --configure -a &&
+    npm install -g --no-audit --no-fund yarn@1.22.22 pnpm@9.15.9 &&
+    pip install --break-system-packages --no-cache-dir -q uv==0.5.31 &&
+    apt-get clean && rm -rf /var/lib/apt/lists/* /root/.npm /root/.cache' \
+    >"$CACHE/logs/devtools-fix.log" 2>&1
+  local rc=$?
+  set -e
+  umount "$root/proc"
+  [ $rc = 0 ] || { tail -n 20 "$CACHE/logs/devtools-fix.log" >&2; fail "devtools rootfs repair failed"; }
+  # The machine's CA bundle, so HTTPS from containers passes certificate checks here.
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
+  : > "$root/etc/resolv.conf"
+  step "pack the devtools rootfs"
+  tar -C "$root" -cf "$out.tmp" . && mv "$out.tmp" "$out"
+  rm -rf "$root"
+}
+
+import_image() {  # daemon image tarball recipe
+  local d=$1 img=$2 tar=$3 recipe=$4
+  local have; have=$(dk "$d" image inspect "$img" --format '{{index .Config.Labels "dockcache.test.recipe"}}' 2>/dev/null || true)
+  [ "$have" = "$recipe" ] && return 0
+  step "import $img into daemon $d"
+  dk "$d" import --change "LABEL dockcache.test.recipe=$recipe" \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
+    "$tar" "$img" >/dev/null || fail "import of $img into daemon $d failed"
+}
+
+images_all() {
+  local d pids=()
+  busybox_tar; devtools_tar
+  local bb=$BB_TAR dt=$DT_TAR
+  for d in "${DAEMONS[@]}"; do
+    ( import_image "$d" "$BUSYBOX_IMAGE" "$bb" "bb-v1" && import_image "$d" "$DEVTOOLS_IMAGE" "$dt" "$DEVTOOLS_RECIPE" ) &
+    pids+=($!)
+  done
+  local p rc=0
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  [ $rc = 0 ] || fail "image import failed"
+}
+
+# ---------------------------------------------------------------- commands
+print_env() {
+  echo "export DOCKCACHE_TEST_HOST_A=$(host a)"
+  echo "export DOCKCACHE_TEST_HOST_B=$(host b)"
+  echo "export DOCKCACHE_TEST_HOST_OLD=$(host old)"
+}
+
+cmd_up() {
+  [ "$(id -u)" = 0 ] || fail "must run as root (starts dockerd)"
+  mkdir -p "$CACHE/logs"
+  install_all
+  local d
+  for d in "${DAEMONS[@]}"; do start_daemon "$d"; done
+  for d in "${DAEMONS[@]}"; do wait_daemon "$d"; done
+  images_all
+  CURRENT_STEP=done
+  print_env
+}
+
+cmd_status() {
+  local d rc=0
+  for d in "${DAEMONS[@]}"; do
+    if is_ours_running "$d" && answers "$d"; then
+      echo "$d: up $(host "$d") engine $(dk "$d" version --format '{{.Server.Version}}')"
+    else echo "$d: down"; rc=1; fi
+  done
+  return $rc
+}
+
+case "${1:-}" in
+  up) cmd_up ;;
+  down) for d in "${DAEMONS[@]}"; do stop_daemon "$d"; done ;;
+  status) cmd_status ;;
+  env) print_env ;;
+  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+esac
