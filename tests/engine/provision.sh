@@ -205,27 +205,47 @@ devtools_tar() {  # sets DT_TAR
   rm -rf "$root"
 }
 
-import_image() {  # daemon image tarball recipe
-  local d=$1 img=$2 tar=$3 recipe=$4
-  local have; have=$(dk "$d" image inspect "$img" --format '{{index .Config.Labels "dockcache.test.recipe"}}' 2>/dev/null || true)
-  [ "$have" = "$recipe" ] && return 0
-  step "import $img into daemon $d"
-  dk "$d" import --change "LABEL dockcache.test.recipe=$recipe" \
+has_recipe() {  # daemon image recipe
+  local have
+  have=$(dk "$1" image inspect "$2" --format '{{index .Config.Labels "dockcache.test.recipe"}}' 2>/dev/null || true)
+  [ "$have" = "$3" ]
+}
+
+# One image archive per recipe, made once by importing the rootfs into daemon A and
+# saving it. Every daemon then loads that same archive, so the base image has the same
+# digest everywhere, as with images pulled from a registry; BuildKit cache keys depend
+# on it (an import per daemon gives each its own timestamp and digest, and no cross-
+# daemon cache hit).
+image_archive() {  # image rootfs-tar recipe -> sets ARCHIVE
+  local img=$1 tar=$2 recipe=$3
+  ARCHIVE=$CACHE/image-${img//[\/:]/_}-$recipe.tar
+  [ -f "$ARCHIVE" ] && return 0
+  step "import $img into daemon a"
+  dk a import --change "LABEL dockcache.test.recipe=$recipe" \
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
-    "$tar" "$img" >/dev/null || fail "import of $img into daemon $d failed"
+    "$tar" "$img" >/dev/null || fail "import of $img into daemon a failed"
+  step "save $img as an image archive"
+  dk a save -o "$ARCHIVE.tmp" "$img" || fail "docker save of $img failed"
+  mv "$ARCHIVE.tmp" "$ARCHIVE"
+}
+
+load_image() {  # daemon image archive recipe
+  has_recipe "$1" "$2" "$4" && return 0
+  step "load $2 into daemon $1"
+  dk "$1" load -q -i "$3" >/dev/null || fail "load of $2 into daemon $1 failed"
 }
 
 images_all() {
-  local d pids=()
   busybox_tar; devtools_tar
-  local bb=$BB_TAR dt=$DT_TAR
+  image_archive "$BUSYBOX_IMAGE" "$BB_TAR" bb-v1; local bb=$ARCHIVE
+  image_archive "$DEVTOOLS_IMAGE" "$DT_TAR" "$DEVTOOLS_RECIPE"; local dt=$ARCHIVE
+  local d pids=() p rc=0
   for d in "${DAEMONS[@]}"; do
-    ( import_image "$d" "$BUSYBOX_IMAGE" "$bb" "bb-v1" && import_image "$d" "$DEVTOOLS_IMAGE" "$dt" "$DEVTOOLS_RECIPE" ) &
+    ( load_image "$d" "$BUSYBOX_IMAGE" "$bb" bb-v1 && load_image "$d" "$DEVTOOLS_IMAGE" "$dt" "$DEVTOOLS_RECIPE" ) &
     pids+=($!)
   done
-  local p rc=0
   for p in "${pids[@]}"; do wait "$p" || rc=1; done
-  [ $rc = 0 ] || fail "image import failed"
+  [ $rc = 0 ] || fail "image load failed"
 }
 
 # ---------------------------------------------------------------- commands
