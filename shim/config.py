@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from shim.managers import BY_NAME
+from shim.safety import check_container_path, check_name, check_sensitive
 
 PROJECT_FILE = ".dockcache.toml"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.I)
 CHOICES = {"run.mode": ("volume", "bind"), "run.scope": ("shared", "user", "project"),
            "build.backend": ("local", "registry", "both")}
@@ -127,6 +127,11 @@ def load(environ: Mapping[str, str], project_dir: str | None = None) -> Config:
         if environ.get(var, "") != "":
             settings[key] = Setting(_coerce(key, environ[var], f"env {var}"), f"env {var}")
     _env_manager_list(environ, settings)
+    home = environ.get("HOME", "/")
+    for key in ("run.bind_root", "build.store"):
+        value = settings[key].value
+        if value.startswith("~"):
+            settings[key] = Setting(home + value[1:], settings[key].source)
     return Config(settings, tuple(caches.values()), tuple(files))
 
 
@@ -204,8 +209,10 @@ def _type_name(typ: Any) -> str:
 def _check_value(key: str, value: Any, where: str) -> None:
     if key in CHOICES and value not in CHOICES[key]:
         raise ConfigError(f"{where}: key '{key}' must be one of {', '.join(CHOICES[key])}, got {value!r}")
-    if (key.endswith(".volume") or key == "run.volume_prefix") and value and not NAME_RE.match(value):
-        raise ConfigError(f"{where}: key '{key}': invalid volume name {value!r}")
+    if (key.endswith(".volume") or key == "run.volume_prefix") and value and check_name(value):
+        raise ConfigError(f"{where}: key '{key}': {check_name(value)}")
+    if key in ("run.bind_root", "build.store") and check_sensitive(value):
+        raise ConfigError(f"{where}: key '{key}': {check_sensitive(value)}")
     if key in ("build.key",) and value and not re.match(r"^[a-z0-9][a-z0-9._-]{0,127}$", value):
         raise ConfigError(f"{where}: key '{key}': invalid cache key {value!r}")
 
@@ -226,9 +233,7 @@ def _custom_caches(table: Any, where: str) -> dict[str, CustomCacheSpec]:
 
 
 def _custom_cache(name: str, spec: Any, where: str) -> CustomCacheSpec:
-    from shim.safety import check_container_path  # only when a file defines caches
-
-    if not NAME_RE.match(name) or name in BY_NAME:
+    if check_name(name) or name in BY_NAME:
         raise ConfigError(f"{where}: caches.{name}: invalid or reserved cache name")
     if not isinstance(spec, dict) or set(spec) - {"path", "env"}:
         raise ConfigError(f"{where}: caches.{name}: only 'path' and 'env' are allowed")

@@ -1,0 +1,59 @@
+"""The Python half of the hot path: commands bin/docker thinks dockcache may rewrite.
+
+Imports only the standard library and dockcache's pure modules. Whatever goes wrong
+here, the user's command still runs unchanged with its own exit code, after one
+stderr line saying what dockcache skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+from shim import proc
+from shim.config import ConfigError
+from shim.grammar import parse_invocation
+from shim.realdocker import find_real
+
+DISABLE_VALUES = {"1", "true", "yes", "on"}
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"dockcache: {message}\n")
+    sys.stderr.flush()
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    name, args = (argv[0], argv[1:]) if argv else ("docker", [])
+    real = os.environ.pop("DOCKCACHE_RESOLVED_REAL", "") or find_real(name, os.environ)
+    if not real:
+        warn(f"no real '{name}' found on PATH (set DOCKCACHE_REAL_DOCKER to its path)")
+        sys.exit(127)
+    if os.environ.get("DOCKCACHE_DISABLE", "").lower() in DISABLE_VALUES:
+        proc.exec_docker(real, args)
+    try:
+        handler = _handler(name, args)
+    except Exception as exc:  # noqa: BLE001 - fail open: never break the user's command
+        _fallback(real, args, exc)
+    if handler is None:
+        proc.exec_docker(real, args)
+    handler(real, args)
+    proc.exec_docker(real, args)  # a handler that returns means "run unchanged"
+
+
+def _handler(name: str, args: list[str]):
+    inv = parse_invocation(["compose", *args] if name == "docker-compose" else args)
+    if inv.kind == "run":
+        from shim import runcmd
+        return lambda real, a: runcmd.execute(real, a, inv, os.environ, on_error=_fallback)
+    return None
+
+
+def _fallback(real: str, args: list[str], exc: BaseException) -> NoReturn:
+    if isinstance(exc, ConfigError):
+        warn(f"{exc}; running docker unchanged")
+    else:
+        warn(f"internal error ({type(exc).__name__}: {exc}); running docker unchanged")
+    proc.exec_docker(real, args)
