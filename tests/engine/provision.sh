@@ -19,7 +19,7 @@ DATADIR=${DOCKCACHE_ENGINE_DATA:-/var/lib/dockcache-engine}
 PLUGINS=/usr/local/lib/docker/cli-plugins
 DAEMONS=(a b old)
 # Bump when the devtools image recipe changes, so old tarballs/images are rebuilt.
-DEVTOOLS_RECIPE=v1
+DEVTOOLS_RECIPE=v2
 DEVTOOLS_IMAGE=dockcache-test/devtools:latest
 BUSYBOX_IMAGE=dockcache-test/busybox:latest
 CLI=${DOCKCACHE_ENGINE_CLI:-$(command -v docker)}
@@ -181,7 +181,7 @@ devtools_tar() {  # sets DT_TAR
   # repair below finishes it. A rootfs without python3 means debootstrap itself failed.
   [ -x "$root/usr/bin/python3" ] && [ -x "$root/usr/bin/node" ] \
     || { tail -n 15 "$CACHE/logs/debootstrap.log" >&2; fail "debootstrap failed"; }
-  step "repair npm in the devtools rootfs and add yarn, pnpm, uv"
+  step "repair npm in the devtools rootfs and add yarn, pnpm, uv and a pip that builds wheels"
   cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
   cp /etc/resolv.conf "$root/etc/resolv.conf"
   mount -t proc proc "$root/proc"
@@ -191,6 +191,7 @@ devtools_tar() {  # sets DT_TAR
     apt-get update -qq && apt-get -y -qq --fix-broken install && dpkg --configure -a &&
     npm install -g --no-audit --no-fund yarn@1.22.22 pnpm@9.15.9 &&
     pip install --break-system-packages --no-cache-dir -q uv==0.5.31 &&
+    pip install --break-system-packages --no-cache-dir -q -U "pip==25.3" &&
     apt-get clean && rm -rf /var/lib/apt/lists/* /root/.npm /root/.cache' \
     >"$CACHE/logs/devtools-fix.log" 2>&1
   local rc=$?
