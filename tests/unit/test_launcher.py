@@ -1,0 +1,126 @@
+"""bin/docker with a fake real docker that records argv and env as JSON."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FAKE = """#!{py}
+import json, os, sys
+with open(os.environ["FAKE_LOG"], "a") as fh:
+    fh.write(json.dumps({{"argv": sys.argv[1:], "env": {{k: v for k, v in os.environ.items() if k.startswith(("npm_", "PIP_", "DOCKCACHE"))}}}}) + "\\n")
+if sys.argv[1:3] == ["image", "inspect"]:
+    print('["PATH=/usr/bin"]\\t""\\tamd64\\tsha256:abc')
+sys.exit(int(os.environ.get("FAKE_RC", "0")))
+"""
+
+
+@pytest.fixture
+def fake(tmp_path):
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    docker = real_dir / "docker"
+    docker.write_text(FAKE.format(py=sys.executable))
+    docker.chmod(0o755)
+    log = tmp_path / "log.jsonl"
+    env = {"PATH": f"{REPO / 'bin'}:{real_dir}:/usr/bin:/bin", "FAKE_LOG": str(log),
+           "HOME": str(tmp_path), "DOCKCACHE_STATE_DIR": str(tmp_path / "state"),
+           "DOCKCACHE_PYTHON": sys.executable}
+
+    def call(*argv, extra=None, cwd=None, launcher="docker"):
+        e = {**env, **(extra or {})}
+        cp = subprocess.run([str(REPO / "bin" / launcher), *argv], env=e, capture_output=True,
+                            text=True, cwd=cwd or tmp_path)
+        calls = [json.loads(x) for x in log.read_text().splitlines()] if log.exists() else []
+        log.unlink(missing_ok=True)
+        return cp, calls
+    call.real = str(docker)
+    return call
+
+
+WEIRD = ["run", "--rm", "-e", "A=b c", "img", "sh", "-c", "echo '$x' \"q\"", "", "ümlaut", "--", "-v"]
+
+
+@pytest.mark.parametrize("value", ["1", "true", "yes"])
+def test_kill_switch_byte_identical(fake, value):
+    cp, calls = fake(*WEIRD, extra={"DOCKCACHE_DISABLE": value})
+    assert cp.returncode == 0 and [c["argv"] for c in calls] == [WEIRD]
+
+
+def test_passthrough_is_unchanged_and_no_python_needed(fake):
+    cp, calls = fake("ps", "-a", extra={"DOCKCACHE_PYTHON": "/nonexistent/python"})
+    assert cp.returncode == 0 and [c["argv"] for c in calls] == [["ps", "-a"]]
+
+
+def test_exit_code_preserved(fake):
+    cp, _ = fake("ps", extra={"FAKE_RC": "42"})
+    assert cp.returncode == 42
+    cp, _ = fake("run", "img", extra={"FAKE_RC": "7"})
+    assert cp.returncode == 7
+
+
+def test_real_docker_env_wins(fake, tmp_path):
+    cp, calls = fake("ps", extra={"DOCKCACHE_REAL_DOCKER": fake.real, "PATH": f"{REPO / 'bin'}:/usr/bin:/bin"})
+    assert cp.returncode == 0 and calls[0]["argv"] == ["ps"]
+
+
+def test_no_real_docker_is_127_not_a_loop(fake, tmp_path):
+    other = tmp_path / "other-install"
+    other.mkdir()
+    os.symlink(REPO / "bin" / "docker", other / "docker")
+    cp, calls = fake("ps", extra={"PATH": f"{REPO / 'bin'}:{other}:/nonexistent"})
+    assert cp.returncode == 127 and calls == []
+    assert cp.stderr.count("\n") == 1 and "no real 'docker'" in cp.stderr
+
+
+def test_second_install_on_path_is_skipped(fake, tmp_path):
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "docker").write_text((REPO / "bin" / "docker").read_text())
+    (copy / "docker").chmod(0o755)
+    real_dir = os.path.dirname(fake.real)
+    cp, calls = fake("ps", extra={"PATH": f"{copy}:{REPO / 'bin'}:{real_dir}"})
+    assert cp.returncode == 0 and calls[0]["argv"] == ["ps"]
+
+
+def test_run_of_npm_project_adds_mount_and_variable(fake, tmp_path):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "package-lock.json").write_text("{}")
+    cp, calls = fake("run", "--rm", "-v", f"{proj}:/app", "-w", "/app", "img", "npm", "ci")
+    final = calls[-1]["argv"]
+    assert "-v" in final and "npm_config_cache=/dockcache/npm" in final
+    assert final[-3:] == ["img", "npm", "ci"]
+    # first run: image inspect + volume create; steady state: no extra docker call
+    assert [c["argv"][:2] for c in calls[:-1]] == [["image", "inspect"], ["volume", "create"]]
+    cp, calls = fake("run", "--rm", "-v", f"{proj}:/app", "-w", "/app", "img", "npm", "ci")
+    assert len(calls) == 1 and calls[0]["argv"] == final
+
+
+def test_bad_config_runs_unchanged_with_one_line(fake, tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[run\nmode=")
+    argv = ["run", "img", "npm", "ci"]
+    cp, calls = fake(*argv, extra={"DOCKCACHE_CONFIG": str(cfg)})
+    assert [c["argv"] for c in calls] == [argv]
+    assert cp.stderr.count("dockcache:") == 1 and "bad.toml" in cp.stderr
+
+
+@pytest.mark.parametrize("body,word", [("[run]\nmode = 3\n", "run.mode"), ("[run]\nbogus = 1\n", "run.bogus"),
+                                       ("[managers.npm]\nvolume = 'x; rm -rf /'\n", "managers.npm.volume")])
+def test_config_errors_name_the_key(fake, tmp_path, body, word):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(body)
+    cp, calls = fake("run", "img", "npm", extra={"DOCKCACHE_CONFIG": str(cfg)})
+    assert calls[-1]["argv"] == ["run", "img", "npm"] and word in cp.stderr
+
+
+def test_hot_path_imports_no_heavy_modules():
+    code = ("import sys; from shim import hot, runcmd; "
+            "bad = [m for m in ('typer', 'rich', 'psutil', 'click') if m in sys.modules]; print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stderr
