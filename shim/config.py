@@ -46,7 +46,7 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     "build.enabled": (bool, True),
     "build.store": (str, "~/.cache/dockcache/build"),
     "build.max_size": ("size", "20GiB"),
-    "build.fallback_keys": (list, ["main"]),
+    "build.fallback_keys": (list, ["{repo}-main"]),
     "build.key": (str, ""),
     "build.lock_timeout": (float, 30.0),
     "build.backend": (str, "local"),

@@ -1,0 +1,135 @@
+"""`docker build` / `buildx build`: import from and publish to the shared store.
+
+Docker runs as our child here (not exec) because the publish happens after the build;
+signals are forwarded, the TTY stays docker's and its exit code is returned unchanged.
+A store problem (lock held too long, corrupt index, full disk) costs the cache, never
+the build: one stderr line and the build runs as the user wrote it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from shim import proc
+from shim.buildkey import keys_for
+from shim.buildplan import BuildPlan, plan_build
+from shim.cachestore import CacheStore, Snapshot, StoreError
+from shim.config import Config, load
+from shim.engine import BuildCaps, cached_caps, legacy_reason
+from shim.grammar import BuildArgs, Invocation, parse_build
+from shim.state import State, endpoint_id, state_dir
+
+
+def say(message: str) -> None:
+    sys.stderr.write(f"dockcache: {message}\n")
+    sys.stderr.flush()
+
+
+@dataclass
+class Prepared:
+    plan: BuildPlan
+    store: CacheStore | None
+    snapshot: Snapshot | None
+    export_dir: Path | None
+    config: Config
+    caps: BuildCaps
+
+
+def caps_for(real: str, inv: Invocation, build: BuildArgs, environ: Mapping[str, str]) -> BuildCaps:
+    legacy = legacy_reason(environ)
+    if legacy:
+        return BuildCaps("none", legacy)
+    state = State(state_dir(environ))
+    endpoint = endpoint_id(inv.host, inv.context, environ)
+    builder = build.builder or environ.get("BUILDX_BUILDER")
+    return cached_caps(state, endpoint, builder,
+                       lambda *a: proc.run_docker(real, [*inv.globals, *a], timeout=30))
+
+
+def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str],
+            *, dry_run: bool = False) -> Prepared:
+    build = parse_build(inv)
+    cwd = os.getcwd()
+    ctx_dir = os.path.join(cwd, build.context or ".")
+    config = load(environ, ctx_dir if os.path.isdir(ctx_dir) else cwd)
+    key, fallbacks = keys_for(build.tags, build.context, build.file, cwd,
+                              config["build.key"], config["build.fallback_keys"])
+    caps = caps_for(real, inv, build, environ)
+    if not (config["enabled"] and config["build.enabled"]):
+        caps = BuildCaps("none", "build caching is disabled in config")
+    if caps.mode == "none" or build.help:
+        return Prepared(plan_build(args, inv, build, caps, key=key, available=(), import_src=None,
+                                   export_dest=None), None, None, None, config, caps)
+    store = CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"])
+    snap = None
+    if not build.no_cache and not dry_run:
+        snap = _snapshot(store, [key, *fallbacks])
+    available = snap.keys if snap else tuple(k for k in [key, *fallbacks] if dry_run and k in store.keys())
+    export_dir = store.new_export_dir() if (caps.mode == "full" and not build.cache_to and not dry_run) else None
+    plan = plan_build(args, inv, build, caps, key=key, available=available,
+                      import_src=str(snap.src) if snap and snap.src else (str(store.root / "snapshots") if dry_run else None),
+                      export_dest=str(export_dir) if export_dir else (str(store.root / "tmp") if dry_run else None))
+    return Prepared(plan, store, snap, export_dir, config, caps)
+
+
+def _snapshot(store: CacheStore, keys: Sequence[str]) -> Snapshot | None:
+    try:
+        snap = store.snapshot(keys)
+    except (StoreError, OSError) as exc:
+        say(f"{exc}; building without the shared cache import")
+        return None
+    for problem in snap.problems:
+        say(problem)
+    return snap
+
+
+def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str],
+            *, on_error: Callable) -> None:
+    started = time.monotonic()
+    try:
+        prep = prepare(real, args, inv, environ)
+    except Exception as exc:  # noqa: BLE001 - fail open
+        on_error(real, list(args), exc)
+        return
+    if prep.plan.argv == tuple(args):
+        return  # nothing to add: the caller execs docker unchanged
+    if prep.caps.mode == "import-only" and not prep.plan.export:
+        say(f"this engine imports the shared build cache but cannot publish to it: {prep.caps.reason}")
+    rc = 1
+    try:
+        rc = proc.run_child(real, prep.plan.argv)
+        if rc == 0 and prep.plan.export and prep.export_dir:
+            _publish(prep)
+    finally:
+        _cleanup(prep)
+        _record(environ, prep, rc, time.monotonic() - started)
+    sys.exit(rc)
+
+
+def _publish(prep: Prepared) -> None:
+    try:
+        prep.store.publish(prep.export_dir, prep.plan.key)
+        cap = prep.config["build.max_size"]
+        if prep.store.size() > cap:
+            prep.store.prune(max_size=cap)
+    except (StoreError, OSError) as exc:
+        say(f"build cache not published: {exc}")
+
+
+def _cleanup(prep: Prepared) -> None:
+    if prep.snapshot:
+        prep.snapshot.release()
+    if prep.export_dir:
+        shutil.rmtree(prep.export_dir, ignore_errors=True)
+
+
+def _record(environ: Mapping[str, str], prep: Prepared, rc: int, seconds: float) -> None:
+    State(state_dir(environ)).append_log("metrics", {
+        "kind": "build", "key": prep.plan.key, "imports": list(prep.plan.imports),
+        "export": prep.plan.export, "engine": prep.caps.mode, "rc": rc, "ms": round(seconds * 1000, 2)})

@@ -1,0 +1,61 @@
+"""The pure rewrite of a build command: which cache to import, whether to export.
+
+The user's flags stay untouched; ours go right after the command words. A user's own
+`--cache-to` means we add no export; their `--cache-from` is kept and ours added
+beside it; `--no-cache` skips our import but still publishes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from shim.engine import BuildCaps
+from shim.grammar import BuildArgs, Invocation, insert_before
+
+OUR_MARK = "dockcache"  # appears in our src/dest paths: a shim behind a shim adds nothing twice
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    argv: tuple[str, ...]
+    key: str
+    imports: tuple[str, ...] = ()
+    export: bool = False
+    reasons: tuple[str, ...] = ()
+
+
+def plan_build(argv: Sequence[str], inv: Invocation, build: BuildArgs, caps: BuildCaps, *,
+               key: str, available: Sequence[str], import_src: str | None,
+               export_dest: str | None) -> BuildPlan:
+    argv = tuple(argv)
+    reasons = [f"cache key {key}", f"engine: {caps.mode} ({caps.reason})"]
+    if caps.mode == "none" or build.help:
+        return BuildPlan(argv, key, reasons=tuple(reasons + ["build runs unchanged"]))
+    if _already_ours(build):
+        return BuildPlan(argv, key, reasons=tuple(reasons + ["already rewritten by dockcache (nested shim)"]))
+    added: list[str] = []
+    imports: tuple[str, ...] = ()
+    if build.no_cache:
+        reasons.append("--no-cache: no import")
+    elif import_src and available:
+        imports = tuple(available)
+        for k in imports:
+            added += ["--cache-from", f"type=local,src={import_src},tag={k}"]
+        reasons.append(f"import keys {', '.join(imports)}")
+    else:
+        reasons.append("no cached key to import yet")
+    export = False
+    if build.cache_to:
+        reasons.append("you set --cache-to: no export added")
+    elif caps.mode != "full":
+        reasons.append("engine cannot export: import only")
+    elif export_dest:
+        export = True
+        added += ["--cache-to", f"type=local,dest={export_dest},mode=max,tag={key}"]
+        reasons.append(f"export to a private dir, then publish as {key}")
+    return BuildPlan(insert_before(argv, inv.args_start, added), key, imports, export, tuple(reasons))
+
+
+def _already_ours(build: BuildArgs) -> bool:
+    return any(OUR_MARK in v for v in (*build.cache_from, *build.cache_to))
