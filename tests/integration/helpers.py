@@ -1,0 +1,29 @@
+"""Helpers for engine tests that go through bin/docker."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+DEVTOOLS = "dockcache-test/devtools:latest"
+BUSYBOX = "dockcache-test/busybox:latest"
+
+
+def shim(env: dict, *argv: str, cwd=None, input=None, extra=None, timeout=600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / "bin" / "docker"), *argv], env={**env, **(extra or {})},
+                          capture_output=True, text=True, cwd=cwd, input=input, timeout=timeout)
+
+
+def volume_files(engine, volume: str, sub: str = "") -> int:
+    """How many files a volume (or a subdir of it) holds (0 if it does not exist)."""
+    if volume not in engine.volumes():
+        return 0
+    cp = engine.docker("run", "--rm", "--network", "none", "-v", f"{volume}:/c", BUSYBOX,
+                       "sh", "-c", f"find /c/{sub} -type f 2>/dev/null | wc -l")
+    return int(cp.stdout.strip())
+
+
+def write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=1))

@@ -1,0 +1,133 @@
+"""Through bin/docker on a real engine: each package manager really USES its cache.
+
+Proof is the tool's own behaviour in a fresh container: an offline install that only
+a warm cache makes possible, pip reusing a wheel it built, a cache that grows on the
+first run and not on the second; each with a control run without dockcache.
+"""
+
+import os
+
+import pytest
+
+from tests.integration.helpers import BUSYBOX, DEVTOOLS, shim, volume_files, write_json
+
+pytestmark = pytest.mark.engine
+DEPS = {"is-number": "7.0.0", "left-pad": "1.3.0"}
+
+
+def node_project(tmp_path, name="app"):
+    proj = tmp_path / name
+    proj.mkdir()
+    write_json(proj / "package.json", {"name": name, "version": "1.0.0", "dependencies": DEPS})
+    proj.chmod(0o777)
+    return proj
+
+
+def in_project(proj, *cmd, network="none", user=None):
+    args = ["run", "--rm", "--network", network, "-v", f"{proj}:/app", "-w", "/app"]
+    if user:
+        args += ["--user", user]
+    return [*args, DEVTOOLS, "sh", "-c", " ".join(cmd)]
+
+
+def ok(cp):
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    return cp
+
+
+def test_npm_offline_install_works_only_with_the_cache(shim_env, engines, tmp_path):
+    a = engines["a"]
+    proj = node_project(tmp_path)
+    ok(shim(shim_env, *in_project(proj, "npm install --no-audit --no-fund", network="host")))
+    volume = f"{a.prefix}-npm"
+    after_cold = volume_files(a, volume, "_cacache/content-v2")
+    assert after_cold > 0
+    (proj / "node_modules").chmod(0o777)
+    clean = "rm -rf node_modules && npm ci --offline --no-audit --no-fund"
+    warm = ok(shim(shim_env, *in_project(proj, clean)))
+    assert "added 2 packages" in warm.stdout
+    assert volume_files(a, volume, "_cacache/content-v2") == after_cold  # read, not re-fetched
+    control = shim(shim_env, *in_project(proj, clean), extra={"DOCKCACHE_DISABLE": "1"})
+    assert control.returncode != 0  # without the cache an offline install cannot work
+
+
+def test_npm_as_non_root_user(shim_env, engines, tmp_path):
+    a = engines["a"]
+    proj = node_project(tmp_path)
+    ok(shim(shim_env, *in_project(proj, "npm install --no-audit --no-fund", network="host", user="1000:1000")))
+    volume = f"{a.prefix}-npm-c1000"
+    assert volume in a.volumes() and volume_files(a, volume) > 0
+    clean = "rm -rf node_modules && npm ci --offline --no-audit --no-fund"
+    warm = ok(shim(shim_env, *in_project(proj, clean, user="1000:1000")))
+    assert "added 2 packages" in warm.stdout
+
+
+def test_user_npm_cache_setting_wins(shim_env, engines, tmp_path):
+    a = engines["a"]
+    proj = node_project(tmp_path)
+    cp = ok(shim(shim_env, "run", "--rm", "--network", "none", "-e", "npm_config_cache=/tmp/mine",
+                 "-v", f"{proj}:/app", "-w", "/app", DEVTOOLS, "sh", "-c", "echo $npm_config_cache; npm --version"))
+    assert cp.stdout.splitlines()[0] == "/tmp/mine"
+    assert f"{a.prefix}-npm" not in a.volumes()
+
+
+def test_kill_switch_on_real_engine(shim_env, engines, tmp_path):
+    a = engines["a"]
+    proj = node_project(tmp_path)
+    cp = ok(shim(shim_env, *in_project(proj, "echo cache=$npm_config_cache; npm --version"),
+                 extra={"DOCKCACHE_DISABLE": "1"}))
+    assert "cache=\n" in cp.stdout and a.volumes() == []
+
+
+def test_pip_reuses_the_wheel_it_built(shim_env, engines, tmp_path):
+    proj = tmp_path / "py"
+    proj.mkdir()
+    (proj / "requirements.txt").write_text("docopt==0.6.2\n")  # sdist only: pip must build a wheel
+    cmd = "pip install --break-system-packages --root-user-action=ignore -r requirements.txt 2>&1"
+    cold = ok(shim(shim_env, *in_project(proj, cmd, network="host")))
+    assert "Building wheel for docopt" in cold.stdout
+    warm = ok(shim(shim_env, *in_project(proj, cmd, network="host")))
+    assert "Using cached docopt-0.6.2-py2.py3-none-any.whl" in warm.stdout
+    assert "Building wheel" not in warm.stdout
+    control = ok(shim(shim_env, *in_project(proj, cmd, network="host"), extra={"DOCKCACHE_DISABLE": "1"}))
+    assert "Building wheel for docopt" in control.stdout
+
+
+def test_yarn_offline_after_warm_cache(shim_env, engines, tmp_path):
+    proj = node_project(tmp_path)
+    ok(shim(shim_env, *in_project(proj, "yarn install --non-interactive", network="host")))
+    assert (proj / "yarn.lock").exists()
+    clean = "rm -rf node_modules && yarn install --offline --frozen-lockfile --non-interactive"
+    ok(shim(shim_env, *in_project(proj, clean)))
+    assert (proj / "node_modules" / "is-number").is_dir()
+    assert shim(shim_env, *in_project(proj, clean), extra={"DOCKCACHE_DISABLE": "1"}).returncode != 0
+
+
+def test_pnpm_offline_after_warm_cache(shim_env, engines, tmp_path):
+    proj = node_project(tmp_path)
+    ok(shim(shim_env, *in_project(proj, "pnpm install", network="host")))
+    assert (proj / "pnpm-lock.yaml").exists()
+    clean = "rm -rf node_modules && pnpm install --offline --frozen-lockfile"
+    ok(shim(shim_env, *in_project(proj, clean)))
+    assert (proj / "node_modules" / "is-number").exists()
+    assert shim(shim_env, *in_project(proj, clean), extra={"DOCKCACHE_DISABLE": "1"}).returncode != 0
+
+
+def test_uv_offline_after_warm_cache(shim_env, engines, tmp_path):
+    proj = tmp_path / "uvp"
+    proj.mkdir()
+    (proj / "requirements.txt").write_text("six==1.16.0\n")
+    (proj / "uv.lock").write_text("version = 1\n")  # marks the project as a uv project
+    install = "export SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt; uv venv -q /tmp/v && uv pip install -q --python /tmp/v/bin/python -r requirements.txt"
+    ok(shim(shim_env, *in_project(proj, install, network="host")))
+    offline = install.replace("uv pip install", "uv pip install --offline")
+    ok(shim(shim_env, *in_project(proj, offline + " && /tmp/v/bin/python -c 'import six'")))
+    assert shim(shim_env, *in_project(proj, offline), extra={"DOCKCACHE_DISABLE": "1"}).returncode != 0
+
+
+def test_stdin_stdout_and_exit_code_pass_through(shim_env, engines, tmp_path):
+    proj = node_project(tmp_path)
+    data = "line1\nline2 ümlaut\n"
+    cp = shim(shim_env, "run", "-i", "--rm", "--network", "none", "-v", f"{proj}:/app", BUSYBOX,
+              "sh", "-c", "cat; exit 7", input=data)
+    assert cp.returncode == 7 and cp.stdout == data
