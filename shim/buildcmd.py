@@ -107,9 +107,16 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         if rc == 0 and prep.plan.export and prep.export_dir:
             _publish(prep)
     finally:
-        _cleanup(prep)
-        _record(environ, prep, rc, time.monotonic() - started)
+        _quietly(_cleanup, prep)
+        _quietly(_record, environ, prep, rc, time.monotonic() - started)
     sys.exit(rc)
+
+
+def _quietly(fn, *args) -> None:
+    try:
+        fn(*args)
+    except Exception as exc:  # noqa: BLE001 - after docker ran, its exit code is what matters
+        say(f"clean-up after the build failed: {exc}")
 
 
 def _publish(prep: Prepared) -> None:
@@ -118,7 +125,7 @@ def _publish(prep: Prepared) -> None:
         cap = prep.config["build.max_size"]
         if prep.store.size() > cap:
             prep.store.prune(max_size=cap)
-    except (StoreError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - the build succeeded; only the cache is lost
         say(f"build cache not published: {exc}")
 
 

@@ -112,7 +112,7 @@ def find_project_file(start: str | None) -> Path | None:
 
 def load(environ: Mapping[str, str], project_dir: str | None = None) -> Config:
     """Merge every layer; raise ConfigError (one line) on the first problem."""
-    settings = {k: Setting(default, "default") for k, (_t, default) in SCHEMA.items()}
+    settings = {k: Setting(parse_size(d) if t == "size" else d, "default") for k, (t, d) in SCHEMA.items()}
     caches: dict[str, CustomCacheSpec] = {}
     files = []
     for path in (user_config_path(environ), find_project_file(project_dir)):
