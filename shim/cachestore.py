@@ -240,6 +240,13 @@ class CacheStore:
             after = self.size()
             return PruneResult(tuple(gone), count, before - after, before, after)
 
+    def drop_keys(self, keys: Sequence[str]) -> int:
+        """Remove keys and the blobs only they reached; returns blobs removed."""
+        with self._lock():
+            manifests, _ = self._read_index()
+            self._drop(manifests, keys)
+            return self._collect([m for m in manifests if _ref(m) not in keys])
+
     def check(self) -> list[str]:
         manifests, problems = self._read_index()
         for key, desc in self._entries(manifests).items():

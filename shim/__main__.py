@@ -1,0 +1,3 @@
+from shim.cli.app import main
+
+main()

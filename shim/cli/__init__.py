@@ -1,0 +1,1 @@
+"""The `dockcache` management CLI (typer). Never imported on the docker hot path."""

@@ -1,0 +1,120 @@
+"""`dockcache cache list|stats|clear|prune`."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from shim.cachestore import CacheStore, StoreError
+
+from .context import Ctx
+from .inventory import CacheRow, all_rows
+from .output import CliError, emit, human_size, local_time, table
+
+STATS_SCHEMA = ("caches[]: {name, kind, manager, size (bytes|null), created (ISO 8601 UTC|null), "
+                "last_used (ISO|null), uses (int, recorded by dockcache), entries (int|null), "
+                "in_use_by [container names], exists (bool)}; totals: {size, caches, uses}; "
+                "build: {observed_cached_steps, observed_executed_steps} (null when never observed)")
+
+
+def _rows(ctx: Ctx, **kw) -> list[CacheRow]:
+    try:
+        return all_rows(ctx, **kw)
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cache_list(ctx: Ctx, *, as_json: bool) -> None:
+    rows = _rows(ctx)
+    human = table([[r.name, f"{r.kind}/{r.manager}", human_size(r.size) if r.exists else "(not created)",
+                    local_time(r.created), local_time(r.last_used)] for r in rows],
+                  ["NAME", "KIND", "SIZE", "CREATED", "LAST USED"])
+    emit({"caches": [r.to_json() for r in rows]}, as_json=as_json, human=human)
+
+
+def cache_stats(ctx: Ctx, *, as_json: bool) -> None:
+    rows = _rows(ctx, include_missing=False)
+    totals = {"size": sum(r.size or 0 for r in rows), "caches": len(rows), "uses": sum(r.uses for r in rows)}
+    data = {"caches": [r.to_json() for r in rows], "totals": totals, "build": {
+        "observed_cached_steps": None, "observed_executed_steps": None}, "schema": STATS_SCHEMA}
+    human = table([[r.name, r.manager, human_size(r.size), local_time(r.created), local_time(r.last_used),
+                    str(r.uses), ", ".join(r.in_use_by) or "-"] for r in rows],
+                  ["NAME", "MANAGER", "SIZE", "CREATED", "LAST USED", "USES", "IN USE BY"])
+    human += f"\n\ntotal {human_size(totals['size'])} in {totals['caches']} caches, {totals['uses']} recorded uses"
+    human += "\nhits/misses: not observed (dockcache reports only what a tool showed it)"
+    emit(data, as_json=as_json, human=human)
+
+
+def select(rows: list[CacheRow], managers: list[str], *, build: bool, everything: bool) -> list[CacheRow]:
+    return [r for r in rows if r.exists and (everything or r.manager in managers
+                                              or (build and r.kind == "build-key"))]
+
+
+def cache_clear(ctx: Ctx, managers: list[str], *, build: bool, everything: bool, force: bool,
+                dry_run: bool, as_json: bool) -> int:
+    if not (managers or build or everything):
+        raise CliError("say what to clear: --npm, --pip, … , --build or --all")
+    targets = select(_rows(ctx, include_missing=False), managers, build=build, everything=everything)
+    busy = [r for r in targets if r.in_use_by]
+    todo = [r for r in targets if not r.in_use_by]
+    lines = [f"would remove {r.name} ({human_size(r.size)})" for r in todo]
+    lines += [f"skip {r.name}: in use by {', '.join(r.in_use_by)}" for r in busy]
+    if dry_run:
+        emit({"would_remove": [r.name for r in todo], "skipped": {r.name: r.in_use_by for r in busy},
+              "bytes": sum(r.size or 0 for r in todo)}, as_json=as_json, human="\n".join(lines) or "nothing to clear")
+        return 0
+    if todo and not force:
+        if not sys.stdin.isatty():
+            raise CliError("refusing to clear caches without a terminal to confirm; add --force")
+        sys.stdout.write("\n".join(lines) + "\n")
+        if input("Remove these caches? [y/N] ").strip().lower() not in ("y", "yes"):
+            raise CliError("nothing cleared")
+    freed, removed = 0, []
+    for r in todo:
+        if _remove(ctx, r):
+            freed += r.size or 0
+            removed.append(r.name)
+    out = [f"removed {n}" for n in removed] + [ln for ln in lines if ln.startswith("skip")]
+    emit({"removed": removed, "skipped": {r.name: r.in_use_by for r in busy}, "freed_bytes": freed},
+         as_json=as_json, human="\n".join(out + [f"freed {human_size(freed)}"]))
+    return 0
+
+
+def _remove(ctx: Ctx, row: CacheRow) -> bool:
+    if row.kind == "build-key":
+        CacheStore(ctx.store_root).drop_keys([row.name])
+        ctx.audit("clear", f"build:{row.name}", bytes=row.size)
+        return True
+    res = ctx.docker("volume", "rm", row.name)
+    if res.returncode == 0:
+        ctx.state.forget("volumes", ctx.endpoint, row.name)
+        ctx.audit("clear", row.name, bytes=row.size)
+    return res.returncode == 0
+
+
+def cache_prune(ctx: Ctx, *, older_than: float | None, max_size: int | None, as_json: bool) -> None:
+    store = CacheStore(ctx.store_root, lock_timeout=ctx.config["build.lock_timeout"])
+    try:
+        res = store.prune(max_size=max_size if max_size is not None else ctx.config["build.max_size"],
+                          older_than=older_than)
+    except StoreError as exc:
+        raise CliError(str(exc)) from None
+    ctx.audit("prune", "build-store", removed_keys=list(res.removed_keys), freed=res.freed_bytes)
+    removed_vols = _prune_volumes(ctx, older_than) if older_than is not None else []
+    data = {"build": {"removed_keys": list(res.removed_keys), "removed_blobs": res.removed_blobs,
+                      "freed_bytes": res.freed_bytes, "size_before": res.size_before, "size_after": res.size_after},
+            "volumes_removed": removed_vols}
+    human = (f"build store: {human_size(res.size_before)} -> {human_size(res.size_after)}, "
+             f"{len(res.removed_keys)} keys and {res.removed_blobs} blobs removed")
+    if removed_vols:
+        human += "\nvolumes removed: " + ", ".join(removed_vols)
+    emit(data, as_json=as_json, human=human)
+
+
+def _prune_volumes(ctx: Ctx, older_than: float) -> list[str]:
+    now, out = time.time(), []
+    for r in _rows(ctx, include_missing=False):
+        last = r.last_used or r.created or now
+        if r.kind == "volume" and not r.in_use_by and now - last > older_than and _remove(ctx, r):
+            out.append(r.name)
+    return out

@@ -1,0 +1,54 @@
+"""`dockcache config init|show`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tomli_w
+
+from shim.config import SCHEMA, user_config_path
+
+from .context import Ctx
+from .output import CliError, emit, table
+
+HEADER = """# dockcache configuration (user file). A project can override any key in .dockcache.toml,
+# and DOCKCACHE_* variables override both. `dockcache config show` prints the merged result
+# and where each value came from.
+# run.mode: "volume" (named volumes) or "bind" (host dirs under run.bind_root)
+# run.scope: "shared", "user" or "project" (volume names get a short hash, never a path)
+# managers.<name>.enabled = false turns one package manager off; [caches.NAME] adds your own:
+#   [caches.mytool]
+#   path = "/cache/mytool"
+#   env = { MYTOOL_CACHE = "{cache}" }
+"""
+
+
+def _defaults() -> dict:
+    out: dict = {}
+    for key, (_typ, default) in SCHEMA.items():
+        if key.startswith("managers."):
+            continue
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = default
+    return out
+
+
+def config_init(ctx: Ctx, *, force: bool, path: str | None) -> None:
+    target = Path(path) if path else user_config_path(ctx.environ)
+    if target.exists() and not force:
+        raise CliError(f"{target} exists; use --force to overwrite")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(HEADER + "\n" + tomli_w.dumps(_defaults()))
+    print(f"wrote {target}")
+
+
+def config_show(ctx: Ctx, *, as_json: bool) -> None:
+    cfg = ctx.config
+    rows = [[k, repr(s.value), s.source] for k, s in sorted(cfg.settings.items())]
+    data = {"files": list(cfg.files), "settings": {k: {"value": s.value, "source": s.source}
+                                                    for k, s in cfg.settings.items()},
+            "caches": [{"name": c.name, "path": c.path, "env": dict(c.env), "source": c.source} for c in cfg.caches]}
+    emit(data, as_json=as_json, human=table(rows, ["KEY", "VALUE", "SOURCE"]))

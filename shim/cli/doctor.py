@@ -1,0 +1,87 @@
+"""`dockcache doctor`: is the shim in place, what can this engine do, where are the caches."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from shim import engine
+from shim.cachestore import CacheStore
+from shim.hot import DISABLE_VALUES
+from shim.realdocker import first_on_path, is_launcher
+
+from .context import Ctx
+from .output import CliError, emit, human_size
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
+    checks: list[dict] = []
+
+    def check(name, value, problem=None, fix=None):
+        checks.append({"check": name, "value": value, "ok": problem is None, "problem": problem, "fix": fix})
+
+    first = first_on_path("docker", ctx.environ)
+    ours = bool(first and is_launcher(first))
+    check("docker first on PATH", first or "(none)", None if ours else "the first docker on PATH is not dockcache's",
+          "run install.sh, or put dockcache's bin directory first on PATH")
+    check("real docker", ctx.real or "(none)", None if ctx.real else "no real docker found",
+          "install the docker CLI or set DOCKCACHE_REAL_DOCKER")
+    disabled = ctx.environ.get("DOCKCACHE_DISABLE", "").lower() in DISABLE_VALUES
+    check("kill switch", "DOCKCACHE_DISABLE is set: dockcache is off" if disabled else "off (dockcache active)")
+    ver = ctx.docker("version", "--format", "{{.Server.Version}}", timeout=20)
+    reachable = ver.returncode == 0
+    check("engine", ver.stdout.strip() if reachable else "unreachable",
+          None if reachable else f"engine not reachable: {(ver.stderr.strip().splitlines() or ['?'])[-1]}",
+          "start dockerd or check DOCKER_HOST / docker context")
+    if reachable:
+        _engine_checks(ctx, check)
+    try:
+        cfg = ctx.config
+        check("config files", ", ".join(cfg.files) or "(defaults only)")
+    except CliError as exc:
+        check("config files", "invalid", str(exc), "fix the file and key named above")
+        cfg = None
+    check("state dir", str(ctx.state.root), None if _writable(ctx.state.root) else "state dir not writable",
+          "set DOCKCACHE_STATE_DIR to a writable directory")
+    if cfg is not None:
+        store = CacheStore(ctx.store_root)
+        check("build store", f"{ctx.store_root} ({human_size(store.size())}, {len(store.keys())} keys)",
+              "; ".join(store.check()) or None, "run `dockcache cache prune`")
+        bind = Path(cfg["run.bind_root"])
+        check("bind cache root", f"{bind} ({human_size(_dir_size(bind)) if bind.exists() else 'not created'})")
+    healthy = all(c["ok"] for c in checks)
+    human = "\n".join(f"{'ok ' if c['ok'] else 'BAD'} {c['check']}: {c['value']}"
+                      + (f"\n    problem: {c['problem']}\n    fix: {c['fix']}" if not c["ok"] else "") for c in checks)
+    emit({"healthy": healthy, "checks": checks}, as_json=as_json, human=human)
+    return 0 if healthy else 1
+
+
+def _engine_checks(ctx: Ctx, check) -> None:
+    info = ctx.docker("info", "--format", "{{json .DriverStatus}}", timeout=20)
+    check("containerd image store", "yes" if "io.containerd.snapshotter" in info.stdout else "no (classic store)")
+    comp = ctx.docker("compose", "version", "--short", timeout=20)
+    check("compose", comp.stdout.strip() if comp.returncode == 0 else "not installed")
+    legacy = engine.legacy_reason(ctx.environ)
+    caps = engine.BuildCaps("none", legacy) if legacy else engine.detect(
+        lambda *a: ctx.docker(*a, timeout=30), ctx.environ.get("BUILDX_BUILDER"))
+    check("buildx", caps.buildx or "not installed", None if caps.buildx else "buildx missing: builds are not cached",
+          "install the docker-buildx plugin")
+    labels = {"full": "publish+import", "import-only": "import-only", "none": "none"}
+    check("build caching", f"{labels[caps.mode]}: {caps.reason}")
+
+
+def _writable(path: Path) -> bool:
+    probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("/"))
+    return os.access(probe, os.W_OK) and shutil.disk_usage(probe).free > 0

@@ -1,0 +1,33 @@
+"""`dockcache explain -- docker run …`: what would be detected, added and why. Runs nothing."""
+
+from __future__ import annotations
+
+from shim.grammar import parse_invocation
+
+from .context import Ctx
+from .output import CliError, emit
+
+
+def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
+    if argv and argv[0] in ("docker", "docker-compose"):
+        argv = (["compose"] if argv[0] == "docker-compose" else []) + argv[1:]
+    if not ctx.real:
+        raise CliError("no real docker found on PATH (set DOCKCACHE_REAL_DOCKER)")
+    inv = parse_invocation(argv)
+    if inv.kind == "run":
+        from shim.runcmd import build_plan
+        plan, _cfg, notes = build_plan(ctx.real, argv, inv, ctx.environ, dry_run=True)
+        detected = [r for r in plan.reasons if r.startswith("detected")]
+        data = {"kind": "run", "detected": detected, "reasons": list(plan.reasons), "added": list(plan.added),
+                "argv": ["docker", *plan.argv], "notes": notes}
+    elif inv.kind == "build":
+        from shim.buildcmd import prepare
+        prep = prepare(ctx.real, argv, inv, ctx.environ, dry_run=True)
+        data = {"kind": "build", "key": prep.plan.key, "imports": list(prep.plan.imports),
+                "export": prep.plan.export, "engine": prep.caps.mode, "reasons": list(prep.plan.reasons),
+                "argv": ["docker", *prep.plan.argv]}
+    else:
+        data = {"kind": inv.kind, "reasons": ["dockcache does not rewrite this command"], "argv": ["docker", *argv]}
+    human = "\n".join([f"command kind: {data['kind']}", *[f"- {r}" for r in data["reasons"]],
+                       "final argv:", "  " + " ".join(data["argv"])])
+    emit(data, as_json=as_json, human=human)

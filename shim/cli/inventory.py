@@ -1,0 +1,134 @@
+"""Every cache dockcache manages: package volumes on this engine and build store keys.
+
+Sizes come from the engine (`docker system df -v`) and the store; "last used" and
+"uses" come from dockcache's own metrics log (it records every cache it mounted or
+imported), so they are observed, never guessed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from shim.cachestore import CacheStore
+from shim.managers import BY_NAME
+
+from .context import Ctx
+
+_SIZE = re.compile(r"^([\d.]+)\s*([kMGT]?)B$")
+
+
+@dataclass
+class CacheRow:
+    name: str
+    kind: str  # "volume" | "build-key"
+    manager: str
+    size: int | None
+    created: float | None
+    last_used: float | None
+    uses: int = 0
+    entries: int | None = None
+    in_use_by: list[str] = field(default_factory=list)
+    exists: bool = True
+
+    def to_json(self) -> dict:
+        from .output import iso_utc
+        d = asdict(self)
+        d["created"], d["last_used"] = iso_utc(self.created), iso_utc(self.last_used)
+        return d
+
+
+def parse_df_size(text: str) -> int | None:
+    m = _SIZE.match(text.strip())
+    if not m:
+        return None
+    return int(float(m.group(1)) * 1000 ** " kMGT".index(m.group(2) or " "))
+
+
+def _usage(ctx: Ctx) -> dict[str, tuple[int, float]]:
+    """cache name -> (uses, last used) from the metrics log."""
+    out: dict[str, tuple[int, float]] = {}
+    for rec in read_log(ctx, "metrics"):
+        names = rec.get("caches", []) + [f"build:{k}" for k in rec.get("imports", [])]
+        if rec.get("export"):
+            names.append(f"build:{rec.get('key')}")
+        for name in set(names):
+            uses, _ = out.get(name, (0, 0.0))
+            out[name] = (uses + 1, rec.get("ts", 0.0))
+    return out
+
+
+def read_log(ctx: Ctx, name: str) -> list[dict]:
+    out = []
+    for suffix in (".jsonl.1", ".jsonl"):
+        try:
+            lines = (ctx.state.root / f"{name}{suffix}").read_text(encoding="utf-8").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
+def volume_rows(ctx: Ctx, usage) -> list[CacheRow]:
+    res = ctx.docker("system", "df", "-v", "--format", "{{json .Volumes}}")
+    if res.returncode != 0:
+        raise RuntimeError(f"engine not reachable: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
+    rows = []
+    for vol in json.loads(res.stdout or "[]") or []:
+        labels = dict(p.split("=", 1) for p in vol.get("Labels", "").split(",") if "=" in p)
+        if labels.get("dockcache.managed") != "true":
+            continue
+        name = vol["Name"]
+        uses, last = usage.get(name, (0, None))
+        rows.append(CacheRow(name, "volume", labels.get("dockcache.manager", "?"),
+                             parse_df_size(vol.get("Size", "")), _created(ctx, name), last, uses,
+                             in_use_by=_users(ctx, name) if vol.get("Links", "0") not in ("0", "N/A") else []))
+    return rows
+
+
+def _created(ctx: Ctx, name: str) -> float | None:
+    res = ctx.docker("volume", "inspect", "--format", "{{.CreatedAt}}", name)
+    try:
+        return datetime.fromisoformat(res.stdout.strip().replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _users(ctx: Ctx, name: str) -> list[str]:
+    res = ctx.docker("ps", "--filter", f"volume={name}", "--format", "{{.Names}}")
+    return res.stdout.split()
+
+
+def build_rows(ctx: Ctx, usage) -> list[CacheRow]:
+    store = CacheStore(ctx.store_root)
+    rows = []
+    for key, info in sorted(store.keys().items()):
+        uses, _ = usage.get(f"build:{key}", (0, None))
+        rows.append(CacheRow(key, "build-key", "buildkit", info.size, info.created or None,
+                             info.last_used or None, uses))
+    return rows
+
+
+def missing_rows(ctx: Ctx, present: set[str]) -> list[CacheRow]:
+    prefix = ctx.config["run.volume_prefix"]
+    rows = []
+    for name in BY_NAME:
+        vol = ctx.config[f"managers.{name}.volume"] or f"{prefix}-{name}"
+        if ctx.config.manager_enabled(name) and not any(p == vol or p.startswith(vol + "-") for p in present):
+            rows.append(CacheRow(vol, "volume", name, None, None, None, exists=False))
+    return rows
+
+
+def all_rows(ctx: Ctx, *, include_missing: bool = True) -> list[CacheRow]:
+    usage = _usage(ctx)
+    vols = volume_rows(ctx, usage)
+    rows = vols + build_rows(ctx, usage)
+    if include_missing:
+        rows += missing_rows(ctx, {r.name for r in vols})
+    return rows
