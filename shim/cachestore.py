@@ -78,7 +78,12 @@ class CacheStore:
 
     # ------------------------------------------------------------ locking and files
     def _lock(self):
-        from filelock import FileLock, Timeout  # only builds pay for this import
+        try:
+            from filelock import FileLock, Timeout  # only builds pay for this import
+        except ImportError:  # the launcher starts Python with -S; site-packages on demand
+            import site
+            site.main()
+            from filelock import FileLock, Timeout
 
         self.blobs.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.root / ".lock"), timeout=self.lock_timeout)

@@ -138,9 +138,12 @@ class _Context:
         res = self.docker("image", "inspect", "--format", fmt, image)
         if res.returncode != 0:
             return None
-        env_json, user_json, arch, image_id = res.stdout.strip().split("\t")
-        env = [e.split("=", 1) for e in (json.loads(env_json) or []) if "=" in e]
-        return {"env": env, "user": json.loads(user_json) or "", "arch": arch, "id": image_id}
+        try:
+            env_json, user_json, arch, image_id = res.stdout.strip().split("\t")
+            env = [e.split("=", 1) for e in (json.loads(env_json) or []) if "=" in e]
+            return {"env": env, "user": json.loads(user_json) or "", "arch": arch, "id": image_id}
+        except ValueError:
+            return None  # not inspected (missing image, odd output): no image facts
 
     def _pull_allowed(self) -> bool:
         pull = next((v for k, v in self.run.options if k == "--pull"), "missing")
