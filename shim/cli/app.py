@@ -107,7 +107,7 @@ def metrics_show(since: Optional[str] = typer.Option(None, "--since"), json: boo
 def main(argv: Optional[List[str]] = None) -> None:
     """Entry point: one error type, one line, exit 1 (130 on ^C)."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)  # click returns Exit codes in this mode
     except CliError as exc:
         sys.stderr.write(f"dockcache: {exc}\n")
         sys.exit(1)
@@ -124,6 +124,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             sys.exit(130)
         sys.stderr.write(f"dockcache: unexpected error: {type(exc).__name__}: {exc}\n")
         sys.exit(3)
+    sys.exit(rc if isinstance(rc, int) else 0)
 
 
 if __name__ == "__main__":

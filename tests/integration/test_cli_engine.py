@@ -1,0 +1,87 @@
+"""`dockcache` management commands against real caches on a real engine."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.helpers import BUSYBOX, DEVTOOLS, REPO, shim, write_json
+
+pytestmark = pytest.mark.engine
+
+
+def dockcache(env, *args, extra=None):
+    return subprocess.run([sys.executable, "-m", "shim", *args], env={**env, **(extra or {})},
+                          capture_output=True, text=True, cwd=REPO, stdin=subprocess.DEVNULL)
+
+
+def mine(rows, prefix):
+    return {r["name"]: r for r in rows if r["name"].startswith(prefix)}
+
+
+@pytest.fixture
+def warm(shim_env, engines, tmp_path):
+    """One real npm and one real pip run through the shim."""
+    proj = tmp_path / "app"
+    proj.mkdir()
+    write_json(proj / "package.json", {"name": "x", "version": "1.0.0", "dependencies": {"is-number": "7.0.0"}})
+    (proj / "requirements.txt").write_text("docopt==0.6.2\n")  # an sdist: pip caches the wheel it builds
+    cmd = ("npm install --no-audit --no-fund && "
+           "pip install -q --break-system-packages --root-user-action=ignore -r requirements.txt")
+    cp = shim(shim_env, "run", "--rm", "--network", "host", "-v", f"{proj}:/app", "-w", "/app", DEVTOOLS, "sh", "-c", cmd)
+    assert cp.returncode == 0, cp.stderr
+    return proj
+
+
+def test_list_and_stats_show_real_caches(shim_env, engines, warm):
+    prefix = engines["a"].prefix
+    listed = dockcache(shim_env, "cache", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = mine(json.loads(listed.stdout)["caches"], prefix)
+    for name in (f"{prefix}-npm", f"{prefix}-pip"):
+        assert rows[name]["exists"] and rows[name]["size"] > 0
+        assert rows[name]["last_used"].endswith("+00:00")  # ISO 8601 UTC, recorded on mount
+    assert rows[f"{prefix}-cargo"]["exists"] is False  # "(not created)" row
+    stats = json.loads(dockcache(shim_env, "cache", "stats", "--json").stdout)
+    assert stats["totals"]["size"] >= rows[f"{prefix}-npm"]["size"]
+    assert stats["build"]["observed_cached_steps"] is None  # never claims what it did not see
+    human = dockcache(shim_env, "cache", "list").stdout
+    assert "(not created)" in human and "KiB" in human
+
+
+def test_clear_npm_only_and_in_use_volume_is_kept(shim_env, engines, warm):
+    a, prefix = engines["a"], engines["a"].prefix
+    refused = dockcache(shim_env, "cache", "clear", "--npm")
+    assert refused.returncode == 1 and "--force" in refused.stderr
+    holder = a.docker("run", "-d", "--label", a.label, "--network", "none", "-v", f"{prefix}-npm:/c",
+                      BUSYBOX, "sleep", "60").stdout.strip()
+    cp = dockcache(shim_env, "cache", "clear", "--npm", "--force")
+    assert cp.returncode == 0 and "in use by" in cp.stdout
+    assert f"{prefix}-npm" in a.volumes()
+    a.docker("rm", "-f", holder)
+    cp = dockcache(shim_env, "cache", "clear", "--npm", "--force", "--json")
+    assert f"{prefix}-npm" in json.loads(cp.stdout)["removed"]
+    assert f"{prefix}-npm" not in a.volumes() and f"{prefix}-pip" in a.volumes()
+    shim(shim_env, "run", "--rm", "--network", "host", "-v", f"{warm}:/app", "-w", "/app", DEVTOOLS,
+         "npm", "install", "--no-audit", "--no-fund")
+    assert f"{prefix}-npm" in a.volumes()  # the next use recreates it
+    audit = (shim_env["DOCKCACHE_STATE_DIR"] + "/audit.jsonl")
+    assert '"action":"clear"' in open(audit).read()
+
+
+def test_doctor_old_engine_and_no_engine(shim_env, engines):
+    old = dockcache(shim_env, "doctor", "--json", extra={"DOCKER_HOST": engines["old"].host})
+    checks = {c["check"]: c for c in json.loads(old.stdout)["checks"]}
+    assert checks["build caching"]["value"].startswith("import-only")
+    gone = dockcache(shim_env, "doctor", extra={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    assert gone.returncode == 1 and "Traceback" not in gone.stderr + gone.stdout
+    assert "engine not reachable" in gone.stdout
+
+
+def test_explain_shows_detection_and_argv(shim_env, engines, warm):
+    cp = dockcache(shim_env, "explain", "--json", "--", "docker", "run", "-v", f"{warm}:/app", "-w", "/app",
+                   DEVTOOLS, "npm", "ci")
+    data = json.loads(cp.stdout)
+    assert any("npm" in d for d in data["detected"])
+    assert "npm_config_cache=/dockcache/npm" in data["argv"]
