@@ -64,6 +64,7 @@ ENV_KEYS = {
     "DOCKCACHE_RUN": "run.enabled", "DOCKCACHE_BUILD": "build.enabled",
     "DOCKCACHE_BUILD_STORE": "build.store", "DOCKCACHE_BUILD_MAX_SIZE": "build.max_size",
     "DOCKCACHE_BUILD_KEY": "build.key", "DOCKCACHE_BUILD_BACKEND": "build.backend",
+    "DOCKCACHE_BUILD_LOCK_TIMEOUT": "build.lock_timeout",
     "DOCKCACHE_BUILD_REGISTRY": "build.registry", "DOCKCACHE_COMPOSE": "compose.enabled",
 }
 

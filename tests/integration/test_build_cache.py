@@ -143,3 +143,35 @@ def test_prune_during_builds_never_fails_one(shim_env, engines, tmp_path):
     assert [r.returncode for r in results] == [0] * 6
     assert pruned and any(p.removed_keys for p in pruned)
     assert store.check() == []
+
+
+def test_corrupt_store_never_fails_a_build(shim_env, engines, tmp_path):
+    a, b = engines["a"], engines["b"]
+    store = Path(shim_env["DOCKCACHE_BUILD_STORE"])
+    ctx, token = project(tmp_path)
+    tag = f"{a.prefix}/bad:1"
+    assert build(shim_env, a, ctx, tag).returncode == 0
+    (store / "oci" / "index.json").write_text("{not json")
+    cp = build(shim_env, b, ctx, tag)
+    assert cp.returncode == 0 and cp.stderr.count("dockcache:") == 1 and "reset" in cp.stderr
+    assert not step_named(cp.stderr, token).cached  # ran without the import ...
+    assert CacheStore(store).check() == [] and f"{a.prefix}-bad" in CacheStore(store).keys()  # ... and republished
+    blob = next(p for p in (store / "oci" / "blobs" / "sha256").iterdir() if p.stat().st_size > 1000)
+    blob.unlink()  # a missing layer blob
+    cp = build(shim_env, a, ctx, tag)
+    assert cp.returncode == 0 and "missing blobs" in cp.stderr
+    assert CacheStore(store).check() == []
+
+
+def test_held_lock_means_uncached_not_stuck(shim_env, engines, tmp_path):
+    from filelock import FileLock
+
+    a = engines["a"]
+    store = Path(shim_env["DOCKCACHE_BUILD_STORE"])
+    store.mkdir(parents=True, exist_ok=True)
+    ctx, token = project(tmp_path)
+    with FileLock(str(store / ".lock")):
+        cp = build({**shim_env, "DOCKCACHE_BUILD_LOCK_TIMEOUT": "1"}, a, ctx, f"{a.prefix}/lock:1")
+    assert cp.returncode == 0
+    assert "locked by another process" in cp.stderr
+    no_strays(store)
