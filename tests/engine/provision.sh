@@ -26,7 +26,7 @@ CLI=${DOCKCACHE_ENGINE_CLI:-$(command -v docker)}
 
 step() { CURRENT_STEP="$*"; echo "provision: $*" >&2; }
 fail() { echo "provision: FAILED at step: ${CURRENT_STEP:-?}: $*" >&2; exit 1; }
-trap 'rc=$?; [ $rc -eq 0 ] || echo "provision: FAILED at step: ${CURRENT_STEP:-?} (exit $rc)" >&2' EXIT
+trap 'rc=$?; [ $rc -eq 0 ] || [ -z "${CURRENT_STEP:-}" ] || echo "provision: FAILED at step: $CURRENT_STEP (exit $rc)" >&2' EXIT
 
 sock() { echo "$RUNDIR/$1.sock"; }
 host() { echo "unix://$(sock "$1")"; }
