@@ -50,6 +50,9 @@ def _handler(name: str, args: list[str]):
     if inv.kind == "run":
         from shim import runcmd
         return lambda real, a: runcmd.execute(real, a, inv, os.environ, on_error=_fallback)
+    if inv.kind == "compose":
+        from shim import compose
+        return lambda real, a: compose.execute(real, name, a, os.environ, on_error=_fallback)
     if inv.kind == "build":
         from shim import buildcmd
         return lambda real, a: buildcmd.execute(real, a, inv, os.environ, on_error=_fallback)

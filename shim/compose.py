@@ -1,0 +1,234 @@
+"""`docker compose build|up|run --build|create --build` and `docker-compose`.
+
+Compose >= 2.37 builds through the buildx plugin binary directly, so a docker shim never
+sees those builds (../shared/BUILDKIT.md); the compose file is the reliable hook. We add
+one more file, an override listing `cache_from`/`cache_to` per service with a `build:`
+section, after exactly the files compose would load anyway (so the project name,
+project directory and relative paths stay the same), and publish each service's private
+export into the shared store after compose exits. Lists such as `cache_from` are
+appended when compose merges files, so the user's own entries stay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shim import proc
+from shim.buildkey import sanitize
+from shim.cachestore import CacheStore, Snapshot, StoreError
+from shim.config import load
+from shim.engine import legacy_reason
+from shim.grammar import scan_options
+
+GLOBAL_VALUE = frozenset("-f --file -p --project-name --project-directory --env-file --profile "
+                         "--ansi --progress --parallel -H --host -c --context".split())
+DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
+OVERRIDE_FILES = ("compose.override.yaml", "compose.override.yml",
+                  "docker-compose.override.yaml", "docker-compose.override.yml")
+
+
+@dataclass
+class ComposeCall:
+    base: list[str]  # how to run compose: [real] or [real, *docker globals, "compose"]
+    globals: list[str]  # compose's own global options, verbatim
+    rest: list[str]  # subcommand and its args, verbatim
+    sub: str | None
+
+
+@dataclass
+class ComposePlan:
+    argv: list[str]  # args for the real binary (without the program)
+    env: dict[str, str]
+    exports: dict[str, Path] = field(default_factory=dict)  # key -> private export dir
+    snapshot: Snapshot | None = None
+    tmpdir: str | None = None
+    override: dict = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+
+def split(name: str, args: Sequence[str]) -> ComposeCall:
+    """Separate docker's globals, `compose`, compose's globals and the subcommand."""
+    args = list(args)
+    if name == "docker-compose":
+        start, base = 0, []
+    else:
+        idx = args.index("compose")
+        start, base = idx + 1, args[:idx + 1]
+    opts, pos = scan_options(args, start, GLOBAL_VALUE, interspersed=False)
+    sub_at = pos[0] if pos else len(args)
+    return ComposeCall(base, args[start:sub_at], args[sub_at:], args[sub_at] if pos else None)
+
+
+def wants_build(call: ComposeCall) -> bool:
+    flags = set(call.rest[1:])
+    if call.sub == "build":
+        return True
+    if call.sub == "up":
+        return "--no-build" not in flags
+    return call.sub in ("run", "create") and "--build" in flags
+
+
+def files_for(call: ComposeCall, environ: Mapping[str, str], cwd: str) -> tuple[list[str] | None, str | None]:
+    """(files compose would load, or None when -f is given; COMPOSE_FILE value if it decides)."""
+    opts, _ = scan_options(call.globals, 0, GLOBAL_VALUE, interspersed=True)
+    if any(k in ("-f", "--file") for k, _ in opts):
+        return None, None
+    proj = next((v for k, v in opts if k == "--project-directory"), None) or cwd
+    listed = environ.get("COMPOSE_FILE") or _dotenv(os.path.join(proj, ".env")).get("COMPOSE_FILE")
+    if listed:
+        sep = environ.get("COMPOSE_PATH_SEPARATOR", os.pathsep)
+        return [os.path.join(proj, f) for f in listed.split(sep) if f], listed
+    here = Path(proj).resolve()
+    for d in (here, *here.parents):
+        main = next((d / f for f in DEFAULT_FILES if (d / f).is_file()), None)
+        if main:
+            extra = next((d / f for f in OVERRIDE_FILES if (d / f).is_file()), None)
+            return [str(main)] + ([str(extra)] if extra else []), None
+    return [], None
+
+
+def _dotenv(path: str) -> dict[str, str]:
+    out = {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                line = line.strip()
+                if line and not line.startswith("#") and "=" in line:
+                    k, v = line.split("=", 1)
+                    out[k.strip()] = v.strip().strip("'\"")
+    except OSError:
+        pass
+    return out
+
+
+def resolved_config(real: str, call: ComposeCall) -> dict | None:
+    res = proc.run_docker(real, [*call.base, *call.globals, "config", "--format", "json"], timeout=60)
+    if res.returncode != 0:
+        return None  # compose will report its own error when it runs for real
+    try:
+        return json.loads(res.stdout)
+    except ValueError:
+        return None
+
+
+def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], *, dry_run=False) -> ComposePlan | None:
+    call = split(name, args)
+    if not wants_build(call):
+        return None
+    legacy = legacy_reason(environ)
+    if legacy:
+        return ComposePlan(list(args), {}, reasons=[f"caching off: {legacy}"])
+    cfg = resolved_config(real, call)
+    if cfg is None or not isinstance(cfg.get("services"), dict):
+        return None
+    config = load(environ, os.getcwd())
+    if not (config["enabled"] and config["compose.enabled"] and config["build.enabled"]):
+        return ComposePlan(list(args), {}, reasons=["compose caching is disabled in config"])
+    project = str(cfg.get("name") or "compose")
+    builds = {s: v for s, v in cfg["services"].items() if isinstance(v, dict) and isinstance(v.get("build"), dict)}
+    if not builds:
+        return None
+    store = CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"])
+    keys = {s: sanitize(f"{project}-{s}") for s in builds}
+    snap = None if dry_run else _snapshot(store, list(keys.values()))
+    return _with_override(call, args, environ, store, builds, keys, snap, dry_run)
+
+
+def _snapshot(store: CacheStore, keys: list[str]) -> Snapshot | None:
+    try:
+        snap = store.snapshot(keys)
+    except (StoreError, OSError) as exc:
+        _say(f"{exc}; compose builds without the shared cache import")
+        return None
+    for p in snap.problems:
+        _say(p)
+    return snap
+
+
+def _with_override(call, args, environ, store, builds, keys, snap, dry_run) -> ComposePlan:
+    tmpdir = tempfile.mkdtemp(prefix="dockcache-compose-")
+    services, exports, reasons = {}, {}, []
+    for svc, spec in builds.items():
+        key, entry = keys[svc], {}
+        if snap and key in snap.keys:
+            entry["cache_from"] = [f"type=local,src={snap.src},tag={key}"]
+        if spec["build"].get("cache_to"):
+            reasons.append(f"{svc}: you set cache_to; import only")
+        else:
+            dest = store.root / "tmp" if dry_run else store.new_export_dir()
+            exports[key] = dest
+            entry["cache_to"] = [f"type=local,dest={dest},mode=max,tag={key}"]
+        reasons.append(f"{svc}: key {key}, import {'yes' if 'cache_from' in entry else 'nothing yet'}, "
+                       f"export {'yes' if 'cache_to' in entry else 'no'}")
+        if entry:
+            services[svc] = {"build": entry}
+    override = {"services": services}
+    path = os.path.join(tmpdir, "dockcache.override.json")  # JSON is valid YAML
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(override, fh)
+    files, listed = files_for(call, environ, os.getcwd())
+    argv, env = list(args), {}
+    if listed is not None:
+        sep = environ.get("COMPOSE_PATH_SEPARATOR", os.pathsep)
+        env["COMPOSE_FILE"] = sep.join([*files, path])
+    else:
+        extra = ["-f", path] if files is None else [x for f in [*files, path] for x in ("-f", f)]
+        at = len(call.base) + len(call.globals)
+        argv = argv[:at] + extra + argv[at:]
+    return ComposePlan(argv, env, exports, snap, tmpdir, override, reasons)
+
+
+def _say(msg: str) -> None:
+    sys.stderr.write(f"dockcache: {msg}\n")
+    sys.stderr.flush()
+
+
+def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], *, on_error) -> None:
+    try:
+        p = plan(real, name, args, environ)
+    except Exception as exc:  # noqa: BLE001 - fail open
+        on_error(real, list(args), exc)
+        return
+    if p is None:
+        return
+    if p.argv == list(args) and not p.env:
+        for r in p.reasons:
+            _say(r)
+        return
+    rc = 1
+    try:
+        rc = proc.run_child(real, p.argv, env={**environ, **p.env})
+        if rc == 0:
+            _publish(p)
+    finally:
+        cleanup(p)
+    sys.exit(rc)
+
+
+def _publish(p: ComposePlan) -> None:
+    store = None
+    for key, dest in p.exports.items():
+        if not (dest / "index.json").exists():
+            continue  # compose did not build this service (image already present)
+        try:
+            store = store or CacheStore(dest.parent.parent)
+            store.publish(dest, key)
+        except Exception as exc:  # noqa: BLE001 - the stack is up; only the cache is lost
+            _say(f"build cache for {key} not published: {exc}")
+
+
+def cleanup(p: ComposePlan) -> None:
+    if p.snapshot:
+        p.snapshot.release()
+    for dest in p.exports.values():
+        if dest.name.startswith("dockcache-export"):
+            shutil.rmtree(dest, ignore_errors=True)
+    if p.tmpdir:
+        shutil.rmtree(p.tmpdir, ignore_errors=True)
