@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from shim import proc
 from shim.buildkey import keys_for
-from shim.buildplan import BuildPlan, plan_build
+from shim.buildplan import BuildPlan, load_steps, plan_build
 from shim.cachestore import CacheStore, Snapshot, StoreError
 from shim.config import Config, load
 from shim.engine import BuildCaps, cached_caps, legacy_reason
@@ -103,7 +104,7 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         say(f"this engine imports the shared build cache but cannot publish to it: {prep.caps.reason}")
     rc = 1
     try:
-        rc = proc.run_child(real, prep.plan.argv)
+        rc = _build(real, inv, prep)
         if rc == 0 and prep.plan.export and prep.export_dir:
             _publish(prep)
     finally:
@@ -117,6 +118,27 @@ def _quietly(fn, *args) -> None:
         fn(*args)
     except Exception as exc:  # noqa: BLE001 - after docker ran, its exit code is what matters
         say(f"clean-up after the build failed: {exc}")
+
+
+def _build(real: str, inv: Invocation, prep: Prepared) -> int:
+    if not prep.plan.load_check:
+        return proc.run_child(real, prep.plan.argv)
+    tag = parse_build(inv).tags[0]
+    with tempfile.TemporaryDirectory(prefix="dockcache-iid-") as tmp:
+        iidfile = os.path.join(tmp, "iid")
+        first, second = load_steps(prep.plan.argv, inv, iidfile)
+        rc = proc.run_child(real, first)
+        if rc != 0:
+            return rc
+        try:
+            built = open(iidfile, encoding="utf-8").read().strip()
+        except OSError:
+            built = ""
+    local = proc.run_docker(real, [*inv.globals, "image", "inspect", "--format", "{{.Id}}", tag], timeout=30)
+    if built and local.returncode == 0 and local.stdout.strip() == built:
+        say(f"{tag} is unchanged ({built[:19]}): load skipped")
+        return 0
+    return proc.run_child(real, second)
 
 
 def _publish(prep: Prepared) -> None:

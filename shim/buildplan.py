@@ -23,6 +23,7 @@ class BuildPlan:
     imports: tuple[str, ...] = ()
     export: bool = False
     reasons: tuple[str, ...] = ()
+    load_check: bool = False  # build, compare image ids, then --load only if it changed
 
 
 def plan_build(argv: Sequence[str], inv: Invocation, build: BuildArgs, caps: BuildCaps, *,
@@ -54,7 +55,28 @@ def plan_build(argv: Sequence[str], inv: Invocation, build: BuildArgs, caps: Bui
         export = True
         added += ["--cache-to", f"type=local,dest={export_dest},mode=max,tag={key}"]
         reasons.append(f"export to a private dir, then publish as {key}")
-    return BuildPlan(insert_before(argv, inv.args_start, added), key, imports, export, tuple(reasons))
+    load_check = needs_load(build, caps)
+    if load_check:
+        reasons.append(f"builder driver '{caps.driver}' keeps results in the builder: "
+                       "build, then --load only if the image id changed")
+    return BuildPlan(insert_before(argv, inv.args_start, added), key, imports, export, tuple(reasons),
+                     load_check)
+
+
+def needs_load(build: BuildArgs, caps: BuildCaps) -> bool:
+    """A tagged build on a remote/docker-container builder with no output of its own."""
+    return (caps.driver not in ("", "docker") and bool(build.tags)
+            and not (build.outputs or build.load or build.push))
+
+
+def load_steps(argv: Sequence[str], inv: Invocation, iidfile: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(first build: image kept in the builder, id written; second build: the same with --load).
+
+    --load streams a tarball into the session's daemon even when nothing changed
+    (docker/buildx#626, #107); the id comparison in between skips that when it can.
+    """
+    first = insert_before(argv, inv.args_start, ["--output", "type=image", "--iidfile", iidfile])
+    return first, insert_before(argv, inv.args_start, ["--load"])
 
 
 def _already_ours(build: BuildArgs) -> bool:

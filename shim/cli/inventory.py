@@ -79,25 +79,35 @@ def volume_rows(ctx: Ctx, usage) -> list[CacheRow]:
     res = ctx.docker("system", "df", "-v", "--format", "{{json .Volumes}}")
     if res.returncode != 0:
         raise RuntimeError(f"engine not reachable: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
-    rows = []
+    ours = []
     for vol in json.loads(res.stdout or "[]") or []:
         labels = dict(p.split("=", 1) for p in vol.get("Labels", "").split(",") if "=" in p)
-        if labels.get("dockcache.managed") != "true":
-            continue
+        if labels.get("dockcache.managed") == "true":
+            ours.append((vol, labels))
+    created = _created(ctx, [v["Name"] for v, _ in ours])
+    rows = []
+    for vol, labels in ours:
         name = vol["Name"]
         uses, last = usage.get(name, (0, None))
         rows.append(CacheRow(name, "volume", labels.get("dockcache.manager", "?"),
-                             parse_df_size(vol.get("Size", "")), _created(ctx, name), last, uses,
+                             parse_df_size(vol.get("Size", "")), created.get(name), last, uses,
                              in_use_by=_users(ctx, name) if vol.get("Links", "0") not in ("0", "N/A") else []))
     return rows
 
 
-def _created(ctx: Ctx, name: str) -> float | None:
-    res = ctx.docker("volume", "inspect", "--format", "{{.CreatedAt}}", name)
-    try:
-        return datetime.fromisoformat(res.stdout.strip().replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
+def _created(ctx: Ctx, names: list[str]) -> dict[str, float]:
+    """Creation times of many volumes in one docker call."""
+    if not names:
+        return {}
+    res = ctx.docker("volume", "inspect", "--format", "{{.Name}} {{.CreatedAt}}", *names)
+    out = {}
+    for line in res.stdout.splitlines():
+        name, _, when = line.partition(" ")
+        try:
+            out[name] = datetime.fromisoformat(when.strip().replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+    return out
 
 
 def _users(ctx: Ctx, name: str) -> list[str]:

@@ -131,3 +131,24 @@ def test_stdin_stdout_and_exit_code_pass_through(shim_env, engines, tmp_path):
     cp = shim(shim_env, "run", "-i", "--rm", "--network", "none", "-v", f"{proj}:/app", BUSYBOX,
               "sh", "-c", "cat; exit 7", input=data)
     assert cp.returncode == 7 and cp.stdout == data
+
+
+def test_bind_mode_host_dir_is_used_and_shared_across_daemons(shim_env, engines, tmp_path):
+    """mode=bind: a host dir under bind_root; a fresh daemon (session B) starts warm."""
+    root = tmp_path / "bindroot"
+    env = {**shim_env, "DOCKCACHE_MODE": "bind", "DOCKCACHE_BIND_ROOT": str(root)}
+    proj = node_project(tmp_path)
+    ok(shim(env, *in_project(proj, "npm install --no-audit --no-fund", network="host")))
+    host_cache = root / f"{engines['a'].prefix}-npm"
+    assert (host_cache / "_cacache").is_dir()
+    clean = "rm -rf node_modules && npm ci --offline --no-audit --no-fund"
+    warm = ok(shim({**env, "DOCKER_HOST": engines["b"].host}, *in_project(proj, clean)))
+    assert "added 2 packages" in warm.stdout
+    assert engines["b"].volumes() == []  # no volume: the host dir did the work
+
+
+def test_project_config_file_is_honoured(shim_env, engines, tmp_path):
+    proj = node_project(tmp_path)
+    (proj / ".dockcache.toml").write_text("[managers.npm]\nenabled = false\n")
+    cp = ok(shim(shim_env, *in_project(proj, "echo cache=$npm_config_cache")))
+    assert "cache=\n" in cp.stdout and engines["a"].volumes() == []

@@ -1,0 +1,76 @@
+"""Build rewrite decisions, and the remote-builder load check with a faked docker."""
+
+import pytest
+
+from shim import buildcmd, proc
+from shim.buildplan import needs_load, plan_build
+from shim.engine import BuildCaps
+from shim.grammar import parse_build, parse_invocation
+
+FULL = BuildCaps("full", "test", "docker")
+REMOTE = BuildCaps("full", "test", "docker-container")
+OLD = BuildCaps("import-only", "classic store", "docker")
+
+
+def plan(argv, caps=FULL, available=("k",)):
+    inv = parse_invocation(argv)
+    return plan_build(argv, inv, parse_build(inv), caps, key="k", available=available,
+                      import_src="/s/dockcache-snap", export_dest="/s/dockcache-export")
+
+
+def test_import_and_export_added_after_command_words():
+    p = plan(["build", "-t", "x", "."])
+    assert p.argv == ("build", "--cache-from", "type=local,src=/s/dockcache-snap,tag=k",
+                      "--cache-to", "type=local,dest=/s/dockcache-export,mode=max,tag=k", "-t", "x", ".")
+
+
+def test_user_cache_flags():
+    p = plan(["build", "--cache-to", "type=inline", "--cache-from", "img", "."])
+    assert not p.export and "--cache-from" in p.argv[1:3] and p.argv.count("--cache-to") == 1
+    p = plan(["build", "--no-cache", "."])
+    assert p.imports == () and p.export
+
+
+def test_old_engine_imports_only_and_nested_shim_adds_nothing():
+    p = plan(["build", "."], caps=OLD)
+    assert p.imports == ("k",) and not p.export
+    once = plan(["build", "."])
+    assert plan(list(once.argv)).argv == once.argv
+
+
+def test_none_passes_through():
+    assert plan(["build", "."], caps=BuildCaps("none", "no buildx")).argv == ("build", ".")
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["buildx", "build", "-t", "a", "."], True),
+    (["buildx", "build", "."], False),
+    (["buildx", "build", "-t", "a", "--load", "."], False),
+    (["buildx", "build", "-t", "a", "--push", "."], False),
+    (["buildx", "build", "-t", "a", "-o", "type=docker", "."], False),
+])
+def test_needs_load_only_for_untargeted_tagged_remote_builds(argv, expected):
+    inv = parse_invocation(argv)
+    assert needs_load(parse_build(inv), REMOTE) is expected
+    assert needs_load(parse_build(inv), FULL) is False
+
+
+@pytest.mark.parametrize("local_id,loads", [("sha256:same", False), ("sha256:other", True)])
+def test_load_skipped_when_image_unchanged(monkeypatch, local_id, loads):
+    calls = []
+
+    def child(real, argv, env=None):
+        calls.append(list(argv))
+        if "--iidfile" in argv:
+            open(argv[argv.index("--iidfile") + 1], "w").write("sha256:same")
+        return 0
+
+    monkeypatch.setattr(proc, "run_child", child)
+    monkeypatch.setattr(proc, "run_docker", lambda real, argv, timeout=0: proc.Result(tuple(argv), 0, local_id + "\n", ""))
+    argv = ["buildx", "build", "-t", "app:1", "."]
+    inv = parse_invocation(argv)
+    p = plan(argv, caps=REMOTE)
+    assert p.load_check
+    prep = buildcmd.Prepared(p, None, None, None, None, REMOTE)
+    assert buildcmd._build("docker", inv, prep) == 0
+    assert ["--load" in c for c in calls] == ([False, True] if loads else [False])
