@@ -11,10 +11,7 @@ from .context import Ctx
 from .inventory import CacheRow, all_rows
 from .output import CliError, emit, human_size, local_time, table
 
-STATS_SCHEMA = ("caches[]: {name, kind, manager, size (bytes|null), created (ISO 8601 UTC|null), "
-                "last_used (ISO|null), uses (int, recorded by dockcache), entries (int|null), "
-                "in_use_by [container names], exists (bool)}; totals: {size, caches, uses}; "
-                "build: {observed_cached_steps, observed_executed_steps} (null when never observed)")
+STATS_SCHEMA = "docs/cache-stats.schema.json (JSON Schema 2020-12)"
 
 
 def _rows(ctx: Ctx, **kw) -> list[CacheRow]:

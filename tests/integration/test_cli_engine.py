@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import jsonschema
 import pytest
 
 from tests.integration.helpers import BUSYBOX, DEVTOOLS, REPO, shim, write_json
@@ -43,7 +44,9 @@ def test_list_and_stats_show_real_caches(shim_env, engines, warm):
         assert rows[name]["exists"] and rows[name]["size"] > 0
         assert rows[name]["last_used"].endswith("+00:00")  # ISO 8601 UTC, recorded on mount
     assert rows[f"{prefix}-cargo"]["exists"] is False  # "(not created)" row
+    jsonschema.validate(json.loads(listed.stdout), json.loads((REPO / "docs/cache-list.schema.json").read_text()))
     stats = json.loads(dockcache(shim_env, "cache", "stats", "--json").stdout)
+    jsonschema.validate(stats, json.loads((REPO / "docs/cache-stats.schema.json").read_text()))
     assert stats["totals"]["size"] >= rows[f"{prefix}-npm"]["size"]
     assert stats["build"]["observed_cached_steps"] is None  # never claims what it did not see
     human = dockcache(shim_env, "cache", "list").stdout
