@@ -120,11 +120,12 @@ def resolved_config(real: str, call: ComposeCall) -> dict | None:
 
 def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], *, dry_run=False) -> ComposePlan | None:
     call = split(name, args)
-    if not wants_build(call):
+    building = wants_build(call)
+    if not building and call.sub not in ("up", "run", "create"):
         return None
     legacy = legacy_reason(environ)
-    if legacy:
-        return ComposePlan(list(args), {}, reasons=[f"caching off: {legacy}"])
+    if legacy and building:
+        return ComposePlan(list(args), {}, reasons=[f"build caching off: {legacy}"])
     cfg = resolved_config(real, call)
     if cfg is None or not isinstance(cfg.get("services"), dict):
         return None
@@ -132,13 +133,56 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     if not (config["enabled"] and config["compose.enabled"] and config["build.enabled"]):
         return ComposePlan(list(args), {}, reasons=["compose caching is disabled in config"])
     project = str(cfg.get("name") or "compose")
-    builds = {s: v for s, v in cfg["services"].items() if isinstance(v, dict) and isinstance(v.get("build"), dict)}
-    if not builds:
+    builds = {s: v for s, v in cfg["services"].items()
+              if building and isinstance(v, dict) and isinstance(v.get("build"), dict)}
+    run_caches = {} if dry_run else service_caches(real, call, cfg, project, environ)
+    if not builds and not run_caches:
         return None
     store = CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"])
     keys = {s: sanitize(f"{project}-{s}") for s in builds}
     snap = None if dry_run else _snapshot(store, list(keys.values()))
-    return _with_override(call, args, environ, store, builds, keys, snap, dry_run)
+    return _with_override(call, args, environ, store, builds, keys, snap, dry_run, run_caches)
+
+
+def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, environ) -> dict:
+    """Package caches for each service, planned exactly as for `docker run` (see runcmd)."""
+    from shim.grammar import parse_invocation
+    from shim.runcmd import build_plan
+
+    out: dict = {}
+    docker_globals = call.base[:-1]
+    for name, svc in cfg["services"].items():
+        argv = _as_run_argv(name, svc, project)
+        inv = parse_invocation([*docker_globals, *argv])
+        try:
+            plan, _c, notes = build_plan(real, inv.argv, inv, environ, pull=False, need_image=True)
+        except Exception as exc:  # noqa: BLE001 - one service's caches never block the stack
+            _say(f"{name}: package caches skipped ({type(exc).__name__}: {exc})")
+            continue
+        for note in notes:
+            _say(f"{name}: {note}")
+        if plan.mounts:
+            out[name] = plan.mounts
+    return out
+
+
+def _as_run_argv(name: str, svc: dict, project: str) -> list[str]:
+    """The `docker run` a compose service amounts to, for the run planner."""
+    argv = ["run"]
+    for vol in svc.get("volumes") or []:
+        if isinstance(vol, dict) and vol.get("target"):
+            src = vol.get("source") or ""
+            argv += ["--mount", f"type={vol.get('type', 'volume')},src={src},dst={vol['target']}"]
+    env = svc.get("environment") or {}
+    for key in (env if isinstance(env, dict) else {}):
+        argv += ["-e", f"{key}=x"]
+    if svc.get("user"):
+        argv += ["--user", str(svc["user"])]
+    if svc.get("working_dir"):
+        argv += ["--workdir", str(svc["working_dir"])]
+    command = svc.get("command") or []
+    command = command.split() if isinstance(command, str) else [str(c) for c in command]
+    return [*argv, str(svc.get("image") or f"{project}-{name}"), *command]
 
 
 def _snapshot(store: CacheStore, keys: list[str]) -> Snapshot | None:
@@ -152,7 +196,7 @@ def _snapshot(store: CacheStore, keys: list[str]) -> Snapshot | None:
     return snap
 
 
-def _with_override(call, args, environ, store, builds, keys, snap, dry_run) -> ComposePlan:
+def _with_override(call, args, environ, store, builds, keys, snap, dry_run, run_caches) -> ComposePlan:
     tmpdir = tempfile.mkdtemp(prefix="dockcache-compose-")
     services, exports, reasons = {}, {}, []
     for svc, spec in builds.items():
@@ -169,7 +213,14 @@ def _with_override(call, args, environ, store, builds, keys, snap, dry_run) -> C
                        f"export {'yes' if 'cache_to' in entry else 'no'}")
         if entry:
             services[svc] = {"build": entry}
-    override = {"services": services}
+    volumes = {}
+    for svc, mounts in run_caches.items():
+        entry = services.setdefault(svc, {})
+        entry["volumes"] = [{"type": m.kind, "source": m.source, "target": m.target} for m in mounts]
+        entry["environment"] = {k: v for m in mounts for k, v in m.env}
+        volumes.update({m.source: {"external": True} for m in mounts if m.kind == "volume"})
+        reasons.append(f"{svc}: package caches {', '.join(sorted({m.manager for m in mounts}))}")
+    override = {"services": services, **({"volumes": volumes} if volumes else {})}
     path = os.path.join(tmpdir, "dockcache.override.json")  # JSON is valid YAML
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(override, fh)

@@ -25,8 +25,13 @@ INIT_TARGET = "/dockcache-init"
 
 
 def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str],
-               *, dry_run: bool = False) -> tuple[Plan, Config | None, list[str]]:
-    """Everything `explain` shows; with dry_run no docker call changes anything."""
+               *, dry_run: bool = False, pull: bool = True,
+               need_image: bool = False) -> tuple[Plan, Config | None, list[str]]:
+    """Everything `explain` shows; with dry_run no docker call changes anything.
+
+    need_image: an image that is not there yet (compose builds it later) might run as a
+    non-root USER that a root-owned volume would lock out, so without its facts we add nothing.
+    """
     run = parse_run(inv)
     cwd = os.getcwd()
     found = projects(run.mounts, run.workdir, cwd)
@@ -38,10 +43,13 @@ def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping
     if not detections:
         return Plan(tuple(args), reasons=("no package manager detected",)), config, []
     ctx = _Context(real, inv, run, environ)
+    image = ctx.image_facts(pull=pull and not dry_run)
+    if need_image and not image and run.user is None:
+        return Plan(tuple(args), reasons=("image not built yet: its caches start with the next run",)), config, []
     facts = Facts(detections=detections, project_dir=project,
                   env_file_names=_env_file_names(run.env_files, cwd),
                   volumes_from_targets=ctx.volumes_from_targets(),
-                  host_user=str(os.getuid()), **ctx.image_facts(pull=not dry_run))
+                  host_user=str(os.getuid()), **image)
     plan = plan_run(args, run, config, facts)
     notes: list[str] = []
     if not dry_run:

@@ -124,3 +124,30 @@ def test_legacy_builder_passes_through_with_one_line(shim_env, engines, tmp_path
     cp = up({**shim_env, "DOCKER_BUILDKIT": "0"}, engines["a"], root, "build")
     assert cp.returncode == 0
     assert cp.stderr.count("dockcache:") == 1 and "DOCKER_BUILDKIT=0" in cp.stderr
+
+
+def test_service_containers_get_package_caches(shim_env, engines, tmp_path):
+    root = tmp_path / "svc"
+    (root / "proj").mkdir(parents=True)
+    (root / "proj" / "package.json").write_text(
+        '{"name": "x", "version": "1.0.0", "dependencies": {"is-number": "7.0.0"}}')
+    (root / "compose.yaml").write_text(
+        "services:\n"
+        "  fetch:\n    image: dockcache-test/devtools\n    network_mode: host\n"
+        "    volumes: [./proj:/app]\n    working_dir: /app\n"
+        "  offline:\n    image: dockcache-test/devtools\n    network_mode: none\n"
+        "    volumes: [./proj:/app]\n    working_dir: /app\n")
+    env = {**shim_env, "DOCKER_HOST": engines["a"].host}
+
+    def run(svc, cmd, extra=None):
+        return subprocess.run([str(REPO / "bin" / "docker"), "compose", "run", "--rm", svc, "sh", "-c", cmd],
+                              env={**env, **(extra or {})}, cwd=root, capture_output=True, text=True, timeout=300)
+
+    cold = run("fetch", "npm install --no-audit --no-fund && echo cache=$npm_config_cache")
+    assert cold.returncode == 0, cold.stderr
+    assert "cache=/dockcache/npm" in cold.stdout
+    assert f"{engines['a'].prefix}-npm" in engines["a"].volumes()
+    offline = "rm -rf node_modules && npm ci --offline --no-audit --no-fund"
+    assert run("offline", offline).returncode == 0
+    assert run("offline", offline, {"DOCKCACHE_DISABLE": "1"}).returncode != 0
+    subprocess.run([REAL, "-H", engines["a"].host, "compose", "down"], cwd=root, capture_output=True)
