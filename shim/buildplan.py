@@ -53,7 +53,8 @@ def plan_build(argv: Sequence[str], inv: Invocation, build: BuildArgs, caps: Bui
         reasons.append("engine cannot export: import only")
     elif export_dest:
         export = True
-        added += ["--cache-to", f"type=local,dest={export_dest},mode=max,tag={key}"]
+        # ignore-error: a full or unwritable store must cost the cache, not the build
+        added += ["--cache-to", f"type=local,dest={export_dest},mode=max,tag={key},ignore-error=true"]
         reasons.append(f"export to a private dir, then publish as {key}")
     load_check = needs_load(build, caps)
     if load_check:

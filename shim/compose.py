@@ -208,7 +208,7 @@ def _with_override(call, args, environ, store, builds, keys, snap, dry_run, run_
         else:
             dest = store.root / "tmp" if dry_run else store.new_export_dir()
             exports[key] = dest
-            entry["cache_to"] = [f"type=local,dest={dest},mode=max,tag={key}"]
+            entry["cache_to"] = [f"type=local,dest={dest},mode=max,tag={key},ignore-error=true"]
         reasons.append(f"{svc}: key {key}, import {'yes' if 'cache_from' in entry else 'nothing yet'}, "
                        f"export {'yes' if 'cache_to' in entry else 'no'}")
         if entry:

@@ -1,0 +1,99 @@
+"""Faults never break the user's command: it runs unchanged, with its own exit code."""
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.integration.helpers import BUSYBOX, REPO, shim, write_json
+
+pytestmark = pytest.mark.engine
+REAL = "/usr/local/bin/docker"
+
+
+def npm_project(tmp_path):
+    proj = tmp_path / "p"
+    proj.mkdir()
+    write_json(proj / "package.json", {"name": "p", "version": "1.0.0"})
+    return proj
+
+
+def test_engine_unreachable_same_exit_code(shim_env, tmp_path):
+    proj = npm_project(tmp_path)
+    argv = ["run", "--rm", "-v", f"{proj}:/app", BUSYBOX, "true"]
+    env = {**shim_env, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    real = subprocess.run([REAL, *argv], env=env, capture_output=True, text=True)
+    via = shim(env, *argv)
+    assert via.returncode == real.returncode != 0
+    assert "Traceback" not in via.stderr and via.stderr.count("dockcache:") <= 1
+
+
+def test_state_dir_unwritable_still_runs(shim_env, engines, tmp_path):
+    proj = npm_project(tmp_path)
+    env = {**shim_env, "DOCKCACHE_STATE_DIR": "/proc/dockcache-state"}
+    cp = shim(env, "run", "--rm", "--network", "none", "-v", f"{proj}:/app", BUSYBOX, "sh", "-c",
+              "echo $npm_config_cache; exit 3")
+    assert cp.returncode == 3 and cp.stdout.strip() == "/dockcache/npm"
+    assert cp.stderr.count("dockcache:") == 1 and "/proc/dockcache-state" in cp.stderr
+
+
+def test_build_store_read_only_builds_anyway(shim_env, engines, tmp_path):
+    a = engines["a"]
+    store = tmp_path / "ro-store"
+    store.mkdir()
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {BUSYBOX}\nRUN echo {uuid.uuid4().hex}\n")
+    tag = f"{a.prefix}/ro:1"
+    a.images.append(tag)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(store)], check=True)
+    try:
+        cp = shim({**shim_env, "DOCKCACHE_BUILD_STORE": str(store)}, "build", "--network", "none", "-t", tag, str(ctx))
+    finally:
+        subprocess.run(["umount", str(store)], check=False)
+    assert cp.returncode == 0, cp.stderr
+    assert "Traceback" not in cp.stderr and "dockcache:" in cp.stderr
+
+
+def test_build_store_disk_full_builds_anyway(shim_env, engines, tmp_path):
+    a = engines["a"]
+    store = tmp_path / "full-store"
+    store.mkdir()
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {BUSYBOX}\nRUN head -c 300000 /dev/urandom > /blob && echo {uuid.uuid4().hex}\n")
+    tag = f"{a.prefix}/full:1"
+    a.images.append(tag)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(store)], check=True)
+    try:
+        cp = shim({**shim_env, "DOCKCACHE_BUILD_STORE": str(store)}, "build", "--network", "none", "-t", tag, str(ctx))
+        leftovers = [p for p in store.rglob("*") if "dockcache-export" in p.name or p.name.endswith(".tmp")]
+    finally:
+        subprocess.run(["umount", str(store)], check=False)
+    assert cp.returncode == 0, cp.stderr[-1500:]
+    assert "Traceback" not in cp.stderr and leftovers == []
+
+
+def test_sigterm_during_build_reaches_docker_and_cleans_up(shim_env, engines, tmp_path):
+    a = engines["a"]
+    store = Path(shim_env["DOCKCACHE_BUILD_STORE"])
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {BUSYBOX}\nRUN echo {uuid.uuid4().hex} && sleep 60\n")
+    tag = f"{a.prefix}/sig:1"
+    a.images.append(tag)
+    p = subprocess.Popen([str(REPO / "bin" / "docker"), "build", "--network", "none", "-t", tag, str(ctx)],
+                         env=shim_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while time.time() < deadline and not list((store / "tmp").glob("dockcache-export-*")):
+        time.sleep(0.2)
+    time.sleep(2)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode != 0  # docker's own exit code for a cancelled build
+    assert "Traceback" not in err
+    assert list((store / "tmp").glob("*")) == [] and list((store / "snapshots").glob("*")) == []
