@@ -70,7 +70,7 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
     store = CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"])
     snap = None
     if not build.no_cache and not dry_run:
-        snap = _snapshot(store, [key, *fallbacks])
+        snap = safe_snapshot(store, [key, *fallbacks])
     available = snap.keys if snap else tuple(k for k in [key, *fallbacks] if dry_run and k in store.keys())
     export_dir = store.new_export_dir() if (caps.mode == "full" and not build.cache_to and not dry_run) else None
     plan = plan_build(args, inv, build, caps, key=key, available=available,
@@ -79,7 +79,8 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
     return Prepared(plan, store, snap, export_dir, config, caps)
 
 
-def _snapshot(store: CacheStore, keys: Sequence[str]) -> Snapshot | None:
+def safe_snapshot(store: CacheStore, keys: Sequence[str]) -> Snapshot | None:
+    """A snapshot of the keys that exist, or None (one line said) when the store fails us."""
     try:
         snap = store.snapshot(keys)
     except (StoreError, OSError) as exc:

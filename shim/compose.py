@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shim import proc
+from shim.buildcmd import safe_snapshot, say
 from shim.buildkey import sanitize
-from shim.cachestore import CacheStore, Snapshot, StoreError
+from shim.cachestore import CacheStore, Snapshot
 from shim.config import load
 from shim.engine import legacy_reason
 from shim.grammar import scan_options
@@ -140,7 +141,7 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
         return None
     store = CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"])
     keys = {s: sanitize(f"{project}-{s}") for s in builds}
-    snap = None if dry_run else _snapshot(store, list(keys.values()))
+    snap = None if dry_run else safe_snapshot(store, list(keys.values()))
     return _with_override(call, args, environ, store, builds, keys, snap, dry_run, run_caches)
 
 
@@ -157,10 +158,10 @@ def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, enviro
         try:
             plan, _c, notes = build_plan(real, inv.argv, inv, environ, pull=False, need_image=True)
         except Exception as exc:  # noqa: BLE001 - one service's caches never block the stack
-            _say(f"{name}: package caches skipped ({type(exc).__name__}: {exc})")
+            say(f"{name}: package caches skipped ({type(exc).__name__}: {exc})")
             continue
         for note in notes:
-            _say(f"{name}: {note}")
+            say(f"{name}: {note}")
         if plan.mounts:
             out[name] = plan.mounts
     return out
@@ -183,17 +184,6 @@ def _as_run_argv(name: str, svc: dict, project: str) -> list[str]:
     command = svc.get("command") or []
     command = command.split() if isinstance(command, str) else [str(c) for c in command]
     return [*argv, str(svc.get("image") or f"{project}-{name}"), *command]
-
-
-def _snapshot(store: CacheStore, keys: list[str]) -> Snapshot | None:
-    try:
-        snap = store.snapshot(keys)
-    except (StoreError, OSError) as exc:
-        _say(f"{exc}; compose builds without the shared cache import")
-        return None
-    for p in snap.problems:
-        _say(p)
-    return snap
 
 
 def _with_override(call, args, environ, store, builds, keys, snap, dry_run, run_caches) -> ComposePlan:
@@ -236,11 +226,6 @@ def _with_override(call, args, environ, store, builds, keys, snap, dry_run, run_
     return ComposePlan(argv, env, exports, snap, tmpdir, override, reasons)
 
 
-def _say(msg: str) -> None:
-    sys.stderr.write(f"dockcache: {msg}\n")
-    sys.stderr.flush()
-
-
 def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], *, on_error) -> None:
     try:
         p = plan(real, name, args, environ)
@@ -251,7 +236,7 @@ def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str
         return
     if p.argv == list(args) and not p.env:
         for r in p.reasons:
-            _say(r)
+            say(r)
         return
     rc = 1
     try:
@@ -272,7 +257,7 @@ def _publish(p: ComposePlan) -> None:
             store = store or CacheStore(dest.parent.parent)
             store.publish(dest, key)
         except Exception as exc:  # noqa: BLE001 - the stack is up; only the cache is lost
-            _say(f"build cache for {key} not published: {exc}")
+            say(f"build cache for {key} not published: {exc}")
 
 
 def cleanup(p: ComposePlan) -> None:

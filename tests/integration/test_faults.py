@@ -1,6 +1,5 @@
 """Faults never break the user's command: it runs unchanged, with its own exit code."""
 
-import os
 import signal
 import subprocess
 import time

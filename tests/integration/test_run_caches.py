@@ -5,7 +5,6 @@ a warm cache makes possible, pip reusing a wheel it built, a cache that grows on
 first run and not on the second; each with a control run without dockcache.
 """
 
-import os
 
 import pytest
 
