@@ -13,9 +13,7 @@ TYPE_CHECKING = False  # typing costs ~15 ms to import; the hot path avoids it
 if TYPE_CHECKING:
     from typing import NoReturn
 
-from shim import proc
-from shim.config import ConfigError
-from shim.grammar import parse_invocation
+from shim import plancache, proc
 from shim.realdocker import find_real
 
 DISABLE_VALUES = {"1", "true", "yes", "on"}
@@ -35,6 +33,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(127)
     if os.environ.get("DOCKCACHE_DISABLE", "").lower() in DISABLE_VALUES:
         proc.exec_docker(real, args)
+    _remembered(real, name, args)
     try:
         handler = _handler(name, args)
     except Exception as exc:  # noqa: BLE001 - fail open: never break the user's command
@@ -45,7 +44,19 @@ def main(argv: list[str] | None = None) -> NoReturn:
     proc.exec_docker(real, args)  # a handler that returns means "run unchanged"
 
 
+def _remembered(real: str, name: str, args: list[str]) -> None:
+    """Exec a stored plan whose inputs are unchanged (see plancache); else return."""
+    try:
+        argv = plancache.lookup(name, args, os.environ, os.getcwd())
+    except Exception:  # noqa: BLE001 - a broken entry only means planning again
+        return
+    if argv is not None:
+        proc.exec_docker(real, argv)
+
+
 def _handler(name: str, args: list[str]):
+    from shim.grammar import parse_invocation
+
     inv = parse_invocation(["compose", *args] if name == "docker-compose" else args)
     if inv.kind == "run":
         from shim import runcmd
@@ -60,6 +71,8 @@ def _handler(name: str, args: list[str]):
 
 
 def _fallback(real: str, args: list[str], exc: BaseException) -> NoReturn:
+    from shim.config import ConfigError
+
     if isinstance(exc, ConfigError):
         warn(f"{exc}; running docker unchanged")
     else:

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 TYPE_CHECKING = False  # typing costs ~15 ms to import; the hot path avoids it
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from typing import NoReturn
 
 
-@dataclass(frozen=True)
 class Result:
-    argv: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
+    """What a captured docker call gave (a plain class: dataclasses cost ~10 ms to import)."""
+
+    __slots__ = ("argv", "returncode", "stdout", "stderr")
+
+    def __init__(self, argv: tuple[str, ...], returncode: int, stdout: str, stderr: str):
+        self.argv, self.returncode, self.stdout, self.stderr = argv, returncode, stdout, stderr
 
 
 def exec_docker(real: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> NoReturn:

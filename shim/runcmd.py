@@ -70,17 +70,68 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         return
     for note in notes:
         sys.stderr.write(f"dockcache: {note}\n")
+    if not notes and not inv.argv.count("--volumes-from"):
+        _remember(inv, args, environ, plan)
     _record(environ, plan, time.monotonic() - started)
     if environ.get("DOCKCACHE_DEBUG"):
         sys.stderr.write(f"dockcache: exec {json.dumps([real, *plan.argv])}\n")
     proc.exec_docker(real, plan.argv)
 
 
+def _remember(inv: Invocation, args: Sequence[str], environ: Mapping[str, str], plan: Plan) -> None:
+    from shim import plancache
+
+    state = State(state_dir(environ))
+    endpoint = endpoint_id(inv.host, inv.context, environ)
+    # A volume record removed by `cache clear` must force a new plan (re-create, re-own).
+    volumes = [str(state._path("volumes", endpoint, m.source)) for m in plan.mounts if m.kind == "volume"]
+    try:
+        plancache.store("docker", args, environ, os.getcwd(), plan.argv,
+                        plan_inputs(parse_run(inv), environ) + volumes, _metrics_line(plan))
+    except Exception:  # noqa: BLE001 - remembering is an optimisation only
+        pass
+
+
+def plan_inputs(run: RunArgs, environ: Mapping[str, str]) -> list:
+    """What the plan was derived from, for plancache: marker files (by name, not dir
+    mtime: `rm -rf node_modules` must not invalidate), marker globs, env-files, config
+    files and where a project file could appear."""
+    from shim.config import PROJECT_FILE, user_config_path
+    from shim.managers import MANAGERS
+
+    cwd = os.getcwd()
+    dirs = [os.path.normpath(os.path.join(cwd, os.path.expanduser(m.source)))
+            for m in run.mounts if m.type == "bind" and m.source]
+    literal = {mk.glob for mgr in MANAGERS for mk in mgr.markers if "*" not in mk.glob}
+    globs = tuple(sorted({mk.glob for mgr in MANAGERS for mk in mgr.markers if "*" in mk.glob}))
+    deps: list = [os.path.join(cwd, f) for f in run.env_files] + [str(user_config_path(environ))]
+    for d in dirs:
+        deps += [d] if not os.path.isdir(d) else []  # a bind source that appears later
+        deps += [os.path.join(d, name) for name in sorted(literal)] + [(d, *globs)]
+    for start in dirs or [cwd]:
+        here = start
+        while True:
+            deps.append(os.path.join(here, PROJECT_FILE))
+            parent = os.path.dirname(here)
+            if parent == here:
+                break
+            here = parent
+    return deps
+
+
+def _metrics(plan: Plan) -> dict:
+    return {"kind": "run", "caches": [m.source for m in plan.mounts],
+            "managers": sorted({m.manager for m in plan.mounts}), "skipped": [n for n, _ in plan.skipped]}
+
+
+def _metrics_line(plan: Plan) -> str:
+    """The metrics record a remembered plan appends on every use (plancache)."""
+    return json.dumps({**_metrics(plan), "remembered": True}, separators=(",", ":"))
+
+
 def _record(environ: Mapping[str, str], plan: Plan, seconds: float) -> None:
     state = State(state_dir(environ))
-    state.append_log("metrics", {"kind": "run", "caches": [m.source for m in plan.mounts],
-                                 "managers": sorted({m.manager for m in plan.mounts}),
-                                 "skipped": [n for n, _ in plan.skipped], "ms": round(seconds * 1000, 2)})
+    state.append_log("metrics", {**_metrics(plan), "ms": round(seconds * 1000, 2)})
 
 
 def _replace(facts: Facts, **kw) -> Facts:

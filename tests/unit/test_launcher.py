@@ -124,3 +124,35 @@ def test_hot_path_imports_no_heavy_modules():
             "bad = [m for m in ('typer', 'rich', 'psutil', 'click') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+
+
+def test_remembered_plan_skips_planning_and_notices_changes(fake, tmp_path):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "package-lock.json").write_text("{}")
+    argv = ["run", "--rm", "-v", f"{proj}:/app", "-w", "/app", "img", "sh", "-c", "rm -rf node_modules"]
+    _, first = fake(*argv)
+    metrics = tmp_path / "state" / "metrics.jsonl"
+
+    def last_metric():
+        return json.loads(metrics.read_text().splitlines()[-1])
+
+    _, calls = fake(*argv)
+    assert calls[-1]["argv"] == first[-1]["argv"] and last_metric().get("remembered")
+    (proj / "node_modules").mkdir()  # the dir changes, no marker does: still remembered
+    fake(*argv)
+    assert last_metric().get("remembered")
+    (proj / "requirements-dev.txt").write_text("x\n")  # a glob marker appears: plan again
+    _, calls = fake(*argv)
+    assert not last_metric().get("remembered") and "PIP_CACHE_DIR=/dockcache/pip" in calls[-1]["argv"]
+    (proj / ".dockcache.toml").write_text("[managers.pip]\nenabled = false\n")  # a project file appears
+    _, calls = fake(*argv)
+    assert "PIP_CACHE_DIR=/dockcache/pip" not in calls[-1]["argv"]
+    _, calls = fake(*argv, extra={"DOCKCACHE_SCOPE": "project"})  # settings are part of the key
+    assert not last_metric().get("remembered")
+    for rec in (tmp_path / "state" / "volumes").rglob("*.json"):
+        rec.unlink()  # what `cache clear` does: the next run re-creates the volume
+    _, calls = fake(*argv)
+    assert ["volume", "create"] in [c["argv"][:2] for c in calls]
