@@ -109,6 +109,27 @@ def _dotenv(path: str) -> dict[str, str]:
     return out
 
 
+def _version_problem(real: str, call: ComposeCall, environ) -> str | None:
+    """Compose v1 (and v2 before 2.4) cannot take `type=` cache entries; asked once, remembered."""
+    from shim.state import State, state_dir
+
+    state = State(state_dir(environ))
+    key = " ".join([real, *call.base])
+    known = state.get("compose", key, key, max_age=24 * 3600)
+    if known is None:
+        res = proc.run_docker(real, [*call.base, "version", "--short"], timeout=30)
+        known = {"version": res.stdout.strip().lstrip("v") if res.returncode == 0 else ""}
+        state.put("compose", key, key, known)
+    version = known.get("version", "")
+    try:
+        major, minor = (int(x) for x in version.split(".")[:2])
+    except ValueError:
+        return f"compose version {version or 'unknown'} could not be read"
+    if (major, minor) < (2, 4):
+        return f"compose {version} cannot use BuildKit cache_from/cache_to entries (needs 2.4+)"
+    return None
+
+
 def resolved_config(real: str, call: ComposeCall) -> dict | None:
     res = proc.run_docker(real, [*call.base, *call.globals, "config", "--format", "json"], timeout=60)
     if res.returncode != 0:
@@ -127,6 +148,9 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     legacy = legacy_reason(environ)
     if legacy and building:
         return ComposePlan(list(args), {}, reasons=[f"build caching off: {legacy}"])
+    too_old = _version_problem(real, call, environ) if building else None
+    if too_old:
+        return ComposePlan(list(args), {}, reasons=[f"build caching off: {too_old}"])
     cfg = resolved_config(real, call)
     if cfg is None or not isinstance(cfg.get("services"), dict):
         return None

@@ -23,7 +23,8 @@ def is_launcher(path: str) -> bool:
 
 
 def find_real(name: str, environ: Mapping[str, str]) -> str | None:
-    if name == "docker" and environ.get("DOCKCACHE_REAL_DOCKER"):
+    pinned = environ.get("DOCKCACHE_REAL_DOCKER")
+    if name == "docker" and pinned and not is_launcher(pinned):
         return environ["DOCKCACHE_REAL_DOCKER"]
     for d in environ.get("PATH", "").split(os.pathsep):
         cand = os.path.join(d or ".", name)

@@ -95,7 +95,8 @@ def _remember(inv: Invocation, args: Sequence[str], environ: Mapping[str, str], 
 def plan_inputs(run: RunArgs, environ: Mapping[str, str]) -> list:
     """What the plan was derived from, for plancache: marker files (by name, not dir
     mtime: `rm -rf node_modules` must not invalidate), marker globs, env-files, config
-    files and where a project file could appear."""
+    files, where a project file could appear, and docker's own config (`docker context
+    use` switches the engine, and volumes are per engine)."""
     from shim.config import PROJECT_FILE, user_config_path
     from shim.managers import MANAGERS
 
@@ -104,7 +105,9 @@ def plan_inputs(run: RunArgs, environ: Mapping[str, str]) -> list:
             for m in run.mounts if m.type == "bind" and m.source]
     literal = {mk.glob for mgr in MANAGERS for mk in mgr.markers if "*" not in mk.glob}
     globs = tuple(sorted({mk.glob for mgr in MANAGERS for mk in mgr.markers if "*" in mk.glob}))
-    deps: list = [os.path.join(cwd, f) for f in run.env_files] + [str(user_config_path(environ))]
+    docker_cfg = environ.get("DOCKER_CONFIG") or os.path.join(environ.get("HOME", "/"), ".docker")
+    deps: list = [os.path.join(cwd, f) for f in run.env_files] + [str(user_config_path(environ)),
+                                                                  os.path.join(docker_cfg, "config.json")]
     for d in dirs:
         deps += [d] if not os.path.isdir(d) else []  # a bind source that appears later
         deps += [os.path.join(d, name) for name in sorted(literal)] + [(d, *globs)]

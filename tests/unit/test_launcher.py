@@ -156,3 +156,20 @@ def test_remembered_plan_skips_planning_and_notices_changes(fake, tmp_path):
         rec.unlink()  # what `cache clear` does: the next run re-creates the volume
     _, calls = fake(*argv)
     assert ["volume", "create"] in [c["argv"][:2] for c in calls]
+
+
+def test_compose_v1_passes_through_with_one_line(fake, tmp_path):
+    (tmp_path / "docker-compose.yml").write_text("services: {}\n")
+    fake_compose = tmp_path / "real" / "docker-compose"
+    fake_compose.write_text("#!/bin/sh\n[ \"$1\" = version ] && echo 1.29.2\nexit 0\n")
+    fake_compose.chmod(0o755)
+    cp, calls = fake("up", "--build", launcher="docker-compose")
+    assert cp.returncode == 0
+    assert cp.stderr.count("dockcache:") == 1 and "1.29.2" in cp.stderr
+
+
+def test_real_docker_pointing_at_a_launcher_cannot_loop(fake):
+    cp, calls = fake("ps", extra={"DOCKCACHE_REAL_DOCKER": str(REPO / "bin" / "docker")})
+    assert cp.returncode == 0 and calls[0]["argv"] == ["ps"]
+    cp, calls = fake("run", "img", extra={"DOCKCACHE_REAL_DOCKER": str(REPO / "bin" / "docker")})
+    assert cp.returncode == 0 and calls[-1]["argv"][-1] == "img"
