@@ -44,6 +44,7 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     "run.scope": (str, "shared"),
     "run.volume_prefix": (str, "dockcache"),
     "run.bind_root": (str, "~/.cache/dockcache/run"),
+    "run.readonly": (bool, False),
     "build.enabled": (bool, True),
     "build.store": (str, "~/.cache/dockcache/build"),
     "build.max_size": ("size", "20GiB"),
@@ -61,7 +62,7 @@ for _name in BY_NAME:
 ENV_KEYS = {
     "DOCKCACHE_MODE": "run.mode", "DOCKCACHE_SCOPE": "run.scope",
     "DOCKCACHE_VOLUME_PREFIX": "run.volume_prefix", "DOCKCACHE_BIND_ROOT": "run.bind_root",
-    "DOCKCACHE_RUN": "run.enabled", "DOCKCACHE_BUILD": "build.enabled",
+    "DOCKCACHE_RUN": "run.enabled", "DOCKCACHE_READONLY": "run.readonly", "DOCKCACHE_BUILD": "build.enabled",
     "DOCKCACHE_BUILD_STORE": "build.store", "DOCKCACHE_BUILD_MAX_SIZE": "build.max_size",
     "DOCKCACHE_BUILD_KEY": "build.key", "DOCKCACHE_BUILD_BACKEND": "build.backend",
     "DOCKCACHE_BUILD_LOCK_TIMEOUT": "build.lock_timeout",

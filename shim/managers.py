@@ -40,6 +40,7 @@ class Manager:
     home_subdirs: tuple[str, ...] = ()  # dirs under image_home to mount when it is set
     yields_to: tuple[str, ...] = ()  # drop a weak detection when one of these is found
     case_insensitive_vars: bool = False  # npm reads npm_config_* in any case
+    ro_env: tuple[tuple[str, str], ...] = ()  # variables for using a read-only cache, if the tool can
 
     @property
     def cache_path(self) -> str:
@@ -120,6 +121,7 @@ MANAGERS: tuple[Manager, ...] = (
         markers=_m("build.gradle", "build.gradle.kts", "settings.gradle", "settings.gradle.kts", "gradlew"),
         commands=("gradle", "gradlew"), offline="--offline", sharing="care",
         note="not safe across concurrent containers (gradle/gradle#851); GRADLE_RO_DEP_CACHE is",
+        ro_env=(("GRADLE_RO_DEP_CACHE", "{cache}/caches"),),
     ),
     Manager(
         "nuget", "NuGet",

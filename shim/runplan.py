@@ -11,7 +11,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shim.config import Config
 from shim.detect import Detection
@@ -45,6 +45,7 @@ class CacheMount:
     kind: str  # "volume" | "bind"
     owner: str | None  # non-root container user that must be able to write it
     env: tuple[tuple[str, str], ...]
+    readonly: bool = False
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,8 @@ def _env_value(run: RunArgs, var: str) -> str | None:
 
 
 def _mount_for(mgr: Manager, run: RunArgs, config: Config, facts: Facts):
+    if config["run.readonly"]:
+        return _readonly_mount(mgr, run, config, facts)
     image_env = dict(facts.image_env or ())
     target, env = mgr.cache_path, list(mgr.env)
     if mgr.image_home and image_env.get(mgr.image_home):
@@ -123,6 +126,16 @@ def _mount_for(mgr: Manager, run: RunArgs, config: Config, facts: Facts):
     pairs = tuple((var, tmpl.replace("{cache}", target)) for var, tmpl in env
                   if var not in image_env)
     return _first_mount(mgr, [target], pairs, run, config, facts)
+
+
+def _readonly_mount(mgr: Manager, run: RunArgs, config: Config, facts: Facts):
+    """Read-only mode: only tools made to read a read-only cache get one (Gradle);
+    the others keep their private, writable default cache in the container."""
+    if not mgr.ro_env:
+        return [], f"read-only mode: {mgr.title} needs a writable cache, so it keeps a private one"
+    env = tuple((v, t.replace("{cache}", mgr.cache_path)) for v, t in mgr.ro_env)
+    made, why = _first_mount(mgr, [mgr.cache_path], env, run, config, facts)
+    return [replace(m, readonly=True, owner=None) for m in made], why
 
 
 def _first_mount(mgr, targets, env, run, config, facts):
@@ -197,7 +210,7 @@ def _custom_mounts(run: RunArgs, config: Config, facts: Facts, skipped: list) ->
 def _tokens(mounts: Sequence[CacheMount]) -> tuple[str, ...]:
     out: list[str] = []
     for m in mounts:
-        out += ["-v", f"{m.source}:{m.target}"]
+        out += ["-v", f"{m.source}:{m.target}" + (":ro" if m.readonly else "")]
     for m in mounts:
         for var, value in m.env:
             out += ["-e", f"{var}={value}"]

@@ -8,7 +8,7 @@ first run and not on the second; each with a control run without dockcache.
 
 import pytest
 
-from tests.integration.helpers import BUSYBOX, DEVTOOLS, shim, volume_files, write_json
+from tests.integration.helpers import BUSYBOX, DEVTOOLS, REPO, shim, volume_files, write_json
 
 pytestmark = pytest.mark.engine
 DEPS = {"is-number": "7.0.0", "left-pad": "1.3.0"}
@@ -151,3 +151,32 @@ def test_project_config_file_is_honoured(shim_env, engines, tmp_path):
     (proj / ".dockcache.toml").write_text("[managers.npm]\nenabled = false\n")
     cp = ok(shim(shim_env, *in_project(proj, "echo cache=$npm_config_cache")))
     assert "cache=\n" in cp.stdout and engines["a"].volumes() == []
+
+
+def test_readonly_mode_does_not_break_installs(shim_env, engines, tmp_path):
+    env = {**shim_env, "DOCKCACHE_READONLY": "1"}
+    proj = node_project(tmp_path)
+    cp = ok(shim(env, *in_project(proj, "npm install --no-audit --no-fund && echo cache=$npm_config_cache",
+                                  network="host")))
+    assert "cache=\n" in cp.stdout  # npm cannot use a read-only cache: it keeps its private one
+    assert engines["a"].volumes() == []
+
+
+def test_corrupted_npm_entry_then_clear_recovers(shim_env, engines, tmp_path):
+    import subprocess
+    import sys
+
+    a = engines["a"]
+    proj = node_project(tmp_path)
+    ok(shim(shim_env, *in_project(proj, "npm install --no-audit --no-fund", network="host")))
+    volume = f"{a.prefix}-npm"
+    a.docker("run", "--rm", "--network", "none", "-v", f"{volume}:/c", BUSYBOX, "sh", "-c",
+             "for f in $(find /c/_cacache/content-v2 -type f); do echo garbage > $f; done")
+    clean = "rm -rf node_modules && npm ci --offline --no-audit --no-fund"
+    broken = shim(shim_env, *in_project(proj, clean))
+    assert broken.returncode != 0 and "Traceback" not in broken.stderr  # the tool's own error
+    cleared = subprocess.run([sys.executable, "-m", "shim", "cache", "clear", "--npm", "--force"],
+                             env=shim_env, capture_output=True, text=True, cwd=str(REPO))
+    assert cleared.returncode == 0, cleared.stderr
+    ok(shim(shim_env, *in_project(proj, "npm install --no-audit --no-fund", network="host")))
+    ok(shim(shim_env, *in_project(proj, clean)))

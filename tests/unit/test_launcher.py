@@ -15,6 +15,8 @@ with open(os.environ["FAKE_LOG"], "a") as fh:
     fh.write(json.dumps({{"argv": sys.argv[1:], "env": {{k: v for k, v in os.environ.items() if k.startswith(("npm_", "PIP_", "DOCKCACHE"))}}}}) + "\\n")
 if sys.argv[1:3] == ["image", "inspect"]:
     print('["PATH=/usr/bin"]\\t""\\tamd64\\tsha256:abc')
+if " ".join(sys.argv[1:3]) in os.environ.get("FAKE_FAIL", "").split(","):
+    sys.exit(1)
 sys.exit(int(os.environ.get("FAKE_RC", "0")))
 """
 
@@ -173,3 +175,30 @@ def test_real_docker_pointing_at_a_launcher_cannot_loop(fake):
     assert cp.returncode == 0 and calls[0]["argv"] == ["ps"]
     cp, calls = fake("run", "img", extra={"DOCKCACHE_REAL_DOCKER": str(REPO / "bin" / "docker")})
     assert cp.returncode == 0 and calls[-1]["argv"][-1] == "img"
+
+
+def npm_proj(tmp_path):
+    proj = tmp_path / "proj"
+    proj.mkdir(exist_ok=True)
+    (proj / "package-lock.json").write_text("{}")
+    return proj
+
+
+def test_volume_create_refused_runs_uncached_with_one_line(fake, tmp_path):
+    argv = ["run", "-v", f"{npm_proj(tmp_path)}:/app", "img", "npm", "ci"]
+    cp, calls = fake(*argv, extra={"FAKE_FAIL": "volume create", "FAKE_RC": "0"})
+    assert calls[-1]["argv"] == argv and cp.stderr.count("dockcache:") == 1
+
+
+def test_buildx_missing_build_passes_through(fake, tmp_path):
+    argv = ["build", "-t", "x", str(tmp_path)]
+    cp, calls = fake(*argv, extra={"FAKE_FAIL": "buildx version"})
+    assert cp.returncode == 0 and calls[-1]["argv"] == argv and "dockcache" not in cp.stderr
+
+
+def test_nested_shim_adds_nothing_twice(fake, tmp_path):
+    argv = ["run", "-v", f"{npm_proj(tmp_path)}:/app", "-w", "/app", "img", "npm", "ci"]
+    _, calls = fake(*argv)
+    once = calls[-1]["argv"]
+    _, calls = fake(*once)  # what a second dockcache in front of docker would receive
+    assert calls[-1]["argv"] == once

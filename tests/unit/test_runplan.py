@@ -116,3 +116,12 @@ def test_never_adds_what_user_set_and_is_idempotent(argv):
 @given(st.lists(st.text(max_size=8), max_size=10))
 def test_plan_never_raises(argv):
     plan(["run", *argv])
+
+
+def test_readonly_mode_only_for_tools_that_can_read_it():
+    cfg = load({"HOME": "/nonexistent", "DOCKCACHE_READONLY": "1"})
+    p = plan(["run", "img"], Facts(detections=(NPM, Detection("gradle", "t"))), cfg)
+    assert [m.manager for m in p.mounts] == ["gradle"] and p.mounts[0].readonly
+    assert "dockcache-gradle:/dockcache/gradle:ro" in p.argv
+    assert "GRADLE_RO_DEP_CACHE=/dockcache/gradle/caches" in p.argv
+    assert "private" in dict(p.skipped)["npm"]
