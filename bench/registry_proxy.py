@@ -90,7 +90,10 @@ def make_handler(base: str, ups: dict[str, str], profile: str, stats: Stats, cac
             if not is_file:
                 body = URL_RE.sub(lambda m: f"{base}/fwd/{m.group(1).decode()}/".encode(), body)
             cache = "max-age=365000000, immutable" if is_file else "max-age=600, public"
-            self._send(200, body, ctype, cache, is_file=is_file)
+            etag = '"%s"' % hashlib.sha256(body).hexdigest()[:32]
+            if self.headers.get("If-None-Match") == etag:  # revalidation, as the public index answers it
+                return self._send(304, b"", ctype, cache, etag=etag)
+            self._send(200, body, ctype, cache, is_file=is_file, etag=etag)
 
         def _upstream_url(self):
             for prefix, up in (("/pypi/simple/", ups["pypi"]), ("/npm/", ups["npm"])):
@@ -114,13 +117,15 @@ def make_handler(base: str, ups: dict[str, str], profile: str, stats: Stats, cac
             key.with_suffix(".type").write_text(ctype)
             return body, ctype
 
-        def _send(self, code, body, ctype, cache, *, is_file=False, count=True):
+        def _send(self, code, body, ctype, cache, *, is_file=False, count=True, etag=None):
             if latency:
                 time.sleep(latency)
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Cache-Control", cache)
+            if etag:
+                self.send_header("ETag", etag)
             self.end_headers()
             chunk = 64 * 1024
             for i in range(0, len(body), chunk):
