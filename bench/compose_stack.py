@@ -39,6 +39,7 @@ def up(env, host, root):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--loops", type=int, default=3_000_000)
+    ap.add_argument("--json", default=None)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     root = tmp / f"stack{uuid.uuid4().hex[:6]}"
@@ -56,6 +57,8 @@ def main():
     res = {"cold_a": up(env, HOSTS["a"], root), "warm_b": up(env, HOSTS["b"], root)}
     res["warm_b_over_cold_a"] = round(res["warm_b"]["seconds"] / res["cold_a"]["seconds"], 3)
     print(json.dumps(res, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -22,6 +23,7 @@ HOST = os.environ.get("DOCKCACHE_TEST_HOST_A", "unix:///run/dockcache-engine/a.s
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--json", default=None)
     args = ap.parse_args()
     prefix = f"dcstats{uuid.uuid4().hex[:6]}"
     names = [f"{prefix}-{i}" for i in range(20)]
@@ -39,8 +41,12 @@ def main():
             assert cp.returncode == 0 and cp.stdout.count(prefix) >= 20, cp.stderr
     finally:
         subprocess.run(["docker", "-H", HOST, "volume", "rm", *names], capture_output=True)
-    print(f"cache stats --json with >= 20 caches: median {statistics.median(times):.2f} s "
-          f"(min {min(times):.2f}, max {max(times):.2f}, {args.runs} runs)")
+    res = {"caches": 20, "median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
+           "max_s": round(max(times), 3), "runs": args.runs}
+    print(f"cache stats --json with >= 20 caches: median {res['median_s']:.2f} s "
+          f"(min {res['min_s']:.2f}, max {res['max_s']:.2f}, {args.runs} runs)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
 
 
 if __name__ == "__main__":

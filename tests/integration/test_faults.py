@@ -96,3 +96,35 @@ def test_sigterm_during_build_reaches_docker_and_cleans_up(shim_env, engines, tm
     assert p.returncode != 0  # docker's own exit code for a cancelled build
     assert "Traceback" not in err
     assert list((store / "tmp").glob("*")) == [] and list((store / "snapshots").glob("*")) == []
+
+
+def test_state_dir_disk_full_still_runs(shim_env, engines, tmp_path):
+    state = tmp_path / "full-state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(state)], check=True)
+    try:
+        subprocess.run(["dd", "if=/dev/zero", f"of={state}/filler", "bs=1k", "count=64"], capture_output=True)
+        proj = npm_project(tmp_path)
+        cp = shim({**shim_env, "DOCKCACHE_STATE_DIR": str(state)}, "run", "--rm", "--network", "none",
+                  "-v", f"{proj}:/app", BUSYBOX, "sh", "-c", "echo $npm_config_cache; exit 4")
+        leftovers = [p.name for p in state.rglob("*.tmp")]
+    finally:
+        subprocess.run(["umount", str(state)], check=False)
+    assert cp.returncode == 4 and cp.stdout.strip() == "/dockcache/npm"
+    assert "Traceback" not in cp.stderr and cp.stderr.count("dockcache:") == 1 and leftovers == []
+
+
+def test_project_scope_isolates_projects(shim_env, engines, tmp_path):
+    env = {**shim_env, "DOCKCACHE_SCOPE": "project"}
+    a_proj, b_proj = tmp_path / "a", tmp_path / "b"
+    for p in (a_proj, b_proj):
+        p.mkdir()
+        write_json(p / "package.json", {"name": p.name, "version": "1.0.0"})
+    cp = shim(env, "run", "--rm", "--network", "none", "-v", f"{a_proj}:/app", BUSYBOX, "sh", "-c",
+              "echo secret-of-a > $npm_config_cache/marker")
+    assert cp.returncode == 0, cp.stderr
+    cp = shim(env, "run", "--rm", "--network", "none", "-v", f"{b_proj}:/app", BUSYBOX, "sh", "-c",
+              "ls -A $npm_config_cache; cat $npm_config_cache/marker 2>/dev/null || echo none")
+    assert cp.returncode == 0 and cp.stdout.strip() == "none"
+    names = [v for v in engines["a"].volumes() if v.startswith(engines["a"].prefix + "-npm-p")]
+    assert len(names) == 2 and not any("/" in n or "tmp" in n for n in names)
