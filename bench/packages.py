@@ -41,6 +41,24 @@ def tools(port: int) -> dict:
                 "install": f"rm -rf node_modules && npm ci --no-audit --no-fund --registry {reg}/npm/",
                 "offline": "rm -rf node_modules && npm ci --offline --no-audit --no-fund",
                 "change": f"npm install --no-audit --no-fund --registry {reg}/npm/ is-number@7.0.0"},
+        "yarn": {"files": {"package.json": json.dumps({"name": "b", "version": "1.0.0", "dependencies": NPM_DEPS})},
+                 "prepare": f"yarn install --non-interactive --registry {reg}/npm/ && rm -rf node_modules",
+                 "install": f"rm -rf node_modules && yarn install --frozen-lockfile --non-interactive --registry {reg}/npm/",
+                 "offline": "rm -rf node_modules && yarn install --offline --frozen-lockfile --non-interactive",
+                 "change": f"yarn add --non-interactive --registry {reg}/npm/ is-number@7.0.0"},
+        "pnpm": {"files": {"package.json": json.dumps({"name": "b", "version": "1.0.0", "dependencies": NPM_DEPS})},
+                 "prepare": f"pnpm install --lockfile-only --registry {reg}/npm/",
+                 "install": f"rm -rf node_modules && pnpm install --frozen-lockfile --registry {reg}/npm/",
+                 "offline": "rm -rf node_modules && pnpm install --offline --frozen-lockfile",
+                 "change": f"pnpm add --registry {reg}/npm/ is-number@7.0.0"},
+        "uv": {"files": {"requirements.txt": PIP_REQS, "uv.lock": "version = 1\n"},
+               "prepare": "true",
+               "install": f"rm -rf /tmp/v && uv venv -q /tmp/v && uv pip install -q --python /tmp/v/bin/python "
+                          f"--index-url {reg}/pypi/simple/ -r requirements.txt",
+               "offline": (f"uv venv -q /tmp/v && uv pip install -q --offline --python /tmp/v/bin/python "
+                           f"--index-url {reg}/pypi/simple/ -r requirements.txt"),
+               "change": f"uv venv -q /tmp/v && uv pip install -q --python /tmp/v/bin/python "
+                         f"--index-url {reg}/pypi/simple/ -r requirements.txt tomli==2.0.1"},
         "pip": {"files": {"requirements.txt": PIP_REQS},
                 "prepare": "true",
                 "install": (f"pip install -q --break-system-packages --root-user-action=ignore "
@@ -98,6 +116,7 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--port", type=int, default=8766)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--tools", default="npm,yarn,pnpm,uv,pip")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     results = {}
@@ -106,7 +125,7 @@ def main():
         server, _ = serve(port, profile, Path("/var/cache/dockcache-bench-proxy"))
         try:
             results[profile] = {name: bench_tool(name, spec, port, args.runs, tmp)
-                                for name, spec in tools(port).items()}
+                                for name, spec in tools(port).items() if name in args.tools.split(",")}
         finally:
             server.shutdown()
     print(json.dumps(results, indent=1))

@@ -76,6 +76,13 @@ def make_handler(base: str, ups: dict[str, str], profile: str, stats: Stats, cac
                 stats.reset()
                 self._send(200, b"{}", "application/json", "no-store", count=False)
 
+        def do_HEAD(self):  # uv asks before it downloads a wheel; answer without a body
+            self._head_only = True
+            try:
+                self.do_GET()
+            finally:
+                self._head_only = False
+
         def do_GET(self):
             if self.path == "/__stats":
                 return self._send(200, json.dumps(stats.as_dict()).encode(), "application/json", "no-store", count=False)
@@ -126,7 +133,10 @@ def make_handler(base: str, ups: dict[str, str], profile: str, stats: Stats, cac
             self.send_header("Cache-Control", cache)
             if etag:
                 self.send_header("ETag", etag)
+            self.send_header("Accept-Ranges", "none")
             self.end_headers()
+            if getattr(self, "_head_only", False):
+                return
             chunk = 64 * 1024
             for i in range(0, len(body), chunk):
                 part = body[i:i + chunk]
