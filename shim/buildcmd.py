@@ -68,14 +68,18 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         return Prepared(plan_build(args, inv, build, caps, key=key, available=(), import_src=None,
                                    export_dest=None), None, None, None, config, caps)
     store = CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"])
-    snap = None
-    if not build.no_cache and not dry_run:
-        snap = safe_snapshot(store, [key, *fallbacks])
-    available = snap.keys if snap else tuple(k for k in [key, *fallbacks] if dry_run and k in store.keys())
-    export_dir = store.new_export_dir() if (caps.mode == "full" and not build.cache_to and not dry_run) else None
-    plan = plan_build(args, inv, build, caps, key=key, available=available,
-                      import_src=str(snap.src) if snap and snap.src else (str(store.root / "snapshots") if dry_run else None),
-                      export_dest=str(export_dir) if export_dir else (str(store.root / "tmp") if dry_run else None))
+    wanted = [] if build.no_cache else [key, *fallbacks]
+    if dry_run:  # explain: say what would be imported, touch nothing
+        snap, export_dir = None, None
+        available = tuple(k for k in wanted if k in store.keys())
+        src, dest = str(store.root / "snapshots"), str(store.root / "tmp")
+    else:
+        snap = safe_snapshot(store, wanted) if wanted else None
+        export_dir = store.new_export_dir() if caps.mode == "full" and not build.cache_to else None
+        available = snap.keys if snap else ()
+        src = str(snap.src) if snap and snap.src else None
+        dest = str(export_dir) if export_dir else None
+    plan = plan_build(args, inv, build, caps, key=key, available=available, import_src=src, export_dest=dest)
     return Prepared(plan, store, snap, export_dir, config, caps)
 
 

@@ -88,3 +88,15 @@ def test_explain_shows_detection_and_argv(shim_env, engines, warm):
     data = json.loads(cp.stdout)
     assert any("npm" in d for d in data["detected"])
     assert "npm_config_cache=/dockcache/npm" in data["argv"]
+
+
+def test_explain_build_shows_key_and_decision(shim_env, engines, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM dockcache-test/busybox\n")
+    cp = dockcache(shim_env, "explain", "--json", "--", "docker", "build", "-t", "reg.example:5000/org/app:feat",
+                   str(tmp_path))
+    data = json.loads(cp.stdout)
+    assert data["key"] == "org-app" and data["engine"] == "full" and data["export"] is True
+    old = json.loads(dockcache(shim_env, "explain", "--json", "--", "docker", "build", str(tmp_path),
+                               extra={"DOCKER_HOST": engines["old"].host}).stdout)
+    assert old["engine"] == "import-only" and old["export"] is False
+    assert any("cannot export" in r for r in old["reasons"])
