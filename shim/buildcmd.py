@@ -67,6 +67,11 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
     if caps.mode == "none" or build.help:
         return Prepared(plan_build(args, inv, build, caps, key=key, available=(), import_src=None,
                                    export_dest=None), None, None, None, config, caps)
+    registry, registry_keys = _registry_facts(config, caps, [key, *fallbacks], build.no_cache or dry_run)
+    if config["build.backend"] == "registry":
+        plan = plan_build(args, inv, build, caps, key=key, available=(), import_src=None, export_dest=None,
+                          registry=registry, registry_keys=registry_keys)
+        return Prepared(plan, None, None, None, config, caps)
     store = CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"])
     wanted = [] if build.no_cache else [key, *fallbacks]
     if dry_run:  # explain: say what would be imported, touch nothing
@@ -79,8 +84,23 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         available = snap.keys if snap else ()
         src = str(snap.src) if snap and snap.src else None
         dest = str(export_dir) if export_dir else None
-    plan = plan_build(args, inv, build, caps, key=key, available=available, import_src=src, export_dest=dest)
+    plan = plan_build(args, inv, build, caps, key=key, available=available, import_src=src, export_dest=dest,
+                      registry=registry, registry_keys=registry_keys)
     return Prepared(plan, store, snap, export_dir, config, caps)
+
+
+def _registry_facts(config: Config, caps: BuildCaps, keys: list[str], skip_check: bool):
+    """(registry or None, keys it holds) for the registry/both backends."""
+    if config["build.backend"] not in ("registry", "both") or not config["build.registry"]:
+        return None, []
+    if caps.mode != "full" or skip_check:
+        return config["build.registry"], []
+    from shim.registrycache import RegistryUnreachable, existing
+    try:
+        return config["build.registry"], existing(config["build.registry"], keys)
+    except RegistryUnreachable as exc:
+        say(str(exc))
+        return None, []
 
 
 def safe_snapshot(store: CacheStore, keys: Sequence[str]) -> Snapshot | None:

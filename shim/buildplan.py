@@ -28,7 +28,8 @@ class BuildPlan:
 
 def plan_build(argv: Sequence[str], inv: Invocation, build: BuildArgs, caps: BuildCaps, *,
                key: str, available: Sequence[str], import_src: str | None,
-               export_dest: str | None) -> BuildPlan:
+               export_dest: str | None, registry: str | None = None,
+               registry_keys: Sequence[str] = ()) -> BuildPlan:
     argv = tuple(argv)
     reasons = [f"cache key {key}", f"engine: {caps.mode} ({caps.reason})"]
     if caps.mode == "none" or build.help:
@@ -56,12 +57,31 @@ def plan_build(argv: Sequence[str], inv: Invocation, build: BuildArgs, caps: Bui
         # ignore-error: a full or unwritable store must cost the cache, not the build
         added += ["--cache-to", f"type=local,dest={export_dest},mode=max,tag={key},ignore-error=true"]
         reasons.append(f"export to a private dir, then publish as {key}")
+    added += _registry(build, caps, key, registry, registry_keys, reasons)
     load_check = needs_load(build, caps)
     if load_check:
         reasons.append(f"builder driver '{caps.driver}' keeps results in the builder: "
                        "build, then --load only if the image id changed")
     return BuildPlan(insert_before(argv, inv.args_start, added), key, imports, export, tuple(reasons),
                      load_check)
+
+
+def _registry(build: BuildArgs, caps: BuildCaps, key: str, registry: str | None,
+              keys: Sequence[str], reasons: list[str]) -> list[str]:
+    """Registry backend flags: import keys that exist, export the own key (mode=max)."""
+    if not registry:
+        return []
+    if caps.mode != "full":
+        reasons.append("registry backend: this engine imports only inline cache from registries; not used")
+        return []
+    out: list[str] = []
+    if not build.no_cache:
+        for k in keys:
+            out += ["--cache-from", f"type=registry,ref={registry}:{k}"]
+    if not build.cache_to:
+        out += ["--cache-to", f"type=registry,ref={registry}:{key},mode=max,ignore-error=true"]
+    reasons.append(f"registry backend {registry}: import {', '.join(keys) or 'nothing yet'}, export {key}")
+    return out
 
 
 def needs_load(build: BuildArgs, caps: BuildCaps) -> bool:

@@ -82,7 +82,7 @@ install_plugins() {
 }
 
 install_all() {
-  apt_install runc iptables busybox-static debootstrap ca-certificates
+  apt_install runc iptables busybox-static debootstrap ca-certificates docker-registry
   fetch_suite trixie "$CACHE/prefix/trixie" docker.io containerd docker-buildx docker-compose
   fetch_suite bookworm "$CACHE/prefix/bookworm" docker.io containerd
   step "CLI plugins into $PLUGINS"
@@ -147,6 +147,42 @@ stop_daemon() {
   if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
   rm -f "$pf"
   echo "provision: stopped daemon $d (pid $pid)" >&2
+}
+
+# ---------------------------------------------------------------- registry on loopback
+# Debian's docker-registry (distribution 2.8) on 127.0.0.1:5000, for the registry build
+# cache backend; BuildKit talks plain HTTP to localhost refs.
+REGISTRY_ADDR=${DOCKCACHE_TEST_REGISTRY_ADDR:-127.0.0.1:5000}
+
+registry_running() {
+  local pid; pid=$(cat "$RUNDIR/registry.pid" 2>/dev/null) || return 1
+  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$RUNDIR/registry.yml"
+}
+
+registry_answers() {
+  python3 -c "import urllib.request; urllib.request.urlopen('http://$REGISTRY_ADDR/v2/', timeout=2)" 2>/dev/null
+}
+
+start_registry() {
+  if registry_running && registry_answers; then return 0; fi
+  step "start the loopback registry ($REGISTRY_ADDR)"
+  mkdir -p "$RUNDIR" "$DATADIR/registry"
+  printf 'version: 0.1\nstorage:\n  filesystem: {rootdirectory: %s}\n  delete: {enabled: true}\nhttp: {addr: "%s"}\n' \
+    "$DATADIR/registry" "$REGISTRY_ADDR" > "$RUNDIR/registry.yml"
+  setsid docker-registry serve "$RUNDIR/registry.yml" >"$CACHE/logs/registry.log" 2>&1 < /dev/null &
+  echo $! > "$RUNDIR/registry.pid"
+  local i
+  for i in $(seq 1 40); do registry_answers && return 0; sleep 0.25; done
+  tail -n 5 "$CACHE/logs/registry.log" >&2 || true
+  fail "the loopback registry did not answer on $REGISTRY_ADDR"
+}
+
+stop_registry() {
+  registry_running || { rm -f "$RUNDIR/registry.pid"; return 0; }
+  local pid; pid=$(cat "$RUNDIR/registry.pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  rm -f "$RUNDIR/registry.pid"
+  echo "provision: stopped registry (pid $pid)" >&2
 }
 
 # ---------------------------------------------------------------- images
@@ -254,6 +290,7 @@ print_env() {
   echo "export DOCKCACHE_TEST_HOST_A=$(host a)"
   echo "export DOCKCACHE_TEST_HOST_B=$(host b)"
   echo "export DOCKCACHE_TEST_HOST_OLD=$(host old)"
+  echo "export DOCKCACHE_TEST_REGISTRY=localhost:${REGISTRY_ADDR##*:}"
 }
 
 cmd_up() {
@@ -263,6 +300,7 @@ cmd_up() {
   local d
   for d in "${DAEMONS[@]}"; do start_daemon "$d"; done
   for d in "${DAEMONS[@]}"; do wait_daemon "$d"; done
+  start_registry
   images_all
   CURRENT_STEP=done
   print_env
@@ -280,7 +318,7 @@ cmd_status() {
 
 case "${1:-}" in
   up) cmd_up ;;
-  down) for d in "${DAEMONS[@]}"; do stop_daemon "$d"; done ;;
+  down) for d in "${DAEMONS[@]}"; do stop_daemon "$d"; done; stop_registry ;;
   status) cmd_status ;;
   env) print_env ;;
   *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;

@@ -74,3 +74,16 @@ def test_load_skipped_when_image_unchanged(monkeypatch, local_id, loads):
     prep = buildcmd.Prepared(p, None, None, None, None, REMOTE)
     assert buildcmd._build("docker", inv, prep) == 0
     assert ["--load" in c for c in calls] == ([False, True] if loads else [False])
+
+
+def test_registry_backend_imports_existing_keys_and_exports_own():
+    argv = ["build", "-t", "x", "."]
+    inv = parse_invocation(argv)
+    p = plan_build(argv, inv, parse_build(inv), FULL, key="k", available=(), import_src=None, export_dest=None,
+                   registry="localhost:5000/cache", registry_keys=("k", "k-main"))
+    assert p.argv[1:7] == ("--cache-from", "type=registry,ref=localhost:5000/cache:k",
+                           "--cache-from", "type=registry,ref=localhost:5000/cache:k-main",
+                           "--cache-to", "type=registry,ref=localhost:5000/cache:k,mode=max,ignore-error=true")
+    old = plan_build(argv, inv, parse_build(inv), OLD, key="k", available=(), import_src=None, export_dest=None,
+                     registry="localhost:5000/cache", registry_keys=("k",))
+    assert old.argv == tuple(argv)
