@@ -313,6 +313,8 @@ cmd_status() {
       echo "$d: up $(host "$d") engine $(dk "$d" version --format '{{.Server.Version}}')"
     else echo "$d: down"; rc=1; fi
   done
+  if registry_running && registry_answers; then echo "registry: up $REGISTRY_ADDR"
+  else echo "registry: down"; rc=1; fi
   return $rc
 }
 
