@@ -54,7 +54,10 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     "build.backend": (str, "local"),
     "build.registry": (str, ""),
     "compose.enabled": (bool, True),
+    "mirrors.ca_bundle": (str, ""),
 }
+for _kind in ("npm", "pypi", "go", "cargo", "maven"):  # shim.mirrors.KINDS (not imported: hot path)
+    SCHEMA[f"mirrors.{_kind}"] = (str, "")
 for _name in BY_NAME:
     SCHEMA[f"managers.{_name}.enabled"] = (bool, True)
     SCHEMA[f"managers.{_name}.volume"] = (str, "")
@@ -67,6 +70,9 @@ ENV_KEYS = {
     "DOCKCACHE_BUILD_KEY": "build.key", "DOCKCACHE_BUILD_BACKEND": "build.backend",
     "DOCKCACHE_BUILD_LOCK_TIMEOUT": "build.lock_timeout",
     "DOCKCACHE_BUILD_REGISTRY": "build.registry", "DOCKCACHE_COMPOSE": "compose.enabled",
+    "DOCKCACHE_MIRROR_NPM": "mirrors.npm", "DOCKCACHE_MIRROR_PYPI": "mirrors.pypi",
+    "DOCKCACHE_MIRROR_GO": "mirrors.go", "DOCKCACHE_MIRROR_CARGO": "mirrors.cargo",
+    "DOCKCACHE_MIRROR_MAVEN": "mirrors.maven", "DOCKCACHE_MIRROR_CA_BUNDLE": "mirrors.ca_bundle",
 }
 
 
@@ -131,7 +137,7 @@ def load(environ: Mapping[str, str], project_dir: str | None = None) -> Config:
             settings[key] = Setting(_coerce(key, environ[var], f"env {var}"), f"env {var}")
     _env_manager_list(environ, settings)
     home = environ.get("HOME", "/")
-    for key in ("run.bind_root", "build.store"):
+    for key in ("run.bind_root", "build.store", "mirrors.ca_bundle"):
         value = settings[key].value
         if value.startswith("~"):
             settings[key] = Setting(home + value[1:], settings[key].source)
@@ -218,8 +224,22 @@ def _check_value(key: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: key '{key}': {check_name(value)}")
     if key in ("run.bind_root", "build.store") and check_sensitive(value):
         raise ConfigError(f"{where}: key '{key}': {check_sensitive(value)}")
+    if key.startswith("mirrors.") and value:
+        _check_mirror(key, value, where)
     if key in ("build.key",) and value and not re.match(r"^[a-z0-9][a-z0-9._-]{0,127}$", value):
         raise ConfigError(f"{where}: key '{key}': invalid cache key {value!r}")
+
+
+def _check_mirror(key: str, value: str, where: str) -> None:
+    if key == "mirrors.ca_bundle":
+        if not value.startswith(("/", "~")):
+            raise ConfigError(f"{where}: key '{key}': {value!r} must be an absolute path to a PEM file")
+        return
+    from shim.mirrors import check_url  # only when a mirror is configured
+
+    problem = check_url(key.split(".", 1)[1], value)
+    if problem:
+        raise ConfigError(f"{where}: key '{key}': {problem}")
 
 
 def parse_size(text: str) -> int:

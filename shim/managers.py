@@ -41,6 +41,10 @@ class Manager:
     yields_to: tuple[str, ...] = ()  # drop a weak detection when one of these is found
     case_insensitive_vars: bool = False  # npm reads npm_config_* in any case
     ro_env: tuple[tuple[str, str], ...] = ()  # variables for using a read-only cache, if the tool can
+    mirror: str = ""  # which [mirrors] entry this tool downloads through
+    mirror_env: tuple[tuple[str, str], ...] = ()  # VAR -> value; "{url}" is the mirror URL
+    mirror_file: str = ""  # a config file the tool reads its mirror from (see shim/mirrors.py)
+    ca_env: tuple[str, ...] = ()  # variables naming a CA bundle file the tool trusts
 
     @property
     def cache_path(self) -> str:
@@ -61,18 +65,22 @@ MANAGERS: tuple[Manager, ...] = (
         commands=("npm", "npx"), offline="--offline / --prefer-offline",
         sharing="care", note="concurrent writers can race (npm/cli#1484); content is verified",
         yields_to=("yarn", "yarn-berry", "pnpm", "bun"), case_insensitive_vars=True,
+        mirror="npm", mirror_env=(("npm_config_registry", "{url}"),), ca_env=("NODE_EXTRA_CA_CERTS",)
     ),
     Manager(
         "yarn", "Yarn 1", (("YARN_CACHE_FOLDER", "{cache}"),),
         markers=(Marker("yarn.lock", lacks="__metadata"),), commands=("yarn",),
         offline="--offline (with an offline mirror)", sharing="care",
         note="not safe for concurrent installs; use --mutex file (yarnpkg/yarn#683)",
+        mirror="npm", mirror_env=(("YARN_REGISTRY", "{url}"), ("npm_config_registry", "{url}")),
+        ca_env=("NODE_EXTRA_CA_CERTS",)
     ),
     Manager(
         "yarn-berry", "Yarn 2+",
         (("YARN_ENABLE_GLOBAL_CACHE", "true"), ("YARN_GLOBAL_FOLDER", "{cache}")),
         markers=(Marker("yarn.lock", contains="__metadata"), Marker(".yarnrc.yml")),
         offline="enableOfflineMode", note="YARN_CACHE_FOLDER is ignored by 4.x (yarnpkg/berry#6302)",
+        mirror="npm", mirror_env=(("YARN_NPM_REGISTRY_SERVER", "{url}"),), ca_env=("NODE_EXTRA_CA_CERTS",)
     ),
     Manager(
         "pnpm", "pnpm",
@@ -80,6 +88,7 @@ MANAGERS: tuple[Manager, ...] = (
         markers=_m("pnpm-lock.yaml", "pnpm-workspace.yaml"), commands=("pnpm", "pnpx"),
         offline="--offline / --prefer-offline", case_insensitive_vars=True,
         note="copies instead of hard-linking across the volume boundary (pnpm/pnpm.io#250)",
+        mirror="npm", mirror_env=(("npm_config_registry", "{url}"),), ca_env=("NODE_EXTRA_CA_CERTS",)
     ),
     Manager(
         "pip", "pip", (("PIP_CACHE_DIR", "{cache}"),),
@@ -88,11 +97,14 @@ MANAGERS: tuple[Manager, ...] = (
         commands=("pip", "pip3"), offline="--no-index --find-links",
         note="pip disables a cache dir its user does not own (pypa/pip#3596)",
         abi_sensitive=True, disable_vars=("PIP_NO_CACHE_DIR",), yields_to=("uv", "poetry"),
+        mirror="pypi", mirror_env=(("PIP_INDEX_URL", "{url}"), ("PIP_TRUSTED_HOST", "{insecure_host}")),
+        ca_env=("PIP_CERT",)
     ),
     Manager(
         "uv", "uv", (("UV_CACHE_DIR", "{cache}"), ("UV_LINK_MODE", "copy")),
         markers=_m("uv.lock"), commands=("uv", "uvx"), offline="--offline / UV_OFFLINE=1",
         abi_sensitive=True, disable_vars=("UV_NO_CACHE",), user_vars=("UV_CACHE_DIR",),
+        mirror="pypi", mirror_env=(("UV_DEFAULT_INDEX", "{url}"),), ca_env=("SSL_CERT_FILE",)
     ),
     Manager(
         "poetry", "Poetry", (("POETRY_CACHE_DIR", "{cache}"),),
@@ -105,16 +117,19 @@ MANAGERS: tuple[Manager, ...] = (
         offline="--offline / CARGO_NET_OFFLINE=true", sharing="care",
         note="the package lock lives in CARGO_HOME; sharing only registry/ races (rust-lang/cargo#11376)",
         image_home="CARGO_HOME", home_subdirs=("registry", "git"),
+        mirror="cargo", mirror_file="cargo", ca_env=("CARGO_HTTP_CAINFO",)
     ),
     Manager(
         "go", "Go", (("GOMODCACHE", "{cache}/mod"), ("GOCACHE", "{cache}/build")),
         markers=_m("go.mod", "go.sum", "go.work"), commands=("go",),
         offline="GOPROXY=off GOFLAGS=-mod=mod", abi_sensitive=True,
+        mirror="go", mirror_env=(("GOPROXY", "{url}"),), ca_env=("SSL_CERT_FILE",)
     ),
     Manager(
         "maven", "Maven", (("MAVEN_OPTS", "-Dmaven.repo.local={cache}/repository"),),
         markers=_m("pom.xml", "mvnw", ".mvn"), commands=("mvn", "mvnw"), offline="-o",
         sharing="care", note="use -Daether.syncContext.named.factory=file-lock for concurrent builds",
+        mirror="maven", mirror_file="maven"
     ),
     Manager(
         "gradle", "Gradle", (("GRADLE_USER_HOME", "{cache}"),),
@@ -154,6 +169,7 @@ MANAGERS: tuple[Manager, ...] = (
     Manager(
         "bun", "Bun", (("BUN_INSTALL_CACHE_DIR", "{cache}"),),
         markers=_m("bun.lock", "bun.lockb", "bunfig.toml"), commands=("bun", "bunx"),
+        mirror="npm", mirror_env=(("BUN_CONFIG_REGISTRY", "{url}"),), ca_env=("NODE_EXTRA_CA_CERTS",)
     ),
 )
 

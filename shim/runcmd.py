@@ -46,15 +46,18 @@ def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping
     image = ctx.image_facts(pull=pull and not dry_run)
     if need_image and not image and run.user is None:
         return Plan(tuple(args), reasons=("image not built yet: its caches start with the next run",)), config, []
+    notes: list[str] = []
     facts = Facts(detections=detections, project_dir=project,
                   env_file_names=_env_file_names(run.env_files, cwd),
                   volumes_from_targets=ctx.volumes_from_targets(),
-                  host_user=str(os.getuid()), **image)
+                  host_user=str(os.getuid()), local_engine=ctx.local_engine(),
+                  state_root=str(ctx.state.root), ca_pem=_read_ca(config, notes), **image)
     plan = plan_run(args, run, config, facts)
-    notes: list[str] = []
     if not dry_run:
         failed = ctx.prepare(plan.mounts, notes)
-        if failed:
+        if not _write_mirror_files(plan, notes):
+            facts = _replace(facts, local_engine=False)
+        if failed or not facts.local_engine:
             plan = plan_run(args, run, config, _replace(facts, unusable=frozenset(failed)))
     notes += ctx.state.write_errors[:1]
     return plan, config, notes
@@ -85,6 +88,7 @@ def _remember(inv: Invocation, args: Sequence[str], environ: Mapping[str, str], 
     endpoint = endpoint_id(inv.host, inv.context, environ)
     # A volume record removed by `cache clear` must force a new plan (re-create, re-own).
     volumes = [str(state._path("volumes", endpoint, m.source)) for m in plan.mounts if m.kind == "volume"]
+    volumes += [os.path.join(plan.mirror.host_dir, n) for n, _ in plan.mirror.files] if plan.mirror.host_dir else []
     try:
         plancache.store("docker", args, environ, os.getcwd(), plan.argv,
                         plan_inputs(parse_run(inv), environ) + volumes, _metrics_line(plan))
@@ -120,6 +124,37 @@ def plan_inputs(run: RunArgs, environ: Mapping[str, str]) -> list:
                 break
             here = parent
     return deps
+
+
+def _read_ca(config: Config, notes: list[str]) -> bytes | None:
+    path = config["mirrors.ca_bundle"]
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        notes.append(f"mirrors.ca_bundle {path}: {exc.strerror}; mirrors used without it")
+        return None
+
+
+def _write_mirror_files(plan: Plan, notes: list[str]) -> bool:
+    """Generated mirror files, written once per content (the directory name is its hash)."""
+    if not plan.mirror.host_dir:
+        return True
+    from shim.state import atomic_write
+
+    try:
+        for name, content in plan.mirror.files:
+            path = os.path.join(plan.mirror.host_dir, name)
+            if not os.path.isfile(path):
+                os.makedirs(plan.mirror.host_dir, exist_ok=True)
+                atomic_write(path, content, mode=0o644)
+        return True
+    except OSError as exc:
+        notes.append(f"cannot write mirror files in {plan.mirror.host_dir}: {exc.strerror}; "
+                     "mirrors that need them are not used")
+        return False
 
 
 def _metrics(plan: Plan) -> dict:
@@ -167,6 +202,10 @@ class _Context:
 
     def docker(self, *args: str, timeout: float = 60.0) -> proc.Result:
         return proc.run_docker(self.real, [*self.inv.globals, *args], timeout=timeout)
+
+    def local_engine(self) -> bool:
+        """Whether host paths exist for the engine (a unix socket or the default context)."""
+        return self.endpoint.startswith("unix://") or self.endpoint == "context:default"
 
     def volumes_from_targets(self) -> tuple[str, ...] | None:
         if not self.run.volumes_from:

@@ -17,6 +17,7 @@ from shim.config import Config
 from shim.detect import Detection
 from shim.grammar import RunArgs, insert_before
 from shim.managers import BY_NAME, Manager
+from shim.mirrors import MirrorPlan, plan_mirrors
 from shim.state import short_hash
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
@@ -35,6 +36,9 @@ class Facts:
     volumes_from_targets: tuple[str, ...] | None = ()  # None: could not be inspected
     host_user: str = "0"
     unusable: frozenset[str] = frozenset()  # volumes the executor could not prepare
+    local_engine: bool = True  # host paths can be bind-mounted (mirror files)
+    state_root: str = ""  # where generated mirror files live on the host
+    ca_pem: bytes | None = None  # [mirrors] ca_bundle, read by the executor
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class Plan:
     reasons: tuple[str, ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()
     added: tuple[str, ...] = field(default=())
+    mirror: MirrorPlan = field(default=MirrorPlan())
 
 
 def plan_run(argv: Sequence[str], run: RunArgs, config: Config, facts: Facts) -> Plan:
@@ -76,11 +81,26 @@ def plan_run(argv: Sequence[str], run: RunArgs, config: Config, facts: Facts) ->
             skipped.append((mgr.name, why))
         mounts += made
     mounts += _custom_mounts(run, config, facts, skipped)
-    added = _tokens(mounts)
+    mirror = _mirror_plan(run, config, facts, mounts)
+    skipped += mirror.skipped
+    added = _tokens(mounts) + mirror.tokens()
     reasons += [f"skip {name}: {why}" for name, why in skipped]
     reasons += [f"mount {m.source} at {m.target} for {m.manager}" for m in mounts]
+    reasons += mirror.reasons
     return Plan(insert_before(argv, run.image_index, added), tuple(mounts), tuple(reasons),
-                tuple(skipped), added)
+                tuple(skipped), added, mirror)
+
+
+def _mirror_plan(run: RunArgs, config: Config, facts: Facts, mounts: list) -> MirrorPlan:
+    urls = {key.split(".", 1)[1]: s.value for key, s in config.settings.items()
+            if key.startswith("mirrors.") and key != "mirrors.ca_bundle" and s.value}
+    if not urls:
+        return MirrorPlan()
+    taken = [m.target for m in run.mounts] + list(facts.volumes_from_targets or ()) + [m.target for m in mounts]
+    return plan_mirrors([d.manager for d in facts.detections], urls,
+                        user_env=user_env_names(run, facts), image_env=dict(facts.image_env or ()),
+                        taken=taken, local_engine=facts.local_engine, state_root=facts.state_root,
+                        ca_pem=facts.ca_pem)
 
 
 def user_env_names(run: RunArgs, facts: Facts) -> set[str]:

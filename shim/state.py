@@ -120,3 +120,17 @@ def _unlink_quietly(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
+
+
+def atomic_write(path: str, content: bytes, *, mode: int = 0o644) -> None:
+    """Write via a temp file and rename: a concurrent reader sees old or new, never half."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+        os.chmod(tmp, mode)  # the umask must not hide the file from a container user
+        os.replace(tmp, path)
+    except OSError:
+        _unlink_quietly(Path(tmp))
+        raise

@@ -1,0 +1,89 @@
+"""[mirrors] on a real engine: tools download through the configured mirror.
+
+The mirror (tests/integration/mirror_server.py) runs on 127.0.0.1 and serves packages
+that exist nowhere else, so a successful install is only possible through it; its
+request counter shows what went through it. Containers use --network host to reach it.
+"""
+
+import json
+
+import pytest
+
+from tests.integration.helpers import DEVTOOLS, shim, write_json
+from tests.integration.mirror_server import Mirror
+
+pytestmark = pytest.mark.engine
+NPM_PKG, PY_PKG = "dockcache-probe-npm", "dockcache-probe-py"
+
+
+@pytest.fixture
+def mirror():
+    m = Mirror(npm={NPM_PKG: "1.0.0"}, pypi={PY_PKG: "1.0.0"})
+    yield m
+    m.close()
+
+
+def project(tmp_path, name="app"):
+    proj = tmp_path / name
+    proj.mkdir()
+    write_json(proj / "package.json", {"name": name, "version": "1.0.0", "dependencies": {NPM_PKG: "1.0.0"}})
+    (proj / "requirements.txt").write_text(f"{PY_PKG}==1.0.0\n")
+    proj.chmod(0o777)
+    return proj
+
+
+def run_in(proj, script, network="host"):
+    return ["run", "--rm", "--network", network, "-v", f"{proj}:/app", "-w", "/app", DEVTOOLS, "sh", "-c", script]
+
+
+def ok(cp):
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    return cp
+
+
+def test_npm_installs_through_the_configured_mirror(shim_env, engines, tmp_path, mirror):
+    env = {**shim_env, "DOCKCACHE_MIRROR_NPM": f"{mirror.base}/npm/"}
+    proj = project(tmp_path)
+    cp = ok(shim(env, *run_in(proj, "npm config get registry && npm install --no-audit --no-fund")))
+    assert cp.stdout.splitlines()[0] == f"{mirror.base}/npm/"
+    assert mirror.hits[f"/npm/{NPM_PKG}"] >= 1 and mirror.hits[f"/npm/{NPM_PKG}/-/{NPM_PKG}-1.0.0.tgz"] == 1
+    lock = json.loads((proj / "package-lock.json").read_text())
+    assert lock["packages"][f"node_modules/{NPM_PKG}"]["resolved"].startswith(mirror.base)
+    # The mirror and the cache together: a new container installs offline, the mirror sees nothing.
+    before = sum(mirror.hits.values())
+    (proj / "node_modules").chmod(0o777)
+    ok(shim(env, *run_in(proj, "rm -rf node_modules && npm ci --offline --no-audit --no-fund", network="none")))
+    assert sum(mirror.hits.values()) == before
+    control = ok(shim(env, *run_in(proj, "npm config get registry"), extra={"DOCKCACHE_DISABLE": "1"}))
+    assert mirror.base not in control.stdout
+
+
+def test_pip_and_uv_install_through_an_http_mirror(shim_env, engines, tmp_path, mirror):
+    env = {**shim_env, "DOCKCACHE_MIRROR_PYPI": f"{mirror.base}/pypi/simple/"}
+    proj = project(tmp_path)
+    (proj / "package.json").unlink()
+    pip = "python3 -m venv /tmp/v && /tmp/v/bin/pip install --disable-pip-version-check -r requirements.txt"
+    cp = ok(shim(env, *run_in(proj, pip)))
+    assert f"Successfully installed {PY_PKG}" in cp.stdout.replace("_", "-")
+    assert mirror.count("/pypi/files/") == 1
+    again = ok(shim(env, *run_in(proj, pip)))  # pip's HTTP cache: the trusted http mirror is cached
+    assert mirror.count("/pypi/files/") == 1, again.stdout
+    (proj / "uv.lock").write_text("version = 1\n")
+    uv = "uv venv -q /tmp/u && uv pip install --python /tmp/u/bin/python -r requirements.txt"
+    ok(shim(env, *run_in(proj, uv), extra={"DOCKCACHE_MANAGERS": "uv"}))
+    assert mirror.count(f"/pypi/simple/{PY_PKG}") >= 3  # pip twice, uv once
+
+
+def test_private_ca_bundle_is_passed_to_the_tool(shim_env, engines, tmp_path):
+    tls = Mirror(npm={NPM_PKG: "1.0.0"}, pypi={}, tls_dir=tmp_path / "tls")
+    try:
+        env = {**shim_env, "DOCKCACHE_MIRROR_NPM": f"{tls.base}/npm/"}
+        proj = project(tmp_path)
+        install = "npm install --no-audit --no-fund --fetch-retries=0"
+        control = shim(env, *run_in(proj, install))
+        assert control.returncode != 0 and tls.count("/npm/") == 0  # the private CA is not trusted
+        cp = ok(shim({**env, "DOCKCACHE_MIRROR_CA_BUNDLE": str(tls.ca)}, *run_in(proj, install)))
+        assert tls.hits[f"/npm/{NPM_PKG}/-/{NPM_PKG}-1.0.0.tgz"] == 1, cp.stderr
+        assert (proj / "node_modules" / NPM_PKG / "index.js").is_file()
+    finally:
+        tls.close()
