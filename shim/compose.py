@@ -186,8 +186,8 @@ def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, enviro
             continue
         for note in notes:
             say(f"{name}: {note}")
-        if plan.mounts:
-            out[name] = plan.mounts
+        if plan.mounts or plan.mirror.tokens():
+            out[name] = plan
     return out
 
 
@@ -228,12 +228,18 @@ def _with_override(call, args, environ, store, builds, keys, snap, dry_run, run_
         if entry:
             services[svc] = {"build": entry}
     volumes = {}
-    for svc, mounts in run_caches.items():
-        entry = services.setdefault(svc, {})
+    for svc, plan in run_caches.items():
+        entry, mounts = services.setdefault(svc, {}), plan.mounts
         entry["volumes"] = [{"type": m.kind, "source": m.source, "target": m.target} for m in mounts]
+        entry["volumes"] += [{"type": "bind", "source": src, "target": dst, "read_only": True}
+                             for src, dst in plan.mirror.binds]
         entry["environment"] = {k: v for m in mounts for k, v in m.env}
+        entry["environment"].update({var: value for _m, var, value in plan.mirror.env})
         volumes.update({m.source: {"external": True} for m in mounts if m.kind == "volume"})
-        reasons.append(f"{svc}: package caches {', '.join(sorted({m.manager for m in mounts}))}")
+        if mounts:
+            reasons.append(f"{svc}: package caches {', '.join(sorted({m.manager for m in mounts}))}")
+        if plan.mirror.env:
+            reasons.append(f"{svc}: mirrors for {', '.join(sorted({m for m, _v, _x in plan.mirror.env}))}")
     override = {"services": services, **({"volumes": volumes} if volumes else {})}
     path = os.path.join(tmpdir, "dockcache.override.json")  # JSON is valid YAML
     with open(path, "w", encoding="utf-8") as fh:

@@ -67,21 +67,22 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
             *, on_error: Callable) -> None:
     started = time.monotonic()
     try:
-        plan, _config, notes = build_plan(real, args, inv, environ)
+        plan, config, notes = build_plan(real, args, inv, environ)
     except Exception as exc:  # noqa: BLE001 - fail open
         on_error(real, list(args), exc)
         return
     for note in notes:
         sys.stderr.write(f"dockcache: {note}\n")
     if not notes and not inv.argv.count("--volumes-from"):
-        _remember(inv, args, environ, plan)
+        _remember(inv, args, environ, plan, config)
     _record(environ, plan, time.monotonic() - started)
     if environ.get("DOCKCACHE_DEBUG"):
         sys.stderr.write(f"dockcache: exec {json.dumps([real, *plan.argv])}\n")
     proc.exec_docker(real, plan.argv)
 
 
-def _remember(inv: Invocation, args: Sequence[str], environ: Mapping[str, str], plan: Plan) -> None:
+def _remember(inv: Invocation, args: Sequence[str], environ: Mapping[str, str], plan: Plan,
+              config: Config | None) -> None:
     from shim import plancache
 
     state = State(state_dir(environ))
@@ -89,6 +90,7 @@ def _remember(inv: Invocation, args: Sequence[str], environ: Mapping[str, str], 
     # A volume record removed by `cache clear` must force a new plan (re-create, re-own).
     volumes = [str(state._path("volumes", endpoint, m.source)) for m in plan.mounts if m.kind == "volume"]
     volumes += [os.path.join(plan.mirror.host_dir, n) for n, _ in plan.mirror.files] if plan.mirror.host_dir else []
+    volumes += [config["mirrors.ca_bundle"]] if config is not None and config["mirrors.ca_bundle"] else []
     try:
         plancache.store("docker", args, environ, os.getcwd(), plan.argv,
                         plan_inputs(parse_run(inv), environ) + volumes, _metrics_line(plan))

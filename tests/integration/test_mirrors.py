@@ -6,13 +6,15 @@ request counter shows what went through it. Containers use --network host to rea
 """
 
 import json
+import subprocess
 
 import pytest
 
-from tests.integration.helpers import DEVTOOLS, shim, write_json
+from tests.integration.helpers import DEVTOOLS, REPO, shim, write_json
 from tests.integration.mirror_server import Mirror
 
 pytestmark = pytest.mark.engine
+REAL = "/usr/local/bin/docker"
 NPM_PKG, PY_PKG = "dockcache-probe-npm", "dockcache-probe-py"
 
 
@@ -87,3 +89,20 @@ def test_private_ca_bundle_is_passed_to_the_tool(shim_env, engines, tmp_path):
         assert (proj / "node_modules" / NPM_PKG / "index.js").is_file()
     finally:
         tls.close()
+
+
+def test_compose_service_installs_through_the_mirror(shim_env, engines, tmp_path, mirror):
+    root = tmp_path / "svc"
+    root.mkdir()
+    proj = project(root)
+    (proj / "requirements.txt").unlink()
+    (root / "compose.yaml").write_text(
+        "services:\n  app:\n    image: dockcache-test/devtools\n    network_mode: host\n"
+        "    volumes: [./app:/app]\n    working_dir: /app\n")
+    env = {**shim_env, "DOCKCACHE_MIRROR_NPM": f"{mirror.base}/npm/"}
+    cp = subprocess.run([str(REPO / "bin" / "docker"), "compose", "run", "--rm", "app", "sh", "-c",
+                         "npm install --no-audit --no-fund"], env=env, cwd=root,
+                        capture_output=True, text=True, timeout=300)
+    subprocess.run([REAL, "-H", engines["a"].host, "compose", "down"], cwd=root, capture_output=True)
+    assert cp.returncode == 0, cp.stderr
+    assert mirror.hits[f"/npm/{NPM_PKG}/-/{NPM_PKG}-1.0.0.tgz"] == 1
