@@ -67,10 +67,10 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
     if caps.mode == "none" or build.help:
         return Prepared(plan_build(args, inv, build, caps, key=key, available=(), import_src=None,
                                    export_dest=None), None, None, None, config, caps)
-    registry, registry_keys = _registry_facts(config, caps, [key, *fallbacks], build.no_cache or dry_run)
+    registry, registry_keys, reg_tag = _registry_facts(config, caps, key, fallbacks, build.no_cache, dry_run)
     if config["build.backend"] == "registry":
         plan = plan_build(args, inv, build, caps, key=key, available=(), import_src=None, export_dest=None,
-                          registry=registry, registry_keys=registry_keys)
+                          registry=registry, registry_keys=registry_keys, registry_tag=reg_tag)
         return Prepared(plan, None, None, None, config, caps)
     store = CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"])
     wanted = [] if build.no_cache else [key, *fallbacks]
@@ -85,22 +85,31 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         src = str(snap.src) if snap and snap.src else None
         dest = str(export_dir) if export_dir else None
     plan = plan_build(args, inv, build, caps, key=key, available=available, import_src=src, export_dest=dest,
-                      registry=registry, registry_keys=registry_keys)
+                      registry=registry, registry_keys=registry_keys, registry_tag=reg_tag)
     return Prepared(plan, store, snap, export_dir, config, caps)
 
 
-def _registry_facts(config: Config, caps: BuildCaps, keys: list[str], skip_check: bool):
-    """(registry or None, keys it holds) for the registry/both backends."""
-    if config["build.backend"] not in ("registry", "both") or not config["build.registry"]:
-        return None, []
-    if caps.mode != "full" or skip_check:
-        return config["build.registry"], []
-    from shim.registrycache import RegistryUnreachable, existing
+def _registry_facts(config: Config, caps: BuildCaps, key: str, fallbacks: Sequence[str],
+                    no_cache: bool, dry_run: bool):
+    """(registry or None, keys it holds, tag to export to) for the registry/both backends.
+
+    The existence check runs even with --no-cache: it also says whether the registry
+    answers and whether it wants a login (then BuildKit exports straight to the key)."""
+    spec = config["build.registry"]
+    if config["build.backend"] not in ("registry", "both") or not spec:
+        return None, [], None
+    if caps.mode != "full":
+        return spec, [], None
+    from shim.registrycache import Registry, RegistryUnreachable, build_tag
     try:
-        return config["build.registry"], existing(config["build.registry"], keys)
+        probe = Registry(spec, timeout=2.0).probe([key, *fallbacks])
     except RegistryUnreachable as exc:
-        say(str(exc))
-        return None, []
+        if dry_run:
+            return spec, [], None
+        say(f"{exc}; building without it")
+        return None, [], None
+    tag = key if probe.needs_login or dry_run else build_tag(key, time.time(), os.urandom(3).hex())
+    return spec, [] if no_cache else list(probe.existing), tag
 
 
 def safe_snapshot(store: CacheStore, keys: Sequence[str]) -> Snapshot | None:
@@ -132,6 +141,8 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         rc = _build(real, inv, prep)
         if rc == 0 and prep.plan.export and prep.export_dir:
             _publish(prep)
+        if rc == 0 and prep.plan.registry_tag and prep.plan.registry_tag != prep.plan.key:
+            _move_key_tag(prep)
     finally:
         _quietly(_cleanup, prep)
         _quietly(_record, environ, prep, rc, time.monotonic() - started)
@@ -174,6 +185,14 @@ def _publish(prep: Prepared) -> None:
             prep.store.prune(max_size=cap)
     except Exception as exc:  # noqa: BLE001 - the build succeeded; only the cache is lost
         say(f"build cache not published: {exc}")
+
+
+def _move_key_tag(prep: Prepared) -> None:
+    from shim.registrycache import Registry, RegistryError, RegistryUnreachable
+    try:
+        Registry(prep.config["build.registry"]).move(prep.plan.registry_tag, prep.plan.key)
+    except (RegistryError, RegistryUnreachable) as exc:  # e.g. the export itself was ignored
+        say(f"registry key {prep.plan.key} not updated: {exc}")
 
 
 def _cleanup(prep: Prepared) -> None:

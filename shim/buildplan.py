@@ -24,12 +24,13 @@ class BuildPlan:
     export: bool = False
     reasons: tuple[str, ...] = ()
     load_check: bool = False  # build, compare image ids, then --load only if it changed
+    registry_tag: str | None = None  # our registry export; the key tag is moved to it after the build
 
 
 def plan_build(argv: Sequence[str], inv: Invocation, build: BuildArgs, caps: BuildCaps, *,
                key: str, available: Sequence[str], import_src: str | None,
                export_dest: str | None, registry: str | None = None,
-               registry_keys: Sequence[str] = ()) -> BuildPlan:
+               registry_keys: Sequence[str] = (), registry_tag: str | None = None) -> BuildPlan:
     argv = tuple(argv)
     reasons = [f"cache key {key}", f"engine: {caps.mode} ({caps.reason})"]
     if caps.mode == "none" or build.help:
@@ -57,18 +58,21 @@ def plan_build(argv: Sequence[str], inv: Invocation, build: BuildArgs, caps: Bui
         # ignore-error: a full or unwritable store must cost the cache, not the build
         added += ["--cache-to", f"type=local,dest={export_dest},mode=max,tag={key},ignore-error=true"]
         reasons.append(f"export to a private dir, then publish as {key}")
-    added += _registry(build, caps, key, registry, registry_keys, reasons)
+    reg_flags = _registry(build, caps, key, registry, registry_keys, registry_tag or key, reasons)
+    added += reg_flags
+    exported_tag = (registry_tag or key) if any(f.startswith("type=registry") and "ignore-error" in f
+                                               for f in reg_flags) else None
     load_check = needs_load(build, caps)
     if load_check:
         reasons.append(f"builder driver '{caps.driver}' keeps results in the builder: "
                        "build, then --load only if the image id changed")
     return BuildPlan(insert_before(argv, inv.args_start, added), key, imports, export, tuple(reasons),
-                     load_check)
+                     load_check, exported_tag)
 
 
 def _registry(build: BuildArgs, caps: BuildCaps, key: str, registry: str | None,
-              keys: Sequence[str], reasons: list[str]) -> list[str]:
-    """Registry backend flags: import keys that exist, export the own key (mode=max)."""
+              keys: Sequence[str], tag: str, reasons: list[str]) -> list[str]:
+    """Registry backend flags: import keys that exist, export (mode=max) to `tag`."""
     if not registry:
         return []
     if caps.mode != "full":
@@ -79,8 +83,10 @@ def _registry(build: BuildArgs, caps: BuildCaps, key: str, registry: str | None,
         for k in keys:
             out += ["--cache-from", f"type=registry,ref={registry}:{k}"]
     if not build.cache_to:
-        out += ["--cache-to", f"type=registry,ref={registry}:{key},mode=max,ignore-error=true"]
-    reasons.append(f"registry backend {registry}: import {', '.join(keys) or 'nothing yet'}, export {key}")
+        out += ["--cache-to", f"type=registry,ref={registry}:{tag},mode=max,ignore-error=true"]
+    moved = f" as {tag}, then move {key} to it" if tag != key else ""
+    reasons.append(f"registry backend {registry}: import {', '.join(keys) or 'nothing yet'}, "
+                   f"export {key}{moved}")
     return out
 
 

@@ -53,6 +53,8 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     "build.lock_timeout": (float, 30.0),
     "build.backend": (str, "local"),
     "build.registry": (str, ""),
+    "build.registry_max_age": ("duration", "30d"),  # `cache prune --backend registry`
+    "build.registry_max_size": ("size", "50GiB"),
     "compose.enabled": (bool, True),
     "mirrors.ca_bundle": (str, ""),
 }
@@ -121,7 +123,7 @@ def find_project_file(start: str | None) -> Path | None:
 
 def load(environ: Mapping[str, str], project_dir: str | None = None) -> Config:
     """Merge every layer; raise ConfigError (one line) on the first problem."""
-    settings = {k: Setting(parse_size(d) if t == "size" else d, "default") for k, (t, d) in SCHEMA.items()}
+    settings = {k: Setting(_DEFAULT_PARSERS.get(t, lambda v: v)(d), "default") for k, (t, d) in SCHEMA.items()}
     caches: dict[str, CustomCacheSpec] = {}
     files = []
     for path in (user_config_path(environ), find_project_file(project_dir)):
@@ -182,8 +184,8 @@ def _coerce(key: str, value: Any, where: str) -> Any:
 def _convert(typ: Any, value: Any) -> Any:
     if isinstance(value, str) and typ is not str and typ is not list:
         return _from_text(typ, value)
-    if typ == "size":
-        return parse_size(str(value)) if not isinstance(value, bool) else _fail()
+    if typ in _DEFAULT_PARSERS:
+        return _DEFAULT_PARSERS[typ](str(value)) if not isinstance(value, bool) else _fail()
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if typ is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -203,8 +205,8 @@ def _from_text(typ: Any, text: str) -> Any:
         if low in ("0", "false", "no", "off"):
             return False
         return _fail()
-    if typ == "size":
-        return parse_size(text)
+    if typ in _DEFAULT_PARSERS:
+        return _DEFAULT_PARSERS[typ](text)
     return typ(text)
 
 
@@ -214,7 +216,8 @@ def _fail() -> Any:
 
 def _type_name(typ: Any) -> str:
     return {bool: "true/false", str: "a string", float: "a number", int: "an integer",
-            list: "a list of strings", "size": "a size like 20GiB"}.get(typ, str(typ))
+            list: "a list of strings", "size": "a size like 20GiB",
+            "duration": "a duration like 30d, 12h or 90m"}.get(typ, str(typ))
 
 
 def _check_value(key: str, value: Any, where: str) -> None:
@@ -226,7 +229,7 @@ def _check_value(key: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: key '{key}': {check_sensitive(value)}")
     if key.startswith("mirrors.") and value:
         _check_mirror(key, value, where)
-    if key in ("build.key",) and value and not re.match(r"^[a-z0-9][a-z0-9._-]{0,127}$", value):
+    if key in ("build.key",) and value and not re.match(r"^[a-z0-9][a-z0-9._-]{0,127}$", _untemplated(value)):
         raise ConfigError(f"{where}: key '{key}': invalid cache key {value!r}")
 
 
@@ -242,6 +245,18 @@ def _check_mirror(key: str, value: str, where: str) -> None:
         raise ConfigError(f"{where}: key '{key}': {problem}")
 
 
+def _untemplated(key: str) -> str:
+    return key.replace("{repo}", "r").replace("{branch}", "b")
+
+
+def parse_duration(text: str) -> float:
+    """'30d', '12h', '90m', '45s', '3600' -> seconds."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", text.strip())
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+
+
 def parse_size(text: str) -> int:
     """'20G', '20GiB', '512MiB', '1024' -> bytes (binary units)."""
     m = SIZE_RE.match(text)
@@ -249,6 +264,9 @@ def parse_size(text: str) -> int:
         raise ValueError(text)
     power = " KMGT".index(m.group(2).upper() or " ")
     return int(float(m.group(1)) * (1024 ** power))
+
+
+_DEFAULT_PARSERS = {"size": parse_size, "duration": parse_duration}
 
 
 def _custom_caches(table: Any, where: str) -> dict[str, CustomCacheSpec]:

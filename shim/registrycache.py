@@ -3,47 +3,200 @@
 Keys map to tags of one repository (`[build] registry = "HOST:PORT/REPO"`). Before
 asking BuildKit to import a key we check the tag exists (a HEAD on the manifest), so a
 missing key costs nothing and an unreachable registry is one line, not a slow build.
-Credentials stay with the user's `docker login`; a registry that wants them (401) is
-imported from anyway and BuildKit authenticates. Concurrent publishes of one key are
-last-writer-wins in a registry: nothing is corrupted, one build's records may be lost.
+
+Each build exports to its own tag (`KEY--b<unix time>-<random>`), and dockcache then
+points the key tag at that manifest (one GET and one PUT). A registry tag is
+last-writer-wins: concurrent builds of one key each publish a complete manifest and the
+key ends on one of them; nothing is half-written, one build's records may be lost. The
+time in the build tag is what retention (`cache prune --backend registry`) ages keys by.
+
+Credentials stay with the user's `docker login`: dockcache never reads them. A registry
+that wants them (401/403) is still imported from and exported to by BuildKit, straight
+to the key tag, since dockcache cannot move tags there.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 
 ACCEPT = ", ".join(["application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
                     "application/vnd.docker.distribution.manifest.list.v2+json",
                     "application/vnd.docker.distribution.manifest.v2+json"])
+BUILD_TAG_RE = re.compile(r"^(?P<key>.+)--b(?P<ts>\d{10})-[0-9a-f]{6}$")
+MAX_TAG = 128
 
 
 class RegistryUnreachable(Exception):
     """The registry did not answer: build without it."""
 
 
-def ref(registry: str, key: str) -> str:
-    return f"{registry}:{key}"
+class RegistryError(Exception):
+    """The registry answered, but not as needed (phrased for the user)."""
 
 
-def _url(registry: str, key: str) -> str:
-    host, _, repo = registry.partition("/")
-    local = host.split(":")[0] in ("localhost", "127.0.0.1", "::1")
-    return f"{'http' if local else 'https'}://{host}/v2/{repo}/manifests/{key}"
+@dataclass(frozen=True)
+class Probe:
+    existing: tuple[str, ...]
+    needs_login: bool  # 401/403: BuildKit can authenticate, dockcache cannot move tags
 
 
-def existing(registry: str, keys, *, timeout: float = 2.0) -> list[str]:
-    """Keys whose tag exists (or may exist behind auth); raises RegistryUnreachable."""
-    out = []
-    for key in keys:
-        req = urllib.request.Request(_url(registry, key), method="HEAD", headers={"Accept": ACCEPT})
+@dataclass(frozen=True)
+class TagInfo:
+    tag: str
+    key: str
+    built_at: int | None  # from a build tag; None for a key tag
+    digest: str | None
+    size: int  # bytes the manifest references (shared blobs counted once per tag)
+
+
+def ref(registry: str, tag: str) -> str:
+    return f"{registry}:{tag}"
+
+
+def build_tag(key: str, now: float, rand: str) -> str:
+    suffix = f"--b{int(now):010d}-{rand}"
+    return key[:MAX_TAG - len(suffix)] + suffix
+
+
+class Registry:
+    """The few registry API calls the backend needs, over plain HTTP(S)."""
+
+    def __init__(self, spec: str, *, timeout: float = 5.0):
+        self.spec = spec
+        host, _, self.repo = spec.partition("/")
+        local = host.split(":")[0] in ("localhost", "127.0.0.1", "::1")
+        self.base = f"{'http' if local else 'https'}://{host}/v2/{self.repo}"
+        self.timeout = timeout
+
+    def _call(self, method: str, path: str, *, headers: dict | None = None, data: bytes | None = None):
+        req = urllib.request.Request(self.base + path, method=method, data=data, headers=headers or {})
         try:
-            urllib.request.urlopen(req, timeout=timeout).close()
-            out.append(key)
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return resp.status, resp.headers, resp.read()
         except urllib.error.HTTPError as exc:
-            if exc.code in (401, 403):
-                out.append(key)
+            return exc.code, exc.headers, b""
         except (urllib.error.URLError, OSError) as exc:
-            raise RegistryUnreachable(f"build cache registry {registry} unreachable ({exc}); "
-                                      "building without it") from None
-    return out
+            raise RegistryUnreachable(f"build cache registry {self.spec} unreachable ({exc})") from None
+
+    def probe(self, keys) -> Probe:
+        """Which key tags exist (or may, behind a login)."""
+        found, login = [], False
+        for key in keys:
+            code, _h, _b = self._call("HEAD", f"/manifests/{key}", headers={"Accept": ACCEPT})
+            if code in (401, 403):
+                login = True
+            if code in (200, 401, 403):
+                found.append(key)
+        return Probe(tuple(found), login)
+
+    def tags(self) -> list[str]:
+        out, path = [], "/tags/list?n=1000"
+        while path:
+            code, headers, body = self._call("GET", path)
+            if code == 404:
+                return out  # no repository yet
+            if code != 200:
+                raise RegistryError(f"{self.spec}: listing tags answered HTTP {code}")
+            out += json.loads(body or b"{}").get("tags") or []
+            link = headers.get("Link", "") if headers else ""
+            m = re.search(r"<[^>]*?(/tags/list\?[^>]*)>", link)
+            path = m.group(1) if m else ""
+        return out
+
+    def manifest(self, tag: str) -> tuple[bytes, str, str]:
+        code, headers, body = self._call("GET", f"/manifests/{tag}", headers={"Accept": ACCEPT})
+        if code != 200:
+            raise RegistryError(f"{self.spec}:{tag}: manifest answered HTTP {code}")
+        return body, headers.get("Content-Type", ""), headers.get("Docker-Content-Digest", "")
+
+    def move(self, source_tag: str, key: str) -> None:
+        """Point `key` at the manifest `source_tag` has (the blobs are already there)."""
+        body, ctype, _digest = self.manifest(source_tag)
+        code, _h, _b = self._call("PUT", f"/manifests/{key}", headers={"Content-Type": ctype}, data=body)
+        if code not in (200, 201, 202):
+            raise RegistryError(f"{self.spec}: moving {key} answered HTTP {code}")
+
+    def delete(self, digest: str) -> None:
+        code, _h, _b = self._call("DELETE", f"/manifests/{digest}")
+        if code == 405:
+            raise RegistryError(f"{self.spec}: the registry refuses deletes (enable storage.delete)")
+        if code not in (200, 202, 404):
+            raise RegistryError(f"{self.spec}: deleting {digest[:19]} answered HTTP {code}")
+
+    def inventory(self) -> list[TagInfo]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return list(pool.map(self._info, self.tags()))
+
+    def _info(self, tag: str) -> TagInfo:
+        m = BUILD_TAG_RE.match(tag)
+        try:
+            body, _ctype, digest = self.manifest(tag)
+        except RegistryError:
+            body, digest = b"{}", None
+        return TagInfo(tag, m.group("key") if m else tag, int(m.group("ts")) if m else None,
+                       digest or None, manifest_size(body))
+
+
+def manifest_size(body: bytes) -> int:
+    """Bytes a cache manifest references: its config and every layer/child it lists."""
+    try:
+        doc = json.loads(body or b"{}")
+    except ValueError:
+        return 0
+    parts = [doc.get("config") or {}, *(doc.get("layers") or []), *(doc.get("manifests") or [])]
+    return sum(int(p.get("size") or 0) for p in parts if isinstance(p, dict))
+
+
+@dataclass(frozen=True)
+class Deletion:
+    digest: str
+    tags: tuple[str, ...]
+    reason: str
+    size: int
+
+
+def plan_prune(infos: list[TagInfo], *, now: float, max_age: float | None, max_size: int | None) -> list[Deletion]:
+    """Which manifests to delete. Pure. A manifest delete removes every tag on it, so a
+    digest a kept key points at is never deleted; a build tag newer than its key's
+    content is a build still publishing (or one whose move failed) and is kept."""
+    by_digest: dict[str, list[TagInfo]] = {}
+    for t in infos:
+        if t.digest:
+            by_digest.setdefault(t.digest, []).append(t)
+    keys = {t.key: t for t in infos if t.built_at is None}
+    key_time = {k: max((b.built_at for b in by_digest.get(t.digest or "", []) if b.built_at), default=None)
+                for k, t in keys.items()}
+    doomed: dict[str, str] = {}
+    for k, t in keys.items():
+        if max_age is not None and key_time[k] is not None and now - key_time[k] > max_age and t.digest:
+            doomed[t.digest] = f"key {k} last built {int(now - key_time[k])} s ago"
+    if max_size is not None:
+        _by_size(keys, key_time, doomed, max_size)
+    kept = {t.digest for t in keys.values() if t.digest not in doomed}
+    for t in infos:
+        if t.built_at is None or not t.digest or t.digest in kept or t.digest in doomed:
+            continue
+        newest = key_time.get(t.key)
+        if newest is not None and t.built_at < newest:
+            doomed[t.digest] = f"build tag superseded by a newer build of {t.key}"
+        elif max_age is not None and now - t.built_at > max_age:
+            doomed[t.digest] = f"build tag older than {int(max_age)} s"
+    return [Deletion(d, tuple(sorted(x.tag for x in by_digest[d])), why, by_digest[d][0].size)
+            for d, why in doomed.items()]
+
+
+def _by_size(keys: dict[str, TagInfo], key_time: dict, doomed: dict[str, str], max_size: int) -> None:
+    live = [t for t in keys.values() if t.digest and t.digest not in doomed]
+    total = sum({t.digest: t.size for t in live}.values())
+    for t in sorted(live, key=lambda t: key_time[t.key] or 0):  # oldest first, unknown age first
+        if total <= max_size:
+            return
+        if t.digest not in doomed:
+            doomed[t.digest] = f"over the size limit; key {t.key} is the least recently built"
+            total -= t.size

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import List, Optional
 
 import typer
 
-from shim.config import parse_size
+from shim.config import parse_duration, parse_size
 from shim.managers import BY_NAME
 
 from .context import Ctx
@@ -25,10 +24,10 @@ JSON = typer.Option(False, "--json", help="One JSON document instead of a table.
 
 
 def duration(text: str) -> float:
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw]?)", text.strip())
-    if not m:
-        raise typer.BadParameter(f"{text!r} is not a duration like 30d, 12h, 90m")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a duration like 30d, 12h, 90m") from None
 
 
 @app.command()
@@ -76,11 +75,22 @@ def cache_clear(ctx: typer.Context, build: bool = typer.Option(False, "--build")
 
 @cache_app.command("prune")
 def cache_prune(older_than: Optional[str] = typer.Option(None, "--older-than"),
-                max_size: Optional[str] = typer.Option(None, "--max-size"), json: bool = JSON):
-    """Garbage-collect the build store (LRU beyond --max-size) and unused old volumes."""
+                max_size: Optional[str] = typer.Option(None, "--max-size"),
+                backend: str = typer.Option("local", "--backend", help="local, registry or all"),
+                dry_run: bool = typer.Option(False, "--dry-run"), json: bool = JSON):
+    """Garbage-collect the build store (LRU beyond --max-size) and unused old volumes;
+    --backend registry deletes old key tags from the build cache registry."""
     from .cachecmd import cache_prune as run
-    run(Ctx(), older_than=duration(older_than) if older_than else None,
-        max_size=parse_size(max_size) if max_size else None, as_json=json)
+    if backend not in ("local", "registry", "all"):
+        raise CliError(f"--backend must be local, registry or all, not {backend!r}")
+    size = None
+    if max_size:
+        try:
+            size = parse_size(max_size)
+        except ValueError:
+            raise typer.BadParameter(f"{max_size!r} is not a size like 20GiB") from None
+    run(Ctx(), older_than=duration(older_than) if older_than else None, max_size=size,
+        backend=backend, dry_run=dry_run, as_json=json)
 
 
 @config_app.command("init")

@@ -89,7 +89,19 @@ def _remove(ctx: Ctx, row: CacheRow) -> bool:
     return res.returncode == 0
 
 
-def cache_prune(ctx: Ctx, *, older_than: float | None, max_size: int | None, as_json: bool) -> None:
+def cache_prune(ctx: Ctx, *, older_than: float | None, max_size: int | None, backend: str = "local",
+                dry_run: bool = False, as_json: bool) -> None:
+    data, human = {}, []
+    if backend in ("local", "all"):
+        if dry_run:
+            raise CliError("--dry-run is available with --backend registry (local pruning is cheap to redo)")
+        data.update(_prune_local(ctx, older_than, max_size, human))
+    if backend in ("registry", "all"):
+        data["registry"] = _prune_registry(ctx, older_than, max_size, dry_run, human)
+    emit(data, as_json=as_json, human="\n".join(human))
+
+
+def _prune_local(ctx: Ctx, older_than: float | None, max_size: int | None, human: list[str]) -> dict:
     store = CacheStore(ctx.store_root, lock_timeout=ctx.config["build.lock_timeout"])
     try:
         res = store.prune(max_size=max_size if max_size is not None else ctx.config["build.max_size"],
@@ -98,14 +110,44 @@ def cache_prune(ctx: Ctx, *, older_than: float | None, max_size: int | None, as_
         raise CliError(str(exc)) from None
     ctx.audit("prune", "build-store", removed_keys=list(res.removed_keys), freed=res.freed_bytes)
     removed_vols = _prune_volumes(ctx, older_than) if older_than is not None else []
-    data = {"build": {"removed_keys": list(res.removed_keys), "removed_blobs": res.removed_blobs,
+    human.append(f"build store: {human_size(res.size_before)} -> {human_size(res.size_after)}, "
+                 f"{len(res.removed_keys)} keys and {res.removed_blobs} blobs removed")
+    if removed_vols:
+        human.append("volumes removed: " + ", ".join(removed_vols))
+    return {"build": {"removed_keys": list(res.removed_keys), "removed_blobs": res.removed_blobs,
                       "freed_bytes": res.freed_bytes, "size_before": res.size_before, "size_after": res.size_after},
             "volumes_removed": removed_vols}
-    human = (f"build store: {human_size(res.size_before)} -> {human_size(res.size_after)}, "
-             f"{len(res.removed_keys)} keys and {res.removed_blobs} blobs removed")
-    if removed_vols:
-        human += "\nvolumes removed: " + ", ".join(removed_vols)
-    emit(data, as_json=as_json, human=human)
+
+
+REGISTRY_GC_NOTE = ("tags are deleted now; blob space returns only after the registry's own garbage "
+                    "collection (e.g. `registry garbage-collect`)")
+
+
+def _prune_registry(ctx: Ctx, older_than: float | None, max_size: int | None, dry_run: bool,
+                    human: list[str]) -> dict:
+    from shim.registrycache import Registry, RegistryError, RegistryUnreachable, plan_prune
+
+    spec = ctx.config["build.registry"]
+    if not spec:
+        raise CliError("no build cache registry configured ([build] registry or DOCKCACHE_BUILD_REGISTRY)")
+    reg = Registry(spec)
+    age = older_than if older_than is not None else ctx.config["build.registry_max_age"]
+    size = max_size if max_size is not None else ctx.config["build.registry_max_size"]
+    try:
+        infos = reg.inventory()
+        todo = plan_prune(infos, now=time.time(), max_age=age, max_size=size)
+        for d in ([] if dry_run else todo):
+            reg.delete(d.digest)
+    except (RegistryError, RegistryUnreachable) as exc:
+        raise CliError(str(exc)) from None
+    if not dry_run:
+        ctx.audit("prune", f"registry:{spec}", deleted=[t for d in todo for t in d.tags])
+    deleted = [{"digest": d.digest, "tags": list(d.tags), "reason": d.reason, "bytes": d.size} for d in todo]
+    verb = "would delete" if dry_run else "deleted"
+    human += [f"registry {spec}: {verb} {', '.join(d.tags)} ({d.reason})" for d in todo]
+    human.append(f"registry {spec}: {len(infos)} tags, {verb} {sum(len(d.tags) for d in todo)}; {REGISTRY_GC_NOTE}")
+    return {"repository": spec, "dry_run": dry_run, "tags_before": len(infos), "deleted": deleted,
+            "max_age_seconds": age, "max_size": size, "note": REGISTRY_GC_NOTE}
 
 
 def _prune_volumes(ctx: Ctx, older_than: float) -> list[str]:

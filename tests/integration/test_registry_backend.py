@@ -4,10 +4,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from shim.registrycache import Registry
 from tests.integration.helpers import REPO, shim
 from tests.integration.test_build_cache import build, project, run_step
 
@@ -49,3 +52,92 @@ def test_old_engine_registry_backend_is_explained_and_unused(shim_env, engines, 
     assert not any("type=registry" in a for a in data["argv"])
     assert any("only inline cache" in r for r in data["reasons"])
     assert shim(env, "build", "--network", "none", str(ctx)).returncode == 0
+
+
+def registry_env(shim_env, tmp_path, name):
+    repo = f"{REGISTRY}/dct-{uuid.uuid4().hex[:8]}"
+    return repo, {**shim_env, "DOCKCACHE_BUILD_BACKEND": "registry", "DOCKCACHE_BUILD_REGISTRY": repo,
+                  "DOCKCACHE_STATE_DIR": str(tmp_path / f"state-{name}")}
+
+
+def two_step(tmp_path, name, shared, own, loops=200000):
+    """An expensive step every variant shares, then one of its own."""
+    d = tmp_path / name
+    d.mkdir()
+    d.joinpath("Dockerfile").write_text(
+        f"FROM dockcache-test/busybox\nRUN echo {shared} > /s && i=0; while [ $i -lt {loops} ]; do i=$((i+1)); done\n"
+        f"RUN echo {own} > /t\n")
+    return d
+
+
+def cli(env, *args):
+    cp = subprocess.run([sys.executable, "-m", "shim", *args], env=env, capture_output=True, text=True, cwd=str(REPO))
+    assert cp.returncode == 0, cp.stderr
+    return json.loads(cp.stdout) if "--json" in args else cp.stdout
+
+
+def test_key_tag_follows_each_build_and_prune_keeps_the_live_key(shim_env, engines, tmp_path):
+    a, b = engines["a"], engines["b"]
+    repo, env = registry_env(shim_env, tmp_path, "a")
+    reg = Registry(repo)
+    shared = uuid.uuid4().hex
+    tag = f"{a.prefix}/mv:1"
+    key = f"{a.prefix}-mv"
+    assert build(env, a, two_step(tmp_path, "v1", shared, "one"), tag).returncode == 0
+    time.sleep(1.1)  # build tags carry whole seconds
+    assert build(env, a, two_step(tmp_path, "v2", shared, "two"), tag).returncode == 0
+    infos = {i.tag: i for i in reg.inventory()}
+    builds = sorted((i for i in infos.values() if i.built_at), key=lambda i: i.built_at)
+    assert len(builds) == 2 and set(infos) == {key, *(i.tag for i in builds)}
+    assert infos[key].digest == builds[1].digest != builds[0].digest  # the key moved to the newest build
+    plan = cli(env, "cache", "prune", "--backend", "registry", "--dry-run", "--json")["registry"]
+    assert [d["tags"] for d in plan["deleted"]] == [[builds[0].tag]] and set(reg.tags()) == set(infos)
+    done = cli(env, "cache", "prune", "--backend", "registry", "--json")["registry"]
+    assert "garbage collection" in done["note"] and set(reg.tags()) == {key, builds[1].tag}
+    fresh = {**env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b")}
+    assert run_step(build(fresh, b, tmp_path / "v2", tag), shared).cached  # the moved key imports on B
+    cli(env, "cache", "prune", "--backend", "registry", "--older-than", "0s", "--json")
+    assert not [t for t in reg.tags() if t == key]
+    cp = build({**env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-c")}, a,
+               two_step(tmp_path, "v4", uuid.uuid4().hex, "four"), tag)
+    assert cp.returncode == 0 and "dockcache:" not in cp.stderr  # a pruned key is simply absent
+
+
+def test_concurrent_builds_of_one_key_leave_a_complete_key(shim_env, engines, tmp_path):
+    a, b = engines["a"], engines["b"]
+    repo, env = registry_env(shim_env, tmp_path, "c")
+    shared = uuid.uuid4().hex
+    tag = f"{a.prefix}/conc:1"
+    jobs = [(a if i % 2 == 0 else b, two_step(tmp_path, f"c{i}", shared, f"own{i}")) for i in range(4)]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        # One key (the repository), distinct tags: two builds tagging one name on one daemon
+        # race inside the engine ("already exists"), with or without dockcache.
+        results = list(pool.map(lambda job: build({**env, "DOCKCACHE_STATE_DIR": str(job[1]) + "-state"},
+                                                  job[0], job[1], f"{tag}-{job[1].name}"), jobs))
+    assert [cp.returncode for cp in results] == [0, 0, 0, 0], [cp.stderr[-3000:] for cp in results if cp.returncode]
+    infos = Registry(repo).inventory()
+    key = next(i for i in infos if i.built_at is None)
+    assert key.digest in {i.digest for i in infos if i.built_at} and key.size > 0
+    # The key is one build's complete manifest: BuildKit prints the digest it wrote.
+    winner = next(job for job, cp in zip(jobs, results) if f"writing cache manifest {key.digest}" in cp.stderr)
+    # Both daemons built the shared step; B forgets its own build cache, so only the key can hit.
+    assert b.docker("builder", "prune", "-af").returncode == 0
+    fresh = {**env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-after")}
+    assert run_step(build(fresh, b, winner[1], f"{tag}-after"), shared).cached
+
+
+def test_fallback_key_starts_a_new_branch_warm(shim_env, engines, tmp_path):
+    a, b = engines["a"], engines["b"]
+    repo, env = registry_env(shim_env, tmp_path, "f")
+    shared = uuid.uuid4().hex
+    ctx = two_step(tmp_path, "branchy", shared, "x")
+    (ctx / ".git").mkdir()
+    (ctx / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (ctx / ".dockcache.toml").write_text('[build]\nkey = "{repo}-{branch}"\nfallback_keys = ["{repo}-main"]\n')
+    tag = f"{a.prefix}/br:1"
+    assert build(env, a, ctx, tag).returncode == 0
+    assert f"{a.prefix}-br-main" in Registry(repo).tags()
+    (ctx / ".git" / "HEAD").write_text("ref: refs/heads/feature-x\n")
+    fresh = {**env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-feature")}
+    assert run_step(build(fresh, b, ctx, tag), shared).cached  # imported from {repo}-main
+    assert f"{a.prefix}-br-feature-x" in Registry(repo).tags()

@@ -4,6 +4,7 @@ import pytest
 
 from shim import buildcmd, proc
 from shim.buildplan import needs_load, plan_build
+from shim.config import load
 from shim.engine import BuildCaps
 from shim.grammar import parse_build, parse_invocation
 
@@ -87,3 +88,33 @@ def test_registry_backend_imports_existing_keys_and_exports_own():
     old = plan_build(argv, inv, parse_build(inv), OLD, key="k", available=(), import_src=None, export_dest=None,
                      registry="localhost:5000/cache", registry_keys=("k",))
     assert old.argv == tuple(argv)
+
+
+def test_registry_export_goes_to_the_build_tag_and_is_remembered_for_the_move():
+    argv = ["build", "-t", "x", "."]
+    inv = parse_invocation(argv)
+    p = plan_build(argv, inv, parse_build(inv), FULL, key="k", available=(), import_src=None, export_dest=None,
+                   registry="localhost:5000/cache", registry_keys=("k",), registry_tag="k--b2000000000-abcdef")
+    assert "type=registry,ref=localhost:5000/cache:k--b2000000000-abcdef,mode=max,ignore-error=true" in p.argv
+    assert "type=registry,ref=localhost:5000/cache:k" in p.argv and p.registry_tag == "k--b2000000000-abcdef"
+    user_to = ["build", "--cache-to", "type=inline", "-t", "x", "."]
+    inv = parse_invocation(user_to)
+    p = plan_build(user_to, inv, parse_build(inv), FULL, key="k", available=(), import_src=None,
+                   export_dest=None, registry="localhost:5000/cache", registry_tag="k--b2000000000-abcdef")
+    assert p.registry_tag is None  # no export of ours: nothing to move
+
+
+def test_registry_key_tag_move_failure_is_one_line(monkeypatch, capsys):
+    from shim import registrycache
+
+    def refuse(self, source, key):
+        raise registrycache.RegistryError("localhost:5000/cache:k--b1-abcdef: manifest answered HTTP 404")
+    monkeypatch.setattr(registrycache.Registry, "move", refuse)
+    argv = ["build", "-t", "x", "."]
+    inv = parse_invocation(argv)
+    p = plan_build(argv, inv, parse_build(inv), FULL, key="k", available=(), import_src=None, export_dest=None,
+                   registry="localhost:5000/cache", registry_tag="k--b1-abcdef")
+    cfg = load({"HOME": "/nonexistent", "DOCKCACHE_BUILD_REGISTRY": "localhost:5000/cache"})
+    buildcmd._move_key_tag(buildcmd.Prepared(p, None, None, None, cfg, FULL))
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not updated" in err
