@@ -45,8 +45,7 @@ def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
     check("engine", ver.stdout.strip() if reachable else "unreachable",
           None if reachable else f"engine not reachable: {(ver.stderr.strip().splitlines() or ['?'])[-1]}",
           "start dockerd or check DOCKER_HOST / docker context")
-    if reachable:
-        _engine_checks(ctx, check)
+    caps = _engine_checks(ctx, check) if reachable else None
     try:
         cfg = ctx.config
         check("config files", ", ".join(cfg.files) or "(defaults only)")
@@ -61,6 +60,8 @@ def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
               "; ".join(store.check()) or None, "run `dockcache cache prune`")
         bind = Path(cfg["run.bind_root"])
         check("bind cache root", f"{bind} ({human_size(_dir_size(bind)) if bind.exists() else 'not created'})")
+        _backend_checks(cfg, caps, check)
+        _mirror_checks(cfg, check)
     healthy = all(c["ok"] for c in checks)
     human = "\n".join(f"{'ok ' if c['ok'] else 'BAD'} {c['check']}: {c['value']}"
                       + (f"\n    problem: {c['problem']}\n    fix: {c['fix']}" if not c["ok"] else "") for c in checks)
@@ -80,6 +81,56 @@ def _engine_checks(ctx: Ctx, check) -> None:
           "install the docker-buildx plugin")
     labels = {"full": "publish+import", "import-only": "import-only", "none": "none"}
     check("build caching", f"{labels[caps.mode]}: {caps.reason}")
+    return caps
+
+
+def _backend_checks(cfg, caps, check) -> None:
+    backend, spec = cfg["build.backend"], cfg["build.registry"]
+    check("build cache backend", backend + (f" (registry {spec})" if backend != "local" else ""),
+          "backend needs [build] registry = \"HOST:PORT/REPO\"" if backend != "local" and not spec else None,
+          "set [build] registry or DOCKCACHE_BUILD_REGISTRY")
+    if backend == "local" or not spec:
+        return
+    if caps is not None and caps.mode != "full":
+        check("registry cache on this engine", "not supported",
+              "this engine imports only inline cache from registries: builds run without the registry cache",
+              "use backend = \"local\" with this engine, or an engine with BuildKit and buildx")
+    from shim.registrycache import Registry, RegistryError, RegistryUnreachable
+
+    try:
+        infos = Registry(spec, timeout=3.0).inventory()
+    except RegistryUnreachable as exc:
+        check("build cache registry", "unreachable", str(exc), "start the registry or fix [build] registry")
+        return
+    except RegistryError as exc:
+        check("build cache registry", f"reachable, not listable ({exc})")
+        return
+    keys = [i for i in infos if i.built_at is None]
+    size = sum({i.digest: i.size for i in infos if i.digest}.values())
+    check("build cache registry", f"reachable, {len(keys)} keys, {len(infos) - len(keys)} build tags, "
+          f"{human_size(size)} referenced")
+
+
+def _mirror_checks(cfg, check) -> None:
+    import urllib.error
+    import urllib.request
+
+    for key, setting in sorted(cfg.settings.items()):
+        if not key.startswith("mirrors.") or key == "mirrors.ca_bundle" or not setting.value:
+            continue
+        url = setting.value.split(",")[0].split("|")[0].removeprefix("sparse+")
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=3).close()
+            problem = None
+        except urllib.error.HTTPError:
+            problem = None  # it answered: reachable (an index root may well say 404)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            problem = f"mirror unreachable ({getattr(exc, 'reason', exc)}): installs that use it will fail"
+        check(f"mirror {key.split('.', 1)[1]}", url, problem, "start the mirror or fix [mirrors] in config")
+    ca = cfg["mirrors.ca_bundle"]
+    if ca:
+        check("mirror CA bundle", ca, None if os.access(ca, os.R_OK) else "not readable",
+              "point mirrors.ca_bundle at a readable PEM file")
 
 
 def _writable(path: Path) -> bool:

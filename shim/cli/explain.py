@@ -23,9 +23,13 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
     elif inv.kind == "build":
         from shim.buildcmd import prepare
         prep = prepare(ctx.real, argv, inv, ctx.environ, dry_run=True)
+        backend = prep.config["build.backend"]
         data = {"kind": "build", "key": prep.plan.key, "imports": list(prep.plan.imports),
-                "export": prep.plan.export, "engine": prep.caps.mode, "reasons": list(prep.plan.reasons),
+                "export": prep.plan.export, "engine": prep.caps.mode, "backend": backend,
+                "registry": prep.config["build.registry"] or None, "reasons": list(prep.plan.reasons),
                 "argv": ["docker", *prep.plan.argv]}
+        data["reasons"].insert(0, f"build cache backend: {backend}"
+                               + (f" ({data['registry']})" if backend != "local" else ""))
     else:
         data = {"kind": inv.kind, "reasons": ["dockcache does not rewrite this command"], "argv": ["docker", *argv]}
     human = "\n".join([f"command kind: {data['kind']}", *[f"- {r}" for r in data["reasons"]],

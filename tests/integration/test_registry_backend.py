@@ -141,3 +141,29 @@ def test_fallback_key_starts_a_new_branch_warm(shim_env, engines, tmp_path):
     fresh = {**env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-feature")}
     assert run_step(build(fresh, b, ctx, tag), shared).cached  # imported from {repo}-main
     assert f"{a.prefix}-br-feature-x" in Registry(repo).tags()
+
+
+def doctor(env):
+    cp = subprocess.run([sys.executable, "-m", "shim", "doctor", "--json"], env=env, capture_output=True,
+                        text=True, cwd=str(REPO))
+    return {c["check"]: c for c in json.loads(cp.stdout)["checks"]}
+
+
+def test_doctor_and_explain_show_the_backend(shim_env, engines, tmp_path):
+    a, old = engines["a"], engines["old"]
+    repo, env = registry_env(shim_env, tmp_path, "d")
+    env = {**env, "DOCKER_HOST": a.host, "DOCKCACHE_BUILD_BACKEND": "both"}
+    ctx = two_step(tmp_path, "doc", uuid.uuid4().hex, "x")
+    assert build(env, a, ctx, f"{a.prefix}/doc:1").returncode == 0
+    checks = doctor(env)
+    assert checks["build cache backend"]["value"] == f"both (registry {repo})"
+    assert checks["build cache registry"]["ok"] and "1 keys, 1 build tags" in checks["build cache registry"]["value"]
+    assert "1 keys" in checks["build store"]["value"]  # the local side of "both"
+    explained = cli(env, "explain", "--json", "--", "docker", "build", "-t", f"{a.prefix}/doc:1", str(ctx))
+    assert explained["backend"] == "both" and explained["registry"] == repo
+    assert any(f"type=registry,ref={repo}:{a.prefix}-doc" == arg for arg in explained["argv"])
+    on_old = doctor({**env, "DOCKER_HOST": old.host})
+    assert not on_old["registry cache on this engine"]["ok"]
+    assert "only inline cache" in on_old["registry cache on this engine"]["problem"]
+    down = doctor({**env, "DOCKCACHE_BUILD_REGISTRY": "localhost:5999/none", "DOCKCACHE_MIRROR_NPM": "http://127.0.0.1:9/"})
+    assert "unreachable" in down["build cache registry"]["problem"] and not down["mirror npm"]["ok"]
