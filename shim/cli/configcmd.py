@@ -20,6 +20,9 @@ HEADER = """# dockcache configuration (user file). A project can override any ke
 #   [caches.mytool]
 #   path = "/cache/mytool"
 #   env = { MYTOOL_CACHE = "{cache}" }
+# build.backend: "local", "registry" or "both"; build.registry = "HOST:PORT/REPO"
+# [mirrors]: npm, pypi, go, cargo, maven = the mirror URL ("" = none); ca_bundle = a PEM file
+#   on this host for a mirror behind a private CA (off by default). See README.md.
 """
 
 
