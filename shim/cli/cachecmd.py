@@ -78,6 +78,8 @@ def cache_clear(ctx: Ctx, managers: list[str], *, build: bool, everything: bool,
 
 
 def _remove(ctx: Ctx, row: CacheRow) -> bool:
+    if row.kind == "bind":
+        return _remove_dir(ctx, row)
     if row.kind == "build-key":
         CacheStore(ctx.store_root).drop_keys([row.name])
         ctx.audit("clear", f"build:{row.name}", bytes=row.size)
@@ -87,6 +89,18 @@ def _remove(ctx: Ctx, row: CacheRow) -> bool:
         ctx.state.forget("volumes", ctx.endpoint, row.name)
         ctx.audit("clear", row.name, bytes=row.size)
     return res.returncode == 0
+
+
+def _remove_dir(ctx: Ctx, row: CacheRow) -> bool:
+    import shutil
+
+    problems: list[str] = []
+    shutil.rmtree(row.name, onerror=lambda _f, path, exc: problems.append(f"{path}: {exc[1]}"))
+    if problems:
+        raise CliError(f"could not remove all of {row.name} ({problems[0]}); files a root container "
+                       "wrote need `sudo rm -rf` on the host")
+    ctx.audit("clear", row.name, bytes=row.size)
+    return True
 
 
 def cache_prune(ctx: Ctx, *, older_than: float | None, max_size: int | None, backend: str = "local",
@@ -154,6 +168,6 @@ def _prune_volumes(ctx: Ctx, older_than: float) -> list[str]:
     now, out = time.time(), []
     for r in _rows(ctx, include_missing=False):
         last = r.last_used or r.created or now
-        if r.kind == "volume" and not r.in_use_by and now - last > older_than and _remove(ctx, r):
+        if r.kind in ("volume", "bind") and not r.in_use_by and now - last > older_than and _remove(ctx, r):
             out.append(r.name)
     return out

@@ -12,18 +12,8 @@ from shim.hot import DISABLE_VALUES
 from shim.realdocker import first_on_path, is_launcher
 
 from .context import Ctx
+from .inventory import dir_size
 from .output import CliError, emit, human_size
-
-
-def _dir_size(path: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
@@ -59,7 +49,7 @@ def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
         check("build store", f"{ctx.store_root} ({human_size(store.size())}, {len(store.keys())} keys)",
               "; ".join(store.check()) or None, "run `dockcache cache prune`")
         bind = Path(cfg["run.bind_root"])
-        check("bind cache root", f"{bind} ({human_size(_dir_size(bind)) if bind.exists() else 'not created'})")
+        check("bind cache root", f"{bind} ({human_size(dir_size(bind)) if bind.exists() else 'not created'})")
         _backend_checks(cfg, caps, check)
         _mirror_checks(cfg, check)
     healthy = all(c["ok"] for c in checks)

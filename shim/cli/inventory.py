@@ -8,9 +8,11 @@ imported), so they are observed, never guessed.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from shim.cachestore import CacheStore
 from shim.managers import BY_NAME
@@ -23,7 +25,7 @@ _SIZE = re.compile(r"^([\d.]+)\s*([kMGT]?)B$")
 @dataclass
 class CacheRow:
     name: str
-    kind: str  # "volume" | "build-key"
+    kind: str  # "volume" | "bind" | "build-key"
     manager: str
     size: int | None
     created: float | None
@@ -115,6 +117,56 @@ def _users(ctx: Ctx, name: str) -> list[str]:
     return res.stdout.split()
 
 
+def bind_rows(ctx: Ctx, usage) -> list[CacheRow]:
+    """Host dirs of bind mode (`run.bind_root`): named like volumes, identified by path."""
+    root = Path(ctx.config["run.bind_root"])
+    try:
+        dirs = sorted(p for p in root.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    busy = _bind_users(ctx) if dirs else {}
+    rows = []
+    for d in dirs:
+        uses, last = usage.get(str(d), (0, None))
+        rows.append(CacheRow(str(d), "bind", _manager_of(d.name, ctx), dir_size(d), None, last, uses,
+                             in_use_by=sorted(n for n, srcs in busy.items() if any(
+                                 s == str(d) or s.startswith(str(d) + "/") for s in srcs))))
+    return rows
+
+
+def _manager_of(name: str, ctx: Ctx) -> str:
+    prefix = ctx.config["run.volume_prefix"] + "-"
+    rest = name[len(prefix):] if name.startswith(prefix) else name
+    return max((m for m in BY_NAME if rest == m or rest.startswith(m + "-")), key=len, default="?")
+
+
+def _bind_users(ctx: Ctx) -> dict[str, list[str]]:
+    """Running containers -> their bind-mount sources (one ps, one inspect)."""
+    names = ctx.docker("ps", "--format", "{{.Names}}").stdout.split()
+    if not names:
+        return {}
+    res = ctx.docker("container", "inspect", "--format", "{{.Name}}\t{{json .Mounts}}", *names)
+    out = {}
+    for line in res.stdout.splitlines():
+        name, _, mounts = line.partition("\t")
+        try:
+            out[name.lstrip("/")] = [m.get("Source", "") for m in json.loads(mounts or "[]")]
+        except ValueError:
+            continue
+    return out
+
+
+def dir_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
 def build_rows(ctx: Ctx, usage) -> list[CacheRow]:
     store = CacheStore(ctx.store_root)
     rows = []
@@ -138,7 +190,7 @@ def missing_rows(ctx: Ctx, present: set[str]) -> list[CacheRow]:
 def all_rows(ctx: Ctx, *, include_missing: bool = True) -> list[CacheRow]:
     usage = _usage(ctx)
     vols = volume_rows(ctx, usage)
-    rows = vols + build_rows(ctx, usage)
-    if include_missing:
+    rows = vols + bind_rows(ctx, usage) + build_rows(ctx, usage)
+    if include_missing and ctx.config["run.mode"] == "volume":
         rows += missing_rows(ctx, {r.name for r in vols})
     return rows

@@ -264,6 +264,12 @@ image_archive() {  # image rootfs-tar recipe -> sets ARCHIVE
   step "save $img as an image archive"
   dk a save -o "$ARCHIVE.tmp" "$img" || fail "docker save of $img failed"
   mv "$ARCHIVE.tmp" "$ARCHIVE"
+  # Daemon a must hold the image exactly as the others do: BuildKit keys a FROM by the
+  # image's local history too, and an imported image (plus the build cache made on it)
+  # gave a a FROM key b never computes, so b stopped matching a's cache as soon as b had
+  # built on its own. Drop the import and a's build cache; the archive is loaded below.
+  dk a image rm -f "$img" >/dev/null || fail "could not drop the imported $img on daemon a"
+  dk a builder prune -af >/dev/null || fail "could not reset daemon a's build cache"
 }
 
 load_image() {  # daemon image archive recipe

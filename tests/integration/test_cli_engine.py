@@ -100,3 +100,23 @@ def test_explain_build_shows_key_and_decision(shim_env, engines, tmp_path):
                                extra={"DOCKER_HOST": engines["old"].host}).stdout)
     assert old["engine"] == "import-only" and old["export"] is False
     assert any("cannot export" in r for r in old["reasons"])
+
+
+def test_bind_mode_dirs_are_listed_measured_and_cleared(shim_env, engines, tmp_path):
+    root = tmp_path / "bindroot"
+    env = {**shim_env, "DOCKCACHE_MODE": "bind", "DOCKCACHE_BIND_ROOT": str(root)}
+    proj = tmp_path / "app"
+    proj.mkdir()
+    write_json(proj / "package.json", {"name": "x", "version": "1.0.0", "dependencies": {"is-number": "7.0.0"}})
+    cp = shim(env, "run", "--rm", "--network", "host", "-v", f"{proj}:/app", "-w", "/app", DEVTOOLS,
+              "sh", "-c", "npm install --no-audit --no-fund")
+    assert cp.returncode == 0, cp.stderr
+    listed = json.loads(dockcache(env, "cache", "list", "--json").stdout)
+    jsonschema.validate(listed, json.loads((REPO / "docs/cache-list.schema.json").read_text()))
+    row = next(r for r in listed["caches"] if r["kind"] == "bind")
+    on_disk = sum(p.stat().st_size for p in (root / f"{engines['a'].prefix}-npm").rglob("*") if p.is_file())
+    assert row["manager"] == "npm" and row["size"] == on_disk > 0 and row["uses"] == 1
+    assert not any(r["kind"] == "volume" and not r["exists"] for r in listed["caches"])  # no volume rows in bind mode
+    cleared = dockcache(env, "cache", "clear", "--npm", "--force", "--json")
+    assert cleared.returncode == 0, cleared.stderr
+    assert json.loads(cleared.stdout)["removed"] == [row["name"]] and not (root / f"{engines['a'].prefix}-npm").exists()
