@@ -146,7 +146,15 @@ stop_daemon() {
   for i in $(seq 1 60); do [ -d "/proc/$pid" ] || break; sleep 0.5; done
   if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
   rm -f "$pf"
+  unmount_under "$RUNDIR/$d-exec"
   echo "provision: stopped daemon $d (pid $pid)" >&2
+}
+
+unmount_under() {  # dockerd leaves its netns bind mounts behind; only ours, deepest first
+  local m
+  for m in $(awk -v p="$1/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo | sort -r); do
+    umount "$m" 2>/dev/null || true
+  done
 }
 
 # ---------------------------------------------------------------- registry on loopback
