@@ -1,7 +1,10 @@
 """Read BuildKit's plain progress output: which steps ran and which were CACHED.
 
 This is the only hit/miss evidence a build gives, so metrics and tests both use it.
-Lines look like `#5 [2/2] RUN make`, `#5 CACHED`, `#5 DONE 0.5s`.
+Lines look like `#5 [2/2] RUN make`, `#5 CACHED`, `#5 DONE 0.5s`. A step whose result
+BuildKit fetches from an imported (registry) cache may instead show only the blob
+transfer, `#5 sha256:<digest> 178B / 178B done`: a step that ran prints its own output
+as `#5 0.123 …` (a timestamp first), so a bare digest transfer means a cache hit.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 _LINE = re.compile(r"^#(\d+) (.*)$")
+_FETCH = re.compile(r"^(extracting )?sha256:[0-9a-f]{64}\b")
 
 
 @dataclass
@@ -28,7 +32,7 @@ def parse_steps(text: str) -> dict[int, Step]:
             continue
         step = steps.setdefault(int(m.group(1)), Step(int(m.group(1))))
         rest = m.group(2)
-        if rest == "CACHED":
+        if rest == "CACHED" or _FETCH.match(rest):
             step.cached = True
         elif rest.startswith("DONE"):
             step.done = True

@@ -25,7 +25,7 @@ _SIZE = re.compile(r"^([\d.]+)\s*([kMGT]?)B$")
 @dataclass
 class CacheRow:
     name: str
-    kind: str  # "volume" | "bind" | "build-key"
+    kind: str  # "volume" | "bind" | "build-key" | "registry-key"
     manager: str
     size: int | None
     created: float | None
@@ -177,6 +177,28 @@ def build_rows(ctx: Ctx, usage) -> list[CacheRow]:
     return rows
 
 
+def registry_rows(ctx: Ctx) -> list[CacheRow]:
+    """Key tags of the build cache registry (backend registry/both); last built = the
+    newest build tag on the same manifest."""
+    spec = ctx.config["build.registry"]
+    if ctx.config["build.backend"] == "local" or not spec:
+        return []
+    from shim.registrycache import Registry, RegistryError, RegistryUnreachable
+
+    try:
+        infos = Registry(spec, timeout=3.0).inventory()
+    except (RegistryError, RegistryUnreachable) as exc:
+        import sys
+        sys.stderr.write(f"dockcache: {exc}; its keys are not listed\n")
+        return []
+    rows = []
+    for key in (i for i in infos if i.built_at is None):
+        built = [i.built_at for i in infos if i.built_at and i.digest == key.digest]
+        rows.append(CacheRow(f"{spec}:{key.tag}", "registry-key", "buildkit", key.size, None,
+                             float(max(built)) if built else None))
+    return sorted(rows, key=lambda r: r.name)
+
+
 def missing_rows(ctx: Ctx, present: set[str]) -> list[CacheRow]:
     prefix = ctx.config["run.volume_prefix"]
     rows = []
@@ -190,7 +212,7 @@ def missing_rows(ctx: Ctx, present: set[str]) -> list[CacheRow]:
 def all_rows(ctx: Ctx, *, include_missing: bool = True) -> list[CacheRow]:
     usage = _usage(ctx)
     vols = volume_rows(ctx, usage)
-    rows = vols + bind_rows(ctx, usage) + build_rows(ctx, usage)
+    rows = vols + bind_rows(ctx, usage) + build_rows(ctx, usage) + registry_rows(ctx)
     if include_missing and ctx.config["run.mode"] == "volume":
         rows += missing_rows(ctx, {r.name for r in vols})
     return rows

@@ -8,6 +8,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
+import jsonschema
 import pytest
 
 from shim.registrycache import Registry
@@ -95,7 +96,8 @@ def test_key_tag_follows_each_build_and_prune_keeps_the_live_key(shim_env, engin
     done = cli(env, "cache", "prune", "--backend", "registry", "--json")["registry"]
     assert "garbage collection" in done["note"] and set(reg.tags()) == {key, builds[1].tag}
     fresh = {**env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b")}
-    assert run_step(build(fresh, b, tmp_path / "v2", tag), shared).cached  # the moved key imports on B
+    # The moved key serves B, also for a Dockerfile that shares only its first step.
+    assert run_step(build(fresh, b, two_step(tmp_path, "v3", shared, "three"), tag), shared).cached
     cli(env, "cache", "prune", "--backend", "registry", "--older-than", "0s", "--json")
     assert not [t for t in reg.tags() if t == key]
     cp = build({**env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-c")}, a,
@@ -160,6 +162,11 @@ def test_doctor_and_explain_show_the_backend(shim_env, engines, tmp_path):
     assert checks["build cache backend"]["value"] == f"both (registry {repo})"
     assert checks["build cache registry"]["ok"] and "1 keys, 1 build tags" in checks["build cache registry"]["value"]
     assert "1 keys" in checks["build store"]["value"]  # the local side of "both"
+    listed = cli(env, "cache", "list", "--json")
+    jsonschema.validate(listed, json.loads((REPO / "docs/cache-list.schema.json").read_text()))
+    reg_rows = [r for r in listed["caches"] if r["kind"] == "registry-key"]
+    assert [r["name"] for r in reg_rows] == [f"{repo}:{a.prefix}-doc"] and reg_rows[0]["size"] > 0
+    assert reg_rows[0]["last_used"] is not None  # from the build tag the key points at
     explained = cli(env, "explain", "--json", "--", "docker", "build", "-t", f"{a.prefix}/doc:1", str(ctx))
     assert explained["backend"] == "both" and explained["registry"] == repo
     assert any(f"type=registry,ref={repo}:{a.prefix}-doc" == arg for arg in explained["argv"])
