@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from shim.buildcmd import safe_snapshot, say
 from shim.buildkey import sanitize
 from shim.cachestore import CacheStore, Snapshot
 from shim.config import load
-from shim.engine import legacy_reason
+from shim.engine import BuildCaps, cached_caps, legacy_reason
 from shim.grammar import scan_options
 
 GLOBAL_VALUE = frozenset("-f --file -p --project-name --project-directory --env-file --profile "
@@ -52,6 +53,20 @@ class ComposePlan:
     tmpdir: str | None = None
     override: dict = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
+    registry: str | None = None
+    moves: dict[str, str] = field(default_factory=dict)  # key -> build tag, moved after compose
+
+
+@dataclass
+class Sources:
+    """Where service builds import from and export to."""
+
+    caps: BuildCaps
+    store: CacheStore | None  # None: registry backend only
+    snap: Snapshot | None = None
+    registry: str | None = None
+    in_registry: frozenset[str] = frozenset()
+    tags: dict[str, str] = field(default_factory=dict)  # key -> registry export tag
 
 
 def split(name: str, args: Sequence[str]) -> ComposeCall:
@@ -163,10 +178,42 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     run_caches = {} if dry_run else service_caches(real, call, cfg, project, environ)
     if not builds and not run_caches:
         return None
-    store = CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"])
     keys = {s: sanitize(f"{project}-{s}") for s in builds}
-    snap = None if dry_run else safe_snapshot(store, list(keys.values()))
-    return _with_override(call, args, environ, store, builds, keys, snap, dry_run, run_caches)
+    src = sources(real, call, config, environ, list(keys.values()), dry_run) if builds else Sources(BuildCaps("none", ""), None)
+    return _with_override(call, args, environ, builds, keys, src, dry_run, run_caches)
+
+
+def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_run: bool) -> Sources:
+    """What this engine can do (an old engine cannot export: a cache_to would fail the
+    build) and what each backend holds."""
+    caps = _caps(real, call, environ)
+    if caps.mode == "none":
+        return Sources(caps, None)
+    store = None
+    if config["build.backend"] != "registry":
+        store = CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"])
+    snap = safe_snapshot(store, keys) if store and not dry_run else None
+    spec = config["build.registry"] if config["build.backend"] != "local" else ""
+    if not spec or caps.mode != "full":
+        return Sources(caps, store, snap)
+    from shim.registrycache import Registry, RegistryUnreachable, build_tag
+    try:
+        probe = Registry(spec, timeout=2.0).probe(keys)
+    except RegistryUnreachable as exc:
+        say(f"{exc}; building without it")
+        return Sources(caps, store, snap)
+    tags = {k: k if probe.needs_login or dry_run else build_tag(k, time.time(), os.urandom(3).hex()) for k in keys}
+    return Sources(caps, store, snap, spec, frozenset(probe.existing), tags)
+
+
+def _caps(real: str, call: ComposeCall, environ) -> BuildCaps:
+    from shim.grammar import parse_invocation
+    from shim.state import State, endpoint_id, state_dir
+
+    inv = parse_invocation([*call.base[:-1], "compose"] if call.base else ["compose"])
+    return cached_caps(State(state_dir(environ)), endpoint_id(inv.host, inv.context, environ),
+                       environ.get("BUILDX_BUILDER"),
+                       lambda *a: proc.run_docker(real, [*inv.globals, *a], timeout=30))
 
 
 def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, environ) -> dict:
@@ -210,19 +257,30 @@ def _as_run_argv(name: str, svc: dict, project: str) -> list[str]:
     return [*argv, str(svc.get("image") or f"{project}-{name}"), *command]
 
 
-def _with_override(call, args, environ, store, builds, keys, snap, dry_run, run_caches) -> ComposePlan:
+def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run_caches) -> ComposePlan:
     tmpdir = tempfile.mkdtemp(prefix="dockcache-compose-")
-    services, exports, reasons = {}, {}, []
+    services, exports, moves, reasons = {}, {}, {}, []
+    if builds and src.caps.mode != "full":
+        reasons.append(f"engine: {src.caps.mode} ({src.caps.reason})")
     for svc, spec in builds.items():
-        key, entry = keys[svc], {}
-        if snap and key in snap.keys:
-            entry["cache_from"] = [f"type=local,src={snap.src},tag={key}"]
+        key, entry = keys[svc], {"cache_from": [], "cache_to": []}
+        if src.snap and key in src.snap.keys:
+            entry["cache_from"].append(f"type=local,src={src.snap.src},tag={key}")
+        if key in src.in_registry:
+            entry["cache_from"].append(f"type=registry,ref={src.registry}:{key}")
         if spec["build"].get("cache_to"):
             reasons.append(f"{svc}: you set cache_to; import only")
-        else:
-            dest = store.root / "tmp" if dry_run else store.new_export_dir()
-            exports[key] = dest
-            entry["cache_to"] = [f"type=local,dest={dest},mode=max,tag={key},ignore-error=true"]
+        elif src.caps.mode == "full":
+            if src.store:
+                dest = src.store.root / "tmp" if dry_run else src.store.new_export_dir()
+                exports[key] = dest
+                entry["cache_to"].append(f"type=local,dest={dest},mode=max,tag={key},ignore-error=true")
+            if src.registry:
+                tag = src.tags[key]
+                entry["cache_to"].append(f"type=registry,ref={src.registry}:{tag},mode=max,ignore-error=true")
+                if tag != key:
+                    moves[key] = tag
+        entry = {k: v for k, v in entry.items() if v}
         reasons.append(f"{svc}: key {key}, import {'yes' if 'cache_from' in entry else 'nothing yet'}, "
                        f"export {'yes' if 'cache_to' in entry else 'no'}")
         if entry:
@@ -253,7 +311,7 @@ def _with_override(call, args, environ, store, builds, keys, snap, dry_run, run_
         extra = ["-f", path] if files is None else [x for f in [*files, path] for x in ("-f", f)]
         at = len(call.base) + len(call.globals)
         argv = argv[:at] + extra + argv[at:]
-    return ComposePlan(argv, env, exports, snap, tmpdir, override, reasons)
+    return ComposePlan(argv, env, exports, src.snap, tmpdir, override, reasons, src.registry, moves)
 
 
 def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], *, on_error) -> None:
@@ -273,6 +331,7 @@ def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str
         rc = proc.run_child(real, p.argv, env={**environ, **p.env})
         if rc == 0:
             _publish(p)
+            _move_keys(p)
     finally:
         cleanup(p)
     sys.exit(rc)
@@ -288,6 +347,19 @@ def _publish(p: ComposePlan) -> None:
             store.publish(dest, key)
         except Exception as exc:  # noqa: BLE001 - the stack is up; only the cache is lost
             say(f"build cache for {key} not published: {exc}")
+
+
+def _move_keys(p: ComposePlan) -> None:
+    from shim.registrycache import Registry, RegistryError, RegistryUnreachable
+
+    for key, tag in p.moves.items():
+        try:
+            Registry(p.registry).move(tag, key)
+        except RegistryError as exc:
+            if exc.code != 404:  # 404: compose did not build this service
+                say(f"registry key {key} not updated: {exc}")
+        except RegistryUnreachable as exc:
+            say(f"registry key {key} not updated: {exc}")
 
 
 def cleanup(p: ComposePlan) -> None:

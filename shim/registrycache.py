@@ -37,6 +37,10 @@ class RegistryUnreachable(Exception):
 class RegistryError(Exception):
     """The registry answered, but not as needed (phrased for the user)."""
 
+    def __init__(self, message: str, code: int | None = None):
+        super().__init__(message)
+        self.code = code
+
 
 @dataclass(frozen=True)
 class Probe:
@@ -110,7 +114,7 @@ class Registry:
     def manifest(self, tag: str) -> tuple[bytes, str, str]:
         code, headers, body = self._call("GET", f"/manifests/{tag}", headers={"Accept": ACCEPT})
         if code != 200:
-            raise RegistryError(f"{self.spec}:{tag}: manifest answered HTTP {code}")
+            raise RegistryError(f"{self.spec}:{tag}: manifest answered HTTP {code}", code)
         return body, headers.get("Content-Type", ""), headers.get("Docker-Content-Digest", "")
 
     def move(self, source_tag: str, key: str) -> None:

@@ -151,3 +151,30 @@ def test_service_containers_get_package_caches(shim_env, engines, tmp_path):
     assert run("offline", offline).returncode == 0
     assert run("offline", offline, {"DOCKCACHE_DISABLE": "1"}).returncode != 0
     subprocess.run([REAL, "-H", engines["a"].host, "compose", "down"], cwd=root, capture_output=True)
+
+
+def test_stack_through_the_registry_backend(shim_env, engines, tmp_path):
+    from shim.registrycache import Registry
+
+    root = stack(tmp_path, services=("api", "web"))
+    repo = f"{os.environ.get('DOCKCACHE_TEST_REGISTRY', 'localhost:5000')}/dct-{uuid.uuid4().hex[:8]}"
+    env = {**shim_env, "DOCKCACHE_BUILD_BACKEND": "registry", "DOCKCACHE_BUILD_REGISTRY": repo}
+    cold = up(env, engines["a"], root, "build")
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    keys = {f"{root.name}-{s}" for s in ("api", "web")}
+    tags = Registry(repo).tags()
+    assert keys <= set(tags) and len(tags) == 4  # two keys, each moved to its build's own tag
+    assert not os.path.exists(shim_env["DOCKCACHE_BUILD_STORE"])  # registry only
+    fresh = {**env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b")}
+    warm = up(fresh, engines["b"], root, "build")
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    assert [s.cached for s in build_steps(warm.stdout + warm.stderr)] == [True] * 2
+
+
+def test_old_engine_stack_builds_import_only(shim_env, engines, tmp_path):
+    root = stack(tmp_path, services=("one",))
+    plain = subprocess.run([REAL, "-H", engines["old"].host, "compose", "--progress", "plain", "build"],
+                           cwd=root, capture_output=True, text=True, timeout=600)
+    ours = up(shim_env, engines["old"], root, "build")
+    assert plain.returncode == 0 and ours.returncode == 0, ours.stderr[-2000:]  # no cache_to the engine rejects
+    assert "Cache export is not supported" not in ours.stdout + ours.stderr
