@@ -21,6 +21,7 @@ from shim.managers import BY_NAME
 from shim.safety import check_container_path, check_name, check_sensitive
 
 PROJECT_FILE = ".dockcache.toml"
+REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?/[a-z0-9]+([._/-][a-z0-9]+)*$")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.I)
 CHOICES = {"run.mode": ("volume", "bind"), "run.scope": ("shared", "user", "project"),
            "build.backend": ("local", "registry", "both")}
@@ -227,6 +228,8 @@ def _check_value(key: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: key '{key}': {check_name(value)}")
     if key in ("run.bind_root", "build.store") and check_sensitive(value):
         raise ConfigError(f"{where}: key '{key}': {check_sensitive(value)}")
+    if key == "build.registry" and value and not REGISTRY_RE.match(value):
+        raise ConfigError(f"{where}: key '{key}': {value!r} is not HOST[:PORT]/REPOSITORY (lowercase repository path)")
     if key.startswith("mirrors.") and value:
         _check_mirror(key, value, where)
     if key in ("build.key",) and value and not re.match(r"^[a-z0-9][a-z0-9._-]{0,127}$", _untemplated(value)):

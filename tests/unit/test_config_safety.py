@@ -55,3 +55,15 @@ def test_errors_are_one_line_naming_file_and_key(tmp_path, text, needle):
 def test_custom_cache_with_env(tmp_path):
     cfg = load(cfg_file(tmp_path, '[caches.ccx]\npath = "/cache/ccx"\nenv = { CCX_DIR = "{cache}" }\n'))
     assert cfg.caches[0].env == (("CCX_DIR", "/cache/ccx"),)
+
+
+@pytest.mark.parametrize("value", ["localhost:5000", "reg.example:5000/Team/Cache", "http://reg/x", "reg/x:tag", "reg/x y"])
+def test_build_registry_must_be_host_and_repository(value):
+    with pytest.raises(ConfigError) as err:
+        load({"HOME": "/nonexistent", "DOCKCACHE_BUILD_REGISTRY": value})
+    assert "HOST[:PORT]/REPOSITORY" in str(err.value)
+
+
+def test_build_registry_accepts_host_port_and_nested_repository():
+    cfg = load({"HOME": "/nonexistent", "DOCKCACHE_BUILD_REGISTRY": "reg.example:5000/team/build-cache"})
+    assert cfg["build.registry"] == "reg.example:5000/team/build-cache"
