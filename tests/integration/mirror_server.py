@@ -1,5 +1,6 @@
-"""A package mirror on 127.0.0.1 for engine tests: npm and PyPI (simple) with packages
-made on the spot, optional TLS from a private CA, and a request counter.
+"""A package mirror on 127.0.0.1 for engine tests: npm, PyPI (simple) and a Go module
+proxy, with packages made on the spot, optional TLS from a private CA, and a request
+counter.
 
 No upstream: the packages exist only here, so an install that succeeds proves the
 tool downloaded through the mirror, and the counter shows how often it asked.
@@ -51,10 +52,22 @@ def wheel(name: str, version: str) -> tuple[str, bytes]:
     return f"{mod}-{version}-py3-none-any.whl", buf.getvalue()
 
 
-class Mirror:
-    """Serves npm packages under /npm/ and wheels under /pypi/simple/."""
+def go_module_zip(module: str, version: str) -> bytes:
+    name = module.rsplit("/", 1)[-1]
+    files = {"go.mod": f"module {module}\n\ngo 1.19\n",
+             f"{name}.go": f'package {name}\n\nfunc Hello() string {{ return "hello from {module}@{version}" }}\n'}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for path, text in files.items():
+            zf.writestr(f"{module}@{version}/{path}", text)
+    return buf.getvalue()
 
-    def __init__(self, npm: dict[str, str], pypi: dict[str, str], tls_dir: Path | None = None):
+
+class Mirror:
+    """Serves npm packages under /npm/, wheels under /pypi/simple/, Go modules under /go/."""
+
+    def __init__(self, npm: dict[str, str], pypi: dict[str, str], tls_dir: Path | None = None,
+                 go: dict[str, str] | None = None):
         self.hits: Counter[str] = Counter()
         self.files: dict[str, tuple[bytes, str]] = {}
         self.pages: dict[str, bytes] = {}
@@ -65,6 +78,8 @@ class Mirror:
             self._add_npm(name, version)
         for name, version in pypi.items():
             self._add_wheel(name, version)
+        for module, version in (go or {}).items():
+            self._add_go(module, version)
         if tls_dir:
             self.ca = make_ca_and_cert(tls_dir)
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -98,6 +113,16 @@ class Mirror:
         html = f'<html><body><a href="{self.base}{path}#sha256={sha}">{filename}</a></body></html>'
         self.pages[f"/pypi/simple/{name}/"] = html.encode()
 
+    def _add_go(self, module: str, version: str) -> None:
+        """The GOPROXY protocol: list, .info, .mod, .zip under /go/<module>/@v/."""
+        at = f"/go/{module}/@v/"
+        info = json.dumps({"Version": version, "Time": "2026-01-01T00:00:00Z"}).encode()
+        self.pages[at + "list"] = f"{version}\n".encode()
+        self.pages[at + f"{version}.info"] = info
+        self.pages[f"/go/{module}/@latest"] = info
+        self.pages[at + f"{version}.mod"] = f"module {module}\n\ngo 1.19\n".encode()
+        self.files[at + f"{version}.zip"] = (go_module_zip(module, version), "application/zip")
+
     def _handler(self):
         mirror = self
 
@@ -116,7 +141,7 @@ class Mirror:
                     cache = "public, max-age=31536000, immutable"
                 elif path in mirror.pages or path.rstrip("/") + "/" in mirror.pages:
                     payload = mirror.pages.get(path) or mirror.pages[path.rstrip("/") + "/"]
-                    ctype = "application/json" if path.startswith("/npm/") else "text/html"
+                    ctype = "text/html" if path.startswith("/pypi/") else "application/json"
                     cache = "max-age=600"
                 else:
                     self.send_error(404)

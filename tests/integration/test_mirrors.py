@@ -106,3 +106,38 @@ def test_compose_service_installs_through_the_mirror(shim_env, engines, tmp_path
     subprocess.run([REAL, "-H", engines["a"].host, "compose", "down"], cwd=root, capture_output=True)
     assert cp.returncode == 0, cp.stderr
     assert mirror.hits[f"/npm/{NPM_PKG}/-/{NPM_PKG}-1.0.0.tgz"] == 1
+
+
+GOTOOLS = "dockcache-test/gotools:latest"
+GO_MOD = "example.test/probe"
+
+
+def test_go_modules_through_the_mirror_then_offline_from_the_cache(shim_env, engines, tmp_path):
+    go = Mirror(npm={}, pypi={}, go={GO_MOD: "v1.0.0"})
+    try:
+        proj = tmp_path / "goapp"
+        proj.mkdir()
+        (proj / "go.mod").write_text(f"module app\n\ngo 1.19\n\nrequire {GO_MOD} v1.0.0\n")
+        (proj / "main.go").write_text(f'package main\n\nimport (\n\t"fmt"\n\n\t"{GO_MOD}"\n)\n\n'
+                                      "func main() { fmt.Println(probe.Hello()) }\n")
+        env = {**shim_env, "DOCKCACHE_MIRROR_GO": f"{go.base}/go"}
+        build = "export GOSUMDB=off GOFLAGS=-mod=mod; go build -x -o /tmp/app . 2>&1 && /tmp/app"
+
+        def run(script, network, extra=None):
+            return shim(env, "run", "--rm", "--network", network, "-v", f"{proj}:/src", "-w", "/src", GOTOOLS,
+                        "sh", "-c", script, extra=extra)
+
+        cold = ok(run(build, "host"))
+        assert f"hello from {GO_MOD}@v1.0.0" in cold.stdout
+        assert go.hits[f"/go/{GO_MOD}/@v/v1.0.0.zip"] == 1  # GOPROXY pointed at the mirror
+        compiled = [ln for ln in cold.stdout.splitlines() if "/compile " in ln and f"-p {GO_MOD} " in ln]
+        assert compiled  # the module's package was compiled once…
+        offline = "export GOPROXY=off; " + build
+        warm = ok(run(offline, "none"))
+        assert f"hello from {GO_MOD}@v1.0.0" in warm.stdout  # modules from GOMODCACHE, no network
+        assert not [ln for ln in warm.stdout.splitlines() if "/compile " in ln and f"-p {GO_MOD} " in ln]
+        assert go.hits[f"/go/{GO_MOD}/@v/v1.0.0.zip"] == 1  # …and GOCACHE kept the build
+        control = run(offline, "none", extra={"DOCKCACHE_DISABLE": "1"})
+        assert control.returncode != 0  # without the cache the module cannot be found offline
+    finally:
+        go.close()
