@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -73,18 +74,27 @@ class Registry:
         self.spec = spec
         host, _, self.repo = spec.partition("/")
         local = host.split(":")[0] in ("localhost", "127.0.0.1", "::1")
-        self.base = f"{'http' if local else 'https'}://{host}/v2/{self.repo}"
+        # Like the engine: localhost speaks http; others https, and http only if https
+        # fails outright (a registry the daemon lists under insecure-registries).
+        self.bases = [f"{scheme}://{host}/v2/{self.repo}" for scheme in (("http",) if local else ("https", "http"))]
         self.timeout = timeout
 
     def _call(self, method: str, path: str, *, headers: dict | None = None, data: bytes | None = None):
-        req = urllib.request.Request(self.base + path, method=method, data=data, headers=headers or {})
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return resp.status, resp.headers, resp.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.headers, b""
-        except (urllib.error.URLError, OSError) as exc:
-            raise RegistryUnreachable(f"build cache registry {self.spec} unreachable ({exc})") from None
+        first_error = None
+        for base in list(self.bases):
+            req = urllib.request.Request(base + path, method=method, data=data, headers=headers or {})
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    self.bases = [base]  # remember what answered
+                    return resp.status, resp.headers, resp.read()
+            except urllib.error.HTTPError as exc:
+                self.bases = [base]
+                return exc.code, exc.headers, b""
+            except (urllib.error.URLError, OSError) as exc:
+                first_error = first_error or exc
+                if not isinstance(getattr(exc, "reason", exc), (ssl.SSLError, ConnectionResetError)):
+                    break  # not a TLS mismatch: plain http would not answer either (and a timeout must not double)
+        raise RegistryUnreachable(f"build cache registry {self.spec} unreachable ({first_error})")
 
     def probe(self, keys) -> Probe:
         """Which key tags exist (or may, behind a login)."""

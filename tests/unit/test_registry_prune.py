@@ -75,3 +75,48 @@ def test_never_deletes_what_a_surviving_key_points_at(infos, age, size):
     assert not {t.digest for t in survivors} & gone
     if age is None and size is None:
         assert all("superseded" in d.reason for d in todo)
+
+
+def test_registry_client_falls_back_to_http_only_when_https_fails(monkeypatch):
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    from shim.registrycache import Registry, RegistryUnreachable
+
+    asked = []
+
+    class Answer:
+        status, headers = 200, {}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def read(self):
+            return b""
+
+    def fake(req, timeout):
+        asked.append(req.full_url.split(":")[0])
+        if req.full_url.startswith("https"):
+            raise urllib.error.URLError(ssl.SSLError(1, "wrong version number"))
+        return Answer()
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake)
+    reg = Registry("cache.internal:5000/build")
+    assert reg.probe(["k1", "k2"]).existing == ("k1", "k2")
+    assert asked == ["https", "http", "http"]  # the scheme that answered is remembered
+    assert Registry("localhost:5000/x").bases == ["http://localhost:5000/v2/x"]
+
+    def down(req, timeout):
+        asked.append(req.full_url.split(":")[0])
+        raise urllib.error.URLError(ConnectionRefusedError(111, "refused"))
+    monkeypatch.setattr(urllib.request, "urlopen", down)
+    asked.clear()
+    try:
+        Registry("cache.internal:5000/build").probe(["k"])
+        raise AssertionError("expected RegistryUnreachable")
+    except RegistryUnreachable as exc:
+        assert "unreachable" in str(exc) and asked == ["https"]  # no second wait on a dead host
