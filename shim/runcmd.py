@@ -151,6 +151,7 @@ def _write_mirror_files(plan: Plan, notes: list[str]) -> bool:
             path = os.path.join(plan.mirror.host_dir, name)
             if not os.path.isfile(path):
                 os.makedirs(plan.mirror.host_dir, exist_ok=True)
+                os.chmod(plan.mirror.host_dir, 0o755)  # a strict umask must not hide it from container users
                 atomic_write(path, content, mode=0o644)
         return True
     except OSError as exc:
