@@ -67,6 +67,7 @@ class Sources:
     registry: str | None = None
     in_registry: frozenset[str] = frozenset()
     tags: dict[str, str] = field(default_factory=dict)  # key -> registry export tag
+    stored: frozenset[str] = frozenset()  # explain: keys the local store holds (no snapshot taken)
 
 
 def split(name: str, args: Sequence[str]) -> ComposeCall:
@@ -175,7 +176,7 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     project = str(cfg.get("name") or "compose")
     builds = {s: v for s, v in cfg["services"].items()
               if building and isinstance(v, dict) and isinstance(v.get("build"), dict)}
-    run_caches = {} if dry_run else service_caches(real, call, cfg, project, environ)
+    run_caches = service_caches(real, call, cfg, project, environ, dry_run=dry_run)
     if not builds and not run_caches:
         return None
     keys = {s: sanitize(f"{project}-{s}") for s in builds}
@@ -193,17 +194,18 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
     if config["build.backend"] != "registry":
         store = CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"])
     snap = safe_snapshot(store, keys) if store and not dry_run else None
+    stored = frozenset(k for k in keys if k in store.keys()) if store and dry_run else frozenset()
     spec = config["build.registry"] if config["build.backend"] != "local" else ""
     if not spec or caps.mode != "full":
-        return Sources(caps, store, snap)
+        return Sources(caps, store, snap, stored=stored)
     from shim.registrycache import Registry, RegistryUnreachable, build_tag
     try:
         probe = Registry(spec, timeout=2.0).probe(keys)
     except RegistryUnreachable as exc:
         say(f"{exc}; building without it")
-        return Sources(caps, store, snap)
+        return Sources(caps, store, snap, stored=stored)
     tags = {k: k if probe.needs_login or dry_run else build_tag(k, time.time(), os.urandom(3).hex()) for k in keys}
-    return Sources(caps, store, snap, spec, frozenset(probe.existing), tags)
+    return Sources(caps, store, snap, spec, frozenset(probe.existing), tags, stored)
 
 
 def _caps(real: str, call: ComposeCall, environ) -> BuildCaps:
@@ -216,7 +218,7 @@ def _caps(real: str, call: ComposeCall, environ) -> BuildCaps:
                        lambda *a: proc.run_docker(real, [*inv.globals, *a], timeout=30))
 
 
-def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, environ) -> dict:
+def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, environ, *, dry_run=False) -> dict:
     """Package caches for each service, planned exactly as for `docker run` (see runcmd)."""
     from shim.grammar import parse_invocation
     from shim.runcmd import build_plan
@@ -227,7 +229,8 @@ def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, enviro
         argv = _as_run_argv(name, svc, project)
         inv = parse_invocation([*docker_globals, *argv])
         try:
-            plan, _c, notes = build_plan(real, inv.argv, inv, environ, pull=False, need_image=True)
+            plan, _c, notes = build_plan(real, inv.argv, inv, environ, pull=False, need_image=True,
+                                         dry_run=dry_run)
         except Exception as exc:  # noqa: BLE001 - one service's caches never block the stack
             say(f"{name}: package caches skipped ({type(exc).__name__}: {exc})")
             continue
@@ -266,6 +269,8 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
         key, entry = keys[svc], {"cache_from": [], "cache_to": []}
         if src.snap and key in src.snap.keys:
             entry["cache_from"].append(f"type=local,src={src.snap.src},tag={key}")
+        elif key in src.stored:
+            entry["cache_from"].append(f"type=local,src={src.store.root / 'snapshots'},tag={key}")
         if key in src.in_registry:
             entry["cache_from"].append(f"type=registry,ref={src.registry}:{key}")
         if spec["build"].get("cache_to"):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 from shim.grammar import parse_invocation
 
 from .context import Ctx
@@ -30,8 +33,29 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
                 "argv": ["docker", *prep.plan.argv]}
         data["reasons"].insert(0, f"build cache backend: {backend}"
                                + (f" ({data['registry']})" if backend != "local" else ""))
+    elif inv.kind == "compose" or argv[:1] == ["compose"]:
+        data = _compose(ctx, argv)
     else:
         data = {"kind": inv.kind, "reasons": ["dockcache does not rewrite this command"], "argv": ["docker", *argv]}
     human = "\n".join([f"command kind: {data['kind']}", *[f"- {r}" for r in data["reasons"]],
-                       "final argv:", "  " + " ".join(data["argv"])])
+                       "final argv:", "  " + " ".join(data["argv"])]
+                      + [f"with {k}={v}" for k, v in data.get("env", {}).items()]
+                      + ([f"override file: {json.dumps(data['override'])}"] if data.get("override") else []))
     emit(data, as_json=as_json, human=human)
+
+
+def _compose(ctx: Ctx, argv: list[str]) -> dict:
+    """The override compose would get; nothing is created, snapshotted or built."""
+    from shim import compose
+
+    p = compose.plan(ctx.real, "docker", argv, ctx.environ, dry_run=True)
+    if p is None:
+        return {"kind": "compose", "reasons": ["no service builds and no package caches to add"],
+                "argv": ["docker", *argv]}
+    def shown(text: str) -> str:  # the temp file is gone once explain returns
+        return text.replace(os.path.join(p.tmpdir, "dockcache.override.json"), "<override>") if p.tmpdir else text
+    try:
+        return {"kind": "compose", "reasons": p.reasons or ["nothing to add"], "override": p.override,
+                "env": {k: shown(v) for k, v in p.env.items()}, "argv": ["docker", *map(shown, p.argv)]}
+    finally:
+        compose.cleanup(p)

@@ -3,6 +3,7 @@
 import json
 import os
 import subprocess
+import sys
 import uuid
 
 import pytest
@@ -178,3 +179,16 @@ def test_old_engine_stack_builds_import_only(shim_env, engines, tmp_path):
     ours = up(shim_env, engines["old"], root, "build")
     assert plain.returncode == 0 and ours.returncode == 0, ours.stderr[-2000:]  # no cache_to the engine rejects
     assert "Cache export is not supported" not in ours.stdout + ours.stderr
+
+
+def test_explain_shows_the_override_and_creates_nothing(shim_env, engines, tmp_path):
+    root = stack(tmp_path, services=("one",))
+    before = up(shim_env, engines["a"], root, "build")  # publishes key <root>-one
+    assert before.returncode == 0, before.stderr[-2000:]
+    cp = subprocess.run([sys.executable, "-m", "shim", "explain", "--json", "--", "docker", "compose", "up", "--build"],
+                        env={**shim_env, "DOCKER_HOST": engines["a"].host}, cwd=root, capture_output=True, text=True)
+    data = json.loads(cp.stdout)
+    build = data["override"]["services"]["one"]["build"]
+    assert data["kind"] == "compose" and f"tag={root.name}-one" in build["cache_from"][0]
+    assert "<override>" in data["argv"] and data["argv"][-2:] == ["up", "--build"]
+    assert not os.listdir(os.path.join(shim_env["DOCKCACHE_BUILD_STORE"], "tmp"))  # no export dir made
