@@ -110,7 +110,7 @@ def cache_prune(ctx: Ctx, *, older_than: float | None, max_size: int | None, bac
         if dry_run:
             raise CliError("--dry-run is available with --backend registry (local pruning is cheap to redo)")
         data.update(_prune_local(ctx, older_than, max_size, human))
-    if backend in ("registry", "all"):
+    if backend == "registry" or (backend == "all" and ctx.config["build.registry"]):
         data["registry"] = _prune_registry(ctx, older_than, max_size, dry_run, human)
     emit(data, as_json=as_json, human="\n".join(human))
 

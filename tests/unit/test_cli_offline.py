@@ -51,3 +51,15 @@ def test_config_init_then_show(tmp_path):
 def test_clear_without_selection_is_an_error(tmp_path):
     cp = cli(tmp_path, "cache", "clear")
     assert cp.returncode == 1 and cp.stderr.startswith("dockcache: say what to clear")
+
+
+def test_prune_backends_without_a_registry(tmp_path):
+    everything = cli(tmp_path, "cache", "prune", "--backend", "all", "--json")
+    assert everything.returncode == 0 and "registry" not in json.loads(everything.stdout)  # none configured
+    only = cli(tmp_path, "cache", "prune", "--backend", "registry")
+    assert only.returncode == 1 and "no build cache registry configured" in only.stderr
+    assert only.stderr.count("\n") == 1 and "Traceback" not in only.stderr
+    odd = cli(tmp_path, "cache", "prune", "--backend", "s3")
+    assert odd.returncode != 0 and "local, registry or all" in odd.stderr
+    dry_local = cli(tmp_path, "cache", "prune", "--dry-run")
+    assert dry_local.returncode == 1 and "--backend registry" in dry_local.stderr
