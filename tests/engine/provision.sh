@@ -24,6 +24,8 @@ DEVTOOLS_IMAGE=dockcache-test/devtools:latest
 BUSYBOX_IMAGE=dockcache-test/busybox:latest
 GOTOOLS_IMAGE=dockcache-test/gotools:latest  # devtools + Debian's Go, for the Go cache and mirror tests
 GOTOOLS_RECIPE=go-v1
+RUSTTOOLS_IMAGE=dockcache-test/rusttools:latest  # devtools + Debian's cargo, for the Cargo cache tests
+RUSTTOOLS_RECIPE=rust-v1
 CLI=${DOCKCACHE_ENGINE_CLI:-$(command -v docker)}
 
 step() { CURRENT_STEP="$*"; echo "provision: $*" >&2; }
@@ -288,23 +290,24 @@ load_image() {  # daemon image archive recipe
   dk "$1" load -q -i "$3" >/dev/null || fail "load of $2 into daemon $1 failed"
 }
 
-# Built on daemon a FROM the loaded devtools image (Debian's golang-go through the image's
-# own apt sources), saved, dropped from a with a's build cache (see image_archive), then
-# loaded into a and b like the others.
-gotools_archive() {  # sets ARCHIVE
-  ARCHIVE=$CACHE/image-${GOTOOLS_IMAGE//[\/:]/_}-$GOTOOLS_RECIPE.tar
+# Tool images built on daemon a FROM the loaded devtools image (Debian packages through the
+# image's own apt sources), saved, dropped from a with a's build cache (see image_archive),
+# then loaded into a and b like the others.
+derived_archive() {  # image recipe packages... -> sets ARCHIVE
+  local img=$1 recipe=$2; shift 2
+  ARCHIVE=$CACHE/image-${img//[\/:]/_}-$recipe.tar
   [ -f "$ARCHIVE" ] && return 0
-  step "build $GOTOOLS_IMAGE (devtools + Debian's Go) on daemon a"
-  local ctx; ctx=$(mktemp -d)
-  printf 'FROM %s\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*\nLABEL dockcache.test.recipe=%s\n' \
-    "$DEVTOOLS_IMAGE" "$GOTOOLS_RECIPE" > "$ctx/Dockerfile"
-  if ! dk a build --network host --progress plain -t "$GOTOOLS_IMAGE" "$ctx" >"$CACHE/logs/gotools.log" 2>&1; then
-    rm -rf "$ctx"; tail -n 15 "$CACHE/logs/gotools.log" >&2; fail "build of $GOTOOLS_IMAGE failed"
+  step "build $img (devtools + $*) on daemon a"
+  local ctx log=$CACHE/logs/${recipe}.log; ctx=$(mktemp -d)
+  printf 'FROM %s\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends %s >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*\nLABEL dockcache.test.recipe=%s\n' \
+    "$DEVTOOLS_IMAGE" "$*" "$recipe" > "$ctx/Dockerfile"
+  if ! dk a build --network host --progress plain -t "$img" "$ctx" >"$log" 2>&1; then
+    rm -rf "$ctx"; tail -n 15 "$log" >&2; fail "build of $img failed"
   fi
   rm -rf "$ctx"
-  dk a save -o "$ARCHIVE.tmp" "$GOTOOLS_IMAGE" || fail "docker save of $GOTOOLS_IMAGE failed"
+  dk a save -o "$ARCHIVE.tmp" "$img" || fail "docker save of $img failed"
   mv "$ARCHIVE.tmp" "$ARCHIVE"
-  dk a image rm -f "$GOTOOLS_IMAGE" >/dev/null || fail "could not drop the built $GOTOOLS_IMAGE on daemon a"
+  dk a image rm -f "$img" >/dev/null || fail "could not drop the built $img on daemon a"
   dk a builder prune -af >/dev/null || fail "could not reset daemon a's build cache"
 }
 
@@ -319,8 +322,12 @@ images_all() {
   done
   for p in "${pids[@]}"; do wait "$p" || rc=1; done
   [ $rc = 0 ] || fail "image load failed"
-  gotools_archive; local gt=$ARCHIVE
-  for d in a b; do load_image "$d" "$GOTOOLS_IMAGE" "$gt" "$GOTOOLS_RECIPE"; done
+  derived_archive "$GOTOOLS_IMAGE" "$GOTOOLS_RECIPE" golang-go; local gt=$ARCHIVE
+  derived_archive "$RUSTTOOLS_IMAGE" "$RUSTTOOLS_RECIPE" cargo; local rt=$ARCHIVE
+  for d in a b; do
+    load_image "$d" "$GOTOOLS_IMAGE" "$gt" "$GOTOOLS_RECIPE"
+    load_image "$d" "$RUSTTOOLS_IMAGE" "$rt" "$RUSTTOOLS_RECIPE"
+  done
 }
 
 # ---------------------------------------------------------------- commands

@@ -6,6 +6,8 @@ first run and not on the second; each with a control run without dockcache.
 """
 
 
+import subprocess
+
 import pytest
 
 from tests.integration.helpers import BUSYBOX, DEVTOOLS, REPO, shim, volume_files, write_json
@@ -180,3 +182,57 @@ def test_corrupted_npm_entry_then_clear_recovers(shim_env, engines, tmp_path):
     assert cleared.returncode == 0, cleared.stderr
     ok(shim(shim_env, *in_project(proj, "npm install --no-audit --no-fund", network="host")))
     ok(shim(shim_env, *in_project(proj, clean)))
+
+
+RUSTTOOLS = "dockcache-test/rusttools:latest"
+
+
+def crate_repo(tmp_path):
+    """A git repository holding a library crate: a cargo git dependency with no network."""
+    repo = tmp_path / "probe"
+    (repo / "src").mkdir(parents=True)
+    (repo / "Cargo.toml").write_text('[package]\nname = "probe"\nversion = "0.1.0"\nedition = "2021"\n')
+    (repo / "src" / "lib.rs").write_text('pub fn hello() -> &\'static str { "hello from probe" }\n')
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "probe"]):
+        subprocess.run([*git, *args], check=True, capture_output=True)
+    return repo
+
+
+def rust_project(tmp_path):
+    proj = tmp_path / "rustapp"
+    (proj / "src").mkdir(parents=True)
+    (proj / "Cargo.toml").write_text('[package]\nname = "app"\nversion = "0.1.0"\nedition = "2021"\n\n'
+                                     '[dependencies]\nprobe = { git = "file:///deps/probe" }\n')
+    (proj / "src" / "main.rs").write_text('fn main() { println!("{}", probe::hello()); }\n')
+    proj.chmod(0o777)
+    return proj
+
+
+@pytest.mark.parametrize("image_home", [None, "/usr/local/cargo"], ids=["cargo-home-ours", "image-cargo-home"])
+def test_cargo_git_dependency_builds_offline_only_with_the_cache(shim_env, engines, tmp_path, image_home):
+    a = engines["a"]
+    image = RUSTTOOLS
+    if image_home:  # like the rust image: CARGO_HOME is set (and holds cargo itself there)
+        ctx = tmp_path / "img"
+        ctx.mkdir()
+        (ctx / "Dockerfile").write_text(f"FROM {RUSTTOOLS}\nENV CARGO_HOME={image_home}\n")
+        image = f"{a.prefix}/rust-home:1"
+        a.images.append(image)
+        a.docker("build", "--network", "none", "-q", "-t", image, str(ctx))
+    repo, proj = crate_repo(tmp_path), rust_project(tmp_path)
+    run = ["run", "--rm", "--network", "none", "-v", f"{proj}:/app", "-w", "/app"]
+    cold = shim(shim_env, *run, "-v", f"{repo}:/deps/probe:ro", image,
+                "sh", "-c", "cargo build -q && ./target/debug/app")
+    assert cold.returncode == 0, cold.stderr
+    assert "hello from probe" in cold.stdout
+    if image_home:
+        volumes = [v for v in a.volumes() if v.startswith(f"{a.prefix}-cargo")]
+        assert sorted(volumes) == [f"{a.prefix}-cargo-git", f"{a.prefix}-cargo-registry"]
+    # A new container without the dependency's repository: only CARGO_HOME's git cache has it.
+    offline = "rm -rf target && cargo build -q --offline && ./target/debug/app"
+    warm = shim(shim_env, *run, image, "sh", "-c", offline)
+    assert warm.returncode == 0, warm.stderr
+    assert "hello from probe" in warm.stdout
+    control = shim(shim_env, *run, image, "sh", "-c", offline, extra={"DOCKCACHE_DISABLE": "1"})
+    assert control.returncode != 0
