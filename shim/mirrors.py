@@ -65,7 +65,6 @@ def plan_mirrors(managers: Sequence[str], urls: dict[str, str], *, user_env: set
                  state_root: str, ca_pem: bytes | None) -> MirrorPlan:
     """Variables and files for the detected `managers`; nothing the user or image set."""
     env, files, skipped, reasons = [], {}, [], []
-    file_users: list[Manager] = []
     for name in dict.fromkeys(managers):
         mgr = BY_NAME.get(name)
         url = urls.get(mgr.mirror, "") if mgr else ""
@@ -75,9 +74,9 @@ def plan_mirrors(managers: Sequence[str], urls: dict[str, str], *, user_env: set
         if why:
             skipped.append((f"{name} mirror", why))
             continue
-        env += [(name, var, value) for var, value in _env_for(mgr, url)]
+        taken_vars = {v for _m, v, _x in env} | set(user_env) | set(image_env)
+        env += [(name, var, value) for var, value in _env_for(mgr, url) if var not in taken_vars]
         if mgr.mirror_file:
-            file_users.append(mgr)
             files.update(_file_for(mgr, url))
         reasons.append(f"{name} downloads through the {mgr.mirror} mirror {url}")
     if ca_pem and env:
@@ -89,7 +88,9 @@ def plan_mirrors(managers: Sequence[str], urls: dict[str, str], *, user_env: set
 
 def _blocker(mgr: Manager, user_env: set[str], image_env: dict[str, str]) -> str | None:
     fold = (lambda s: s.lower()) if mgr.case_insensitive_vars else (lambda s: s)
-    mine = {fold(v) for v, _ in mgr.mirror_env} | ({"MAVEN_ARGS"} if mgr.mirror_file == "maven" else set())
+    # Only the variables that name the registry decide; a helper like PIP_TRUSTED_HOST
+    # set for another host must not turn the mirror off (it is just not overridden).
+    mine = {fold(v) for v, t in mgr.mirror_env if "{url}" in t} | ({"MAVEN_ARGS"} if mgr.mirror_file == "maven" else set())
     for where, names in (("you set", user_env), ("the image sets", set(image_env))):
         hit = sorted(n for n in names if fold(n) in mine)
         if hit:

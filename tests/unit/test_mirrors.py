@@ -133,3 +133,12 @@ def test_never_overrides_user_and_nested_shim_adds_nothing(argv, local):
     assert list(p.argv[:len(argv) - 1]) == argv[:-1] and p.argv[-1] == "img"  # user tokens untouched
     again = plan(list(p.argv), facts)
     assert again.argv == p.argv and again.added == ()
+
+
+def test_shared_variables_once_and_helpers_never_override():
+    p = plan(["run", "img"], Facts(detections=det("npm", "pnpm", "yarn")))
+    names = [a.split("=", 1)[0] for a in p.added[1::2] if "=" in a]
+    assert names.count("npm_config_registry") == 1 and "YARN_REGISTRY" in names
+    p = plan(["run", "-e", "PIP_TRUSTED_HOST=other.test", "img"], Facts(detections=det("pip")))
+    env = env_added(p)
+    assert env["PIP_INDEX_URL"].startswith("http://10.0.0.5") and "PIP_TRUSTED_HOST" not in env
