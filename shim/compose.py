@@ -180,7 +180,8 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     if not builds and not run_caches:
         return None
     keys = {s: sanitize(f"{project}-{s}") for s in builds}
-    src = sources(real, call, config, environ, list(keys.values()), dry_run) if builds else Sources(BuildCaps("none", ""), None)
+    src = (sources(real, call, config, environ, list(keys.values()), dry_run) if builds
+           else Sources(BuildCaps("none", "no service builds"), None))
     return _with_override(call, args, environ, builds, keys, src, dry_run, run_caches)
 
 
