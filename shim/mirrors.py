@@ -54,7 +54,8 @@ def check_url(kind: str, value: str) -> str | None:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return f"{item!r} is not an http(s) URL"
         if parts.username or parts.password:
-            return "credentials in a mirror URL would be visible in `docker inspect`; keep them in the tool's own config"
+            return ("credentials in a mirror URL would be visible in `docker inspect`; "
+                    "keep them in the tool's own config")
         if any(c in item for c in "\"'<>\n\r\t \\"):
             return f"{item!r} contains characters a URL does not need"
     return None
@@ -90,7 +91,8 @@ def _blocker(mgr: Manager, user_env: set[str], image_env: dict[str, str]) -> str
     fold = (lambda s: s.lower()) if mgr.case_insensitive_vars else (lambda s: s)
     # Only the variables that name the registry decide; a helper like PIP_TRUSTED_HOST
     # set for another host must not turn the mirror off (it is just not overridden).
-    mine = {fold(v) for v, t in mgr.mirror_env if "{url}" in t} | ({"MAVEN_ARGS"} if mgr.mirror_file == "maven" else set())
+    mine = {fold(v) for v, t in mgr.mirror_env if "{url}" in t}
+    mine |= {"MAVEN_ARGS"} if mgr.mirror_file == "maven" else set()
     for where, names in (("you set", user_env), ("the image sets", set(image_env))):
         hit = sorted(n for n in names if fold(n) in mine)
         if hit:
