@@ -89,6 +89,8 @@ def _remember(inv: Invocation, args: Sequence[str], environ: Mapping[str, str], 
     endpoint = endpoint_id(inv.host, inv.context, environ)
     # A volume record removed by `cache clear` must force a new plan (re-create, re-own).
     volumes = [str(state._path("volumes", endpoint, m.source)) for m in plan.mounts if m.kind == "volume"]
+    # A removed bind dir must be re-made by us (owner, ACL), not by docker as root: existence only.
+    volumes += [(os.path.dirname(m.source), os.path.basename(m.source)) for m in plan.mounts if m.kind == "bind"]
     volumes += [os.path.join(plan.mirror.host_dir, n) for n, _ in plan.mirror.files] if plan.mirror.host_dir else []
     volumes += [config["mirrors.ca_bundle"]] if config is not None and config["mirrors.ca_bundle"] else []
     try:
@@ -294,4 +296,7 @@ class _Context:
                 os.chmod(m.source, 0o1777)  # a container uid that is not ours must write here
         except OSError:
             return False
+        if os.getuid() != 0:
+            from shim.hostacl import grant_host_user
+            grant_host_user(m.source, os.getuid())  # root containers' files stay ours to clear
         return True

@@ -120,3 +120,49 @@ def test_bind_mode_dirs_are_listed_measured_and_cleared(shim_env, engines, tmp_p
     cleared = dockcache(env, "cache", "clear", "--npm", "--force", "--json")
     assert cleared.returncode == 0, cleared.stderr
     assert json.loads(cleared.stdout)["removed"] == [row["name"]] and not (root / f"{engines['a'].prefix}-npm").exists()
+
+
+def test_bind_mode_root_container_files_stay_clearable_by_a_non_root_host_user(shim_env, engines):
+    """The host user is uid 1000 (with access to daemon A's socket); the container runs as root."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from shim.hostacl import encode
+
+    a = engines["a"]
+    sock = a.host[len("unix://"):]
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="dc-nonroot-"))
+    as_user = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
+    try:
+        for d in (base, base / "home", base / "app"):
+            d.mkdir(exist_ok=True)
+            os.chown(d, 1000, 1000)
+        write_json(base / "app" / "package.json", {"name": "x", "version": "1.0.0", "dependencies": {"is-number": "7.0.0"}})
+        os.setxattr(sock, "system.posix_acl_access", encode(1000))  # uid 1000 may talk to daemon A
+        env = {"PATH": f"{REPO / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(base / "home"),
+               "DOCKER_HOST": a.host, "DOCKCACHE_STATE_DIR": str(base / "state"), "DOCKCACHE_PYTHON": "/usr/bin/python3",
+               "DOCKCACHE_VOLUME_PREFIX": a.prefix, "DOCKCACHE_MODE": "bind", "DOCKCACHE_BIND_ROOT": str(base / "bind")}
+        cp = subprocess.run([*as_user, str(REPO / "bin" / "docker"), "run", "--rm", "--network", "host",
+                             "-v", f"{base / 'app'}:/app", "-w", "/app", DEVTOOLS, "sh", "-c",
+                             "npm install --no-audit --no-fund"], env=env, capture_output=True, text=True, timeout=300)
+        assert cp.returncode == 0, cp.stderr
+        cache = base / "bind" / f"{a.prefix}-npm"
+        written = [p for p in cache.rglob("*") if p.is_file()]
+        assert written and all(p.stat().st_uid == 0 for p in written)  # root in the container wrote them
+        rm = subprocess.run([*as_user, "rm", "-rf", str(cache)], capture_output=True, text=True)
+        assert rm.returncode == 0 and not cache.exists(), rm.stderr  # and the host user can still clear them
+        ci = [*cp.args[:-1], "npm ci --no-audit --no-fund"]  # leaves package-lock.json (a plan input) alone
+        for _ in range(2):  # the first re-plans (package-lock.json appeared), the second is a remembered plan
+            again = subprocess.run(ci, env=env, capture_output=True, text=True, timeout=300)
+            assert again.returncode == 0, again.stderr
+            assert cache.stat().st_uid == 1000  # re-made by dockcache, not by docker as root
+            subprocess.run([*as_user, "rm", "-rf", str(cache)], check=True)
+    finally:
+        try:
+            os.removexattr(sock, "system.posix_acl_access")
+        except OSError:
+            pass
+        os.chmod(sock, 0o660)
+        shutil.rmtree(base, ignore_errors=True)
