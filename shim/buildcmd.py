@@ -100,10 +100,10 @@ def _registry_facts(config: Config, caps: BuildCaps, key: str, fallbacks: Sequen
         return None, [], None
     if caps.mode != "full":
         return spec, [], None
-    from shim.registrycache import Registry, RegistryUnreachable, build_tag
+    from shim.registrycache import Registry, RegistryDenied, RegistryUnreachable, build_tag
     try:
         probe = Registry(spec, timeout=2.0).probe([key, *fallbacks])
-    except RegistryUnreachable as exc:
+    except (RegistryUnreachable, RegistryDenied) as exc:
         if dry_run:
             return spec, [], None
         say(f"{exc}; building without it")
@@ -140,20 +140,21 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
     try:
         rc = _build(real, inv, prep)
         if rc == 0 and prep.plan.export and prep.export_dir:
-            _publish(prep)
+            after_docker(_publish, prep)
         if rc == 0 and prep.plan.registry_tag and prep.plan.registry_tag != prep.plan.key:
-            _move_key_tag(prep)
+            after_docker(_move_key_tag, prep)
     finally:
-        _quietly(_cleanup, prep)
-        _quietly(_record, environ, prep, rc, time.monotonic() - started)
+        after_docker(_cleanup, prep)
+        after_docker(_record, environ, prep, rc, time.monotonic() - started)
     sys.exit(rc)
 
 
-def _quietly(fn, *args) -> None:
+def after_docker(fn, *args) -> None:
+    """Run a step that follows docker's own: whatever it raises is one line, never the exit code."""
     try:
         fn(*args)
     except Exception as exc:  # noqa: BLE001 - after docker ran, its exit code is what matters
-        say(f"clean-up after the build failed: {exc}")
+        say(f"after docker: {fn.__name__.strip('_').replace('_', ' ')} failed: {exc}")
 
 
 def _build(real: str, inv: Invocation, prep: Prepared) -> int:

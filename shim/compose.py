@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shim import proc
-from shim.buildcmd import safe_snapshot, say
+from shim.buildcmd import after_docker, safe_snapshot, say
 from shim.buildkey import sanitize
 from shim.cachestore import CacheStore, Snapshot
 from shim.config import load
@@ -199,10 +199,10 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
     spec = config["build.registry"] if config["build.backend"] != "local" else ""
     if not spec or caps.mode != "full":
         return Sources(caps, store, snap, stored=stored)
-    from shim.registrycache import Registry, RegistryUnreachable, build_tag
+    from shim.registrycache import Registry, RegistryDenied, RegistryUnreachable, build_tag
     try:
         probe = Registry(spec, timeout=2.0).probe(keys)
-    except RegistryUnreachable as exc:
+    except (RegistryUnreachable, RegistryDenied) as exc:
         say(f"{exc}; building without it")
         return Sources(caps, store, snap, stored=stored)
     tags = {k: k if probe.needs_login or dry_run else build_tag(k, time.time(), os.urandom(3).hex()) for k in keys}
@@ -336,10 +336,10 @@ def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str
     try:
         rc = proc.run_child(real, p.argv, env={**environ, **p.env})
         if rc == 0:
-            _publish(p)
-            _move_keys(p)
+            after_docker(_publish, p)
+            after_docker(_move_keys, p)
     finally:
-        cleanup(p)
+        after_docker(cleanup, p)
     sys.exit(rc)
 
 
@@ -356,11 +356,14 @@ def _publish(p: ComposePlan) -> None:
 
 
 def _move_keys(p: ComposePlan) -> None:
+    if not p.moves or not p.registry:
+        return
     from shim.registrycache import Registry, RegistryError, RegistryUnreachable
 
+    registry = Registry(p.registry)  # one instance: a login's token serves every move
     for key, tag in p.moves.items():
         try:
-            Registry(p.registry).move(tag, key)
+            registry.move(tag, key)
         except RegistryError as exc:
             if exc.code != 404:  # 404: compose did not build this service
                 say(f"registry key {key} not updated: {exc}")

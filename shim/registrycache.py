@@ -10,14 +10,17 @@ last-writer-wins: concurrent builds of one key each publish a complete manifest 
 key ends on one of them; nothing is half-written, one build's records may be lost. The
 time in the build tag is what retention (`cache prune --backend registry`) ages keys by.
 
-Credentials stay with the user's `docker login`: dockcache never reads them. A registry
-that wants them (401/403) is still imported from and exported to by BuildKit, straight
-to the key tag, since dockcache cannot move tags there.
+Credentials come from the user's `docker login` (`shim.registryauth`), read only when a
+registry answers 401 and never stored. A registry that refuses them, or that has none to
+use, is left out of the build with one line (BuildKit would be refused too). One whose
+authentication dockcache cannot do (an unknown scheme, a token server that fails) is
+still imported from and exported to by BuildKit, straight to the key tag.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import ssl
 import urllib.error
@@ -43,10 +46,14 @@ class RegistryError(Exception):
         self.code = code
 
 
+class RegistryDenied(RegistryError):
+    """No usable `docker login` for the registry, or it refused the one there is."""
+
+
 @dataclass(frozen=True)
 class Probe:
     existing: tuple[str, ...]
-    needs_login: bool  # 401/403: BuildKit can authenticate, dockcache cannot move tags
+    needs_login: bool  # dockcache could not authenticate (scheme, token server); BuildKit may
 
 
 @dataclass(frozen=True)
@@ -70,19 +77,57 @@ def build_tag(key: str, now: float, rand: str) -> str:
 class Registry:
     """The few registry API calls the backend needs, over plain HTTP(S)."""
 
-    def __init__(self, spec: str, *, timeout: float = 5.0):
+    def __init__(self, spec: str, *, timeout: float = 5.0, environ=None):
         self.spec = spec
         host, _, self.repo = spec.partition("/")
+        self.host = host
+        self.environ = os.environ if environ is None else environ
+        self.authorization: str | None = None  # answered challenge, reused for later calls
+        self._creds = ...  # looked up on the first 401 only
         local = host.split(":")[0] in ("localhost", "127.0.0.1", "::1")
+        api_host = "registry-1.docker.io" if host in ("docker.io", "index.docker.io") else host
         # Like the engine: localhost speaks http; others https, and http only if https
         # fails outright (a registry the daemon lists under insecure-registries).
-        self.bases = [f"{scheme}://{host}/v2/{self.repo}" for scheme in (("http",) if local else ("https", "http"))]
+        self.bases = [f"{scheme}://{api_host}/v2/{self.repo}" for scheme in (("http",) if local else ("https", "http"))]
         self.timeout = timeout
 
     def _call(self, method: str, path: str, *, headers: dict | None = None, data: bytes | None = None):
+        code, resp_headers, body = self._send(method, path, headers, data)
+        if code == 401:
+            self.authorization = self._answer(method, resp_headers)
+            code, resp_headers, body = self._send(method, path, headers, data)
+            if code in (401, 403):
+                raise self._denied(code)
+        return code, resp_headers, body
+
+    def _denied(self, code: int) -> RegistryDenied:
+        if self._creds:
+            return RegistryDenied(f"build cache registry {self.spec} refused the `docker login` for {self.host} "
+                                  f"(HTTP {code})", code)
+        return RegistryDenied(f"build cache registry {self.spec} needs `docker login {self.host}`", code)
+
+    def _answer(self, method: str, headers) -> str:
+        from shim import registryauth
+
+        if self._creds is ...:
+            self._creds = registryauth.credentials(self.host, self.environ)
+        action = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(method, "pull,push")
+        challenge = headers.get("WWW-Authenticate", "") if headers else ""
+        try:
+            return registryauth.authorization(challenge, self._creds, f"repository:{self.repo}:{action}",
+                                              timeout=self.timeout)
+        except registryauth.AuthError as exc:
+            if exc.denied or not challenge:
+                raise self._denied(401) from None
+            raise RegistryError(f"build cache registry {self.spec}: {exc}", 401) from None
+
+    def _send(self, method: str, path: str, headers: dict | None, data: bytes | None):
+        headers = dict(headers or {})
+        if self.authorization:
+            headers["Authorization"] = self.authorization
         first_error = None
         for base in list(self.bases):
-            req = urllib.request.Request(base + path, method=method, data=data, headers=headers or {})
+            req = urllib.request.Request(base + path, method=method, data=data, headers=headers)
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     self.bases = [base]  # remember what answered
@@ -97,15 +142,22 @@ class Registry:
         raise RegistryUnreachable(f"build cache registry {self.spec} unreachable ({first_error})")
 
     def probe(self, keys) -> Probe:
-        """Which key tags exist (or may, behind a login)."""
-        found, login = [], False
+        """Which key tags exist (all may, when only BuildKit can authenticate).
+
+        Raises RegistryDenied when there is no login to use or it is refused."""
+        found = []
         for key in keys:
-            code, _h, _b = self._call("HEAD", f"/manifests/{key}", headers={"Accept": ACCEPT})
-            if code in (401, 403):
-                login = True
-            if code in (200, 401, 403):
+            try:
+                code, _h, _b = self._call("HEAD", f"/manifests/{key}", headers={"Accept": ACCEPT})
+            except RegistryDenied:
+                raise
+            except RegistryError:
+                return Probe(tuple(keys), True)
+            if code == 403:
+                raise self._denied(403)
+            if code == 200:
                 found.append(key)
-        return Probe(tuple(found), login)
+        return Probe(tuple(found), False)
 
     def tags(self) -> list[str]:
         out, path = [], "/tags/list?n=1000"

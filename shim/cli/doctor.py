@@ -85,19 +85,25 @@ def _backend_checks(cfg, caps, check) -> None:
         check("registry cache on this engine", "not supported",
               "this engine imports only inline cache from registries: builds run without the registry cache",
               "use backend = \"local\" with this engine, or an engine with BuildKit and buildx")
-    from shim.registrycache import Registry, RegistryError, RegistryUnreachable
+    from shim.registrycache import Registry, RegistryDenied, RegistryError, RegistryUnreachable
 
+    registry = Registry(spec, timeout=3.0)
     try:
-        infos = Registry(spec, timeout=3.0).inventory()
+        infos = registry.inventory()
     except RegistryUnreachable as exc:
         check("build cache registry", "unreachable", str(exc), "start the registry or fix [build] registry")
+        return
+    except RegistryDenied as exc:
+        check("build cache registry", "login needed", str(exc),
+              f"docker login {spec.partition('/')[0]} (dockcache uses that login; it stores none)")
         return
     except RegistryError as exc:
         check("build cache registry", f"reachable, not listable ({exc})")
         return
     keys = [i for i in infos if i.built_at is None]
     size = sum({i.digest: i.size for i in infos if i.digest}.values())
-    check("build cache registry", f"reachable, {len(keys)} keys, {len(infos) - len(keys)} build tags, "
+    login = f", with the docker login for {registry.host}" if registry.authorization else ""
+    check("build cache registry", f"reachable{login}, {len(keys)} keys, {len(infos) - len(keys)} build tags, "
           f"{human_size(size)} referenced")
 
 

@@ -175,3 +175,81 @@ def test_doctor_and_explain_show_the_backend(shim_env, engines, tmp_path):
     assert "only inline cache" in on_old["registry cache on this engine"]["problem"]
     down = doctor({**env, "DOCKCACHE_BUILD_REGISTRY": "localhost:5999/none", "DOCKCACHE_MIRROR_NPM": "http://127.0.0.1:9/"})
     assert "unreachable" in down["build cache registry"]["problem"] and not down["mirror npm"]["ok"]
+
+
+@pytest.fixture()
+def login_registry(tmp_path):
+    """A second loopback registry that wants a login (htpasswd, as teams run them)."""
+    import shutil
+    import socket
+    import urllib.error
+    import urllib.request
+
+    bcrypt = pytest.importorskip("bcrypt")
+    if not shutil.which("docker-registry"):
+        pytest.skip("docker-registry not installed (tests/engine/provision.sh up installs it)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    d = tmp_path / "login-registry"
+    d.mkdir()
+    (d / "htpasswd").write_text("ci:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=5)).decode() + "\n")
+    (d / "r.yml").write_text(
+        f"version: 0.1\nstorage:\n  filesystem: {{rootdirectory: {d}/data}}\n  delete: {{enabled: true}}\n"
+        f"http: {{addr: \"127.0.0.1:{port}\"}}\nauth:\n  htpasswd: {{realm: dockcache-test, path: {d}/htpasswd}}\n")
+    with open(d / "log", "wb") as log:
+        proc = subprocess.Popen(["docker-registry", "serve", str(d / "r.yml")], stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        for _ in range(80):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 401:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(f"login registry did not start: {(d / 'log').read_text()[-500:]}")
+        yield f"localhost:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_registry_behind_a_login_uses_the_users_docker_login(shim_env, engines, tmp_path, login_registry):
+    a, b = engines["a"], engines["b"]
+    repo = f"{login_registry}/cache"
+    env = {**shim_env, "DOCKCACHE_BUILD_BACKEND": "registry", "DOCKCACHE_BUILD_REGISTRY": repo,
+           "DOCKER_CONFIG": str(tmp_path / "docker-config")}
+    ctx, token = project(tmp_path)
+    tag = f"{a.prefix}/login:1"
+
+    # No login yet: BuildKit would be refused too, so the build runs without the registry.
+    cp = build(env, a, ctx, tag)
+    assert cp.returncode == 0 and cp.stderr.count("dockcache:") == 1
+    assert f"needs `docker login {login_registry}`" in cp.stderr
+
+    login = subprocess.run([os.environ.get("DOCKCACHE_REAL_DOCKER", "docker"), "login", login_registry, "-u", "ci",
+                            "--password-stdin"], input="s3cret\n", capture_output=True, text=True,
+                           env={**os.environ, "DOCKER_CONFIG": env["DOCKER_CONFIG"], "DOCKER_HOST": a.host,
+                                "DOCKCACHE_DISABLE": "1"})
+    assert login.returncode == 0, login.stderr
+
+    cp = build(env, a, ctx, tag, "--no-cache")
+    assert cp.returncode == 0 and "dockcache:" not in cp.stderr, cp.stderr[-2000:]
+    infos = {i.tag: i for i in Registry(repo, environ=env).inventory()}
+    key = f"{a.prefix}-login"
+    builds = [i for i in infos.values() if i.built_at]
+    # Published to its own build tag, then the key moved onto it: dockcache's own calls logged in.
+    assert len(builds) == 1 and infos[key].digest == builds[0].digest and infos[key].size > 0
+
+    fresh = {**env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b"), "DOCKCACHE_BUILD_STORE": str(tmp_path / "b")}
+    assert run_step(build(fresh, b, ctx, tag), token).cached
+
+    doctor = subprocess.run([sys.executable, "-m", "shim", "doctor", "--json"], env={**env, "DOCKER_HOST": a.host},
+                            capture_output=True, text=True, cwd=str(REPO))
+    checks = {c["check"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert checks["build cache registry"]["value"].startswith(f"reachable, with the docker login for {login_registry}")
+    cli(env, "cache", "prune", "--backend", "registry", "--older-than", "0s", "--json")
+    assert Registry(repo, environ=env).tags() == []  # deletes went through the login too
