@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from shim import proc
@@ -40,6 +40,16 @@ class Prepared:
     export_dir: Path | None
     config: Config
     caps: BuildCaps
+    registry: object = None  # the Registry that probed: its login answer serves the tag move
+
+
+@dataclass
+class RegistryFacts:
+    spec: str | None = None  # None: the build does not use the registry
+    keys: tuple[str, ...] = ()  # key tags that exist
+    tag: str | None = None  # what BuildKit exports to
+    client: object = None
+    note: str | None = None  # why the registry is left out (explain shows it)
 
 
 def caps_for(real: str, inv: Invocation, build: BuildArgs, environ: Mapping[str, str]) -> BuildCaps:
@@ -67,11 +77,12 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
     if caps.mode == "none" or build.help:
         return Prepared(plan_build(args, inv, build, caps, key=key, available=(), import_src=None,
                                    export_dest=None), None, None, None, config, caps)
-    registry, registry_keys, reg_tag = _registry_facts(config, caps, key, fallbacks, build.no_cache, dry_run)
+    reg = _registry_facts(config, caps, key, fallbacks, build.no_cache, dry_run)
+    registry_args = {"registry": reg.spec, "registry_keys": reg.keys, "registry_tag": reg.tag}
     if config["build.backend"] == "registry":
         plan = plan_build(args, inv, build, caps, key=key, available=(), import_src=None, export_dest=None,
-                          registry=registry, registry_keys=registry_keys, registry_tag=reg_tag)
-        return Prepared(plan, None, None, None, config, caps)
+                          **registry_args)
+        return Prepared(_noted(plan, reg.note), None, None, None, config, caps, reg.client)
     store = CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"])
     wanted = [] if build.no_cache else [key, *fallbacks]
     if dry_run:  # explain: say what would be imported, touch nothing
@@ -85,31 +96,35 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         src = str(snap.src) if snap and snap.src else None
         dest = str(export_dir) if export_dir else None
     plan = plan_build(args, inv, build, caps, key=key, available=available, import_src=src, export_dest=dest,
-                      registry=registry, registry_keys=registry_keys, registry_tag=reg_tag)
-    return Prepared(plan, store, snap, export_dir, config, caps)
+                      **registry_args)
+    return Prepared(_noted(plan, reg.note), store, snap, export_dir, config, caps, reg.client)
+
+
+def _noted(plan: BuildPlan, note: str | None) -> BuildPlan:
+    return replace(plan, reasons=(*plan.reasons, note)) if note else plan
 
 
 def _registry_facts(config: Config, caps: BuildCaps, key: str, fallbacks: Sequence[str],
-                    no_cache: bool, dry_run: bool):
-    """(registry or None, keys it holds, tag to export to) for the registry/both backends.
+                    no_cache: bool, dry_run: bool) -> RegistryFacts:
+    """What the registry/both backends add to this build.
 
     The existence check runs even with --no-cache: it also says whether the registry
-    answers and whether it wants a login (then BuildKit exports straight to the key)."""
+    answers and whether dockcache can log in (else BuildKit exports straight to the key)."""
     spec = config["build.registry"]
     if config["build.backend"] not in ("registry", "both") or not spec:
-        return None, [], None
+        return RegistryFacts()
     if caps.mode != "full":
-        return spec, [], None
+        return RegistryFacts(spec)  # plan_build says why the engine cannot use it
     from shim.registrycache import Registry, RegistryDenied, RegistryUnreachable, build_tag
+    client = Registry(spec, timeout=2.0)
     try:
-        probe = Registry(spec, timeout=2.0).probe([key, *fallbacks])
+        probe = client.probe([key, *fallbacks])
     except (RegistryUnreachable, RegistryDenied) as exc:
-        if dry_run:
-            return spec, [], None
-        say(f"{exc}; building without it")
-        return None, [], None
+        if not dry_run:
+            say(f"{exc}; building without it")
+        return RegistryFacts(note=f"{exc}: the build would run without the registry")
     tag = key if probe.needs_login or dry_run else build_tag(key, time.time(), os.urandom(3).hex())
-    return spec, [] if no_cache else list(probe.existing), tag
+    return RegistryFacts(spec, () if no_cache else probe.existing, tag, client)
 
 
 def safe_snapshot(store: CacheStore, keys: Sequence[str]) -> Snapshot | None:
@@ -191,7 +206,9 @@ def _publish(prep: Prepared) -> None:
 def _move_key_tag(prep: Prepared) -> None:
     from shim.registrycache import Registry, RegistryError, RegistryUnreachable
     try:
-        Registry(prep.config["build.registry"]).move(prep.plan.registry_tag, prep.plan.key)
+        client = prep.registry or Registry(prep.config["build.registry"])
+        client.timeout = max(client.timeout, 5.0)  # the probe's short timeout kept the build's start fast
+        client.move(prep.plan.registry_tag, prep.plan.key)
     except (RegistryError, RegistryUnreachable) as exc:  # e.g. the export itself was ignored
         say(f"registry key {prep.plan.key} not updated: {exc}")
 

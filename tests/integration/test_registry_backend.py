@@ -229,6 +229,9 @@ def test_registry_behind_a_login_uses_the_users_docker_login(shim_env, engines, 
     cp = build(env, a, ctx, tag)
     assert cp.returncode == 0 and cp.stderr.count("dockcache:") == 1
     assert f"needs `docker login {login_registry}`" in cp.stderr
+    explained = cli({**env, "DOCKER_HOST": a.host}, "explain", "--json", "--", "docker", "build", str(ctx))
+    assert not any("type=registry" in arg for arg in explained["argv"])
+    assert any(f"needs `docker login {login_registry}`" in r for r in explained["reasons"])
 
     login = subprocess.run([os.environ.get("DOCKCACHE_REAL_DOCKER", "docker"), "login", login_registry, "-u", "ci",
                             "--password-stdin"], input="s3cret\n", capture_output=True, text=True,
