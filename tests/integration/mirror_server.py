@@ -1,5 +1,6 @@
-"""A package mirror on 127.0.0.1 for engine tests: npm, PyPI (simple) and a Go module
-proxy, with packages made on the spot, optional TLS from a private CA, and a request
+"""A package mirror on 127.0.0.1 for engine tests: npm, PyPI (simple), a Go module
+proxy and a Cargo registry (git index over smart HTTP, as cargo before sparse indexes
+reads it), with packages made on the spot, optional TLS from a private CA, and a request
 counter.
 
 No upstream: the packages exist only here, so an install that succeeds proves the
@@ -12,9 +13,12 @@ import base64
 import hashlib
 import io
 import json
+import os
+import shutil
 import ssl
 import subprocess
 import tarfile
+import tempfile
 import threading
 import zipfile
 from collections import Counter
@@ -63,12 +67,32 @@ def go_module_zip(module: str, version: str) -> bytes:
     return buf.getvalue()
 
 
+def crate_file(name: str, version: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for path, text in (("Cargo.toml", f'[package]\nname = "{name}"\nversion = "{version}"\nedition = "2021"\n'),
+                           ("src/lib.rs", f'pub fn hello() -> &\'static str {{ "hello from {name}@{version}" }}\n')):
+            data = text.encode()
+            info = tarfile.TarInfo(f"{name}-{version}/{path}")
+            info.size, info.mode = len(data), 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def index_path(name: str) -> str:
+    """Where a crate's line lives in a registry index (cargo's layout by name length)."""
+    n = name.lower()
+    return {1: f"1/{n}", 2: f"2/{n}", 3: f"3/{n[0]}/{n}"}.get(len(n), f"{n[:2]}/{n[2:4]}/{n}")
+
+
 class Mirror:
-    """Serves npm packages under /npm/, wheels under /pypi/simple/, Go modules under /go/."""
+    """Serves npm packages under /npm/, wheels under /pypi/simple/, Go modules under /go/,
+    crates under /cargo/ (index: /cargo/index, a git repository)."""
 
     def __init__(self, npm: dict[str, str], pypi: dict[str, str], tls_dir: Path | None = None,
-                 go: dict[str, str] | None = None):
+                 go: dict[str, str] | None = None, cargo: dict[str, str] | None = None):
         self.hits: Counter[str] = Counter()
+        self.git_root: str | None = None
         self.files: dict[str, tuple[bytes, str]] = {}
         self.pages: dict[str, bytes] = {}
         self.scheme = "https" if tls_dir else "http"
@@ -80,6 +104,8 @@ class Mirror:
             self._add_wheel(name, version)
         for module, version in (go or {}).items():
             self._add_go(module, version)
+        if cargo:
+            self._add_cargo_index(cargo)
         if tls_dir:
             self.ca = make_ca_and_cert(tls_dir)
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -90,6 +116,8 @@ class Mirror:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        if self.git_root:
+            shutil.rmtree(self.git_root, ignore_errors=True)
 
     def count(self, prefix: str) -> int:
         return sum(n for path, n in self.hits.items() if path.startswith(prefix))
@@ -123,6 +151,36 @@ class Mirror:
         self.pages[at + f"{version}.mod"] = f"module {module}\n\ngo 1.19\n".encode()
         self.files[at + f"{version}.zip"] = (go_module_zip(module, version), "application/zip")
 
+    def _add_cargo_index(self, crates: dict[str, str]) -> None:
+        """A bare git repository `index` holding config.json and one line per crate."""
+        self.git_root = tempfile.mkdtemp(prefix="dockcache-cargo-index-")
+        work = Path(self.git_root) / "work"
+        files = {"config.json": json.dumps({"dl": f"{self.base}/cargo/dl/{{crate}}/{{version}}"})}
+        for name, version in crates.items():
+            data = crate_file(name, version)
+            self.files[f"/cargo/dl/{name}/{version}"] = (data, "application/octet-stream")
+            files[index_path(name)] = json.dumps({"name": name, "vers": version, "deps": [], "features": {},
+                                                  "cksum": hashlib.sha256(data).hexdigest(), "yanked": False})
+        for path, text in files.items():
+            (work / path).parent.mkdir(parents=True, exist_ok=True)
+            (work / path).write_text(text + "\n")
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(work)]
+        for args in (["init", "-q", "-b", "master"], ["add", "."], ["commit", "-qm", "index"]):
+            subprocess.run([*git, *args], check=True, capture_output=True)
+        subprocess.run(["git", "clone", "-q", "--bare", str(work), str(Path(self.git_root) / "index")],
+                       check=True, capture_output=True)
+
+    def git_backend(self, method: str, path: str, query: str, body: bytes, ctype: str) -> tuple[int, dict, bytes]:
+        """git's smart HTTP, answered by git http-backend (CGI)."""
+        env = {**os.environ, "GIT_PROJECT_ROOT": self.git_root, "GIT_HTTP_EXPORT_ALL": "1",
+               "PATH_INFO": path[len("/cargo"):], "QUERY_STRING": query, "REQUEST_METHOD": method,
+               "CONTENT_TYPE": ctype, "CONTENT_LENGTH": str(len(body)), "REMOTE_ADDR": "127.0.0.1"}
+        out = subprocess.run(["git", "http-backend"], input=body, env=env, capture_output=True, check=False).stdout
+        head, _, payload = out.partition(b"\r\n\r\n")
+        headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n") if ": " in line)
+        status = int(headers.pop("Status", "200").split()[0])
+        return status, headers, payload
+
     def _handler(self):
         mirror = self
 
@@ -133,9 +191,27 @@ class Mirror:
             def do_HEAD(self):  # uv asks before it downloads a wheel
                 self.do_GET(body=False)
 
+            def do_POST(self):
+                path, _, query = self.path.partition("?")
+                mirror.hits[path] += 1
+                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._git(path, query, data)
+
+            def _git(self, path, query, data=b""):
+                code, headers, payload = mirror.git_backend(self.command, path, query, data,
+                                                            self.headers.get("Content-Type", ""))
+                self.send_response(code)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
             def do_GET(self, body=True):
-                path = self.path.split("?")[0]
+                path, _, query = self.path.partition("?")
                 mirror.hits[path] += int(body)
+                if path.startswith("/cargo/index") and mirror.git_root:
+                    return self._git(path, query)
                 if path in mirror.files:
                     payload, ctype = mirror.files[path]
                     cache = "public, max-age=31536000, immutable"

@@ -141,3 +141,39 @@ def test_go_modules_through_the_mirror_then_offline_from_the_cache(shim_env, eng
         assert control.returncode != 0  # without the cache the module cannot be found offline
     finally:
         go.close()
+
+
+RUSTTOOLS = "dockcache-test/rusttools:latest"
+CRATE = "dockcache-probe-crate"
+
+
+def test_cargo_fetches_crates_through_the_mirror_then_offline_from_the_cache(shim_env, engines, tmp_path):
+    """Source replacement comes from a file (no variable can replace crates-io): dockcache
+    mounts a generated /.cargo/config.toml, read-only, that cargo finds from any working dir."""
+    crates = Mirror(npm={}, pypi={}, cargo={CRATE: "1.0.0"})
+    try:
+        proj = tmp_path / "rsapp"
+        (proj / "src").mkdir(parents=True)
+        (proj / "Cargo.toml").write_text('[package]\nname = "app"\nversion = "0.1.0"\nedition = "2021"\n\n'
+                                         f'[dependencies]\n{CRATE} = "1.0.0"\n')
+        (proj / "src" / "main.rs").write_text(f'fn main() {{ println!("{{}}", {CRATE.replace("-", "_")}::hello()); }}\n')
+        proj.chmod(0o777)
+        env = {**shim_env, "DOCKCACHE_MIRROR_CARGO": f"{crates.base}/cargo/index"}
+
+        def run(script, network, extra=None):
+            return shim(env, "run", "--rm", "--network", network, "-v", f"{proj}:/app", "-w", "/app", RUSTTOOLS,
+                        "sh", "-c", script, extra=extra)
+
+        cold = ok(run("cargo build -q && ./target/debug/app", "host"))
+        assert f"hello from {CRATE}@1.0.0" in cold.stdout
+        assert crates.hits["/cargo/index/git-upload-pack"] >= 1  # the index came from the mirror…
+        assert crates.hits[f"/cargo/dl/{CRATE}/1.0.0"] == 1  # …and so did the crate
+        before = sum(crates.hits.values())
+        offline = "rm -rf target && cargo build -q --offline && ./target/debug/app"
+        warm = ok(run(offline, "none"))
+        assert f"hello from {CRATE}@1.0.0" in warm.stdout  # index and crate from the cargo cache volume
+        assert sum(crates.hits.values()) == before
+        control = run(offline, "none", extra={"DOCKCACHE_DISABLE": "1"})
+        assert control.returncode != 0  # no cache, no network: the crate cannot be had
+    finally:
+        crates.close()
