@@ -97,6 +97,11 @@ class Registry:
             self.authorization = self._answer(method, resp_headers)
             code, resp_headers, body = self._send(method, path, headers, data)
             if code in (401, 403):
+                if self._creds and self.authorization.startswith("Bearer "):
+                    # A token that does not reach the repository: no rights, or (Docker Hub)
+                    # a repository not created yet. BuildKit may still push; let it try.
+                    raise RegistryError(f"build cache registry {self.spec}: the login's token does not reach "
+                                        f"{self.repo} (HTTP {code})", code)
                 raise self._denied(code)
         return code, resp_headers, body
 
@@ -111,7 +116,9 @@ class Registry:
 
         if self._creds is ...:
             self._creds = registryauth.credentials(self.host, self.environ)
-        action = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(method, "pull,push")
+        # Ask for push with pull: a token server grants what it can, and Hub answers a pull-only
+        # token for a repository that does not exist yet with 401, not 404.
+        action = "delete" if method == "DELETE" else "pull,push"
         challenge = headers.get("WWW-Authenticate", "") if headers else ""
         try:
             return registryauth.authorization(challenge, self._creds, f"repository:{self.repo}:{action}",

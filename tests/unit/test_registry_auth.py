@@ -31,11 +31,14 @@ class FakeRegistry(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
+    grantable = {"pull", "push", "delete"}  # what the token server gives this user
+
     def _authorized(self, action: str) -> bool:
         got = self.headers.get("Authorization", "")
         if self.mode == "basic":
             return got == "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        return got == f"Bearer {TOKEN}:{action}"
+        prefix = f"Bearer {TOKEN}:"
+        return got.startswith(prefix) and set(action.split(",")) <= set(got[len(prefix):].split(","))
 
     def _challenge(self, action: str):
         self.send_response(401)
@@ -59,8 +62,9 @@ class FakeRegistry(BaseHTTPRequestHandler):
         self.seen.append(("token", self.headers.get("Authorization", ""), query.get("scope")))
         if self.headers.get("Authorization") != "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode():
             return self._answer(401)
-        action = query["scope"][0].rsplit(":", 1)[1]
-        self._answer(200, json.dumps({"token": f"{TOKEN}:{action}"}).encode())
+        asked = {a for scope in query["scope"] for a in scope.rsplit(":", 1)[1].split(",")}
+        granted = ",".join(sorted(asked & self.grantable))  # a subset, as token servers do
+        self._answer(200, json.dumps({"token": f"{TOKEN}:{granted}"}).encode())
 
     def _manifests(self, action: str):
         if self.path.startswith("/token"):
@@ -117,9 +121,9 @@ def test_probe_and_move_use_the_docker_login(server, tmp_path, monkeypatch, mode
     assert probe.existing == ("main",) and not probe.needs_login
     reg.move("main", "feature")
     assert FakeRegistry.tags["feature"] == FakeRegistry.tags["main"]
-    if mode == "bearer":  # the push got a token for the scope the registry asked for
+    if mode == "bearer":  # one token, asked with push up front, served the probe and the move
         scopes = [s for kind, _auth, s in (x for x in FakeRegistry.seen if x[0] == "token")]
-        assert ["repository:c:pull"] in scopes and ["repository:c:pull,push"] in scopes
+        assert scopes == [["repository:c:pull", "repository:c:pull,push"]]
 
 
 @pytest.mark.parametrize("mode", ["basic", "bearer"])
@@ -175,3 +179,15 @@ def test_challenge_parsing():
     assert scheme == "bearer" and params == {"realm": "https://auth.example/token", "service": "registry.example",
                                              "scope": "repository:a/b:pull,push"}
     assert registryauth.parse_challenge("") == ("", {})
+
+
+def test_a_token_that_does_not_reach_the_repository_leaves_it_to_buildkit(server, tmp_path, monkeypatch):
+    """Logged in, but the token server grants nothing here (no rights, or Docker Hub's answer
+    for a repository not created yet): not a refusal of the login, BuildKit may still push."""
+    monkeypatch.setattr(FakeRegistry, "mode", "bearer")
+    monkeypatch.setattr(FakeRegistry, "grantable", set())
+    host = f"localhost:{server.server_address[1]}"
+    probe = Registry(f"{host}/c", environ=login(tmp_path, host)).probe(["main", "other"])
+    assert probe.needs_login and probe.existing == ("main", "other")
+    with pytest.raises(RegistryDenied, match="needs `docker login"):  # and without a login it is a refusal
+        Registry(f"{host}/c", environ={"DOCKER_CONFIG": str(tmp_path / "none")}).probe(["main"])
