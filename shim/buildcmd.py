@@ -77,7 +77,7 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
     if caps.mode == "none" or build.help:
         return Prepared(plan_build(args, inv, build, caps, key=key, available=(), import_src=None,
                                    export_dest=None), None, None, None, config, caps)
-    reg = _registry_facts(config, caps, key, fallbacks, build.no_cache, dry_run)
+    reg = _registry_facts(config, caps, key, fallbacks, build.no_cache, dry_run, login_environ(inv.globals, environ))
     registry_args = {"registry": reg.spec, "registry_keys": reg.keys, "registry_tag": reg.tag}
     if config["build.backend"] == "registry":
         plan = plan_build(args, inv, build, caps, key=key, available=(), import_src=None, export_dest=None,
@@ -104,8 +104,16 @@ def _noted(plan: BuildPlan, note: str | None) -> BuildPlan:
     return replace(plan, reasons=(*plan.reasons, note)) if note else plan
 
 
+def login_environ(docker_globals: Sequence[str], environ: Mapping[str, str]) -> Mapping[str, str]:
+    """The environment whose docker login BuildKit will use: `docker --config DIR` wins."""
+    from shim.grammar import config_dir
+
+    found = config_dir(docker_globals)
+    return {**environ, "DOCKER_CONFIG": found} if found else environ
+
+
 def _registry_facts(config: Config, caps: BuildCaps, key: str, fallbacks: Sequence[str],
-                    no_cache: bool, dry_run: bool) -> RegistryFacts:
+                    no_cache: bool, dry_run: bool, environ: Mapping[str, str]) -> RegistryFacts:
     """What the registry/both backends add to this build.
 
     The existence check runs even with --no-cache: it also says whether the registry
@@ -116,7 +124,7 @@ def _registry_facts(config: Config, caps: BuildCaps, key: str, fallbacks: Sequen
     if caps.mode != "full":
         return RegistryFacts(spec)  # plan_build says why the engine cannot use it
     from shim.registrycache import Registry, RegistryDenied, RegistryUnreachable, build_tag
-    client = Registry(spec, timeout=2.0)
+    client = Registry(spec, timeout=2.0, environ=environ)
     try:
         probe = client.probe([key, *fallbacks])
     except (RegistryUnreachable, RegistryDenied) as exc:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shim import proc
-from shim.buildcmd import after_docker, safe_snapshot, say
+from shim.buildcmd import after_docker, login_environ, safe_snapshot, say
 from shim.buildkey import sanitize
 from shim.cachestore import CacheStore, Snapshot
 from shim.config import load
@@ -55,6 +55,7 @@ class ComposePlan:
     reasons: list[str] = field(default_factory=list)
     registry: str | None = None
     moves: dict[str, str] = field(default_factory=dict)  # key -> build tag, moved after compose
+    registry_client: object = None
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Sources:
     in_registry: frozenset[str] = frozenset()
     tags: dict[str, str] = field(default_factory=dict)  # key -> registry export tag
     stored: frozenset[str] = frozenset()  # explain: keys the local store holds (no snapshot taken)
+    client: object = None  # the Registry that probed (its login answer serves the moves)
 
 
 def split(name: str, args: Sequence[str]) -> ComposeCall:
@@ -200,13 +202,14 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
     if not spec or caps.mode != "full":
         return Sources(caps, store, snap, stored=stored)
     from shim.registrycache import Registry, RegistryDenied, RegistryUnreachable, build_tag
+    client = Registry(spec, timeout=2.0, environ=login_environ(call.base[:-1], environ))
     try:
-        probe = Registry(spec, timeout=2.0).probe(keys)
+        probe = client.probe(keys)
     except (RegistryUnreachable, RegistryDenied) as exc:
         say(f"{exc}; building without it")
         return Sources(caps, store, snap, stored=stored)
     tags = {k: k if probe.needs_login or dry_run else build_tag(k, time.time(), os.urandom(3).hex()) for k in keys}
-    return Sources(caps, store, snap, spec, frozenset(probe.existing), tags, stored)
+    return Sources(caps, store, snap, spec, frozenset(probe.existing), tags, stored, client)
 
 
 def _caps(real: str, call: ComposeCall, environ) -> BuildCaps:
@@ -317,7 +320,8 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
         extra = ["-f", path] if files is None else [x for f in [*files, path] for x in ("-f", f)]
         at = len(call.base) + len(call.globals)
         argv = argv[:at] + extra + argv[at:]
-    return ComposePlan(argv, env, exports, src.snap, tmpdir, override, reasons, src.registry, moves)
+    return ComposePlan(argv, env, exports, src.snap, tmpdir, override, reasons, src.registry, moves,
+                       src.client)
 
 
 def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], *, on_error) -> None:
@@ -360,7 +364,8 @@ def _move_keys(p: ComposePlan) -> None:
         return
     from shim.registrycache import Registry, RegistryError, RegistryUnreachable
 
-    registry = Registry(p.registry)  # one instance: a login's token serves every move
+    registry = p.registry_client or Registry(p.registry)  # one instance: one login answer serves every move
+    registry.timeout = max(registry.timeout, 5.0)
     for key, tag in p.moves.items():
         try:
             registry.move(tag, key)

@@ -204,6 +204,12 @@ def parse_invocation(argv: Sequence[str]) -> Invocation:
     return Invocation(argv, argv[:sub], (first,), sub + 1, kind, host, context)
 
 
+def config_dir(docker_globals: Sequence[str]) -> str | None:
+    """The `--config DIR` among docker's global options (where its login lives), or None."""
+    opts, _ = scan_options(docker_globals, 0, GLOBAL_VALUE_FLAGS, interspersed=True)
+    return next((v for k, v in reversed(opts) if k == "--config" and v), None)
+
+
 def _endpoint(opts) -> tuple[str | None, str | None]:
     host = next((v for k, v in reversed(opts) if k in ("-H", "--host")), None)
     ctx = next((v for k, v in reversed(opts) if k in ("-c", "--context")), None)

@@ -249,6 +249,11 @@ def test_registry_behind_a_login_uses_the_users_docker_login(shim_env, engines, 
 
     fresh = {**env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b"), "DOCKCACHE_BUILD_STORE": str(tmp_path / "b")}
     assert run_step(build(fresh, b, ctx, tag), token).cached
+    # `docker --config DIR` names the login as DOCKER_CONFIG does, for BuildKit and for dockcache.
+    by_flag = {k: v for k, v in fresh.items() if k != "DOCKER_CONFIG"}
+    cp = shim(by_flag, "--config", env["DOCKER_CONFIG"], "build", "--network", "none", "--progress", "plain",
+              "-t", tag, str(ctx), extra={"DOCKER_HOST": b.host})
+    assert cp.returncode == 0 and "dockcache:" not in cp.stderr, cp.stderr[-2000:]
 
     doctor = subprocess.run([sys.executable, "-m", "shim", "doctor", "--json"], env={**env, "DOCKER_HOST": a.host},
                             capture_output=True, text=True, cwd=str(REPO))

@@ -120,3 +120,12 @@ def test_buildx_builder_flag():
 def test_insert_before():
     assert insert_before(("a", "b"), 1, ["x"]) == ("a", "x", "b")
     assert insert_before(("a",), 9, ["x"]) == ("a", "x")
+
+
+def test_config_dir_is_found_among_docker_globals_only():
+    from shim.grammar import config_dir
+
+    assert config_dir(["--config", "/x", "-H", "unix:///s"]) == "/x"
+    assert config_dir(["--config=/y"]) == "/y"
+    assert config_dir(["-H", "--config"]) is None  # "--config" is -H's value here
+    assert config_dir([]) is None
