@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shim.grammar import (GLOBAL_VALUE_FLAGS, RUN_BOOL_FLAGS, RUN_VALUE_FLAGS, insert_before,
+from shim.grammar import (config_dir, GLOBAL_VALUE_FLAGS, RUN_BOOL_FLAGS, RUN_VALUE_FLAGS, insert_before,
                           parse_build, parse_invocation, parse_run)
 
 SETTINGS = settings(max_examples=300, deadline=None)
@@ -42,6 +42,8 @@ def test_never_raises_on_any_argv(argv):
     inv = parse_invocation(argv)
     parse_run(inv)
     parse_build(inv)
+    found = config_dir(inv.globals)
+    assert found is None or found in argv or any(a.startswith("--config=") for a in argv)
 
 
 @SETTINGS
