@@ -93,7 +93,8 @@ def from_helper(helper: str, host: str, environ: Mapping[str, str]) -> Credentia
     """Ask `docker-credential-HELPER get`, the protocol docker itself uses."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", helper):
         return None
-    for server in (host, f"https://{host}"):
+    servers = ("https://index.docker.io/v1/",) if host == "index.docker.io" else (host, f"https://{host}")
+    for server in servers:  # the names `docker login` files a server under
         try:
             out = subprocess.run([f"docker-credential-{helper}", "get"], input=server, capture_output=True,
                                  text=True, timeout=10, env=dict(environ), check=False)

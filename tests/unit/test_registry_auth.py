@@ -160,6 +160,11 @@ def test_credential_helper_wins_over_auths(server, tmp_path, monkeypatch):
     env["PATH"] = f"{bindir}:{env['PATH']}"
     assert Registry(f"{host}/c", environ=env).probe(["main"]).existing == ("main",)
     assert (bindir / "asked").read_text().split() == [host]
+    # Docker Hub logins are filed under docker's old index URL, whatever name the repo uses.
+    (tmp_path / "docker" / "config.json").write_text(json.dumps({"credsStore": "fake"}))
+    (bindir / "asked").unlink()
+    assert registryauth.credentials("docker.io", env) == registryauth.Credentials(USER, PASSWORD)
+    assert (bindir / "asked").read_text().split() == ["https://index.docker.io/v1/"]
 
 
 def test_credentials_lookup_matches_docker_key_forms(tmp_path):
