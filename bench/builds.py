@@ -112,12 +112,10 @@ def median_of(rounds: list[dict], kind: str) -> dict:
 
 
 def real_docker() -> str:
-    """The docker the launcher would exec (first on PATH that is not a dockcache launcher)."""
-    for d in os.environ.get("PATH", "").split(os.pathsep):
-        f = Path(d or ".") / "docker"
-        if f.is_file() and os.access(f, os.X_OK) and "# dockcache-launcher" not in f.read_text(errors="ignore")[:200]:
-            return str(f)
-    raise SystemExit("no real docker on PATH")
+    """The docker the launcher would exec."""
+    from shim.realdocker import find_real
+
+    return find_real("docker", os.environ) or sys.exit("no real docker on PATH")
 
 
 def _registry_backend(env: dict, run_id: str):

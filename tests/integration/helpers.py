@@ -9,6 +9,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 DEVTOOLS = "dockcache-test/devtools:latest"
 BUSYBOX = "dockcache-test/busybox:latest"
+GOTOOLS = "dockcache-test/gotools:latest"  # devtools + Go (tests/engine/provision.sh)
+RUSTTOOLS = "dockcache-test/rusttools:latest"  # devtools + cargo
 
 
 def shim(env: dict, *argv: str, cwd=None, input=None, extra=None, timeout=600) -> subprocess.CompletedProcess:

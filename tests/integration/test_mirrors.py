@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.integration.helpers import DEVTOOLS, REPO, shim, write_json
+from tests.integration.helpers import DEVTOOLS, GOTOOLS, REPO, RUSTTOOLS, shim, write_json
 from tests.integration.mirror_server import Mirror
 
 pytestmark = pytest.mark.engine
@@ -108,7 +108,6 @@ def test_compose_service_installs_through_the_mirror(shim_env, engines, tmp_path
     assert mirror.hits[f"/npm/{NPM_PKG}/-/{NPM_PKG}-1.0.0.tgz"] == 1
 
 
-GOTOOLS = "dockcache-test/gotools:latest"
 GO_MOD = "example.test/probe"
 
 
@@ -143,7 +142,6 @@ def test_go_modules_through_the_mirror_then_offline_from_the_cache(shim_env, eng
         go.close()
 
 
-RUSTTOOLS = "dockcache-test/rusttools:latest"
 CRATE = "dockcache-probe-crate"
 
 

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.integration.helpers import BUSYBOX, DEVTOOLS, REPO, shim, volume_files, write_json
+from tests.integration.helpers import BUSYBOX, DEVTOOLS, REPO, RUSTTOOLS, shim, volume_files, write_json
 
 pytestmark = pytest.mark.engine
 DEPS = {"is-number": "7.0.0", "left-pad": "1.3.0"}
@@ -182,9 +182,6 @@ def test_corrupted_npm_entry_then_clear_recovers(shim_env, engines, tmp_path):
     assert cleared.returncode == 0, cleared.stderr
     ok(shim(shim_env, *in_project(proj, "npm install --no-audit --no-fund", network="host")))
     ok(shim(shim_env, *in_project(proj, clean)))
-
-
-RUSTTOOLS = "dockcache-test/rusttools:latest"
 
 
 def crate_repo(tmp_path):
