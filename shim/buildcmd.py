@@ -212,11 +212,9 @@ def _publish(prep: Prepared) -> None:
 
 
 def _move_key_tag(prep: Prepared) -> None:
-    from shim.registrycache import Registry, RegistryError, RegistryUnreachable
+    from shim.registrycache import RegistryError, RegistryUnreachable
     try:
-        client = prep.registry or Registry(prep.config["build.registry"])
-        client.timeout = max(client.timeout, 5.0)  # the probe's short timeout kept the build's start fast
-        client.move(prep.plan.registry_tag, prep.plan.key)
+        prep.registry.move(prep.plan.registry_tag, prep.plan.key)
     except (RegistryError, RegistryUnreachable) as exc:  # e.g. the export itself was ignored
         say(f"registry key {prep.plan.key} not updated: {exc}")
 

@@ -53,9 +53,8 @@ class ComposePlan:
     tmpdir: str | None = None
     override: dict = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)
-    registry: str | None = None
+    registry: object = None  # the Registry that probed: its login answer serves every move
     moves: dict[str, str] = field(default_factory=dict)  # key -> build tag, moved after compose
-    registry_client: object = None
 
 
 @dataclass
@@ -320,8 +319,7 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
         extra = ["-f", path] if files is None else [x for f in [*files, path] for x in ("-f", f)]
         at = len(call.base) + len(call.globals)
         argv = argv[:at] + extra + argv[at:]
-    return ComposePlan(argv, env, exports, src.snap, tmpdir, override, reasons, src.registry, moves,
-                       src.client)
+    return ComposePlan(argv, env, exports, src.snap, tmpdir, override, reasons, src.client, moves)
 
 
 def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], *, on_error) -> None:
@@ -362,13 +360,11 @@ def _publish(p: ComposePlan) -> None:
 def _move_keys(p: ComposePlan) -> None:
     if not p.moves or not p.registry:
         return
-    from shim.registrycache import Registry, RegistryError, RegistryUnreachable
+    from shim.registrycache import RegistryError, RegistryUnreachable
 
-    registry = p.registry_client or Registry(p.registry)  # one instance: one login answer serves every move
-    registry.timeout = max(registry.timeout, 5.0)
     for key, tag in p.moves.items():
         try:
-            registry.move(tag, key)
+            p.registry.move(tag, key)
         except RegistryError as exc:
             if exc.code != 404:  # 404: compose did not build this service
                 say(f"registry key {key} not updated: {exc}")

@@ -18,11 +18,10 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
-HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")  # docker files Hub logins under index.docker.io
 TOKEN_USER = "<token>"  # what docker stores as the username of an identity (refresh) token
 
 
@@ -63,7 +62,9 @@ def credentials(host: str, environ: Mapping[str, str]) -> Credentials | None:
         return None
     if not isinstance(cfg, dict):
         return None
-    host = "index.docker.io" if host.lower() in HUB_HOSTS else host.lower()
+    from shim.registrycache import HUB_HOSTS
+
+    host = "index.docker.io" if host.lower() in HUB_HOSTS else host.lower()  # where docker files Hub logins
     helpers = cfg.get("credHelpers") if isinstance(cfg.get("credHelpers"), dict) else {}
     helper = next((h for k, h in helpers.items() if _server_of(k) == host), None) or cfg.get("credsStore")
     if isinstance(helper, str) and helper:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 ACCEPT = ", ".join(["application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
                     "application/vnd.docker.distribution.manifest.list.v2+json",
                     "application/vnd.docker.distribution.manifest.v2+json"])
+HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")  # names of Docker Hub's registry
 BUILD_TAG_RE = re.compile(r"^(?P<key>.+)--b(?P<ts>\d{10})-[0-9a-f]{6}$")
 MAX_TAG = 128
 
@@ -85,7 +86,7 @@ class Registry:
         self.authorization: str | None = None  # answered challenge, reused for later calls
         self._creds = ...  # looked up on the first 401 only
         local = host.split(":")[0] in ("localhost", "127.0.0.1", "::1")
-        api_host = "registry-1.docker.io" if host in ("docker.io", "index.docker.io") else host
+        api_host = "registry-1.docker.io" if host in HUB_HOSTS else host
         # Like the engine: localhost speaks http; others https, and http only if https
         # fails outright (a registry the daemon lists under insecure-registries).
         self.bases = [f"{scheme}://{api_host}/v2/{self.repo}" for scheme in (("http",) if local else ("https", "http"))]
@@ -188,6 +189,7 @@ class Registry:
 
     def move(self, source_tag: str, key: str) -> None:
         """Point `key` at the manifest `source_tag` has (the blobs are already there)."""
+        self.timeout = max(self.timeout, 5.0)  # after the build: the probe's short timeout is not needed
         body, ctype, _digest = self.manifest(source_tag)
         code, _h, _b = self._call("PUT", f"/manifests/{key}", headers={"Content-Type": ctype}, data=body)
         if code not in (200, 201, 202):

@@ -7,7 +7,7 @@ from shim import compose, proc, registrycache
 
 def test_a_failing_key_move_after_compose_keeps_composes_exit_code(monkeypatch, capsys):
     plan = compose.ComposePlan(argv=["compose", "up", "--build"], env={"X": "1"},
-                               registry="localhost:1/r", moves={"k": "k--b1700000000-abcdef"})
+                               registry=registrycache.Registry("localhost:1/r"), moves={"k": "k--b1700000000-abcdef"})
     monkeypatch.setattr(compose, "plan", lambda *a: plan)
     monkeypatch.setattr(proc, "run_child", lambda real, argv, env=None: 0)
 

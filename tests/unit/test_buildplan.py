@@ -115,6 +115,6 @@ def test_registry_key_tag_move_failure_is_one_line(monkeypatch, capsys):
     p = plan_build(argv, inv, parse_build(inv), FULL, key="k", available=(), import_src=None, export_dest=None,
                    registry="localhost:5000/cache", registry_tag="k--b1-abcdef")
     cfg = load({"HOME": "/nonexistent", "DOCKCACHE_BUILD_REGISTRY": "localhost:5000/cache"})
-    buildcmd._move_key_tag(buildcmd.Prepared(p, None, None, None, cfg, FULL))
+    buildcmd._move_key_tag(buildcmd.Prepared(p, None, None, None, cfg, FULL, registrycache.Registry(cfg["build.registry"])))
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not updated" in err
