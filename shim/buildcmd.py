@@ -20,10 +20,11 @@ from pathlib import Path
 from shim import proc
 from shim.buildkey import keys_for
 from shim.buildplan import BuildPlan, load_steps, plan_build
-from shim.cachestore import CacheStore, Snapshot, StoreError
+from shim.cachestore import CacheStore, Published, Snapshot, StoreError
 from shim.config import Config, load
 from shim.engine import BuildCaps, cached_caps, legacy_reason
 from shim.grammar import BuildArgs, Invocation, parse_build
+from shim.localbuilds import LocalBuilds, daemon_generation
 from shim.state import State, endpoint_id, state_dir
 
 
@@ -41,6 +42,8 @@ class Prepared:
     config: Config
     caps: BuildCaps
     registry: object = None  # the Registry that probed: its login answer serves the tag move
+    local: LocalBuilds | None = None  # remembers what this daemon exported
+    published: Published | None = None
 
 
 @dataclass
@@ -83,21 +86,39 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         plan = plan_build(args, inv, build, caps, key=key, available=(), import_src=None, export_dest=None,
                           **registry_args)
         return Prepared(_noted(plan, reg.note), None, None, None, config, caps, reg.client)
-    store = CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"])
+    store = open_store(config)
     wanted = [] if build.no_cache else [key, *fallbacks]
+    local = local_builds(inv, build, caps, environ)
+    own_note = None
+    if wanted and local and local.holds(key, store.lineage(key)):
+        wanted, own_note = [], f"this daemon made every stored build of {key}: its own cache serves them, no import"
     if dry_run:  # explain: say what would be imported, touch nothing
         snap, export_dir = None, None
         available = tuple(k for k in wanted if k in store.keys())
         src, dest = str(store.root / "snapshots"), str(store.root / "tmp")
     else:
         snap = safe_snapshot(store, wanted) if wanted else None
-        export_dir = store.new_export_dir() if caps.mode == "full" and not build.cache_to else None
-        available = snap.keys if snap else ()
+        export_dir = store.new_export_dir(snap) if caps.mode == "full" and not build.cache_to else None
+        available = tuple(t for k in snap.keys for t in snap.import_tags(k)) if snap else ()
         src = str(snap.src) if snap and snap.src else None
         dest = str(export_dir) if export_dir else None
     plan = plan_build(args, inv, build, caps, key=key, available=available, import_src=src, export_dest=dest,
                       **registry_args)
-    return Prepared(_noted(plan, reg.note), store, snap, export_dir, config, caps, reg.client)
+    plan = _noted(_noted(plan, own_note), reg.note)
+    return Prepared(plan, store, snap, export_dir, config, caps, reg.client, local)
+
+
+def local_builds(inv: Invocation, build: BuildArgs, caps: BuildCaps, environ: Mapping[str, str]) -> LocalBuilds | None:
+    """What this daemon's own BuildKit holds: only knowable for the docker driver on a local socket."""
+    if caps.driver != "docker" or build.builder or environ.get("BUILDX_BUILDER"):
+        return None
+    generation = daemon_generation(inv.host, inv.context, environ)
+    return LocalBuilds(State(state_dir(environ)), generation) if generation else None
+
+
+def open_store(config: Config) -> CacheStore:
+    return CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"],
+                      history=config["build.key_history"])
 
 
 def _noted(plan: BuildPlan, note: str | None) -> BuildPlan:
@@ -123,10 +144,10 @@ def _registry_facts(config: Config, caps: BuildCaps, key: str, fallbacks: Sequen
         return RegistryFacts()
     if caps.mode != "full":
         return RegistryFacts(spec)  # plan_build says why the engine cannot use it
-    from shim.registrycache import Registry, RegistryDenied, RegistryUnreachable, build_tag
+    from shim.registrycache import Registry, RegistryDenied, RegistryUnreachable, build_tag, lineage_tags
     client = Registry(spec, timeout=2.0, environ=environ)
     try:
-        probe = client.probe([key, *fallbacks])
+        probe = client.probe([*lineage_tags(key, config["build.key_history"]), *fallbacks])
     except (RegistryUnreachable, RegistryDenied) as exc:
         if not dry_run:
             say(f"{exc}; building without it")
@@ -203,9 +224,12 @@ def _build(real: str, inv: Invocation, prep: Prepared) -> int:
 
 def _publish(prep: Prepared) -> None:
     try:
-        prep.store.publish(prep.export_dir, prep.plan.key)
+        done = prep.store.publish(prep.export_dir, prep.plan.key)
+        prep.published = done
+        if prep.local:
+            prep.local.remember(prep.plan.key, done.digest)
         cap = prep.config["build.max_size"]
-        if prep.store.size() > cap:
+        if done.changed and prep.store.size() > cap:
             prep.store.prune(max_size=cap)
     except Exception as exc:  # noqa: BLE001 - the build succeeded; only the cache is lost
         say(f"build cache not published: {exc}")
@@ -214,7 +238,7 @@ def _publish(prep: Prepared) -> None:
 def _move_key_tag(prep: Prepared) -> None:
     from shim.registrycache import RegistryError, RegistryUnreachable
     try:
-        prep.registry.move(prep.plan.registry_tag, prep.plan.key)
+        prep.registry.move(prep.plan.registry_tag, prep.plan.key, history=prep.config["build.key_history"])
     except (RegistryError, RegistryUnreachable) as exc:  # e.g. the export itself was ignored
         say(f"registry key {prep.plan.key} not updated: {exc}")
 
@@ -229,4 +253,11 @@ def _cleanup(prep: Prepared) -> None:
 def _record(environ: Mapping[str, str], prep: Prepared, rc: int, seconds: float) -> None:
     State(state_dir(environ)).append_log("metrics", {
         "kind": "build", "key": prep.plan.key, "imports": list(prep.plan.imports),
-        "export": prep.plan.export, "engine": prep.caps.mode, "rc": rc, "ms": round(seconds * 1000, 2)})
+        "export": prep.plan.export, "engine": prep.caps.mode, "rc": rc, "ms": round(seconds * 1000, 2),
+        **_published_fields(prep.published)})
+
+
+def _published_fields(done: Published | None) -> dict:
+    if done is None:
+        return {}
+    return {"export_written": done.written, "store_added": done.added, "store_changed": done.changed}

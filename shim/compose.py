@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shim import proc
-from shim.buildcmd import after_docker, login_environ, safe_snapshot, say
+from shim.buildcmd import after_docker, login_environ, open_store, safe_snapshot, say
 from shim.buildkey import sanitize
 from shim.cachestore import CacheStore, Snapshot
 from shim.config import load
@@ -55,6 +55,8 @@ class ComposePlan:
     reasons: list[str] = field(default_factory=list)
     registry: object = None  # the Registry that probed: its login answer serves every move
     moves: dict[str, str] = field(default_factory=dict)  # key -> build tag, moved after compose
+    store: CacheStore | None = None  # where `exports` are published
+    history: int = 1  # builds a key keeps in the registry
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Sources:
     tags: dict[str, str] = field(default_factory=dict)  # key -> registry export tag
     stored: frozenset[str] = frozenset()  # explain: keys the local store holds (no snapshot taken)
     client: object = None  # the Registry that probed (its login answer serves the moves)
+    history: int = 1  # builds a key keeps (build.key_history)
 
 
 def split(name: str, args: Sequence[str]) -> ComposeCall:
@@ -194,21 +197,22 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
         return Sources(caps, None)
     store = None
     if config["build.backend"] != "registry":
-        store = CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"])
+        store = open_store(config)
     snap = safe_snapshot(store, keys) if store and not dry_run else None
     stored = frozenset(k for k in keys if k in store.keys()) if store and dry_run else frozenset()
     spec = config["build.registry"] if config["build.backend"] != "local" else ""
     if not spec or caps.mode != "full":
         return Sources(caps, store, snap, stored=stored)
-    from shim.registrycache import Registry, RegistryDenied, RegistryUnreachable, build_tag
+    from shim.registrycache import Registry, RegistryDenied, RegistryUnreachable, build_tag, lineage_tags
     client = Registry(spec, timeout=2.0, environ=login_environ(call.base[:-1], environ))
+    history = config["build.key_history"]
     try:
-        probe = client.probe(keys)
+        probe = client.probe([t for k in keys for t in lineage_tags(k, history)])
     except (RegistryUnreachable, RegistryDenied) as exc:
         say(f"{exc}; building without it")
         return Sources(caps, store, snap, stored=stored)
     tags = {k: k if probe.needs_login or dry_run else build_tag(k, time.time(), os.urandom(3).hex()) for k in keys}
-    return Sources(caps, store, snap, spec, frozenset(probe.existing), tags, stored, client)
+    return Sources(caps, store, snap, spec, frozenset(probe.existing), tags, stored, client, history)
 
 
 def _caps(real: str, call: ComposeCall, environ) -> BuildCaps:
@@ -271,16 +275,18 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
     for svc, spec in builds.items():
         key, entry = keys[svc], {"cache_from": [], "cache_to": []}
         if src.snap and key in src.snap.keys:
-            entry["cache_from"].append(f"type=local,src={src.snap.src},tag={key}")
+            entry["cache_from"] += [f"type=local,src={src.snap.src},tag={t}" for t in src.snap.import_tags(key)]
         elif key in src.stored:
             entry["cache_from"].append(f"type=local,src={src.store.root / 'snapshots'},tag={key}")
-        if key in src.in_registry:
-            entry["cache_from"].append(f"type=registry,ref={src.registry}:{key}")
+        if src.registry:
+            from shim.registrycache import lineage_tags
+            entry["cache_from"] += [f"type=registry,ref={src.registry}:{t}"
+                                    for t in lineage_tags(key, src.history) if t in src.in_registry]
         if spec["build"].get("cache_to"):
             reasons.append(f"{svc}: you set cache_to; import only")
         elif src.caps.mode == "full":
             if src.store:
-                dest = src.store.root / "tmp" if dry_run else src.store.new_export_dir()
+                dest = src.store.root / "tmp" if dry_run else src.store.new_export_dir(src.snap)
                 exports[key] = dest
                 entry["cache_to"].append(f"type=local,dest={dest},mode=max,tag={key},ignore-error=true")
             if src.registry:
@@ -319,7 +325,8 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
         extra = ["-f", path] if files is None else [x for f in [*files, path] for x in ("-f", f)]
         at = len(call.base) + len(call.globals)
         argv = argv[:at] + extra + argv[at:]
-    return ComposePlan(argv, env, exports, src.snap, tmpdir, override, reasons, src.client, moves)
+    return ComposePlan(argv, env, exports, src.snap, tmpdir, override, reasons, src.client, moves, src.store,
+                       src.history)
 
 
 def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], *, on_error) -> None:
@@ -346,13 +353,11 @@ def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str
 
 
 def _publish(p: ComposePlan) -> None:
-    store = None
     for key, dest in p.exports.items():
         if not (dest / "index.json").exists():
             continue  # compose did not build this service (image already present)
         try:
-            store = store or CacheStore(dest.parent.parent)
-            store.publish(dest, key)
+            p.store.publish(dest, key)
         except Exception as exc:  # noqa: BLE001 - the stack is up; only the cache is lost
             say(f"build cache for {key} not published: {exc}")
 
@@ -364,7 +369,7 @@ def _move_keys(p: ComposePlan) -> None:
 
     for key, tag in p.moves.items():
         try:
-            p.registry.move(tag, key)
+            p.registry.move(tag, key, history=p.history)
         except RegistryError as exc:
             if exc.code != 404:  # 404: compose did not build this service
                 say(f"registry key {key} not updated: {exc}")

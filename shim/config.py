@@ -52,6 +52,7 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     "build.fallback_keys": (list, ["{repo}-main"]),
     "build.key": (str, ""),
     "build.lock_timeout": (float, 30.0),
+    "build.key_history": (int, 3),  # builds a key keeps (variants, edits); all are imported
     "build.backend": (str, "local"),
     "build.registry": (str, ""),
     "build.registry_max_age": ("duration", "30d"),  # `cache prune --backend registry`
@@ -71,7 +72,7 @@ ENV_KEYS = {
     "DOCKCACHE_RUN": "run.enabled", "DOCKCACHE_READONLY": "run.readonly", "DOCKCACHE_BUILD": "build.enabled",
     "DOCKCACHE_BUILD_STORE": "build.store", "DOCKCACHE_BUILD_MAX_SIZE": "build.max_size",
     "DOCKCACHE_BUILD_KEY": "build.key", "DOCKCACHE_BUILD_BACKEND": "build.backend",
-    "DOCKCACHE_BUILD_LOCK_TIMEOUT": "build.lock_timeout",
+    "DOCKCACHE_BUILD_LOCK_TIMEOUT": "build.lock_timeout", "DOCKCACHE_BUILD_KEY_HISTORY": "build.key_history",
     "DOCKCACHE_BUILD_REGISTRY": "build.registry", "DOCKCACHE_COMPOSE": "compose.enabled",
     "DOCKCACHE_MIRROR_NPM": "mirrors.npm", "DOCKCACHE_MIRROR_PYPI": "mirrors.pypi",
     "DOCKCACHE_MIRROR_GO": "mirrors.go", "DOCKCACHE_MIRROR_CARGO": "mirrors.cargo",

@@ -9,6 +9,10 @@ points the key tag at that manifest (one GET and one PUT). A registry tag is
 last-writer-wins: concurrent builds of one key each publish a complete manifest and the
 key ends on one of them; nothing is half-written, one build's records may be lost. The
 time in the build tag is what retention (`cache prune --backend registry`) ages keys by.
+The key's earlier builds stay as `KEY--h1`, `KEY--h2` (`build.key_history` in all) and
+are imported with it, as in the local store: builds of other build args or targets of
+one repository no longer replace each other's records. BuildKit itself HEADs every blob
+before it uploads, so blobs the registry holds are never sent again.
 
 Credentials come from the user's `docker login` (`shim.registryauth`), read only when a
 registry answers 401 and never stored. A registry that refuses them, or that has none to
@@ -33,6 +37,12 @@ ACCEPT = ", ".join(["application/vnd.oci.image.index.v1+json", "application/vnd.
 HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")  # names of Docker Hub's registry
 BUILD_TAG_RE = re.compile(r"^(?P<key>.+)--b(?P<ts>\d{10})-[0-9a-f]{6}$")
 MAX_TAG = 128
+HIST_TAG = "--h"  # KEY--h1: the build before KEY's
+
+
+def lineage_tags(key: str, history: int) -> list[str]:
+    """KEY, KEY--h1, ... KEY--h(history-1): every tag a key's builds live under."""
+    return [key, *(f"{key}{HIST_TAG}{i}" for i in range(1, max(1, history)))]
 
 
 class RegistryUnreachable(Exception):
@@ -187,13 +197,34 @@ class Registry:
             raise RegistryError(f"{self.spec}:{tag}: manifest answered HTTP {code}", code)
         return body, headers.get("Content-Type", ""), headers.get("Docker-Content-Digest", "")
 
-    def move(self, source_tag: str, key: str) -> None:
-        """Point `key` at the manifest `source_tag` has (the blobs are already there)."""
+    def move(self, source_tag: str, key: str, *, history: int = 1) -> None:
+        """Point `key` at the manifest `source_tag` has (the blobs are already there),
+        its earlier builds shifted down to KEY--h1.. first."""
         self.timeout = max(self.timeout, 5.0)  # after the build: the probe's short timeout is not needed
-        body, ctype, _digest = self.manifest(source_tag)
-        code, _h, _b = self._call("PUT", f"/manifests/{key}", headers={"Content-Type": ctype}, data=body)
+        body, ctype, digest = self.manifest(source_tag)
+        if history > 1:
+            self._shift(key, digest, history)
+        self._put(key, body, ctype)
+
+    def _shift(self, key: str, new_digest: str, history: int) -> None:
+        """KEY -> KEY--h1 -> KEY--h2 ..., dropping a build equal to the new one."""
+        older = []
+        for tag in lineage_tags(key, history)[:-1]:
+            try:
+                body, ctype, digest = self.manifest(tag)
+            except RegistryError as exc:
+                if exc.code == 404:
+                    break
+                raise
+            if digest != new_digest:
+                older.append((body, ctype))
+        for i, (body, ctype) in reversed(list(enumerate(older[: history - 1], start=1))):
+            self._put(f"{key}{HIST_TAG}{i}", body, ctype)
+
+    def _put(self, tag: str, body: bytes, ctype: str) -> None:
+        code, _h, _b = self._call("PUT", f"/manifests/{tag}", headers={"Content-Type": ctype}, data=body)
         if code not in (200, 201, 202):
-            raise RegistryError(f"{self.spec}: moving {key} answered HTTP {code}")
+            raise RegistryError(f"{self.spec}: moving {tag} answered HTTP {code}")
 
     def delete(self, digest: str) -> None:
         code, _h, _b = self._call("DELETE", f"/manifests/{digest}")

@@ -80,6 +80,7 @@ def cli(env, *args):
 def test_key_tag_follows_each_build_and_prune_keeps_the_live_key(shim_env, engines, tmp_path):
     a, b = engines["a"], engines["b"]
     repo, env = registry_env(shim_env, tmp_path, "a")
+    env["DOCKCACHE_BUILD_KEY_HISTORY"] = "1"  # the key alone: an older build is superseded at once
     reg = Registry(repo)
     shared = uuid.uuid4().hex
     tag = f"{a.prefix}/mv:1"

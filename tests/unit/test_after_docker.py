@@ -11,7 +11,7 @@ def test_a_failing_key_move_after_compose_keeps_composes_exit_code(monkeypatch, 
     monkeypatch.setattr(compose, "plan", lambda *a: plan)
     monkeypatch.setattr(proc, "run_child", lambda real, argv, env=None: 0)
 
-    def broken(self, tag, key):
+    def broken(self, tag, key, **_kw):
         raise RuntimeError("boom")
     monkeypatch.setattr(registrycache.Registry, "move", broken)
     with pytest.raises(SystemExit) as done:

@@ -107,7 +107,7 @@ def test_registry_export_goes_to_the_build_tag_and_is_remembered_for_the_move():
 def test_registry_key_tag_move_failure_is_one_line(monkeypatch, capsys):
     from shim import registrycache
 
-    def refuse(self, source, key):
+    def refuse(self, source, key, **_kw):
         raise registrycache.RegistryError("localhost:5000/cache:k--b1-abcdef: manifest answered HTTP 404")
     monkeypatch.setattr(registrycache.Registry, "move", refuse)
     argv = ["build", "-t", "x", "."]
