@@ -28,6 +28,8 @@ from shim.cachestore import CacheStore, Snapshot
 from shim.config import load
 from shim.engine import BuildCaps, cached_caps, legacy_reason
 from shim.grammar import scan_options
+from shim.localbuilds import LocalBuilds, daemon_generation
+from shim.state import State, endpoint_id, state_dir
 
 GLOBAL_VALUE = frozenset("-f --file -p --project-name --project-directory --env-file --profile "
                          "--ansi --progress --parallel -H --host -c --context".split())
@@ -57,6 +59,7 @@ class ComposePlan:
     moves: dict[str, str] = field(default_factory=dict)  # key -> build tag, moved after compose
     store: CacheStore | None = None  # where `exports` are published
     history: int = 1  # builds a key keeps in the registry
+    local: LocalBuilds | None = None  # remembers what this daemon exported
 
 
 @dataclass
@@ -72,6 +75,8 @@ class Sources:
     stored: frozenset[str] = frozenset()  # explain: keys the local store holds (no snapshot taken)
     client: object = None  # the Registry that probed (its login answer serves the moves)
     history: int = 1  # builds a key keeps (build.key_history)
+    local: LocalBuilds | None = None  # what this daemon exported
+    own: frozenset[str] = frozenset()  # keys whose every stored build this daemon made: no import
 
 
 def split(name: str, args: Sequence[str]) -> ComposeCall:
@@ -131,7 +136,6 @@ def _dotenv(path: str) -> dict[str, str]:
 
 def _version_problem(real: str, call: ComposeCall, environ) -> str | None:
     """Compose v1 (and v2 before 2.4) cannot take `type=` cache entries; asked once, remembered."""
-    from shim.state import State, state_dir
 
     state = State(state_dir(environ))
     key = " ".join([real, *call.base])
@@ -150,18 +154,54 @@ def _version_problem(real: str, call: ComposeCall, environ) -> str | None:
     return None
 
 
-def resolved_config(real: str, call: ComposeCall) -> dict | None:
-    res = proc.run_docker(real, [*call.base, *call.globals, "config", "--format", "json"], timeout=60)
-    if res.returncode != 0:
-        return None  # compose will report its own error when it runs for real
-    try:
-        return json.loads(res.stdout)
-    except ValueError:
-        return None
+def resolved_config(real: str, call: ComposeCall, environ: Mapping[str, str]) -> dict | None:
+    """compose's own view of the project (remembered while its files are unchanged)."""
+    from shim import composeconfig
+
+    def ask() -> dict | None:
+        res = proc.run_docker(real, [*call.base, *call.globals, "config", "--format", "json"], timeout=60)
+        if res.returncode != 0:
+            return None  # compose will report its own error when it runs for real
+        try:
+            return json.loads(res.stdout)
+        except ValueError:
+            return None
+
+    cwd = os.getcwd()
+    key = composeconfig.cache_key([*call.base, *call.globals], cwd, environ, real)
+    return composeconfig.resolved(State(state_dir(environ)), key, config_sources(call, environ, cwd), ask)
+
+
+def reads_stdin(call: ComposeCall) -> bool:
+    """`-f -`: compose reads the project from stdin, which only the real command may read."""
+    opts, _ = scan_options(call.globals, 0, GLOBAL_VALUE, interspersed=True)
+    return any(k in ("-f", "--file") and v == "-" for k, v in opts)
+
+
+def config_sources(call: ComposeCall, environ: Mapping[str, str], cwd: str) -> list[str]:
+    """Every file compose's answer depends on, absent candidates included (a new
+    compose.override.yaml must count as a change)."""
+    opts, _ = scan_options(call.globals, 0, GLOBAL_VALUE, interspersed=True)
+    proj = next((v for k, v in opts if k == "--project-directory"), None) or cwd
+    env_files = [os.path.join(cwd, v) for k, v in opts if k == "--env-file"] or [os.path.join(proj, ".env")]
+    given = [os.path.join(cwd, v) for k, v in opts if k in ("-f", "--file")]
+    if given:
+        return [*given, *env_files]
+    files, _listed = files_for(call, environ, cwd)
+    here = Path(proj).resolve()
+    top = Path(files[0]).parent if files else Path(here.anchor)
+    candidates = []
+    for d in (here, *here.parents):
+        candidates += [str(d / f) for f in (*DEFAULT_FILES, *OVERRIDE_FILES)]
+        if d == top:
+            break
+    return [*dict.fromkeys([*(files or []), *candidates, *env_files])]
 
 
 def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], *, dry_run=False) -> ComposePlan | None:
     call = split(name, args)
+    if reads_stdin(call):
+        return None
     building = wants_build(call)
     if not building and call.sub not in ("up", "run", "create"):
         return None
@@ -171,7 +211,7 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     too_old = _version_problem(real, call, environ) if building else None
     if too_old:
         return ComposePlan(list(args), {}, reasons=[f"build caching off: {too_old}"])
-    cfg = resolved_config(real, call)
+    cfg = resolved_config(real, call, environ)
     if cfg is None or not isinstance(cfg.get("services"), dict):
         return None
     config = load(environ, os.getcwd())
@@ -198,11 +238,14 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
     store = None
     if config["build.backend"] != "registry":
         store = open_store(config)
-    snap = safe_snapshot(store, keys) if store and not dry_run else None
-    stored = frozenset(k for k in keys if k in store.keys()) if store and dry_run else frozenset()
+    local = _local_builds(call, caps, environ)
+    own = frozenset(k for k in keys if store and local and local.holds(k, store.lineage(k)))
+    wanted = [k for k in keys if k not in own]
+    snap = safe_snapshot(store, wanted) if store and wanted and not dry_run else None
+    stored = frozenset(k for k in wanted if k in store.keys()) if store and dry_run else frozenset()
     spec = config["build.registry"] if config["build.backend"] != "local" else ""
     if not spec or caps.mode != "full":
-        return Sources(caps, store, snap, stored=stored)
+        return Sources(caps, store, snap, stored=stored, local=local, own=own)
     from shim.registrycache import Registry, RegistryDenied, RegistryUnreachable, build_tag, lineage_tags
     client = Registry(spec, timeout=2.0, environ=login_environ(call.base[:-1], environ))
     history = config["build.key_history"]
@@ -210,16 +253,27 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
         probe = client.probe([t for k in keys for t in lineage_tags(k, history)])
     except (RegistryUnreachable, RegistryDenied) as exc:
         say(f"{exc}; building without it")
-        return Sources(caps, store, snap, stored=stored)
+        return Sources(caps, store, snap, stored=stored, local=local, own=own)
     tags = {k: k if probe.needs_login or dry_run else build_tag(k, time.time(), os.urandom(3).hex()) for k in keys}
-    return Sources(caps, store, snap, spec, frozenset(probe.existing), tags, stored, client, history)
+    return Sources(caps, store, snap, spec, frozenset(probe.existing), tags, stored, client, history, local, own)
+
+
+def _local_builds(call: ComposeCall, caps: BuildCaps, environ) -> LocalBuilds | None:
+    if caps.driver != "docker" or environ.get("BUILDX_BUILDER"):
+        return None
+    inv = _invocation(call)
+    generation = daemon_generation(inv.host, inv.context, environ)
+    return LocalBuilds(State(state_dir(environ)), generation) if generation else None
+
+
+def _invocation(call: ComposeCall):
+    from shim.grammar import parse_invocation
+
+    return parse_invocation([*call.base[:-1], "compose"] if call.base else ["compose"])
 
 
 def _caps(real: str, call: ComposeCall, environ) -> BuildCaps:
-    from shim.grammar import parse_invocation
-    from shim.state import State, endpoint_id, state_dir
-
-    inv = parse_invocation([*call.base[:-1], "compose"] if call.base else ["compose"])
+    inv = _invocation(call)
     return cached_caps(State(state_dir(environ)), endpoint_id(inv.host, inv.context, environ),
                        environ.get("BUILDX_BUILDER"),
                        lambda *a: proc.run_docker(real, [*inv.globals, *a], timeout=30))
@@ -295,7 +349,9 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
                 if tag != key:
                     moves[key] = tag
         entry = {k: v for k, v in entry.items() if v}
-        reasons.append(f"{svc}: key {key}, import {'yes' if 'cache_from' in entry else 'nothing yet'}, "
+        imported = "yes" if "cache_from" in entry else ("no, this daemon made every stored build"
+                                                         if key in src.own else "nothing yet")
+        reasons.append(f"{svc}: key {key}, import {imported}, "
                        f"export {'yes' if 'cache_to' in entry else 'no'}")
         if entry:
             services[svc] = {"build": entry}
@@ -326,7 +382,7 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
         at = len(call.base) + len(call.globals)
         argv = argv[:at] + extra + argv[at:]
     return ComposePlan(argv, env, exports, src.snap, tmpdir, override, reasons, src.client, moves, src.store,
-                       src.history)
+                       src.history, src.local)
 
 
 def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], *, on_error) -> None:
@@ -357,7 +413,9 @@ def _publish(p: ComposePlan) -> None:
         if not (dest / "index.json").exists():
             continue  # compose did not build this service (image already present)
         try:
-            p.store.publish(dest, key)
+            done = p.store.publish(dest, key)
+            if p.local:
+                p.local.remember(key, done.digest)
         except Exception as exc:  # noqa: BLE001 - the stack is up; only the cache is lost
             say(f"build cache for {key} not published: {exc}")
 

@@ -36,9 +36,11 @@ def run_docker(real: str, argv: Sequence[str], *, timeout: float = 30.0,
     import subprocess  # lazily: the steady state never needs it
 
     cmd = (real, *argv)
+    # Never the user's stdin: `build -`, `build -f -` and `compose -f -` read it, and a fact
+    # call that inherited it would drain what only the real command may read.
+    feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
     try:
-        cp = subprocess.run(cmd, input=stdin, capture_output=True, text=True,
-                            timeout=timeout, check=False)
+        cp = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **feed)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Result(cmd, 125, "", str(exc))
     return Result(cmd, cp.returncode, cp.stdout, cp.stderr)

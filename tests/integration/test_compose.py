@@ -185,9 +185,16 @@ def test_explain_shows_the_override_and_creates_nothing(shim_env, engines, tmp_p
     root = stack(tmp_path, services=("one",))
     before = up(shim_env, engines["a"], root, "build")  # publishes key <root>-one
     assert before.returncode == 0, before.stderr[-2000:]
-    cp = subprocess.run([sys.executable, "-m", "shim", "explain", "--json", "--", "docker", "compose", "up", "--build"],
-                        env={**shim_env, "DOCKER_HOST": engines["a"].host}, cwd=root, capture_output=True, text=True)
-    data = json.loads(cp.stdout)
+    def explain(engine):
+        cp = subprocess.run([sys.executable, "-m", "shim", "explain", "--json", "--", "docker", "compose", "up",
+                             "--build"], env={**shim_env, "DOCKER_HOST": engine.host}, cwd=root,
+                            capture_output=True, text=True)
+        return json.loads(cp.stdout)
+
+    same = explain(engines["a"])  # the daemon that built it: its own cache serves the key
+    assert "cache_from" not in same["override"]["services"]["one"]["build"]
+    assert any("this daemon made every stored build" in r for r in same["reasons"])
+    data = explain(engines["b"])  # another session imports it
     build = data["override"]["services"]["one"]["build"]
     assert data["kind"] == "compose" and f"tag={root.name}-one" in build["cache_from"][0]
     assert "<override>" in data["argv"] and data["argv"][-2:] == ["up", "--build"]
