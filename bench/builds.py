@@ -28,8 +28,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from shim.cachestore import CacheStore  # noqa: E402
-from shim.progress import counts  # noqa: E402
+from shim.build.store import CacheStore  # noqa: E402
+from shim.build.progress import counts  # noqa: E402
 
 HOSTS = {d: os.environ.get(f"DOCKCACHE_TEST_HOST_{d.upper()}", f"unix:///run/dockcache-engine/{d}.sock")
          for d in ("a", "b")}
@@ -113,13 +113,13 @@ def median_of(rounds: list[dict], kind: str) -> dict:
 
 def real_docker() -> str:
     """The docker the launcher would exec."""
-    from shim.realdocker import find_real
+    from shim.core.realdocker import find_real
 
     return find_real("docker", os.environ) or sys.exit("no real docker on PATH")
 
 
 def _registry_backend(env: dict, run_id: str):
-    from shim.registrycache import Registry
+    from shim.build.registry import Registry
 
     repo = f"{os.environ.get('DOCKCACHE_TEST_REGISTRY', 'localhost:5000')}/dcbench-{run_id}"
     env.update({"DOCKCACHE_BUILD_BACKEND": "registry", "DOCKCACHE_BUILD_REGISTRY": repo})

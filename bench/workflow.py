@@ -34,8 +34,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from shim.cachestore import CacheStore  # noqa: E402
-from shim.progress import counts  # noqa: E402
+from shim.build.store import CacheStore  # noqa: E402
+from shim.build.progress import counts  # noqa: E402
 
 HOSTS = {d: os.environ.get(f"DOCKCACHE_TEST_HOST_{d.upper()}", f"unix:///run/dockcache-engine/{d}.sock")
          for d in ("a", "b")}
@@ -142,7 +142,7 @@ def median_of(rounds: list[dict], kind: str) -> dict:
 
 
 def real_docker() -> str:
-    from shim.realdocker import find_real
+    from shim.core.realdocker import find_real
 
     return find_real("docker", os.environ) or sys.exit("no real docker on PATH")
 

@@ -13,8 +13,9 @@ TYPE_CHECKING = False  # typing costs ~15 ms to import; the hot path avoids it
 if TYPE_CHECKING:
     from typing import NoReturn
 
-from shim import plancache, proc
-from shim.realdocker import find_real
+from shim.core import proc
+from shim.core.realdocker import find_real
+from shim.run import plancache
 
 DISABLE_VALUES = {"1", "true", "yes", "on"}
 
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     argv = list(sys.argv[1:] if argv is None else argv)
     name, args = (argv[0], argv[1:]) if argv else ("docker", [])
     real = os.environ.pop("DOCKCACHE_RESOLVED_REAL", "") or find_real(name, os.environ)
+    _restore_lc_ctype()
     if not real:
         warn(f"no real '{name}' found on PATH (set DOCKCACHE_REAL_DOCKER to its path)")
         sys.exit(127)
@@ -44,6 +46,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
     proc.exec_docker(real, args)  # a handler that returns means "run unchanged"
 
 
+def _restore_lc_ctype() -> None:
+    """Undo Python's locale coercion (PEP 538) in what docker will see."""
+    if os.environ.pop("DOCKCACHE_LC_CTYPE_UNSET", None):
+        os.environ.pop("LC_CTYPE", None)
+    elif "DOCKCACHE_LC_CTYPE" in os.environ:
+        os.environ["LC_CTYPE"] = os.environ.pop("DOCKCACHE_LC_CTYPE")
+
+
 def _remembered(real: str, name: str, args: list[str]) -> None:
     """Exec a stored plan whose inputs are unchanged (see plancache); else return."""
     try:
@@ -55,23 +65,23 @@ def _remembered(real: str, name: str, args: list[str]) -> None:
 
 
 def _handler(name: str, args: list[str]):
-    from shim.grammar import parse_invocation
+    from shim.core.grammar import parse_invocation
 
     inv = parse_invocation(["compose", *args] if name == "docker-compose" else args)
     if inv.kind == "run":
-        from shim import runcmd
-        return lambda real, a: runcmd.execute(real, a, inv, os.environ, on_error=_fallback)
+        from shim.run import command as run
+        return lambda real, a: run.execute(real, a, inv, os.environ, on_error=_fallback)
     if inv.kind == "compose":
-        from shim import compose
+        from shim.compose import command as compose
         return lambda real, a: compose.execute(real, name, a, os.environ, on_error=_fallback)
     if inv.kind == "build":
-        from shim import buildcmd
-        return lambda real, a: buildcmd.execute(real, a, inv, os.environ, on_error=_fallback)
+        from shim.build import command as build
+        return lambda real, a: build.execute(real, a, inv, os.environ, on_error=_fallback)
     return None
 
 
 def _fallback(real: str, args: list[str], exc: BaseException) -> NoReturn:
-    from shim.config import ConfigError
+    from shim.core.config import ConfigError
 
     if isinstance(exc, ConfigError):
         warn(f"{exc}; running docker unchanged")

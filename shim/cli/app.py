@@ -7,11 +7,11 @@ from typing import List, Optional
 
 import typer
 
-from shim.config import parse_duration, parse_size
-from shim.managers import BY_NAME
+from shim.core.config import ConfigError, parse_duration, parse_size
+from shim.core.managers import BY_NAME
 
 from .context import Ctx
-from .output import CliError
+from .output import CliError, UsageError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Warm, shared caches for docker.")
 cache_app = typer.Typer(no_args_is_help=True, help="See, size, clear and prune caches.")
@@ -59,30 +59,41 @@ def cache_stats(json: bool = JSON):
 
 
 @cache_app.command("clear", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def cache_clear(ctx: typer.Context, build: bool = typer.Option(False, "--build"),
-                all_: bool = typer.Option(False, "--all"), force: bool = typer.Option(False, "--force"),
-                dry_run: bool = typer.Option(False, "--dry-run"), json: bool = JSON):
-    """Clear caches: --npm --pip … (any manager), --build, or --all."""
+def cache_clear(ctx: typer.Context,
+                build: bool = typer.Option(False, "--build", help="Clear the build cache store (every key)."),
+                all_: bool = typer.Option(False, "--all", help="Clear every package cache and the build store."),
+                force: bool = typer.Option(False, "--force", help="Also clear caches a running container uses."),
+                dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be cleared; change nothing."),
+                json: bool = JSON):
+    """Clear caches: one or more managers (--npm, --pip, …), --build, or --all.
+
+    Manager flags: MANAGERS."""
     from .cachecmd import cache_clear as run
     managers = []
     for arg in ctx.args:
         name = arg.removeprefix("--")
         if not arg.startswith("--") or name not in BY_NAME:
-            raise CliError(f"unknown option {arg}; managers: {', '.join('--' + n for n in BY_NAME)}")
+            raise UsageError(f"unknown option {arg}; managers: {', '.join('--' + n for n in BY_NAME)}")
         managers.append(name)
     raise typer.Exit(run(Ctx(), managers, build=build, everything=all_, force=force, dry_run=dry_run, as_json=json))
 
 
+cache_clear.__doc__ = cache_clear.__doc__.replace("MANAGERS", ", ".join("--" + n for n in BY_NAME))
+
+
 @cache_app.command("prune")
-def cache_prune(older_than: Optional[str] = typer.Option(None, "--older-than"),
-                max_size: Optional[str] = typer.Option(None, "--max-size"),
+def cache_prune(older_than: Optional[str] = typer.Option(
+                    None, "--older-than", help="Remove caches last used longer ago than this (30d, 12h, 90m)."),
+                max_size: Optional[str] = typer.Option(
+                    None, "--max-size", help="Remove least recently used build keys until the store fits (20GiB)."),
                 backend: str = typer.Option("local", "--backend", help="local, registry or all"),
-                dry_run: bool = typer.Option(False, "--dry-run"), json: bool = JSON):
+                dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be removed; change nothing."),
+                json: bool = JSON):
     """Garbage-collect the build store (LRU beyond --max-size) and unused old volumes;
     --backend registry deletes old key tags from the build cache registry."""
     from .cachecmd import cache_prune as run
     if backend not in ("local", "registry", "all"):
-        raise CliError(f"--backend must be local, registry or all, not {backend!r}")
+        raise UsageError(f"--backend must be local, registry or all, not {backend!r}")
     size = None
     if max_size:
         try:
@@ -94,7 +105,8 @@ def cache_prune(older_than: Optional[str] = typer.Option(None, "--older-than"),
 
 
 @config_app.command("init")
-def config_init(force: bool = typer.Option(False, "--force"), path: Optional[str] = typer.Option(None, "--path")):
+def config_init(force: bool = typer.Option(False, "--force", help="Overwrite an existing file."),
+                path: Optional[str] = typer.Option(None, "--path", help="Write here instead of the user config path.")):
     """Write a commented default user config."""
     from .configcmd import config_init as run
     run(Ctx(), force=force, path=path)
@@ -108,33 +120,71 @@ def config_show(json: bool = JSON):
 
 
 @metrics_app.command("show")
-def metrics_show(since: Optional[str] = typer.Option(None, "--since"), json: bool = JSON):
+def metrics_show(since: Optional[str] = typer.Option(None, "--since", help="Only what happened in this window (7d, 12h)."),
+                 json: bool = JSON):
     """Intercepted commands, caches mounted, time spent, build evidence."""
     from .metricscmd import metrics_show as run
     run(Ctx(), since=duration(since) if since else None, as_json=json)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """Entry point: one error type, one line, exit 1 (130 on ^C)."""
+    """Entry point: one error type, one line. Usage errors exit 2 as docker's do, other
+    errors 1, ^C 130, a dockcache bug 3 (still one line, never a traceback); with --json
+    the error is a JSON document on stdout too."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
-        rc = app(args=argv, standalone_mode=False)  # click returns Exit codes in this mode
+        rc = app(args=args, standalone_mode=False)  # Exit codes are returned in this mode
     except CliError as exc:
-        sys.stderr.write(f"dockcache: {exc}\n")
-        sys.exit(1)
+        _fail(args, str(exc), exc.exit_code)
+    except ConfigError as exc:
+        _fail(args, str(exc), 1)
     except KeyboardInterrupt:
         sys.exit(130)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors and the like
-        import click
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        sys.stderr.write(f"dockcache: unexpected error: {type(exc).__name__}: {exc}\n")
-        sys.exit(3)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the edge: every error is one line
+        if _is_usage_error(exc):
+            _fail(args, f"{exc.format_message()}\nSee 'dockcache {_command_path(args)}--help'.", 2)
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # other click-style errors
+            _fail(args, exc.format_message(), exc.exit_code)
+        _fail(args, f"unexpected error: {type(exc).__name__}: {exc}", 3)
     sys.exit(rc if isinstance(rc, int) else 0)
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """click's UsageError family, from click or from typer's own copy of it (typer >= 0.29
+    no longer depends on click), recognised by class name rather than by import."""
+    return any(k.__name__ == "UsageError" for k in type(exc).__mro__)
+
+
+def _command_path(args: list[str]) -> str:
+    words = []
+    group = app
+    for a in args:
+        if a.startswith("-"):
+            break
+        names = {c.name or c.callback.__name__.replace("_", "-") for c in group.registered_commands}
+        subs = {g.name: g.typer_instance for g in group.registered_groups}
+        if a in subs:
+            words.append(a)
+            group = subs[a]
+        elif a in names:
+            words.append(a)
+            break
+        else:
+            break
+    return "".join(w + " " for w in words)
+
+
+def _fail(args: list[str], message: str, code: int) -> None:
+    if "--json" in args:
+        import json
+        json.dump({"error": message.splitlines()[0], "exit_code": code}, sys.stdout)
+        sys.stdout.write("\n")
+    sys.stderr.write(f"dockcache: {message}\n")
+    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import tomli_w
 
-from shim.config import SCHEMA, user_config_path
+from shim.core.config import SCHEMA, user_config_path
 
 from .context import Ctx
 from .output import CliError, emit, table

@@ -6,10 +6,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shim import proc
-from shim.config import Config, ConfigError, load
-from shim.realdocker import find_real
-from shim.state import State, endpoint_id, state_dir
+from shim.core import proc
+from shim.core.config import Config, ConfigError, load
+from shim.core.realdocker import find_real
+from shim.core.state import State, endpoint_id, state_dir
 
 from .output import CliError
 

@@ -6,10 +6,10 @@ import os
 import shutil
 from pathlib import Path
 
-from shim import engine
-from shim.cachestore import CacheStore
+from shim.core import engine
+from shim.build.store import CacheStore
 from shim.hot import DISABLE_VALUES
-from shim.realdocker import first_on_path, is_launcher
+from shim.core.realdocker import first_on_path, is_launcher
 
 from .context import Ctx
 from .inventory import dir_size
@@ -85,7 +85,7 @@ def _backend_checks(cfg, caps, check) -> None:
         check("registry cache on this engine", "not supported",
               "this engine imports only inline cache from registries: builds run without the registry cache",
               "use backend = \"local\" with this engine, or an engine with BuildKit and buildx")
-    from shim.registrycache import Registry, RegistryDenied, RegistryError, RegistryUnreachable
+    from shim.build.registry import Registry, RegistryDenied, RegistryError, RegistryUnreachable
 
     registry = Registry(spec, timeout=3.0)
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from shim.grammar import parse_invocation
+from shim.core.grammar import parse_invocation
 
 from .context import Ctx
 from .output import CliError, emit
@@ -18,13 +18,13 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
         raise CliError("no real docker found on PATH (set DOCKCACHE_REAL_DOCKER)")
     inv = parse_invocation(argv)
     if inv.kind == "run":
-        from shim.runcmd import build_plan
+        from shim.run.command import build_plan
         plan, _cfg, notes = build_plan(ctx.real, argv, inv, ctx.environ, dry_run=True)
         detected = [r for r in plan.reasons if r.startswith("detected")]
         data = {"kind": "run", "detected": detected, "reasons": list(plan.reasons), "added": list(plan.added),
                 "argv": ["docker", *plan.argv], "notes": notes}
     elif inv.kind == "build":
-        from shim.buildcmd import prepare
+        from shim.build.command import prepare
         prep = prepare(ctx.real, argv, inv, ctx.environ, dry_run=True)
         backend = prep.config["build.backend"]
         data = {"kind": "build", "key": prep.plan.key, "imports": list(prep.plan.imports),
@@ -46,7 +46,7 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
 
 def _compose(ctx: Ctx, argv: list[str]) -> dict:
     """The override compose would get; nothing is created, snapshotted or built."""
-    from shim import compose
+    from shim.compose import command as compose
 
     p = compose.plan(ctx.real, "docker", argv, ctx.environ, dry_run=True)
     if p is None:

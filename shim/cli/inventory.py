@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from shim.cachestore import CacheStore
-from shim.managers import BY_NAME
+from shim.build.store import CacheStore
+from shim.core.managers import BY_NAME
 
 from .context import Ctx
 
@@ -183,7 +183,7 @@ def registry_rows(ctx: Ctx) -> list[CacheRow]:
     spec = ctx.config["build.registry"]
     if ctx.config["build.backend"] == "local" or not spec:
         return []
-    from shim.registrycache import Registry, RegistryError, RegistryUnreachable
+    from shim.build.registry import Registry, RegistryError, RegistryUnreachable
 
     try:
         infos = Registry(spec, timeout=3.0).inventory()

@@ -11,6 +11,14 @@ from typing import Any
 class CliError(Exception):
     """A user-facing management error: one line, exit code 1."""
 
+    exit_code = 1
+
+
+class UsageError(CliError):
+    """The command line itself is wrong: exit 2, as docker's usage errors."""
+
+    exit_code = 2
+
 
 def human_size(n: float | None) -> str:
     if n is None:

@@ -11,8 +11,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 FAKE = """#!{py}
 import json, os, sys
+# the environment as exec'd (this fake's own Python may coerce the locale into os.environ)
+given = dict(x.split("=", 1) for x in open("/proc/self/environ").read().split("\\0") if "=" in x)
+keys = ("npm_", "PIP_", "DOCKCACHE", *given.get("FAKE_ENV_KEYS", "-").split(","))
 with open(os.environ["FAKE_LOG"], "a") as fh:
-    fh.write(json.dumps({{"argv": sys.argv[1:], "env": {{k: v for k, v in os.environ.items() if k.startswith(("npm_", "PIP_", "DOCKCACHE"))}}}}) + "\\n")
+    fh.write(json.dumps({{"argv": sys.argv[1:], "env": {{k: v for k, v in given.items() if k.startswith(keys)}}}}) + "\\n")
 if sys.argv[1:3] == ["image", "inspect"]:
     print('["PATH=/usr/bin"]\\t""\\tamd64\\tsha256:abc')
 if " ".join(sys.argv[1:3]) in os.environ.get("FAKE_FAIL", "").split(","):
@@ -122,7 +125,7 @@ def test_config_errors_name_the_key(fake, tmp_path, body, word):
 
 
 def test_hot_path_imports_no_heavy_modules():
-    code = ("import sys; from shim import hot, runcmd; "
+    code = ("import sys; from shim import hot; from shim.run import command; "
             "bad = [m for m in ('typer', 'rich', 'psutil', 'click') if m in sys.modules]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
@@ -202,3 +205,14 @@ def test_nested_shim_adds_nothing_twice(fake, tmp_path):
     once = calls[-1]["argv"]
     _, calls = fake(*once)  # what a second dockcache in front of docker would receive
     assert calls[-1]["argv"] == once
+
+
+def test_pythons_locale_coercion_never_reaches_docker(fake, tmp_path):
+    """With LANG=C Python sets LC_CTYPE=C.UTF-8 in its own environment (PEP 538)."""
+    (tmp_path / "package-lock.json").write_text("{}")
+    env = {"LANG": "C", "FAKE_ENV_KEYS": "LC_"}
+    cp, calls = fake("run", "-v", f"{tmp_path}:/app", "-w", "/app", "img", "npm", "ci", extra=env)
+    assert cp.returncode == 0, cp.stderr
+    assert calls and all("LC_CTYPE" not in c["env"] for c in calls)
+    cp, calls = fake("run", "img", "npm", "ci", extra={**env, "LC_CTYPE": "de_DE.UTF-8"})
+    assert calls[-1]["env"].get("LC_CTYPE") == "de_DE.UTF-8"  # the user's own stays

@@ -1,0 +1,254 @@
+"""`docker build` / `buildx build`: import from and publish to the shared store.
+
+Docker runs as our child here (not exec) because the publish happens after the build;
+signals are forwarded, the TTY stays docker's and its exit code is returned unchanged.
+A store problem (lock held too long, corrupt index, full disk) costs the cache, never
+the build: one stderr line and the build runs as the user wrote it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from shim.core import proc
+from shim.core.notice import after_docker, say
+from shim.build.key import keys_for
+from shim.build.plan import BuildPlan, load_steps, plan_build
+from shim.build.store import CacheStore, Published, Snapshot, StoreError
+from shim.core.config import Config, load
+from shim.core.engine import BuildCaps, cached_caps, legacy_reason
+from shim.core.grammar import BuildArgs, Invocation, parse_build
+from shim.build.local import LocalBuilds, daemon_generation
+from shim.core.state import State, endpoint_id, state_dir
+
+
+@dataclass
+class Prepared:
+    plan: BuildPlan
+    store: CacheStore | None
+    snapshot: Snapshot | None
+    export_dir: Path | None
+    config: Config
+    caps: BuildCaps
+    registry: object = None  # the Registry that probed: its login answer serves the tag move
+    local: LocalBuilds | None = None  # remembers what this daemon exported
+    published: Published | None = None
+
+
+@dataclass
+class RegistryFacts:
+    spec: str | None = None  # None: the build does not use the registry
+    keys: tuple[str, ...] = ()  # key tags that exist
+    tag: str | None = None  # what BuildKit exports to
+    client: object = None
+    note: str | None = None  # why the registry is left out (explain shows it)
+
+
+def caps_for(real: str, inv: Invocation, build: BuildArgs, environ: Mapping[str, str]) -> BuildCaps:
+    legacy = legacy_reason(environ)
+    if legacy:
+        return BuildCaps("none", legacy)
+    state = State(state_dir(environ))
+    endpoint = endpoint_id(inv.host, inv.context, environ)
+    builder = build.builder or environ.get("BUILDX_BUILDER")
+    return cached_caps(state, endpoint, builder,
+                       lambda *a: proc.run_docker(real, [*inv.globals, *a], timeout=30))
+
+
+def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str],
+            *, dry_run: bool = False) -> Prepared:
+    build = parse_build(inv)
+    if build.help:  # docker only prints help: probe nothing, create nothing
+        return Prepared(plan_build(args, inv, build, BuildCaps("none", "--help"), key="", available=(),
+                                   import_src=None, export_dest=None), None, None, None, None, BuildCaps("none", "--help"))
+    cwd = os.getcwd()
+    ctx_dir = os.path.join(cwd, build.context or ".")
+    config = load(environ, ctx_dir if os.path.isdir(ctx_dir) else cwd)
+    key, fallbacks = keys_for(build.tags, build.context, build.file, cwd,
+                              config["build.key"], config["build.fallback_keys"])
+    caps = caps_for(real, inv, build, environ)
+    if not (config["enabled"] and config["build.enabled"]):
+        caps = BuildCaps("none", "build caching is disabled in config")
+    if caps.mode == "none" or build.help:
+        return Prepared(plan_build(args, inv, build, caps, key=key, available=(), import_src=None,
+                                   export_dest=None), None, None, None, config, caps)
+    reg = _registry_facts(config, caps, key, fallbacks, build.no_cache, dry_run, login_environ(inv.globals, environ))
+    registry_args = {"registry": reg.spec, "registry_keys": reg.keys, "registry_tag": reg.tag}
+    if config["build.backend"] == "registry":
+        plan = plan_build(args, inv, build, caps, key=key, available=(), import_src=None, export_dest=None,
+                          **registry_args)
+        return Prepared(_noted(plan, reg.note), None, None, None, config, caps, reg.client)
+    store = open_store(config)
+    wanted = [] if build.no_cache else [key, *fallbacks]
+    local = local_builds(inv, build, caps, environ)
+    own_note = None
+    if wanted and local and local.holds(key, store.lineage(key)):
+        wanted, own_note = [], f"this daemon made every stored build of {key}: its own cache serves them, no import"
+    if dry_run:  # explain: say what would be imported, touch nothing
+        snap, export_dir = None, None
+        available = tuple(k for k in wanted if k in store.keys())
+        src, dest = str(store.root / "snapshots"), str(store.root / "tmp")
+    else:
+        snap = safe_snapshot(store, wanted) if wanted else None
+        export_dir = store.new_export_dir(snap) if caps.mode == "full" and not build.cache_to else None
+        available = tuple(t for k in snap.keys for t in snap.import_tags(k)) if snap else ()
+        src = str(snap.src) if snap and snap.src else None
+        dest = str(export_dir) if export_dir else None
+    plan = plan_build(args, inv, build, caps, key=key, available=available, import_src=src, export_dest=dest,
+                      **registry_args)
+    plan = _noted(_noted(plan, own_note), reg.note)
+    return Prepared(plan, store, snap, export_dir, config, caps, reg.client, local)
+
+
+def local_builds(inv: Invocation, build: BuildArgs, caps: BuildCaps, environ: Mapping[str, str]) -> LocalBuilds | None:
+    """What this daemon's own BuildKit holds: only knowable for the docker driver on a local socket."""
+    if caps.driver != "docker" or build.builder or environ.get("BUILDX_BUILDER"):
+        return None
+    generation = daemon_generation(inv.host, inv.context, environ)
+    return LocalBuilds(State(state_dir(environ)), generation) if generation else None
+
+
+def open_store(config: Config) -> CacheStore:
+    return CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"],
+                      history=config["build.key_history"])
+
+
+def _noted(plan: BuildPlan, note: str | None) -> BuildPlan:
+    return replace(plan, reasons=(*plan.reasons, note)) if note else plan
+
+
+def login_environ(docker_globals: Sequence[str], environ: Mapping[str, str]) -> Mapping[str, str]:
+    """The environment whose docker login BuildKit will use: `docker --config DIR` wins."""
+    from shim.core.grammar import config_dir
+
+    found = config_dir(docker_globals)
+    return {**environ, "DOCKER_CONFIG": found} if found else environ
+
+
+def _registry_facts(config: Config, caps: BuildCaps, key: str, fallbacks: Sequence[str],
+                    no_cache: bool, dry_run: bool, environ: Mapping[str, str]) -> RegistryFacts:
+    """What the registry/both backends add to this build.
+
+    The existence check runs even with --no-cache: it also says whether the registry
+    answers and whether dockcache can log in (else BuildKit exports straight to the key)."""
+    spec = config["build.registry"]
+    if config["build.backend"] not in ("registry", "both") or not spec:
+        return RegistryFacts()
+    if caps.mode != "full":
+        return RegistryFacts(spec)  # plan_build says why the engine cannot use it
+    from shim.build.registry import Registry, RegistryDenied, RegistryUnreachable, build_tag, lineage_tags
+    client = Registry(spec, timeout=2.0, environ=environ)
+    try:
+        probe = client.probe([*lineage_tags(key, config["build.key_history"]), *fallbacks])
+    except (RegistryUnreachable, RegistryDenied) as exc:
+        if not dry_run:
+            say(f"{exc}; building without it")
+        return RegistryFacts(note=f"{exc}: the build would run without the registry")
+    tag = key if probe.needs_login or dry_run else build_tag(key, time.time(), os.urandom(3).hex())
+    return RegistryFacts(spec, () if no_cache else probe.existing, tag, client)
+
+
+def safe_snapshot(store: CacheStore, keys: Sequence[str]) -> Snapshot | None:
+    """A snapshot of the keys that exist, or None (one line said) when the store fails us."""
+    try:
+        snap = store.snapshot(keys)
+    except (StoreError, OSError) as exc:
+        say(f"{exc}; building without the shared cache import")
+        return None
+    for problem in snap.problems:
+        say(problem)
+    return snap
+
+
+def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str],
+            *, on_error: Callable) -> None:
+    started = time.monotonic()
+    try:
+        prep = prepare(real, args, inv, environ)
+    except Exception as exc:  # noqa: BLE001 - fail open
+        on_error(real, list(args), exc)
+        return
+    if prep.plan.argv == tuple(args):
+        return  # nothing to add: the caller execs docker unchanged
+    if prep.caps.mode == "import-only" and not prep.plan.export:
+        say(f"this engine imports the shared build cache but cannot publish to it: {prep.caps.reason}")
+    rc = 1
+    try:
+        rc = _build(real, inv, prep)
+        if rc == 0 and prep.plan.export and prep.export_dir:
+            after_docker(_publish, prep)
+        if rc == 0 and prep.plan.registry_tag and prep.plan.registry_tag != prep.plan.key:
+            after_docker(_move_key_tag, prep)
+    finally:
+        after_docker(_cleanup, prep)
+        after_docker(_record, environ, prep, rc, time.monotonic() - started)
+    sys.exit(rc)
+
+
+def _build(real: str, inv: Invocation, prep: Prepared) -> int:
+    if not prep.plan.load_check:
+        return proc.run_child(real, prep.plan.argv)
+    tag = parse_build(inv).tags[0]
+    with tempfile.TemporaryDirectory(prefix="dockcache-iid-") as tmp:
+        iidfile = os.path.join(tmp, "iid")
+        first, second = load_steps(prep.plan.argv, inv, iidfile)
+        rc = proc.run_child(real, first)
+        if rc != 0:
+            return rc
+        try:
+            built = open(iidfile, encoding="utf-8").read().strip()
+        except OSError:
+            built = ""
+    local = proc.run_docker(real, [*inv.globals, "image", "inspect", "--format", "{{.Id}}", tag], timeout=30)
+    if built and local.returncode == 0 and local.stdout.strip() == built:
+        say(f"{tag} is unchanged ({built[:19]}): load skipped")
+        return 0
+    return proc.run_child(real, second)
+
+
+def _publish(prep: Prepared) -> None:
+    try:
+        done = prep.store.publish(prep.export_dir, prep.plan.key)
+        prep.published = done
+        if prep.local:
+            prep.local.remember(prep.plan.key, done.digest)
+        cap = prep.config["build.max_size"]
+        if done.changed and prep.store.size() > cap:
+            prep.store.prune(max_size=cap)
+    except Exception as exc:  # noqa: BLE001 - the build succeeded; only the cache is lost
+        say(f"build cache not published: {exc}")
+
+
+def _move_key_tag(prep: Prepared) -> None:
+    from shim.build.registry import RegistryError, RegistryUnreachable
+    try:
+        prep.registry.move(prep.plan.registry_tag, prep.plan.key, history=prep.config["build.key_history"])
+    except (RegistryError, RegistryUnreachable) as exc:  # e.g. the export itself was ignored
+        say(f"registry key {prep.plan.key} not updated: {exc}")
+
+
+def _cleanup(prep: Prepared) -> None:
+    if prep.snapshot:
+        prep.snapshot.release()
+    if prep.export_dir:
+        shutil.rmtree(prep.export_dir, ignore_errors=True)
+
+
+def _record(environ: Mapping[str, str], prep: Prepared, rc: int, seconds: float) -> None:
+    State(state_dir(environ)).append_log("metrics", {
+        "kind": "build", "key": prep.plan.key, "imports": list(prep.plan.imports),
+        "export": prep.plan.export, "engine": prep.caps.mode, "rc": rc, "ms": round(seconds * 1000, 2),
+        **_published_fields(prep.published)})
+
+
+def _published_fields(done: Published | None) -> dict:
+    if done is None:
+        return {}
+    return {"export_written": done.written, "store_added": done.added, "store_changed": done.changed}

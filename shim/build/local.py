@@ -1,0 +1,83 @@
+"""Which stored builds this very daemon made: their records are in its own BuildKit cache.
+
+Importing a key the daemon built itself only costs time (~0.2 s per build here), and a
+step matched through an import is re-exported from the imported records instead of the
+builder's own (moby/buildkit#1906, ../shared/BUILDKIT.md "Re-exporting after a partly
+cached build"). So while every build the store keeps for a key came from this daemon,
+the import is left out. A daemon is told apart from the next one on the same socket
+path (every session its own dockerd) by the socket file itself: a restarted daemon
+makes a new one. Engines reached over TCP or through a non-default builder always import.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+
+from shim.core.state import State
+
+TRUST = 24 * 3600.0  # BuildKit's GC may drop unused records: after a day, import again
+REMEMBERED = 16  # digests kept per key and daemon
+
+
+def daemon_generation(host: str | None, context: str | None, environ: Mapping[str, str]) -> str | None:
+    """Identity of the daemon behind a unix socket (path, inode, ctime), else None."""
+    path = _socket_path(host, context, environ)
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{path}|{st.st_ino}|{st.st_ctime_ns}"
+
+
+def _socket_path(host: str | None, context: str | None, environ: Mapping[str, str]) -> str | None:
+    host = host or (None if context else environ.get("DOCKER_HOST"))
+    if not host:
+        name = context or environ.get("DOCKER_CONTEXT") or _current_context(environ)
+        host = "unix:///var/run/docker.sock" if name == "default" else _context_host(name, environ)
+    return host[len("unix://"):] if host and host.startswith("unix://") else None
+
+
+def _config_dir(environ: Mapping[str, str]) -> str:
+    return environ.get("DOCKER_CONFIG") or os.path.join(environ.get("HOME", "/"), ".docker")
+
+
+def _current_context(environ: Mapping[str, str]) -> str:
+    try:
+        with open(os.path.join(_config_dir(environ), "config.json"), encoding="utf-8") as fh:
+            return json.load(fh).get("currentContext") or "default"
+    except (OSError, ValueError, AttributeError):
+        return "default"
+
+
+def _context_host(name: str, environ: Mapping[str, str]) -> str | None:
+    import hashlib
+
+    meta = os.path.join(_config_dir(environ), "contexts", "meta",
+                        hashlib.sha256(name.encode()).hexdigest(), "meta.json")
+    try:
+        with open(meta, encoding="utf-8") as fh:
+            return json.load(fh)["Endpoints"]["docker"]["Host"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+class LocalBuilds:
+    def __init__(self, state: State, generation: str):
+        self.state, self.generation = state, generation
+
+    def _digests(self, key: str) -> list[str]:
+        got = self.state.get("localbuilds", self.generation, key, max_age=TRUST)
+        return list(got.get("digests", [])) if got else []
+
+    def holds(self, key: str, lineage: Sequence[str]) -> bool:
+        """True when every stored build of the key was made by this daemon."""
+        mine = set(self._digests(key))
+        return bool(lineage) and all(d in mine for d in lineage)
+
+    def remember(self, key: str, digest: str) -> None:
+        digests = [digest, *(d for d in self._digests(key) if d != digest)][:REMEMBERED]
+        self.state.put("localbuilds", self.generation, key, {"digests": digests})

@@ -1,0 +1,74 @@
+"""`docker compose build|up|run --build|create --build` and `docker-compose`: run compose
+with the plan's override as a child, then publish each service's private export into
+the shared store and move registry keys. Compose's exit code is returned unchanged;
+nothing after it may change it (after_docker).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+
+from shim.compose.plan import ComposePlan, plan
+from shim.core import proc
+from shim.core.notice import after_docker, say
+
+def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], *, on_error) -> None:
+    try:
+        p = plan(real, name, args, environ)
+    except Exception as exc:  # noqa: BLE001 - fail open
+        on_error(real, list(args), exc)
+        return
+    if p is None:
+        return
+    if p.argv == list(args) and not p.env:
+        for r in p.reasons:
+            say(r)
+        return
+    rc = 1
+    try:
+        rc = proc.run_child(real, p.argv, env={**environ, **p.env})
+        if rc == 0:
+            after_docker(_publish, p)
+            after_docker(_move_keys, p)
+    finally:
+        after_docker(cleanup, p)
+    sys.exit(rc)
+
+
+def _publish(p: ComposePlan) -> None:
+    for key, dest in p.exports.items():
+        if not (dest / "index.json").exists():
+            continue  # compose did not build this service (image already present)
+        try:
+            done = p.store.publish(dest, key)
+            if p.local:
+                p.local.remember(key, done.digest)
+        except Exception as exc:  # noqa: BLE001 - the stack is up; only the cache is lost
+            say(f"build cache for {key} not published: {exc}")
+
+
+def _move_keys(p: ComposePlan) -> None:
+    if not p.moves or not p.registry:
+        return
+    from shim.build.registry import RegistryError, RegistryUnreachable
+
+    for key, tag in p.moves.items():
+        try:
+            p.registry.move(tag, key, history=p.history)
+        except RegistryError as exc:
+            if exc.code != 404:  # 404: compose did not build this service
+                say(f"registry key {key} not updated: {exc}")
+        except RegistryUnreachable as exc:
+            say(f"registry key {key} not updated: {exc}")
+
+
+def cleanup(p: ComposePlan) -> None:
+    if p.snapshot:
+        p.snapshot.release()
+    for dest in p.exports.values():
+        if dest.name.startswith("dockcache-export"):
+            shutil.rmtree(dest, ignore_errors=True)
+    if p.tmpdir:
+        shutil.rmtree(p.tmpdir, ignore_errors=True)

@@ -1,0 +1,310 @@
+"""Configuration: defaults < user file < project file < DOCKCACHE_* variables.
+
+Every value remembers where it came from (`Setting.source`) so `config show`, `explain`
+and `doctor` can say why dockcache did something. Validation is strict (unknown keys,
+wrong types, bad names are errors) and every error is one line naming file and key;
+the hot path turns it into "running docker unchanged".
+
+About 300 lines: schema, the three sources, validation and the typed error stay together
+because every value carries its source through all of them. Never runs docker.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+TYPE_CHECKING = False  # typing costs ~15 ms to import; the hot path avoids it
+if TYPE_CHECKING:
+    from typing import Any
+
+from shim.core.managers import BY_NAME
+from shim.core.safety import check_container_path, check_name, check_sensitive
+
+PROJECT_FILE = ".dockcache.toml"
+REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?/[a-z0-9]+([._/-][a-z0-9]+)*$")
+SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.I)
+CHOICES = {"run.mode": ("volume", "bind"), "run.scope": ("shared", "user", "project"),
+           "build.backend": ("local", "registry", "both")}
+
+
+class ConfigError(Exception):
+    """A config problem, already phrased as one line for the user."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    value: Any
+    source: str  # "default", a file path, or "env DOCKCACHE_X"
+
+
+# key -> (type, default). Types: bool, str, int, float, list (of str), "size".
+SCHEMA: dict[str, tuple[Any, Any]] = {
+    "enabled": (bool, True),
+    "run.enabled": (bool, True),
+    "run.mode": (str, "volume"),
+    "run.scope": (str, "shared"),
+    "run.volume_prefix": (str, "dockcache"),
+    "run.bind_root": (str, "~/.cache/dockcache/run"),
+    "run.readonly": (bool, False),
+    "build.enabled": (bool, True),
+    "build.store": (str, "~/.cache/dockcache/build"),
+    "build.max_size": ("size", "20GiB"),
+    "build.fallback_keys": (list, ["{repo}-main"]),
+    "build.key": (str, ""),
+    "build.lock_timeout": (float, 30.0),
+    "build.key_history": (int, 3),  # builds a key keeps (variants, edits); all are imported
+    "build.backend": (str, "local"),
+    "build.registry": (str, ""),
+    "build.registry_max_age": ("duration", "30d"),  # `cache prune --backend registry`
+    "build.registry_max_size": ("size", "50GiB"),
+    "compose.enabled": (bool, True),
+    "mirrors.ca_bundle": (str, ""),
+}
+for _kind in ("npm", "pypi", "go", "cargo", "maven"):  # shim.core.mirror_urls.KINDS (not imported: hot path)
+    SCHEMA[f"mirrors.{_kind}"] = (str, "")
+for _name in BY_NAME:
+    SCHEMA[f"managers.{_name}.enabled"] = (bool, True)
+    SCHEMA[f"managers.{_name}.volume"] = (str, "")
+
+ENV_KEYS = {
+    "DOCKCACHE_MODE": "run.mode", "DOCKCACHE_SCOPE": "run.scope",
+    "DOCKCACHE_VOLUME_PREFIX": "run.volume_prefix", "DOCKCACHE_BIND_ROOT": "run.bind_root",
+    "DOCKCACHE_RUN": "run.enabled", "DOCKCACHE_READONLY": "run.readonly", "DOCKCACHE_BUILD": "build.enabled",
+    "DOCKCACHE_BUILD_STORE": "build.store", "DOCKCACHE_BUILD_MAX_SIZE": "build.max_size",
+    "DOCKCACHE_BUILD_KEY": "build.key", "DOCKCACHE_BUILD_BACKEND": "build.backend",
+    "DOCKCACHE_BUILD_LOCK_TIMEOUT": "build.lock_timeout", "DOCKCACHE_BUILD_KEY_HISTORY": "build.key_history",
+    "DOCKCACHE_BUILD_REGISTRY": "build.registry", "DOCKCACHE_COMPOSE": "compose.enabled",
+    "DOCKCACHE_MIRROR_NPM": "mirrors.npm", "DOCKCACHE_MIRROR_PYPI": "mirrors.pypi",
+    "DOCKCACHE_MIRROR_GO": "mirrors.go", "DOCKCACHE_MIRROR_CARGO": "mirrors.cargo",
+    "DOCKCACHE_MIRROR_MAVEN": "mirrors.maven", "DOCKCACHE_MIRROR_CA_BUNDLE": "mirrors.ca_bundle",
+}
+
+
+@dataclass(frozen=True)
+class CustomCacheSpec:
+    name: str
+    path: str
+    env: tuple[tuple[str, str], ...]
+    source: str
+
+
+@dataclass(frozen=True)
+class Config:
+    settings: Mapping[str, Setting]
+    caches: tuple[CustomCacheSpec, ...]
+    files: tuple[str, ...]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.settings[key].value
+
+    def source(self, key: str) -> str:
+        return self.settings[key].source
+
+    def manager_enabled(self, name: str) -> bool:
+        return bool(self["enabled"] and self["run.enabled"] and self[f"managers.{name}.enabled"])
+
+
+def user_config_path(environ: Mapping[str, str]) -> Path:
+    if environ.get("DOCKCACHE_CONFIG"):
+        return Path(environ["DOCKCACHE_CONFIG"])
+    base = environ.get("XDG_CONFIG_HOME") or os.path.join(environ.get("HOME", "/"), ".config")
+    return Path(base) / "dockcache" / "config.toml"
+
+
+def find_project_file(start: str | None) -> Path | None:
+    """The nearest .dockcache.toml at or above `start` (a host directory)."""
+    if not start:
+        return None
+    here = Path(start).resolve()
+    for d in (here, *here.parents):
+        candidate = d / PROJECT_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load(environ: Mapping[str, str], project_dir: str | None = None) -> Config:
+    """Merge every layer; raise ConfigError (one line) on the first problem."""
+    settings = {k: Setting(_DEFAULT_PARSERS.get(t, lambda v: v)(d), "default") for k, (t, d) in SCHEMA.items()}
+    caches: dict[str, CustomCacheSpec] = {}
+    files = []
+    for path in (user_config_path(environ), find_project_file(project_dir)):
+        if path is None or not path.is_file():
+            continue
+        files.append(str(path))
+        data = _read_toml(path)
+        caches.update(_custom_caches(data.pop("caches", {}), str(path)))
+        for key, value in _flatten(data).items():
+            settings[key] = Setting(_coerce(key, value, str(path)), str(path))
+    for var, key in ENV_KEYS.items():
+        if environ.get(var, "") != "":
+            settings[key] = Setting(_coerce(key, environ[var], f"env {var}"), f"env {var}")
+    _env_manager_list(environ, settings)
+    home = environ.get("HOME", "/")
+    for key in ("run.bind_root", "build.store", "mirrors.ca_bundle"):
+        value = settings[key].value
+        if value.startswith("~"):
+            settings[key] = Setting(home + value[1:], settings[key].source)
+    return Config(settings, tuple(caches.values()), tuple(files))
+
+
+def _read_toml(path: Path) -> dict:
+    import tomllib  # only when a config file exists
+
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _flatten(data: Mapping, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and full not in SCHEMA:
+            out.update(_flatten(value, full + "."))
+        else:
+            out[full] = value
+    return out
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    if key not in SCHEMA:
+        raise ConfigError(f"{where}: unknown key '{key}'")
+    typ = SCHEMA[key][0]
+    try:
+        value = _convert(typ, value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: key '{key}' must be {_type_name(typ)}, got {value!r}") from None
+    _check_value(key, value, where)
+    return value
+
+
+def _convert(typ: Any, value: Any) -> Any:
+    if isinstance(value, str) and typ is not str and typ is not list:
+        return _from_text(typ, value)
+    if typ in _DEFAULT_PARSERS:
+        return _DEFAULT_PARSERS[typ](str(value)) if not isinstance(value, bool) else _fail()
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is list and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    if typ is list and isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if typ is not list and isinstance(value, typ) and not (typ is not bool and isinstance(value, bool)):
+        return value
+    return _fail()
+
+
+def _from_text(typ: Any, text: str) -> Any:
+    if typ is bool:
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        return _fail()
+    if typ in _DEFAULT_PARSERS:
+        return _DEFAULT_PARSERS[typ](text)
+    return typ(text)
+
+
+def _fail() -> Any:
+    raise TypeError
+
+
+def _type_name(typ: Any) -> str:
+    return {bool: "true/false", str: "a string", float: "a number", int: "an integer",
+            list: "a list of strings", "size": "a size like 20GiB",
+            "duration": "a duration like 30d, 12h or 90m"}.get(typ, str(typ))
+
+
+def _check_value(key: str, value: Any, where: str) -> None:
+    if key in CHOICES and value not in CHOICES[key]:
+        raise ConfigError(f"{where}: key '{key}' must be one of {', '.join(CHOICES[key])}, got {value!r}")
+    if (key.endswith(".volume") or key == "run.volume_prefix") and value and check_name(value):
+        raise ConfigError(f"{where}: key '{key}': {check_name(value)}")
+    if key in ("run.bind_root", "build.store") and check_sensitive(value):
+        raise ConfigError(f"{where}: key '{key}': {check_sensitive(value)}")
+    if key == "build.registry" and value and not REGISTRY_RE.match(value):
+        raise ConfigError(f"{where}: key '{key}': {value!r} is not HOST[:PORT]/REPOSITORY (lowercase repository path)")
+    if key.startswith("mirrors.") and value:
+        _check_mirror(key, value, where)
+    if key in ("build.key",) and value and not re.match(r"^[a-z0-9][a-z0-9._-]{0,127}$", _untemplated(value)):
+        raise ConfigError(f"{where}: key '{key}': invalid cache key {value!r}")
+
+
+def _check_mirror(key: str, value: str, where: str) -> None:
+    if key == "mirrors.ca_bundle":
+        if not value.startswith(("/", "~")):
+            raise ConfigError(f"{where}: key '{key}': {value!r} must be an absolute path to a PEM file")
+        return
+    from shim.core.mirror_urls import check_url  # only when a mirror is configured
+
+    problem = check_url(key.split(".", 1)[1], value)
+    if problem:
+        raise ConfigError(f"{where}: key '{key}': {problem}")
+
+
+def _untemplated(key: str) -> str:
+    return key.replace("{repo}", "r").replace("{branch}", "b")
+
+
+def parse_duration(text: str) -> float:
+    """'30d', '12h', '90m', '45s', '3600' -> seconds."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhdw]?)", text.strip())
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+
+
+def parse_size(text: str) -> int:
+    """'20G', '20GiB', '512MiB', '1024' -> bytes (binary units)."""
+    m = SIZE_RE.match(text)
+    if not m:
+        raise ValueError(text)
+    power = " KMGT".index(m.group(2).upper() or " ")
+    return int(float(m.group(1)) * (1024 ** power))
+
+
+_DEFAULT_PARSERS = {"size": parse_size, "duration": parse_duration}
+
+
+def _custom_caches(table: Any, where: str) -> dict[str, CustomCacheSpec]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: key 'caches' must be a table of [caches.NAME] sections")
+    return {name: _custom_cache(name, spec, where) for name, spec in table.items()}
+
+
+def _custom_cache(name: str, spec: Any, where: str) -> CustomCacheSpec:
+    if check_name(name) or name in BY_NAME:
+        raise ConfigError(f"{where}: caches.{name}: invalid or reserved cache name")
+    if not isinstance(spec, dict) or set(spec) - {"path", "env"}:
+        raise ConfigError(f"{where}: caches.{name}: only 'path' and 'env' are allowed")
+    path, env = spec.get("path"), spec.get("env", {})
+    if not isinstance(path, str) or not isinstance(env, dict):
+        raise ConfigError(f"{where}: caches.{name}: 'path' must be a string and 'env' a table")
+    problem = check_container_path(path)
+    if problem:
+        raise ConfigError(f"{where}: caches.{name}.path: {problem}")
+    pairs = tuple((str(k), str(v).replace("{cache}", path)) for k, v in env.items())
+    return CustomCacheSpec(name, path, pairs, where)
+
+
+def _env_manager_list(environ: Mapping[str, str], settings: dict[str, Setting]) -> None:
+    """DOCKCACHE_MANAGERS=npm,pip enables only those (useful in CI and tests)."""
+    raw = environ.get("DOCKCACHE_MANAGERS", "").strip()
+    if not raw:
+        return
+    wanted = {w.strip() for w in raw.split(",") if w.strip()}
+    unknown = wanted - set(BY_NAME)
+    if unknown:
+        raise ConfigError(f"env DOCKCACHE_MANAGERS: unknown manager(s) {', '.join(sorted(unknown))}")
+    for name in BY_NAME:
+        settings[f"managers.{name}.enabled"] = Setting(name in wanted, "env DOCKCACHE_MANAGERS")

@@ -1,0 +1,307 @@
+"""`docker run|create`: gather facts, plan, prepare volumes, exec the real docker.
+
+The only docker calls made here are for facts nobody remembered yet (an image's
+config, a volume that does not exist yet); both are kept in the state dir, so the
+steady state execs docker without any extra round-trip.
+
+About 300 lines: all of the run flow's I/O (facts, volumes, bind dirs, the exec) in one
+place, so the planner beside it stays pure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from shim.core import proc
+from shim.core.config import Config, load
+from shim.run.detect import combine, projects, scan_command, scan_dir
+from shim.core.grammar import Invocation, RunArgs, parse_run
+from shim.run.plan import CacheMount, Facts, Plan, plan_run
+from shim.core.state import State, endpoint_id, state_dir
+
+IMAGE_TTL = 24 * 3600.0
+INIT_TARGET = "/dockcache-init"
+
+
+def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str],
+               *, dry_run: bool = False, pull: bool = True,
+               need_image: bool = False) -> tuple[Plan, Config | None, list[str]]:
+    """Everything `explain` shows; with dry_run no docker call changes anything.
+
+    need_image: an image that is not there yet (compose builds it later) might run as a
+    non-root USER that a root-owned volume would lock out, so without its facts we add nothing.
+    """
+    run = parse_run(inv)
+    if run.image_index is None or run.help or run.unknown:  # nothing to add: ask docker nothing
+        return plan_run(args, run, None, Facts()), None, []
+    cwd = os.getcwd()
+    found = projects(run.mounts, run.workdir, cwd)
+    project = found[0].host_dir if found else None
+    config = load(environ, project or cwd)
+    if not (config["enabled"] and config["run.enabled"]):
+        return Plan(tuple(args), reasons=("run caching is disabled in config",)), config, []
+    detections = tuple(combine((scan_dir(project) if project else []) + scan_command(run.command)))
+    if not detections:
+        return Plan(tuple(args), reasons=("no package manager detected",)), config, []
+    ctx = _Context(real, inv, run, environ)
+    image = ctx.image_facts(pull=pull and not dry_run)
+    if need_image and not image and run.user is None:
+        return Plan(tuple(args), reasons=("image not built yet: its caches start with the next run",)), config, []
+    notes: list[str] = []
+    facts = Facts(detections=detections, project_dir=project,
+                  env_file_names=_env_file_names(run.env_files, cwd),
+                  volumes_from_targets=ctx.volumes_from_targets(),
+                  host_user=str(os.getuid()), local_engine=ctx.local_engine(),
+                  state_root=str(ctx.state.root), ca_pem=_read_ca(config, notes), **image)
+    plan = plan_run(args, run, config, facts)
+    if not dry_run:
+        failed = ctx.prepare(plan.mounts, notes)
+        if not _write_mirror_files(plan, notes):
+            facts = _replace(facts, local_engine=False)
+        if failed or not facts.local_engine:
+            plan = plan_run(args, run, config, _replace(facts, unusable=frozenset(failed)))
+    notes += ctx.state.write_errors[:1]
+    return plan, config, notes
+
+
+def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str],
+            *, on_error: Callable) -> None:
+    started = time.monotonic()
+    try:
+        plan, config, notes = build_plan(real, args, inv, environ)
+    except Exception as exc:  # noqa: BLE001 - fail open
+        on_error(real, list(args), exc)
+        return
+    for note in notes:
+        sys.stderr.write(f"dockcache: {note}\n")
+    if not notes and not inv.argv.count("--volumes-from"):
+        _remember(inv, args, environ, plan, config)
+    _record(environ, plan, time.monotonic() - started)
+    if environ.get("DOCKCACHE_DEBUG"):
+        sys.stderr.write(f"dockcache: exec {json.dumps([real, *plan.argv])}\n")
+    proc.exec_docker(real, plan.argv)
+
+
+def _remember(inv: Invocation, args: Sequence[str], environ: Mapping[str, str], plan: Plan,
+              config: Config | None) -> None:
+    from shim.run import plancache
+
+    state = State(state_dir(environ))
+    endpoint = endpoint_id(inv.host, inv.context, environ)
+    # A volume record removed by `cache clear` must force a new plan (re-create, re-own).
+    volumes = [str(state._path("volumes", endpoint, m.source)) for m in plan.mounts if m.kind == "volume"]
+    # A removed bind dir must be re-made by us (owner, ACL), not by docker as root: existence only.
+    volumes += [(os.path.dirname(m.source), os.path.basename(m.source)) for m in plan.mounts if m.kind == "bind"]
+    volumes += [os.path.join(plan.mirror.host_dir, n) for n, _ in plan.mirror.files] if plan.mirror.host_dir else []
+    volumes += [config["mirrors.ca_bundle"]] if config is not None and config["mirrors.ca_bundle"] else []
+    try:
+        plancache.store("docker", args, environ, os.getcwd(), plan.argv,
+                        plan_inputs(parse_run(inv), environ) + volumes, _metrics_line(plan))
+    except Exception:  # noqa: BLE001 - remembering is an optimisation only
+        pass
+
+
+def plan_inputs(run: RunArgs, environ: Mapping[str, str]) -> list:
+    """What the plan was derived from, for plancache: marker files (by name, not dir
+    mtime: `rm -rf node_modules` must not invalidate), marker globs, env-files, config
+    files, where a project file could appear, and docker's own config (`docker context
+    use` switches the engine, and volumes are per engine)."""
+    from shim.core.config import PROJECT_FILE, user_config_path
+    from shim.core.managers import MANAGERS
+
+    cwd = os.getcwd()
+    dirs = [os.path.normpath(os.path.join(cwd, os.path.expanduser(m.source)))
+            for m in run.mounts if m.type == "bind" and m.source]
+    literal = {mk.glob for mgr in MANAGERS for mk in mgr.markers if "*" not in mk.glob}
+    globs = tuple(sorted({mk.glob for mgr in MANAGERS for mk in mgr.markers if "*" in mk.glob}))
+    docker_cfg = environ.get("DOCKER_CONFIG") or os.path.join(environ.get("HOME", "/"), ".docker")
+    deps: list = [os.path.join(cwd, f) for f in run.env_files] + [str(user_config_path(environ)),
+                                                                  os.path.join(docker_cfg, "config.json")]
+    for d in dirs:
+        deps += [d] if not os.path.isdir(d) else []  # a bind source that appears later
+        deps += [os.path.join(d, name) for name in sorted(literal)] + [(d, *globs)]
+    for start in dirs or [cwd]:
+        here = start
+        while True:
+            deps.append(os.path.join(here, PROJECT_FILE))
+            parent = os.path.dirname(here)
+            if parent == here:
+                break
+            here = parent
+    return deps
+
+
+def _read_ca(config: Config, notes: list[str]) -> bytes | None:
+    path = config["mirrors.ca_bundle"]
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        notes.append(f"mirrors.ca_bundle {path}: {exc.strerror}; mirrors used without it")
+        return None
+
+
+def _write_mirror_files(plan: Plan, notes: list[str]) -> bool:
+    """Generated mirror files, written once per content (the directory name is its hash)."""
+    if not plan.mirror.host_dir:
+        return True
+    from shim.core.state import atomic_write
+
+    try:
+        for name, content in plan.mirror.files:
+            path = os.path.join(plan.mirror.host_dir, name)
+            if not os.path.isfile(path):
+                os.makedirs(plan.mirror.host_dir, exist_ok=True)
+                os.chmod(plan.mirror.host_dir, 0o755)  # a strict umask must not hide it from container users
+                atomic_write(path, content, mode=0o644)
+        return True
+    except OSError as exc:
+        notes.append(f"cannot write mirror files in {plan.mirror.host_dir}: {exc.strerror}; "
+                     "mirrors that need them are not used")
+        return False
+
+
+def _metrics(plan: Plan) -> dict:
+    return {"kind": "run", "caches": [m.source for m in plan.mounts],
+            "managers": sorted({m.manager for m in plan.mounts}), "skipped": [n for n, _ in plan.skipped]}
+
+
+def _metrics_line(plan: Plan) -> str:
+    """The metrics record a remembered plan appends on every use (plancache)."""
+    return json.dumps({**_metrics(plan), "remembered": True}, separators=(",", ":"))
+
+
+def _record(environ: Mapping[str, str], plan: Plan, seconds: float) -> None:
+    state = State(state_dir(environ))
+    state.append_log("metrics", {**_metrics(plan), "ms": round(seconds * 1000, 2)})
+
+
+def _replace(facts: Facts, **kw) -> Facts:
+    from dataclasses import replace
+    return replace(facts, **kw)
+
+
+def _env_file_names(paths: Sequence[str], cwd: str) -> frozenset[str]:
+    names = set()
+    for path in paths:
+        try:
+            with open(os.path.join(cwd, path), encoding="utf-8", errors="replace") as fh:
+                lines = fh.read().splitlines()
+        except OSError:
+            continue  # docker itself will report the missing file
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                names.add(line.split("=", 1)[0].strip())
+    return frozenset(names)
+
+
+class _Context:
+    """Docker calls for facts, made with the user's own global options."""
+
+    def __init__(self, real: str, inv: Invocation, run: RunArgs, environ: Mapping[str, str]):
+        self.real, self.inv, self.run = real, inv, run
+        self.endpoint = endpoint_id(inv.host, inv.context, environ)
+        self.state = State(state_dir(environ))
+
+    def docker(self, *args: str, timeout: float = 60.0) -> proc.Result:
+        return proc.run_docker(self.real, [*self.inv.globals, *args], timeout=timeout)
+
+    def local_engine(self) -> bool:
+        """Whether host paths exist for the engine (a unix socket or the default context)."""
+        return self.endpoint.startswith("unix://") or self.endpoint == "context:default"
+
+    def volumes_from_targets(self) -> tuple[str, ...] | None:
+        if not self.run.volumes_from:
+            return ()
+        names = [v.split(":")[0] for v in self.run.volumes_from]
+        res = self.docker("container", "inspect", "--format", "{{json .Mounts}}", *names)
+        if res.returncode != 0:
+            return None
+        targets = []
+        for line in res.stdout.splitlines():
+            targets += [m.get("Destination", "") for m in json.loads(line or "[]")]
+        return tuple(t for t in targets if t)
+
+    def image_facts(self, *, pull: bool) -> dict:
+        image = self.run.image or ""
+        cached = self.state.get("images", self.endpoint, image, max_age=IMAGE_TTL)
+        if cached is None:
+            cached = self._inspect(image)
+            if cached is None and pull and self._pull_allowed():
+                self.docker("pull", *self._platform(), image, timeout=1800)
+                cached = self._inspect(image)
+            if cached is not None:
+                self.state.put("images", self.endpoint, image, cached)
+        if cached is None:
+            return {}
+        return {"image_env": tuple(tuple(p) for p in cached["env"]), "image_user": cached["user"] or None,
+                "image_arch": cached["arch"] or None}
+
+    def _inspect(self, image: str) -> dict | None:
+        fmt = "{{json .Config.Env}}\t{{json .Config.User}}\t{{.Architecture}}\t{{.Id}}"
+        res = self.docker("image", "inspect", "--format", fmt, image)
+        if res.returncode != 0:
+            return None
+        try:
+            env_json, user_json, arch, image_id = res.stdout.strip().split("\t")
+            env = [e.split("=", 1) for e in (json.loads(env_json) or []) if "=" in e]
+            return {"env": env, "user": json.loads(user_json) or "", "arch": arch, "id": image_id}
+        except ValueError:
+            return None  # not inspected (missing image, odd output): no image facts
+
+    def _pull_allowed(self) -> bool:
+        pull = next((v for k, v in self.run.options if k == "--pull"), "missing")
+        return pull != "never"
+
+    def _platform(self) -> list[str]:
+        plat = next((v for k, v in self.run.options if k == "--platform"), None)
+        return ["--platform", plat] if plat else []
+
+    def prepare(self, mounts: Sequence[CacheMount], notes: list[str]) -> list[str]:
+        """Create missing volumes/dirs (labelled) and give non-root owners write access."""
+        failed = []
+        for m in mounts:
+            ok = self._prepare_bind(m) if m.kind == "bind" else self._prepare_volume(m)
+            if not ok:
+                failed.append(os.path.basename(m.source))
+                notes.append(f"could not prepare cache {m.source} for user {m.owner}; "
+                             f"{m.manager} runs without it")
+        return failed
+
+    def _prepare_volume(self, m: CacheMount) -> bool:
+        known = self.state.get("volumes", self.endpoint, m.source) or {}
+        if not known:
+            res = self.docker("volume", "create", "--label", "dockcache.managed=true",
+                              "--label", f"dockcache.manager={m.manager}",
+                              "--label", f"dockcache.owner={m.owner or 'root'}", m.source)
+            if res.returncode != 0:
+                return False
+            known = {"owners": [], "created": True}
+        if m.owner and m.owner not in known.get("owners", []):
+            res = self.docker("run", "--rm", "--network", "none", "--user", "0:0",
+                              "--entrypoint", "chown", "-v", f"{m.source}:{INIT_TARGET}",
+                              self.run.image or "", m.owner, INIT_TARGET)
+            if res.returncode != 0:
+                return False
+            known = {**known, "owners": [*known.get("owners", []), m.owner]}
+        self.state.put("volumes", self.endpoint, m.source, {**known, "manager": m.manager})
+        return True
+
+    def _prepare_bind(self, m: CacheMount) -> bool:
+        try:
+            os.makedirs(m.source, exist_ok=True)
+            if m.owner:
+                os.chmod(m.source, 0o1777)  # a container uid that is not ours must write here
+        except OSError:
+            return False
+        if os.getuid() != 0:
+            from shim.run.hostacl import grant_host_user
+            grant_host_user(m.source, os.getuid())  # root containers' files stay ours to clear
+        return True

@@ -1,0 +1,261 @@
+"""The pure rewrite of `docker run|create`: argv + facts -> Plan. No I/O here.
+
+Rules (each one a bug a peer shipped): every cache comes with the variables that make
+the tool use it; nothing the user set is overridden (env vars, mount targets, parents
+or children of them); what the image configured is respected (its cache location, its
+"no cache" switch); applying the plan to its own output adds nothing (nested shims).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from shim.core.config import Config
+from shim.run.detect import Detection
+from shim.core.grammar import RunArgs, insert_before
+from shim.core.managers import BY_NAME, Manager
+from shim.run.mirrors import MirrorPlan, plan_mirrors
+from shim.core.state import short_hash
+
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the impure layer learned for this command."""
+
+    detections: tuple[Detection, ...] = ()
+    project_dir: str | None = None
+    image_env: tuple[tuple[str, str], ...] | None = None  # None: image not inspected
+    image_user: str | None = None
+    image_arch: str | None = None
+    env_file_names: frozenset[str] = frozenset()
+    volumes_from_targets: tuple[str, ...] | None = ()  # None: could not be inspected
+    host_user: str = "0"
+    unusable: frozenset[str] = frozenset()  # volumes the executor could not prepare
+    local_engine: bool = True  # host paths can be bind-mounted (mirror files)
+    state_root: str = ""  # where generated mirror files live on the host
+    ca_pem: bytes | None = None  # [mirrors] ca_bundle, read by the executor
+
+
+@dataclass(frozen=True)
+class CacheMount:
+    manager: str
+    source: str  # volume name, or host dir in bind mode
+    target: str
+    kind: str  # "volume" | "bind"
+    owner: str | None  # non-root container user that must be able to write it
+    env: tuple[tuple[str, str], ...]
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    argv: tuple[str, ...]
+    mounts: tuple[CacheMount, ...] = ()
+    reasons: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+    added: tuple[str, ...] = field(default=())
+    mirror: MirrorPlan = field(default=MirrorPlan())
+
+
+def plan_run(argv: Sequence[str], run: RunArgs, config: Config, facts: Facts) -> Plan:
+    argv = tuple(argv)
+    if run.image_index is None or run.help:
+        return Plan(argv, reasons=("no image in this command: nothing to add",))
+    if run.unknown:
+        return Plan(argv, reasons=(f"unknown option {run.unknown[0]}: it may take a value, so the image "
+                                   "is not certain; the command runs unchanged",))
+    reasons = [f"detected {d.manager}: {d.reason}" for d in facts.detections]
+    mounts, skipped = [], []
+    for det in facts.detections:
+        mgr = BY_NAME.get(det.manager)
+        if mgr is None:
+            continue
+        why = _blocker(mgr, run, config, facts)
+        if why:
+            skipped.append((mgr.name, why))
+            continue
+        made, why = _mount_for(mgr, run, config, facts)
+        if why:
+            skipped.append((mgr.name, why))
+        mounts += made
+    mounts += _custom_mounts(run, config, facts, skipped)
+    mirror = _mirror_plan(run, config, facts, mounts)
+    skipped += mirror.skipped
+    added = _tokens(mounts) + mirror.tokens()
+    reasons += [f"skip {name}: {why}" for name, why in skipped]
+    reasons += [f"mount {m.source} at {m.target} for {m.manager}" for m in mounts]
+    reasons += mirror.reasons
+    return Plan(insert_before(argv, run.insert_at, added), tuple(mounts), tuple(reasons),
+                tuple(skipped), added, mirror)
+
+
+def _mirror_plan(run: RunArgs, config: Config, facts: Facts, mounts: list) -> MirrorPlan:
+    urls = {key.split(".", 1)[1]: s.value for key, s in config.settings.items()
+            if key.startswith("mirrors.") and key != "mirrors.ca_bundle" and s.value}
+    if not urls:
+        return MirrorPlan()
+    taken = [m.target for m in run.mounts] + list(facts.volumes_from_targets or ()) + [m.target for m in mounts]
+    return plan_mirrors([d.manager for d in facts.detections], urls,
+                        user_env=user_env_names(run, facts), image_env=dict(facts.image_env or ()),
+                        taken=taken, local_engine=facts.local_engine, state_root=facts.state_root,
+                        ca_pem=facts.ca_pem)
+
+
+def user_env_names(run: RunArgs, facts: Facts) -> set[str]:
+    return {name for name, _ in run.env} | set(facts.env_file_names)
+
+
+def _blocker(mgr: Manager, run: RunArgs, config: Config, facts: Facts) -> str | None:
+    if not config.manager_enabled(mgr.name):
+        return f"disabled in config ({config.source(f'managers.{mgr.name}.enabled')})"
+    names = user_env_names(run, facts)
+    fold = (lambda s: s.lower()) if mgr.case_insensitive_vars else (lambda s: s)
+    mine = {fold(v) for v in mgr.all_user_vars()}
+    clash = sorted(n for n in names if fold(n) in mine)
+    if clash:
+        return f"you set {clash[0]}: your cache settings win"
+    image_env = dict(facts.image_env or ())
+    own = _own_cache_mount(mgr, run, image_env)
+    if own:
+        return f"your mount at {own} is where {mgr.title} caches by default: yours is used"
+    for var in mgr.disable_vars:
+        value = _env_value(run, var) or image_env.get(var)
+        if value and value.lower() not in ("0", "false", "no", "off"):
+            return f"{var}={value} turns the cache off; respected"
+    if facts.volumes_from_targets is None and run.volumes_from:
+        return "--volumes-from could not be inspected: its mounts are unknown"
+    return None
+
+
+def _own_cache_mount(mgr: Manager, run: RunArgs, image_env: dict[str, str]) -> str | None:
+    """A user mount at (or above) the tool's default cache dir: pointing the tool elsewhere
+    by variable would bypass the cache the user gave it."""
+    homes = {"/root", _env_value(run, "HOME") or image_env.get("HOME") or "/root"}
+    for m in run.mounts:
+        for d in mgr.default_dirs:
+            places = [d] if d.startswith("/") else [f"{h.rstrip('/')}/{d}" for h in homes]
+            if not d.startswith("/") and m.target.startswith("/home/") and m.target.count("/") >= 3:
+                places.append("/".join(m.target.split("/")[:3]) + f"/{d}")
+            if any(p == m.target or p.startswith(m.target.rstrip("/") + "/") for p in places):
+                return m.target
+    return None
+
+
+def _env_value(run: RunArgs, var: str) -> str | None:
+    return next((v for n, v in reversed(run.env) if n == var), None)
+
+
+def _mount_for(mgr: Manager, run: RunArgs, config: Config, facts: Facts):
+    if config["run.readonly"]:
+        return _readonly_mount(mgr, run, config, facts)
+    image_env = dict(facts.image_env or ())
+    target, env = mgr.cache_path, list(mgr.env)
+    if mgr.image_home and image_env.get(mgr.image_home):
+        # The image owns this location (the rust image keeps cargo itself in CARGO_HOME):
+        # mount inside it instead of moving it.
+        home = image_env[mgr.image_home]
+        return _first_mount(mgr, [posixpath.join(home, d) for d in mgr.home_subdirs], (), run, config, facts)
+    primary = next((var for var, tmpl in env if tmpl == "{cache}"), None)
+    if primary and image_env.get(primary, "").startswith("/"):
+        target = posixpath.normpath(image_env[primary])
+    pairs = tuple((var, tmpl.replace("{cache}", target)) for var, tmpl in env
+                  if var not in image_env)
+    return _first_mount(mgr, [target], pairs, run, config, facts)
+
+
+def _readonly_mount(mgr: Manager, run: RunArgs, config: Config, facts: Facts):
+    """Read-only mode: only tools made to read a read-only cache get one (Gradle);
+    the others keep their private, writable default cache in the container."""
+    if not mgr.ro_env:
+        return [], f"read-only mode: {mgr.title} needs a writable cache, so it keeps a private one"
+    env = tuple((v, t.replace("{cache}", mgr.cache_path)) for v, t in mgr.ro_env)
+    made, why = _first_mount(mgr, [mgr.cache_path], env, run, config, facts)
+    return [replace(m, readonly=True, owner=None) for m in made], why
+
+
+def _first_mount(mgr, targets, env, run, config, facts):
+    """One volume for a manager; extra targets (cargo's registry/ and git/) are sub-volumes."""
+    taken = [m.target for m in run.mounts] + list(facts.volumes_from_targets or ())
+    for t in targets:
+        hit = next((u for u in taken if _overlaps(u, t)), None)
+        if hit:
+            return [], f"your mount at {hit} overlaps {t}"
+    owner = _owner(run, facts)
+    base = _volume_name(mgr.name, config, facts, owner)
+    if base in facts.unusable:
+        return [], f"volume {base} could not be prepared for user {owner}"
+    mounts = []
+    for i, t in enumerate(targets):
+        name = base if len(targets) == 1 else f"{base}-{posixpath.basename(t)}"
+        mounts.append(CacheMount(mgr.name, _source(name, config), t, config["run.mode"], owner,
+                                 env if i == 0 else ()))
+    return mounts, None
+
+
+def _overlaps(a: str, b: str) -> bool:
+    a, b = posixpath.normpath(a), posixpath.normpath(b)
+    return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
+
+
+def _owner(run: RunArgs, facts: Facts) -> str | None:
+    user = run.user if run.user is not None else facts.image_user
+    if not user or user.split(":")[0] in ("0", "root", ""):
+        return None
+    return user
+
+
+def _volume_name(manager: str, config: Config, facts: Facts, owner: str | None) -> str:
+    custom = config[f"managers.{manager}.volume"] if f"managers.{manager}.volume" in config.settings else ""
+    parts = [custom or f"{config['run.volume_prefix']}-{manager}"]
+    scope = config["run.scope"]
+    if scope == "user":
+        parts.append(f"u{_SAFE.sub('', facts.host_user)[:16]}")
+    elif scope == "project" and facts.project_dir:
+        parts.append(f"p{short_hash(facts.project_dir)}")
+    mgr = BY_NAME.get(manager)
+    if mgr and mgr.abi_sensitive and facts.image_arch not in (None, "", "amd64"):
+        parts.append(_SAFE.sub("", facts.image_arch))
+    if owner:
+        uid = owner.split(":")[0]
+        parts.append(f"c{uid}" if uid.isdigit() else f"c{short_hash(owner, 8)}")
+    return "-".join(parts)
+
+
+def _source(name: str, config: Config) -> str:
+    if config["run.mode"] == "bind":
+        return posixpath.join(config["run.bind_root"], name)
+    return name
+
+
+def _custom_mounts(run: RunArgs, config: Config, facts: Facts, skipped: list) -> list[CacheMount]:
+    out = []
+    names = user_env_names(run, facts)
+    for spec in config.caches:
+        clash = next((v for v, _ in spec.env if v in names), None)
+        hit = next((m.target for m in run.mounts if _overlaps(m.target, spec.path)), None)
+        if clash or hit:
+            skipped.append((spec.name, f"you set {clash}" if clash else f"your mount at {hit}"))
+            continue
+        name = _volume_name(spec.name, config, facts, _owner(run, facts))
+        out.append(CacheMount(spec.name, _source(name, config), spec.path, config["run.mode"],
+                              _owner(run, facts), spec.env))
+    return out
+
+
+def _tokens(mounts: Sequence[CacheMount]) -> tuple[str, ...]:
+    out: list[str] = []
+    for m in mounts:
+        out += ["-v", f"{m.source}:{m.target}" + (":ro" if m.readonly else "")]
+    for m in mounts:
+        for var, value in m.env:
+            out += ["-e", f"{var}={value}"]
+    return tuple(out)
+
+
+def env_of(plan: Plan) -> Mapping[str, str]:
+    return {k: v for m in plan.mounts for k, v in m.env}

@@ -1,0 +1,177 @@
+"""Through bin/docker: builds on isolated daemons share one BuildKit cache store."""
+
+import json
+import shutil
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from shim.build.store import CacheStore
+from shim.build.progress import step_named
+from tests.integration.helpers import shim
+
+pytestmark = pytest.mark.engine
+
+
+def project(tmp_path, name="p", base="dockcache-test/busybox", loops=300000):
+    """A Dockerfile whose RUN step costs CPU; a fresh token so no daemon has it yet."""
+    d = tmp_path / name
+    d.mkdir()
+    token = uuid.uuid4().hex
+    if base == "scratch":
+        shutil.copy("/bin/busybox", d / "busybox")
+        d.joinpath("Dockerfile").write_text(
+            "FROM scratch\nCOPY busybox /bin/busybox\n"
+            f'RUN ["/bin/busybox", "sh", "-c", "echo {token} > /t; i=0; while [ $i -lt {loops} ]; do i=$((i+1)); done"]\n')
+    else:
+        d.joinpath("Dockerfile").write_text(
+            f"FROM {base}\nRUN echo {token} > /t && i=0; while [ $i -lt {loops} ]; do i=$((i+1)); done\n")
+    return d, token
+
+
+def build(env, engine, ctx, tag, *extra):
+    engine.images.append(tag)
+    return shim(env, "build", "--network", "none", "--progress", "plain", "-t", tag, *extra, str(ctx),
+                extra={"DOCKER_HOST": engine.host})
+
+
+def run_step(cp, token):
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    return step_named(cp.stderr, token)
+
+
+def no_strays(store: Path):
+    for kind in ("tmp", "snapshots"):
+        assert list((store / kind).glob("*")) == [] if (store / kind).exists() else True
+
+
+def test_session_b_reuses_what_session_a_built(shim_env, engines, tmp_path):
+    a, b = engines["a"], engines["b"]
+    ctx, token = project(tmp_path)
+    store = Path(shim_env["DOCKCACHE_BUILD_STORE"])
+    tag = f"{a.prefix}/app:1"
+    assert not run_step(build(shim_env, a, ctx, tag), token).cached
+    assert f"{a.prefix}-app" in CacheStore(store).keys()
+    assert run_step(build(shim_env, b, ctx, tag), token).cached
+    no_strays(store)
+
+
+def test_old_engine_imports_but_does_not_publish(shim_env, engines, tmp_path):
+    a, old = engines["a"], engines["old"]
+    ctx, token = project(tmp_path, base="scratch")
+    store = Path(shim_env["DOCKCACHE_BUILD_STORE"])
+    tag = f"{a.prefix}/scr:1"
+    run_step(build(shim_env, a, ctx, tag), token)
+    before = (store / "oci" / "index.json").read_text()
+    cp = build(shim_env, old, ctx, tag)
+    assert cp.returncode == 0
+    assert "cannot publish" in cp.stderr and cp.stderr.count("dockcache:") == 1
+    copy = step_named(cp.stderr, "COPY busybox")
+    assert copy and copy.cached  # imported from the store written by daemon A
+    assert (store / "oci" / "index.json").read_text() == before
+
+
+def test_user_cache_to_and_no_cache(shim_env, engines, tmp_path):
+    a = engines["a"]
+    ctx, token = project(tmp_path)
+    store = Path(shim_env["DOCKCACHE_BUILD_STORE"])
+    mine = tmp_path / "mine"
+    cp = build(shim_env, a, ctx, f"{a.prefix}/own:1", "--cache-to", f"type=local,dest={mine}")
+    assert cp.returncode == 0 and (mine / "index.json").exists()
+    assert f"{a.prefix}-own" not in CacheStore(store).keys()  # no export added beside theirs
+    cp = build(shim_env, a, ctx, f"{a.prefix}/own:1", "--no-cache")
+    assert not run_step(cp, token).cached  # no import with --no-cache ...
+    assert f"{a.prefix}-own" in CacheStore(store).keys()  # ... but it still publishes
+
+
+def test_concurrent_builds_across_daemons(shim_env, engines, tmp_path):
+    a, b = engines["a"], engines["b"]
+    store = Path(shim_env["DOCKCACHE_BUILD_STORE"])
+    ctxs = [project(tmp_path, f"c{i}", loops=100000) for i in range(4)]
+    # same key from two tags of one repository: concurrent builds of one tag on one daemon
+    # clash in the image store itself ("already exists"), with or without dockcache
+    jobs = [(a if i % 2 == 0 else b, ctxs[i % 4], f"{a.prefix}/k{i % 4}:{i}") for i in range(8)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda j: build(shim_env, j[0], j[1][0], j[2]), jobs))
+    assert [r.returncode for r in results] == [0] * 8, [r.stderr[-500:] for r in results if r.returncode]
+    index = json.loads((store / "oci" / "index.json").read_text())
+    assert {m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]} == \
+        {f"{a.prefix}-k{i}" for i in range(4)}
+    assert CacheStore(store).check() == []
+    no_strays(store)
+    for i, (ctx, token) in enumerate(ctxs):  # every key imports cleanly on a daemon
+        fresh = engines["b"] if i % 2 == 0 else engines["a"]
+        assert run_step(build(shim_env, fresh, ctx, f"{a.prefix}/k{i}:1"), token).cached
+
+
+def test_repeated_sessions_keep_store_bounded(shim_env, engines, tmp_path):
+    a, b = engines["a"], engines["b"]
+    ctx, _ = project(tmp_path)
+    store = CacheStore(Path(shim_env["DOCKCACHE_BUILD_STORE"]))
+    tag = f"{a.prefix}/rep:1"
+    assert build(shim_env, a, ctx, tag).returncode == 0
+    first = store.size()
+    for eng in (a, a, b, b, b):
+        assert build(shim_env, eng, ctx, tag).returncode == 0
+    assert store.size() <= 1.1 * first
+
+
+def test_prune_during_builds_never_fails_one(shim_env, engines, tmp_path):
+    a, b = engines["a"], engines["b"]
+    store = CacheStore(Path(shim_env["DOCKCACHE_BUILD_STORE"]))
+    ctxs = [project(tmp_path, f"q{i}", loops=100000) for i in range(3)]
+    for i, (ctx, _t) in enumerate(ctxs):
+        assert build(shim_env, a, ctx, f"{a.prefix}/q{i}:1").returncode == 0
+    stop = threading.Event()
+    pruned = []
+
+    def pruner():
+        while not stop.is_set():
+            pruned.append(store.prune(max_size=1))  # evicts everything it may, repeatedly
+
+    t = threading.Thread(target=pruner)
+    t.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda i: build(shim_env, b, ctxs[i % 3][0], f"{a.prefix}/q{i % 3}:{i}"), range(6)))
+    finally:
+        stop.set()
+        t.join()
+    assert [r.returncode for r in results] == [0] * 6
+    assert pruned and any(p.removed_keys for p in pruned)
+    assert store.check() == []
+
+
+def test_corrupt_store_never_fails_a_build(shim_env, engines, tmp_path):
+    a, b = engines["a"], engines["b"]
+    store = Path(shim_env["DOCKCACHE_BUILD_STORE"])
+    ctx, token = project(tmp_path)
+    tag = f"{a.prefix}/bad:1"
+    assert build(shim_env, a, ctx, tag).returncode == 0
+    (store / "oci" / "index.json").write_text("{not json")
+    cp = build(shim_env, b, ctx, tag)
+    assert cp.returncode == 0 and cp.stderr.count("dockcache:") == 1 and "reset" in cp.stderr
+    assert not step_named(cp.stderr, token).cached  # ran without the import ...
+    assert CacheStore(store).check() == [] and f"{a.prefix}-bad" in CacheStore(store).keys()  # ... and republished
+    blob = next(p for p in (store / "oci" / "blobs" / "sha256").iterdir() if p.stat().st_size > 1000)
+    blob.unlink()  # a missing layer blob
+    cp = build(shim_env, a, ctx, tag)
+    assert cp.returncode == 0 and "missing blobs" in cp.stderr
+    assert CacheStore(store).check() == []
+
+
+def test_held_lock_means_uncached_not_stuck(shim_env, engines, tmp_path):
+    from filelock import FileLock
+
+    a = engines["a"]
+    store = Path(shim_env["DOCKCACHE_BUILD_STORE"])
+    store.mkdir(parents=True, exist_ok=True)
+    ctx, token = project(tmp_path)
+    with FileLock(str(store / ".lock")):
+        cp = build({**shim_env, "DOCKCACHE_BUILD_LOCK_TIMEOUT": "1"}, a, ctx, f"{a.prefix}/lock:1")
+    assert cp.returncode == 0
+    assert "locked by another process" in cp.stderr
+    no_strays(store)

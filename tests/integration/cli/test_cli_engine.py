@@ -1,0 +1,168 @@
+"""`dockcache` management commands against real caches on a real engine."""
+
+import json
+import subprocess
+import sys
+
+import jsonschema
+import pytest
+
+from tests.integration.helpers import BUSYBOX, DEVTOOLS, REPO, shim, write_json
+
+pytestmark = pytest.mark.engine
+
+
+def dockcache(env, *args, extra=None):
+    return subprocess.run([sys.executable, "-m", "shim", *args], env={**env, **(extra or {})},
+                          capture_output=True, text=True, cwd=REPO, stdin=subprocess.DEVNULL)
+
+
+def mine(rows, prefix):
+    return {r["name"]: r for r in rows if r["name"].startswith(prefix)}
+
+
+@pytest.fixture
+def warm(shim_env, engines, tmp_path):
+    """One real npm and one real pip run through the shim."""
+    proj = tmp_path / "app"
+    proj.mkdir()
+    write_json(proj / "package.json", {"name": "x", "version": "1.0.0", "dependencies": {"is-number": "7.0.0"}})
+    (proj / "requirements.txt").write_text("docopt==0.6.2\n")  # an sdist: pip caches the wheel it builds
+    cmd = ("npm install --no-audit --no-fund && "
+           "pip install -q --break-system-packages --root-user-action=ignore -r requirements.txt")
+    cp = shim(shim_env, "run", "--rm", "--network", "host", "-v", f"{proj}:/app", "-w", "/app", DEVTOOLS, "sh", "-c", cmd)
+    assert cp.returncode == 0, cp.stderr
+    return proj
+
+
+def test_list_and_stats_show_real_caches(shim_env, engines, warm):
+    prefix = engines["a"].prefix
+    listed = dockcache(shim_env, "cache", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = mine(json.loads(listed.stdout)["caches"], prefix)
+    for name in (f"{prefix}-npm", f"{prefix}-pip"):
+        assert rows[name]["exists"] and rows[name]["size"] > 0
+        assert rows[name]["last_used"].endswith("+00:00")  # ISO 8601 UTC, recorded on mount
+    assert rows[f"{prefix}-cargo"]["exists"] is False  # "(not created)" row
+    jsonschema.validate(json.loads(listed.stdout), json.loads((REPO / "docs/cache-list.schema.json").read_text()))
+    stats = json.loads(dockcache(shim_env, "cache", "stats", "--json").stdout)
+    jsonschema.validate(stats, json.loads((REPO / "docs/cache-stats.schema.json").read_text()))
+    assert stats["totals"]["size"] >= rows[f"{prefix}-npm"]["size"]
+    assert stats["build"]["observed_cached_steps"] is None  # never claims what it did not see
+    human = dockcache(shim_env, "cache", "list").stdout
+    assert "(not created)" in human and "KiB" in human
+
+
+def test_clear_npm_only_and_in_use_volume_is_kept(shim_env, engines, warm):
+    a, prefix = engines["a"], engines["a"].prefix
+    refused = dockcache(shim_env, "cache", "clear", "--npm")
+    assert refused.returncode == 1 and "--force" in refused.stderr
+    holder = a.docker("run", "-d", "--label", a.label, "--network", "none", "-v", f"{prefix}-npm:/c",
+                      BUSYBOX, "sleep", "60").stdout.strip()
+    cp = dockcache(shim_env, "cache", "clear", "--npm", "--force")
+    assert cp.returncode == 0 and "in use by" in cp.stdout
+    assert f"{prefix}-npm" in a.volumes()
+    a.docker("rm", "-f", holder)
+    cp = dockcache(shim_env, "cache", "clear", "--npm", "--force", "--json")
+    assert f"{prefix}-npm" in json.loads(cp.stdout)["removed"]
+    assert f"{prefix}-npm" not in a.volumes() and f"{prefix}-pip" in a.volumes()
+    shim(shim_env, "run", "--rm", "--network", "host", "-v", f"{warm}:/app", "-w", "/app", DEVTOOLS,
+         "npm", "install", "--no-audit", "--no-fund")
+    assert f"{prefix}-npm" in a.volumes()  # the next use recreates it
+    audit = (shim_env["DOCKCACHE_STATE_DIR"] + "/audit.jsonl")
+    assert '"action":"clear"' in open(audit).read()
+
+
+def test_doctor_old_engine_and_no_engine(shim_env, engines):
+    old = dockcache(shim_env, "doctor", "--json", extra={"DOCKER_HOST": engines["old"].host})
+    checks = {c["check"]: c for c in json.loads(old.stdout)["checks"]}
+    assert checks["build caching"]["value"].startswith("import-only")
+    gone = dockcache(shim_env, "doctor", extra={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    assert gone.returncode == 1 and "Traceback" not in gone.stderr + gone.stdout
+    assert "engine not reachable" in gone.stdout
+
+
+def test_explain_shows_detection_and_argv(shim_env, engines, warm):
+    cp = dockcache(shim_env, "explain", "--json", "--", "docker", "run", "-v", f"{warm}:/app", "-w", "/app",
+                   DEVTOOLS, "npm", "ci")
+    data = json.loads(cp.stdout)
+    assert any("npm" in d for d in data["detected"])
+    assert "npm_config_cache=/dockcache/npm" in data["argv"]
+
+
+def test_explain_build_shows_key_and_decision(shim_env, engines, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM dockcache-test/busybox\n")
+    cp = dockcache(shim_env, "explain", "--json", "--", "docker", "build", "-t", "reg.example:5000/org/app:feat",
+                   str(tmp_path))
+    data = json.loads(cp.stdout)
+    assert data["key"] == "org-app" and data["engine"] == "full" and data["export"] is True
+    old = json.loads(dockcache(shim_env, "explain", "--json", "--", "docker", "build", str(tmp_path),
+                               extra={"DOCKER_HOST": engines["old"].host}).stdout)
+    assert old["engine"] == "import-only" and old["export"] is False
+    assert any("cannot export" in r for r in old["reasons"])
+
+
+def test_bind_mode_dirs_are_listed_measured_and_cleared(shim_env, engines, tmp_path):
+    root = tmp_path / "bindroot"
+    env = {**shim_env, "DOCKCACHE_MODE": "bind", "DOCKCACHE_BIND_ROOT": str(root)}
+    proj = tmp_path / "app"
+    proj.mkdir()
+    write_json(proj / "package.json", {"name": "x", "version": "1.0.0", "dependencies": {"is-number": "7.0.0"}})
+    cp = shim(env, "run", "--rm", "--network", "host", "-v", f"{proj}:/app", "-w", "/app", DEVTOOLS,
+              "sh", "-c", "npm install --no-audit --no-fund")
+    assert cp.returncode == 0, cp.stderr
+    listed = json.loads(dockcache(env, "cache", "list", "--json").stdout)
+    jsonschema.validate(listed, json.loads((REPO / "docs/cache-list.schema.json").read_text()))
+    row = next(r for r in listed["caches"] if r["kind"] == "bind")
+    on_disk = sum(p.stat().st_size for p in (root / f"{engines['a'].prefix}-npm").rglob("*") if p.is_file())
+    assert row["manager"] == "npm" and row["size"] == on_disk > 0 and row["uses"] == 1
+    assert not any(r["kind"] == "volume" and not r["exists"] for r in listed["caches"])  # no volume rows in bind mode
+    cleared = dockcache(env, "cache", "clear", "--npm", "--force", "--json")
+    assert cleared.returncode == 0, cleared.stderr
+    assert json.loads(cleared.stdout)["removed"] == [row["name"]] and not (root / f"{engines['a'].prefix}-npm").exists()
+
+
+def test_bind_mode_root_container_files_stay_clearable_by_a_non_root_host_user(shim_env, engines):
+    """The host user is uid 1000 (with access to daemon A's socket); the container runs as root."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from shim.run.hostacl import encode
+
+    a = engines["a"]
+    sock = a.host[len("unix://"):]
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="dc-nonroot-"))
+    as_user = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
+    try:
+        for d in (base, base / "home", base / "app"):
+            d.mkdir(exist_ok=True)
+            os.chown(d, 1000, 1000)
+        write_json(base / "app" / "package.json", {"name": "x", "version": "1.0.0", "dependencies": {"is-number": "7.0.0"}})
+        os.setxattr(sock, "system.posix_acl_access", encode(1000))  # uid 1000 may talk to daemon A
+        env = {"PATH": f"{REPO / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(base / "home"),
+               "DOCKER_HOST": a.host, "DOCKCACHE_STATE_DIR": str(base / "state"), "DOCKCACHE_PYTHON": "/usr/bin/python3",
+               "DOCKCACHE_VOLUME_PREFIX": a.prefix, "DOCKCACHE_MODE": "bind", "DOCKCACHE_BIND_ROOT": str(base / "bind")}
+        cp = subprocess.run([*as_user, str(REPO / "bin" / "docker"), "run", "--rm", "--network", "host",
+                             "-v", f"{base / 'app'}:/app", "-w", "/app", DEVTOOLS, "sh", "-c",
+                             "npm install --no-audit --no-fund"], env=env, capture_output=True, text=True, timeout=300)
+        assert cp.returncode == 0, cp.stderr
+        cache = base / "bind" / f"{a.prefix}-npm"
+        written = [p for p in cache.rglob("*") if p.is_file()]
+        assert written and all(p.stat().st_uid == 0 for p in written)  # root in the container wrote them
+        rm = subprocess.run([*as_user, "rm", "-rf", str(cache)], capture_output=True, text=True)
+        assert rm.returncode == 0 and not cache.exists(), rm.stderr  # and the host user can still clear them
+        ci = [*cp.args[:-1], "npm ci --no-audit --no-fund"]  # leaves package-lock.json (a plan input) alone
+        for _ in range(2):  # the first re-plans (package-lock.json appeared), the second is a remembered plan
+            again = subprocess.run(ci, env=env, capture_output=True, text=True, timeout=300)
+            assert again.returncode == 0, again.stderr
+            assert cache.stat().st_uid == 1000  # re-made by dockcache, not by docker as root
+            subprocess.run([*as_user, "rm", "-rf", str(cache)], check=True)
+    finally:
+        try:
+            os.removexattr(sock, "system.posix_acl_access")
+        except OSError:
+            pass
+        os.chmod(sock, 0o660)
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,201 @@
+"""`docker compose` / `docker-compose` through dockcache on the real engine pair."""
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from shim.compose import command as compose
+from shim.build.store import CacheStore
+from shim.build.progress import build_steps
+from tests.integration.helpers import REPO, shim
+
+pytestmark = pytest.mark.engine
+REAL = "/usr/local/bin/docker"
+
+
+def stack(tmp_path, services=("api", "web", "worker"), extra=""):
+    root = tmp_path / f"stack{uuid.uuid4().hex[:6]}"
+    root.mkdir()
+    lines = ["services:"]
+    for s in services:
+        (root / s).mkdir()
+        (root / s / "Dockerfile").write_text(
+            f"FROM dockcache-test/busybox\nRUN echo {s}-{uuid.uuid4().hex} > /t && "
+            "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done\n")
+        lines += [f"  {s}:", f"    build: {{context: ./{s}, network: none}}", "    network_mode: none",
+                  '    command: ["sleep", "2"]']
+    (root / "compose.yaml").write_text("\n".join(lines) + "\n" + extra)
+    return root
+
+
+def up(env, engine, root, *args, launcher="docker"):
+    cmd = [str(REPO / "bin" / launcher)] + (["compose"] if launcher == "docker" else [])
+    cp = subprocess.run([*cmd, "--progress", "plain", *args], env={**env, "DOCKER_HOST": engine.host},
+                        cwd=root, capture_output=True, text=True, timeout=600)
+    subprocess.run([REAL, "-H", engine.host, "compose", "down", "--rmi", "local"], cwd=root, capture_output=True)
+    return cp
+
+
+def test_stack_in_session_b_is_all_cached(shim_env, engines, tmp_path):
+    root = stack(tmp_path)
+    cold = up(shim_env, engines["a"], root, "up", "-d", "--build")
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    assert [s.cached for s in build_steps(cold.stdout + cold.stderr)] == [False] * 3
+    store = CacheStore(shim_env["DOCKCACHE_BUILD_STORE"])
+    assert {f"{root.name}-{s}" for s in ("api", "web", "worker")} <= set(store.keys())
+    warm = up(shim_env, engines["b"], root, "up", "-d", "--build")
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    assert [s.cached for s in build_steps(warm.stdout + warm.stderr)] == [True] * 3
+    assert not os.listdir(os.path.join(shim_env["DOCKCACHE_BUILD_STORE"], "tmp"))
+
+
+def test_docker_compose_launcher_behaves_the_same(shim_env, engines, tmp_path):
+    root = stack(tmp_path, services=("one",))
+    assert up(shim_env, engines["a"], root, "build", launcher="docker-compose").returncode == 0
+    warm = up(shim_env, engines["b"], root, "build", launcher="docker-compose")
+    assert warm.returncode == 0 and [s.cached for s in build_steps(warm.stdout + warm.stderr)] == [True]
+
+
+def _config(env, root, argv, extra_env):
+    cp = subprocess.run([REAL, *argv[:argv.index("build")], "config", "--format", "json"],
+                        env={**env, **extra_env}, cwd=root, capture_output=True, text=True)
+    assert cp.returncode == 0, cp.stderr
+    data = json.loads(cp.stdout)
+    for svc in data["services"].values():
+        svc.get("build", {}).pop("cache_from", None)
+        svc.get("build", {}).pop("cache_to", None)
+    return data
+
+
+@pytest.mark.parametrize("layout", ["plain", "override-file", "dotenv-compose-file", "explicit-f"])
+def test_config_unchanged_but_cache_fields(shim_env, engines, tmp_path, monkeypatch, layout):
+    root = stack(tmp_path, services=("api", "web"))
+    args = ["compose", "build"]
+    if layout == "override-file":
+        (root / "compose.override.yaml").write_text("services:\n  api:\n    environment: [A=1]\n")
+    if layout == "dotenv-compose-file":
+        (root / "extra.yaml").write_text("services:\n  web:\n    environment: [B=2]\n")
+        (root / ".env").write_text("COMPOSE_FILE=compose.yaml:extra.yaml\n")
+    if layout == "explicit-f":
+        (root / "other.yaml").write_text("services:\n  api:\n    environment: [C=3]\n")
+        args = ["compose", "-f", "compose.yaml", "-f", "other.yaml", "build"]
+    env = {**shim_env, "DOCKER_HOST": engines["a"].host}
+    monkeypatch.chdir(root)
+    plan = compose.plan(REAL, "docker", args, env)
+    try:
+        with_cache = _config(env, root, plan.argv, plan.env)
+        assert _config(env, root, args, {}) == with_cache
+        raw = subprocess.run([REAL, *plan.argv[:plan.argv.index("build")], "config", "--format", "json"],
+                             env={**env, **plan.env}, cwd=root, capture_output=True, text=True).stdout
+        assert all("cache_to" in s["build"] for s in json.loads(raw)["services"].values())
+    finally:
+        compose.cleanup(plan)
+
+
+def test_user_cache_to_is_kept(shim_env, engines, tmp_path, monkeypatch):
+    root = stack(tmp_path, services=("api",))
+    text = (root / "compose.yaml").read_text().replace(
+        "build: {context: ./api, network: none}",
+        f"build: {{context: ./api, network: none, cache_to: ['type=local,dest={tmp_path}/mine']}}")
+    (root / "compose.yaml").write_text(text)
+    monkeypatch.chdir(root)
+    plan = compose.plan(REAL, "docker", ["compose", "build"], {**shim_env, "DOCKER_HOST": engines["a"].host})
+    try:
+        assert "cache_to" not in plan.override["services"].get("api", {}).get("build", {})
+    finally:
+        compose.cleanup(plan)
+
+
+def test_compose_syntax_error_is_composes_own(shim_env, engines, tmp_path):
+    root = tmp_path / "broken"
+    root.mkdir()
+    (root / "compose.yaml").write_text("services:\n  api: [unclosed\n")
+    via = shim(shim_env, "compose", "up", "--build", cwd=root)
+    real = subprocess.run([REAL, "compose", "up", "--build"], env=shim_env, cwd=root, capture_output=True, text=True)
+    assert via.returncode == real.returncode != 0
+    assert "Traceback" not in via.stderr and "dockcache" not in via.stderr
+
+
+def test_legacy_builder_passes_through_with_one_line(shim_env, engines, tmp_path):
+    root = stack(tmp_path, services=("api",))
+    cp = up({**shim_env, "DOCKER_BUILDKIT": "0"}, engines["a"], root, "build")
+    assert cp.returncode == 0
+    assert cp.stderr.count("dockcache:") == 1 and "DOCKER_BUILDKIT=0" in cp.stderr
+
+
+def test_service_containers_get_package_caches(shim_env, engines, tmp_path):
+    root = tmp_path / "svc"
+    (root / "proj").mkdir(parents=True)
+    (root / "proj" / "package.json").write_text(
+        '{"name": "x", "version": "1.0.0", "dependencies": {"is-number": "7.0.0"}}')
+    (root / "compose.yaml").write_text(
+        "services:\n"
+        "  fetch:\n    image: dockcache-test/devtools\n    network_mode: host\n"
+        "    volumes: [./proj:/app]\n    working_dir: /app\n"
+        "  offline:\n    image: dockcache-test/devtools\n    network_mode: none\n"
+        "    volumes: [./proj:/app]\n    working_dir: /app\n")
+    env = {**shim_env, "DOCKER_HOST": engines["a"].host}
+
+    def run(svc, cmd, extra=None):
+        return subprocess.run([str(REPO / "bin" / "docker"), "compose", "run", "--rm", svc, "sh", "-c", cmd],
+                              env={**env, **(extra or {})}, cwd=root, capture_output=True, text=True, timeout=300)
+
+    cold = run("fetch", "npm install --no-audit --no-fund && echo cache=$npm_config_cache")
+    assert cold.returncode == 0, cold.stderr
+    assert "cache=/dockcache/npm" in cold.stdout
+    assert f"{engines['a'].prefix}-npm" in engines["a"].volumes()
+    offline = "rm -rf node_modules && npm ci --offline --no-audit --no-fund"
+    assert run("offline", offline).returncode == 0
+    assert run("offline", offline, {"DOCKCACHE_DISABLE": "1"}).returncode != 0
+    subprocess.run([REAL, "-H", engines["a"].host, "compose", "down"], cwd=root, capture_output=True)
+
+
+def test_stack_through_the_registry_backend(shim_env, engines, tmp_path):
+    from shim.build.registry import Registry
+
+    root = stack(tmp_path, services=("api", "web"))
+    repo = f"{os.environ.get('DOCKCACHE_TEST_REGISTRY', 'localhost:5000')}/dct-{uuid.uuid4().hex[:8]}"
+    env = {**shim_env, "DOCKCACHE_BUILD_BACKEND": "registry", "DOCKCACHE_BUILD_REGISTRY": repo}
+    cold = up(env, engines["a"], root, "build")
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    keys = {f"{root.name}-{s}" for s in ("api", "web")}
+    tags = Registry(repo).tags()
+    assert keys <= set(tags) and len(tags) == 4  # two keys, each moved to its build's own tag
+    assert not os.path.exists(shim_env["DOCKCACHE_BUILD_STORE"])  # registry only
+    fresh = {**env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b")}
+    warm = up(fresh, engines["b"], root, "build")
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    assert [s.cached for s in build_steps(warm.stdout + warm.stderr)] == [True] * 2
+
+
+def test_old_engine_stack_builds_import_only(shim_env, engines, tmp_path):
+    root = stack(tmp_path, services=("one",))
+    plain = subprocess.run([REAL, "-H", engines["old"].host, "compose", "--progress", "plain", "build"],
+                           cwd=root, capture_output=True, text=True, timeout=600)
+    ours = up(shim_env, engines["old"], root, "build")
+    assert plain.returncode == 0 and ours.returncode == 0, ours.stderr[-2000:]  # no cache_to the engine rejects
+    assert "Cache export is not supported" not in ours.stdout + ours.stderr
+
+
+def test_explain_shows_the_override_and_creates_nothing(shim_env, engines, tmp_path):
+    root = stack(tmp_path, services=("one",))
+    before = up(shim_env, engines["a"], root, "build")  # publishes key <root>-one
+    assert before.returncode == 0, before.stderr[-2000:]
+    def explain(engine):
+        cp = subprocess.run([sys.executable, "-m", "shim", "explain", "--json", "--", "docker", "compose", "up",
+                             "--build"], env={**shim_env, "DOCKER_HOST": engine.host}, cwd=root,
+                            capture_output=True, text=True)
+        return json.loads(cp.stdout)
+
+    same = explain(engines["a"])  # the daemon that built it: its own cache serves the key
+    assert "cache_from" not in same["override"]["services"]["one"]["build"]
+    assert any("this daemon made every stored build" in r for r in same["reasons"])
+    data = explain(engines["b"])  # another session imports it
+    build = data["override"]["services"]["one"]["build"]
+    assert data["kind"] == "compose" and f"tag={root.name}-one" in build["cache_from"][0]
+    assert "<override>" in data["argv"] and data["argv"][-2:] == ["up", "--build"]
+    assert not os.listdir(os.path.join(shim_env["DOCKCACHE_BUILD_STORE"], "tmp"))  # no export dir made

@@ -1,0 +1,33 @@
+"""Once docker has run, nothing dockcache does afterwards may change its exit code."""
+
+import pytest
+
+from shim.build import registry as registrycache
+from shim.compose import command as compose
+from shim.core import proc
+
+
+def test_a_failing_key_move_after_compose_keeps_composes_exit_code(monkeypatch, capsys):
+    plan = compose.ComposePlan(argv=["compose", "up", "--build"], env={"X": "1"},
+                               registry=registrycache.Registry("localhost:1/r"), moves={"k": "k--b1700000000-abcdef"})
+    monkeypatch.setattr(compose, "plan", lambda *a: plan)
+    monkeypatch.setattr(proc, "run_child", lambda real, argv, env=None: 0)
+
+    def broken(self, tag, key, **_kw):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(registrycache.Registry, "move", broken)
+    with pytest.raises(SystemExit) as done:
+        compose.execute("/bin/false", "docker", ["compose", "up", "--build"], {}, on_error=None)
+    assert done.value.code == 0
+    err = capsys.readouterr().err
+    assert err.count("dockcache:") == 1 and "move keys failed: boom" in err
+
+
+def test_no_registry_means_no_registry_calls(monkeypatch):
+    plan = compose.ComposePlan(argv=["compose", "build"], env={"X": "1"})
+    monkeypatch.setattr(compose, "plan", lambda *a: plan)
+    monkeypatch.setattr(proc, "run_child", lambda real, argv, env=None: 0)
+    monkeypatch.setattr(registrycache.Registry, "__init__", lambda *a, **k: pytest.fail("no registry configured"))
+    with pytest.raises(SystemExit) as done:
+        compose.execute("/bin/false", "docker", ["compose", "build"], {}, on_error=None)
+    assert done.value.code == 0

@@ -1,0 +1,179 @@
+"""The local build store: key history, seeded export dirs, no-op publishes, locking."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shim.build.layout import LockTimeout
+from shim.build.store import CacheStore
+from shim.build.local import LocalBuilds, daemon_generation
+from shim.core.state import State
+
+LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+INDEX = "application/vnd.oci.image.index.v1+json"
+CONFIG = "application/vnd.buildkit.cacheconfig.v0"
+
+
+def _blob(d: Path, data: bytes, media: str) -> dict:
+    digest = hashlib.sha256(data).hexdigest()
+    (d / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    (d / "blobs" / "sha256" / digest).write_bytes(data)
+    return {"mediaType": media, "digest": f"sha256:{digest}", "size": len(data)}
+
+
+def export(store: CacheStore, key: str, *layers: bytes, seeded: bool = True) -> Path:
+    """What BuildKit leaves in a private export dir: layers, a cache config, a manifest."""
+    d = store.new_export_dir() if seeded else store._private_dir("tmp", "dockcache-export")
+    blobs = d / "blobs" / "sha256"
+    descs = []
+    for data in layers:
+        digest = hashlib.sha256(data).hexdigest()
+        if (blobs / digest).exists():  # BuildKit skips a blob the destination has
+            descs.append({"mediaType": LAYER, "digest": f"sha256:{digest}", "size": len(data)})
+        else:
+            descs.append(_blob(d, data, LAYER))
+    cfg = _blob(d, json.dumps({"layers": [x["digest"] for x in descs]}).encode(), CONFIG)
+    man = _blob(d, json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": [*descs, cfg]}).encode(), INDEX)
+    man["annotations"] = {"org.opencontainers.image.ref.name": key}
+    (d / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [man]}))
+    return d
+
+
+@pytest.fixture
+def store(tmp_path) -> CacheStore:
+    return CacheStore(tmp_path / "store", lock_timeout=2, history=3)
+
+
+BASE = b"B" * 100_000  # the base image's layer every build of the project shares
+
+
+def test_a_key_keeps_its_last_builds_and_imports_them_all(store):
+    for variant in (b"dev", b"prod"):
+        store.publish(export(store, "app", BASE, variant), "app")
+    snap = store.snapshot(["app"])
+    try:
+        assert snap.import_tags("app") == ("app", "app~1")
+        index = json.loads((snap.src / "index.json").read_text())
+        assert len(index["manifests"]) == 2
+    finally:
+        snap.release()
+    assert list(store.keys()) == ["app"]  # history is not listed as keys of its own
+
+
+def test_history_is_bounded_and_unreachable_blobs_are_collected(store):
+    for n in range(6):
+        store.publish(export(store, "app", BASE, b"edit %d" % n), "app")
+    assert len(store.lineage("app")) == 3
+    assert len(BASE) < store.size() < len(BASE) + 3000  # the base once, three builds' small blobs
+
+
+def test_republishing_the_same_build_changes_nothing(store):
+    first = store.publish(export(store, "app", BASE, b"x"), "app")
+    again = store.publish(export(store, "app", BASE, b"x"), "app")
+    assert first.changed and not again.changed
+    assert again.digest == first.digest and store.lineage("app") == (first.digest,)
+
+
+def test_an_older_build_built_again_moves_to_the_front_once(store):
+    dev = store.publish(export(store, "app", BASE, b"dev"), "app").digest
+    prod = store.publish(export(store, "app", BASE, b"prod"), "app").digest
+    store.publish(export(store, "app", BASE, b"dev"), "app")
+    assert store.lineage("app") == (dev, prod)
+
+
+def test_seeded_export_dirs_make_buildkit_write_only_new_blobs(store):
+    first = store.publish(export(store, "app", BASE, b"a"), "app")
+    assert first.written >= len(BASE)
+    second = store.publish(export(store, "app", BASE, b"b"), "app")
+    assert second.written < 2000  # the base layer was a link to the store's blob
+
+
+def test_an_unseeded_export_writes_everything(store):
+    store.publish(export(store, "app", BASE, b"a"), "app")
+    assert store.publish(export(store, "app", BASE, b"b", seeded=False), "app").written >= len(BASE)
+
+
+def test_a_blob_pruned_while_a_seeded_export_runs_is_put_back(store):
+    store.publish(export(store, "app", BASE, b"a"), "app")
+    d = export(store, "other", BASE, b"o")
+    store.drop_keys(["app"])  # the base blob leaves the store; the export dir's link keeps it
+    store.publish(d, "other")
+    snap = store.snapshot(["other"])
+    assert snap.keys == ("other",)
+    snap.release()
+
+
+def test_prune_and_drop_take_a_keys_history_along(store):
+    for n in range(3):
+        store.publish(export(store, "app", BASE, b"%d" % n), "app")
+    store.publish(export(store, "lib", b"L" * 10, b"l"), "lib")
+    store.drop_keys(["app"])
+    assert store.lineage("app") == () and list(store.keys()) == ["lib"]
+    assert store.size() < 10_000
+    res = store.prune(max_size=0)
+    assert res.removed_keys == ("lib",) and store.size() == 0
+
+
+def test_a_lock_held_by_filelock_blocks_the_store_until_the_timeout(store, tmp_path):
+    store.publish(export(store, "app", BASE, b"a"), "app")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from filelock import FileLock; "
+        f"l = FileLock({str(store.root / '.lock')!r}); l.acquire(); print('held', flush=True); time.sleep(30)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t = time.monotonic()
+        with pytest.raises(LockTimeout):
+            store.snapshot(["app"])
+        assert time.monotonic() - t >= 1.9
+    finally:
+        holder.kill()
+        holder.wait()
+    store.snapshot(["app"]).release()  # free again once the holder is gone
+
+
+def test_the_daemon_generation_changes_when_the_socket_is_made_again(tmp_path):
+    path = tmp_path / "d.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    first = daemon_generation(f"unix://{path}", None, {})
+    assert first and daemon_generation(None, None, {"DOCKER_HOST": f"unix://{path}"}) == first
+    s.close()
+    os.unlink(path)
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    try:
+        assert daemon_generation(f"unix://{path}", None, {}) not in (None, first)
+    finally:
+        s.close()
+    assert daemon_generation("tcp://127.0.0.1:2375", None, {}) is None
+
+
+def test_the_daemon_generation_follows_a_named_context(tmp_path):
+    path = tmp_path / "ctx.sock"
+    path.touch()
+    meta = tmp_path / "cfg" / "contexts" / "meta" / hashlib.sha256(b"mine").hexdigest()
+    meta.mkdir(parents=True)
+    (meta / "meta.json").write_text(json.dumps({"Endpoints": {"docker": {"Host": f"unix://{path}"}}}))
+    env = {"DOCKER_CONFIG": str(tmp_path / "cfg")}
+    assert daemon_generation(None, "mine", env).startswith(str(path))
+    (tmp_path / "cfg" / "config.json").write_text(json.dumps({"currentContext": "mine"}))
+    assert daemon_generation(None, None, env).startswith(str(path))
+
+
+def test_local_builds_hold_a_key_only_when_every_stored_build_came_from_this_daemon(tmp_path):
+    mine = LocalBuilds(State(tmp_path / "state"), "gen-1")
+    assert not mine.holds("app", ())
+    mine.remember("app", "sha256:a")
+    assert mine.holds("app", ("sha256:a",))
+    assert not mine.holds("app", ("sha256:a", "sha256:other-daemon"))
+    assert not LocalBuilds(State(tmp_path / "state"), "gen-2").holds("app", ("sha256:a",))

@@ -1,0 +1,75 @@
+"""The CLI's edge: usage errors exit 2 in docker's style, config errors are one line,
+--json errors are JSON, every option says what it does, and nothing prints a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+
+MATRIX = [  # (argv, expected exit code)
+    (["--bogus"], 2),
+    (["cache", "--bogus"], 2),
+    (["cache", "clear", "--nope"], 2),
+    (["cache", "prune", "--max-size", "3x"], 2),
+    (["cache", "prune", "--backend", "s3"], 2),
+    (["metrics", "show", "--since", "soon"], 2),
+    (["nosuchcommand"], 2),
+    (["explain", "--", "docker", "run", "alpine", "npm", "ci"], 1),  # broken config below
+    (["explain", "--json", "--", "docker", "build", "."], 1),
+    (["config", "show"], 1),
+    (["cache", "clear", "--npm", "--dry-run", "--json"], 1),
+]
+
+
+@pytest.fixture
+def broken_project(tmp_path):
+    (tmp_path / ".dockcache.toml").write_text("[run\nmode = 1\n")
+    return tmp_path
+
+
+def dockcache(args, cwd, home):
+    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "DOCKER_HOST": f"unix://{home}/no.sock",
+           "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "shim", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args,code", MATRIX, ids=[" ".join(a) for a, _ in MATRIX])
+def test_errors_are_one_line_with_the_right_exit_code(args, code, broken_project, private_home):
+    cp = dockcache(args, broken_project, private_home)
+    assert "Traceback" not in cp.stdout + cp.stderr
+    assert cp.returncode == code, cp.stderr
+    assert cp.stderr.startswith("dockcache: ")
+    if code == 2:
+        assert "See 'dockcache " in cp.stderr or "managers:" in cp.stderr or "must be" in cp.stderr
+    if "--json" in args:
+        assert json.loads(cp.stdout)["exit_code"] == code
+
+
+def test_every_option_has_a_help_line():
+    import typer.main
+
+    from shim.cli.app import app
+
+    def walk(cmd, path):
+        for param in getattr(cmd, "params", []):
+            if param.param_type_name == "option" and "--help" not in param.opts:
+                yield f"{path} {param.opts[0]}", getattr(param, "help", None)
+        for name, sub in getattr(cmd, "commands", {}).items():
+            yield from walk(sub, f"{path} {name}")
+
+    missing = [opt for opt, text in walk(typer.main.get_command(app), "dockcache") if not text]
+    assert missing == []
+
+
+def test_clear_lists_every_manager_flag_in_its_help(private_home, tmp_path):
+    from shim.core.managers import BY_NAME
+
+    cp = dockcache(["cache", "clear", "--help"], tmp_path, private_home)
+    text = " ".join(cp.stdout.split())
+    assert cp.returncode == 0 and all(f"--{name}" in text for name in BY_NAME)

@@ -1,0 +1,65 @@
+"""Management commands that need no engine: metrics, prune of the build store, config."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def cli(tmp_path, *args):
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "DOCKCACHE_STATE_DIR": str(tmp_path / "state"),
+           "DOCKCACHE_BUILD_STORE": str(tmp_path / "store"), "DOCKCACHE_REAL_DOCKER": "/bin/false"}
+    return subprocess.run([sys.executable, "-m", "shim", *args], env=env, cwd=REPO, capture_output=True, text=True)
+
+
+def test_metrics_show_counts_what_was_logged(tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    now = time.time()
+    recs = [{"ts": now - 10 * 86400, "kind": "run", "caches": ["dockcache-npm"], "ms": 5},
+            {"ts": now - 60, "kind": "run", "caches": ["dockcache-npm", "dockcache-pip"], "ms": 7},
+            {"ts": now - 30, "kind": "build", "key": "app", "imports": ["app"], "export": True, "rc": 0, "ms": 900}]
+    (state / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + "not json\n")
+    data = json.loads(cli(tmp_path, "metrics", "show", "--json").stdout)
+    assert data["commands"] == {"run": 2, "build": 1}
+    assert data["caches_mounted"] == {"dockcache-npm": 2, "dockcache-pip": 1}
+    assert data["builds"]["with_import"] == 1 and data["builds"]["published"] == 1
+    recent = json.loads(cli(tmp_path, "metrics", "show", "--since", "1d", "--json").stdout)
+    assert recent["commands"] == {"run": 1, "build": 1}
+    assert "KIND" in cli(tmp_path, "metrics", "show").stdout
+
+
+def test_prune_on_empty_store_and_bad_duration(tmp_path):
+    cp = cli(tmp_path, "cache", "prune", "--max-size", "1G", "--json")
+    assert cp.returncode == 0 and json.loads(cp.stdout)["build"]["removed_keys"] == []
+    bad = cli(tmp_path, "cache", "prune", "--older-than", "soon")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+
+
+def test_config_init_then_show(tmp_path):
+    assert cli(tmp_path, "config", "init").returncode == 0
+    again = cli(tmp_path, "config", "init")
+    assert again.returncode == 1 and "--force" in again.stderr
+    shown = json.loads(cli(tmp_path, "config", "show", "--json").stdout)
+    cfg = str(tmp_path / ".config" / "dockcache" / "config.toml")
+    assert shown["files"] == [cfg] and shown["settings"]["run.mode"] == {"value": "volume", "source": cfg}
+
+
+def test_clear_without_selection_is_an_error(tmp_path):
+    cp = cli(tmp_path, "cache", "clear")
+    assert cp.returncode == 1 and cp.stderr.startswith("dockcache: say what to clear")
+
+
+def test_prune_backends_without_a_registry(tmp_path):
+    everything = cli(tmp_path, "cache", "prune", "--backend", "all", "--json")
+    assert everything.returncode == 0 and "registry" not in json.loads(everything.stdout)  # none configured
+    only = cli(tmp_path, "cache", "prune", "--backend", "registry")
+    assert only.returncode == 1 and "no build cache registry configured" in only.stderr
+    assert only.stderr.count("\n") == 1 and "Traceback" not in only.stderr
+    odd = cli(tmp_path, "cache", "prune", "--backend", "s3")
+    assert odd.returncode != 0 and "local, registry or all" in odd.stderr
+    dry_local = cli(tmp_path, "cache", "prune", "--dry-run")
+    assert dry_local.returncode == 1 and "--backend registry" in dry_local.stderr

@@ -1,0 +1,112 @@
+"""compose's resolved config is remembered only while nothing it was read from changed."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from shim.compose import files, resolved
+from shim.compose import plan as compose_plan
+from shim.core import proc
+from shim.core.state import State
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "compose.yaml").write_text("services:\n  app:\n    build: .\n")
+    monkeypatch.chdir(root)
+    return root
+
+
+@pytest.fixture
+def asked(monkeypatch):
+    """Fake the one process call: count how often compose itself is asked."""
+    calls = []
+
+    def fake(real, argv, **kw):
+        calls.append(list(argv))
+        return proc.Result(tuple(argv), 0, '{"name": "proj", "services": {"app": {}}}', "")
+
+    monkeypatch.setattr(proc, "run_docker", fake)
+    return calls
+
+
+def resolve(env, *globals_):
+    call = files.split("docker", ["compose", *globals_, "up", "--build"])
+    return resolved.resolved_config("/bin/true", call, env)
+
+
+def env_for(tmp_path, **extra):
+    return {"DOCKCACHE_STATE_DIR": str(tmp_path / "state"), "HOME": str(tmp_path), **extra}
+
+
+def touch_later(path, text):
+    path.write_text(text)
+    later = time.time() + 5
+    os.utime(path, (later, later))
+
+
+def test_unchanged_project_is_asked_once(project, asked, tmp_path):
+    env = env_for(tmp_path)
+    assert resolve(env) == resolve(env) == {"name": "proj", "services": {"app": {}}}
+    assert len(asked) == 1
+
+
+@pytest.mark.parametrize("change", ["edit", "override appears", "dotenv appears", "environment"])
+def test_any_input_compose_reads_asks_again(project, asked, tmp_path, change):
+    env = env_for(tmp_path)
+    resolve(env)
+    if change == "edit":
+        touch_later(project / "compose.yaml", "services:\n  app:\n    build: ./other\n")
+    elif change == "override appears":
+        (project / "compose.override.yaml").write_text("services: {}\n")
+    elif change == "dotenv appears":
+        (project / ".env").write_text("TAG=2\n")
+    else:
+        env = {**env, "TAG": "2"}
+    resolve(env)
+    assert len(asked) == 2
+
+
+def test_explicit_files_and_env_files_are_watched(project, asked, tmp_path):
+    (project / "other.yaml").write_text("services: {}\n")
+    (project / "vars.env").write_text("A=1\n")
+    env = env_for(tmp_path)
+    resolve(env, "-f", "other.yaml", "--env-file", "vars.env")
+    resolve(env, "-f", "other.yaml", "--env-file", "vars.env")
+    touch_later(project / "vars.env", "A=2\n")
+    resolve(env, "-f", "other.yaml", "--env-file", "vars.env")
+    assert len(asked) == 2
+
+
+def test_projects_that_pull_in_other_files_are_always_asked(project, asked, tmp_path):
+    (project / "compose.yaml").write_text("include:\n  - other.yaml\nservices: {}\n")
+    env = env_for(tmp_path)
+    resolve(env)
+    resolve(env)
+    assert len(asked) == 2
+
+
+def test_a_project_read_from_stdin_is_left_to_compose_alone(project, asked, tmp_path):
+    plan = compose_plan.plan("/bin/true", "docker", ["compose", "-f", "-", "up", "--build"], env_for(tmp_path))
+    assert plan is None and asked == []
+
+
+def test_a_failed_answer_is_not_remembered(project, monkeypatch, tmp_path):
+    answers = iter([proc.Result((), 1, "", "bad"), proc.Result((), 0, '{"services": {}}', "")])
+    monkeypatch.setattr(proc, "run_docker", lambda *a, **k: next(answers))
+    env = env_for(tmp_path)
+    assert resolve(env) is None
+    assert resolve(env) == {"services": {}}
+    assert State(tmp_path / "state").all("compose-config")
+
+
+@pytest.mark.parametrize("argv", [["compose", "--dry-run", "up", "--build"], ["compose", "up", "--build", "--help"],
+                                  ["compose", "build", "-h"], ["compose", "up", "--dry-run", "--build"]])
+def test_dry_run_and_help_ask_and_create_nothing(project, asked, tmp_path, argv):
+    assert compose_plan.plan("/bin/true", "docker", argv, env_for(tmp_path)) is None
+    assert asked == []
