@@ -101,8 +101,12 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         available = tuple(t for k in snap.keys for t in snap.import_tags(k)) if snap else ()
         src = str(snap.src) if snap and snap.src else None
         dest = str(export_dir) if export_dir else None
-    plan = plan_build(args, inv, build, caps, key=key, available=available, import_src=src, export_dest=dest,
-                      **registry_args)
+    try:
+        plan = plan_build(args, inv, build, caps, key=key, available=available, import_src=src, export_dest=dest,
+                          **registry_args)
+    except BaseException:  # the caller falls back to docker unchanged: leave nothing behind
+        _cleanup(Prepared(None, store, snap, export_dir, config, caps))
+        raise
     plan = _noted(_noted(plan, own_note), reg.note)
     return Prepared(plan, store, snap, export_dir, config, caps, reg.client, local)
 

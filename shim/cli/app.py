@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import List, Optional
 
@@ -30,11 +31,27 @@ def duration(text: str) -> float:
         raise typer.BadParameter(f"{text!r} is not a duration like 30d, 12h, 90m") from None
 
 
+HOST = typer.Option(None, "-H", "--host", help="Daemon socket to check, as docker's -H.")
+CONTEXT = typer.Option(None, "-c", "--context", help="Docker context to check, as docker's --context.")
+
+
+def engine_ctx(host: Optional[str], context: Optional[str]) -> Ctx:
+    """A Ctx whose docker calls go where `docker -H/--context` would send them."""
+    environ = dict(os.environ)
+    if host:
+        environ["DOCKER_HOST"] = host
+        environ.pop("DOCKER_CONTEXT", None)
+    elif context:
+        environ["DOCKER_CONTEXT"] = context
+        environ.pop("DOCKER_HOST", None)
+    return Ctx(environ)
+
+
 @app.command()
-def doctor(json: bool = JSON):
+def doctor(json: bool = JSON, host: Optional[str] = HOST, context: Optional[str] = CONTEXT):
     """Check the shim, the engine and the caches; exit 1 when something needs a fix."""
     from .doctor import run_doctor
-    raise typer.Exit(run_doctor(Ctx(), as_json=json))
+    raise typer.Exit(run_doctor(engine_ctx(host, context), as_json=json))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

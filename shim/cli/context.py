@@ -36,7 +36,7 @@ class Ctx:
     def docker(self, *args: str, timeout: float = 60) -> proc.Result:
         if not self.real:
             return proc.Result(("docker", *args), 127, "", "no real docker found on PATH")
-        return proc.run_docker(self.real, list(args), timeout=timeout)
+        return proc.run_docker(self.real, list(args), timeout=timeout, env=self.environ)
 
     @property
     def store_root(self) -> Path:

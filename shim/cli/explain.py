@@ -40,7 +40,8 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
     human = "\n".join([f"command kind: {data['kind']}", *[f"- {r}" for r in data["reasons"]],
                        "final argv:", "  " + " ".join(data["argv"])]
                       + [f"with {k}={v}" for k, v in data.get("env", {}).items()]
-                      + ([f"override file: {json.dumps(data['override'])}"] if data.get("override") else []))
+                      + (["override file:", json.dumps(data["override"], indent=2, sort_keys=True)]
+                         if data.get("override") else []))
     emit(data, as_json=as_json, human=human)
 
 

@@ -18,9 +18,10 @@ from shim.core.grammar import scan_options
 
 GLOBAL_VALUE = frozenset("-f --file -p --project-name --project-directory --env-file --profile "
                          "--ansi --progress --parallel -H --host -c --context".split())
-DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yaml", "docker-compose.yml")
-OVERRIDE_FILES = ("compose.override.yaml", "compose.override.yml",
-                  "docker-compose.override.yaml", "docker-compose.override.yml")
+# In compose's own order of preference (seen with compose 2.26 and every name present):
+DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
+OVERRIDE_FILES = ("compose.override.yml", "compose.override.yaml",
+                  "docker-compose.override.yml", "docker-compose.override.yaml")
 
 
 
@@ -55,15 +56,20 @@ def wants_build(call: ComposeCall) -> bool:
 
 
 def files_for(call: ComposeCall, environ: Mapping[str, str], cwd: str) -> tuple[list[str] | None, str | None]:
-    """(files compose would load, or None when -f is given; COMPOSE_FILE value if it decides)."""
+    """(files compose would load, or None when -f is given; COMPOSE_FILE value if it decides).
+
+    COMPOSE_FILE comes from the environment, else from the env files (`--env-file`,
+    else COMPOSE_ENV_FILES, else the project dir's `.env`); its relative paths are
+    relative to the working dir, also with --project-directory (as compose 2.26 does)."""
     opts, _ = scan_options(call.globals, 0, GLOBAL_VALUE, interspersed=True)
     if any(k in ("-f", "--file") for k, _ in opts):
         return None, None
-    proj = next((v for k, v in opts if k == "--project-directory"), None) or cwd
-    listed = environ.get("COMPOSE_FILE") or _dotenv(os.path.join(proj, ".env")).get("COMPOSE_FILE")
+    proj = project_dir(opts, cwd)
+    env = {**_env_files_values(env_files(opts, environ, cwd)), **environ}
+    listed = env.get("COMPOSE_FILE")
     if listed:
-        sep = environ.get("COMPOSE_PATH_SEPARATOR", os.pathsep)
-        return [os.path.join(proj, f) for f in listed.split(sep) if f], listed
+        sep = env.get("COMPOSE_PATH_SEPARATOR", os.pathsep)
+        return [os.path.join(cwd, f) for f in listed.split(sep) if f], listed
     here = Path(proj).resolve()
     for d in (here, *here.parents):
         main = next((d / f for f in DEFAULT_FILES if (d / f).is_file()), None)
@@ -73,17 +79,49 @@ def files_for(call: ComposeCall, environ: Mapping[str, str], cwd: str) -> tuple[
     return [], None
 
 
-def _dotenv(path: str) -> dict[str, str]:
+def project_dir(opts, cwd: str) -> str:
+    return os.path.join(cwd, next((v for k, v in opts if k == "--project-directory" and v), "") or ".")
+
+
+def env_files(opts, environ: Mapping[str, str], cwd: str) -> list[str]:
+    """The env files compose reads its own settings from."""
+    given = [os.path.join(cwd, v) for k, v in opts if k == "--env-file" and v]
+    if given:
+        return given
+    listed = [f for f in environ.get("COMPOSE_ENV_FILES", "").split(",") if f]
+    return [os.path.join(cwd, f) for f in listed] or [os.path.join(project_dir(opts, cwd), ".env")]
+
+
+def _env_files_values(paths) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for path in paths:
+        out.update(dotenv(path))
+    return out
+
+
+def dotenv(path: str) -> dict[str, str]:
+    """A .env file as compose reads it: `export` prefixes, comments, quoted values."""
     out = {}
     try:
         with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                line = line.strip()
-                if line and not line.startswith("#") and "=" in line:
-                    k, v = line.split("=", 1)
-                    out[k.strip()] = v.strip().strip("'\"")
-    except OSError:
-        pass
+            lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return out
+    for raw in lines:
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].lstrip()
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            continue
+        value = value.strip()
+        if value[:1] in ("'", '"') and value.find(value[0], 1) > 0:
+            value = value[1:value.find(value[0], 1)]
+        else:
+            value = value.split(" #", 1)[0].strip()
+        out[key.strip()] = value
     return out
 
 
@@ -104,11 +142,11 @@ def config_sources(call: ComposeCall, environ: Mapping[str, str], cwd: str) -> l
     """Every file compose's answer depends on, absent candidates included (a new
     compose.override.yaml must count as a change)."""
     opts, _ = scan_options(call.globals, 0, GLOBAL_VALUE, interspersed=True)
-    proj = next((v for k, v in opts if k == "--project-directory"), None) or cwd
-    env_files = [os.path.join(cwd, v) for k, v in opts if k == "--env-file"] or [os.path.join(proj, ".env")]
+    proj = project_dir(opts, cwd)
+    read = env_files(opts, environ, cwd)
     given = [os.path.join(cwd, v) for k, v in opts if k in ("-f", "--file")]
     if given:
-        return [*given, *env_files]
+        return [*given, *read]
     files, _listed = files_for(call, environ, cwd)
     here = Path(proj).resolve()
     top = Path(files[0]).parent if files else Path(here.anchor)
@@ -117,4 +155,4 @@ def config_sources(call: ComposeCall, environ: Mapping[str, str], cwd: str) -> l
         candidates += [str(d / f) for f in (*DEFAULT_FILES, *OVERRIDE_FILES)]
         if d == top:
             break
-    return [*dict.fromkeys([*(files or []), *candidates, *env_files])]
+    return [*dict.fromkeys([*(files or []), *candidates, *read])]

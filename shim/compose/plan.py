@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -85,6 +86,7 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     if not (config["enabled"] and config["compose.enabled"] and config["build.enabled"]):
         return ComposePlan(list(args), {}, reasons=["compose caching is disabled in config"])
     project = str(cfg.get("name") or "compose")
+    cfg = {**cfg, "services": named_services(call, cfg["services"])}
     builds = {s: v for s, v in cfg["services"].items()
               if building and isinstance(v, dict) and isinstance(v.get("build"), dict)}
     run_caches = service_caches(real, call, cfg, project, environ, dry_run=dry_run)
@@ -93,7 +95,15 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     keys = {s: sanitize(f"{project}-{s}") for s in builds}
     src = (sources(real, call, config, environ, list(keys.values()), dry_run) if builds
            else Sources(BuildCaps("none", "no service builds"), None))
-    return _with_override(call, args, environ, builds, keys, src, dry_run, run_caches)
+    made: dict = {}
+    try:
+        return _with_override(call, args, environ, builds, keys, src, dry_run, run_caches, made)
+    except BaseException:  # the caller falls back to docker unchanged: leave nothing behind
+        if src.snap:
+            src.snap.release()
+        for dest in made.values():
+            shutil.rmtree(dest, ignore_errors=True)
+        raise
 
 
 def _version_problem(real: str, call: ComposeCall, environ) -> str | None:
@@ -173,8 +183,9 @@ def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, enviro
 
     out: dict = {}
     docker_globals = call.base[:-1]
+    one_off = run_options(call)
     for name, svc in cfg["services"].items():
-        argv = _as_run_argv(name, svc, project)
+        argv = _as_run_argv(name, svc, project, one_off.get(name, ()))
         inv = parse_invocation([*docker_globals, *argv])
         try:
             plan, _c, notes = build_plan(real, inv.argv, inv, environ, pull=False, need_image=True,
@@ -189,7 +200,58 @@ def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, enviro
     return out
 
 
-def _as_run_argv(name: str, svc: dict, project: str) -> list[str]:
+SUB_VALUE = frozenset("--build-arg --builder --ssh -m --memory --progress --scale -t --timeout --exit-code-from "
+                      "--pull --wait-timeout --attach --no-attach --attach-dependencies-of".split())
+
+
+def named_services(call: ComposeCall, services: dict) -> dict:
+    """The services `compose build|up|run|create SERVICE...` acts on (for up/run/create with
+    what they depend on); all of them when none is named (or a name is not a service: then the
+    arguments were misread, and more is safer than less)."""
+    from shim.core.grammar import scan_options
+
+    values = SUB_VALUE | RUN_VALUE if call.sub == "run" else SUB_VALUE
+    _opts, pos = scan_options(call.rest, 1, values, interspersed=call.sub != "run")
+    names = [call.rest[i] for i in pos[:1 if call.sub == "run" else None]]
+    if not names or any(n not in services for n in names):
+        return services
+    wanted, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name in wanted:
+            continue
+        wanted.add(name)
+        if call.sub != "build":  # `build X` builds X alone; up/run/create start what X depends on
+            deps = (services.get(name) or {}).get("depends_on") or {}
+            todo += [d for d in deps if d in services]
+    return {k: v for k, v in services.items() if k in wanted}
+
+
+RUN_VALUE = frozenset("-e --env -u --user -w --workdir -v --volume -p --publish --name --entrypoint -l "
+                      "--label --cap-add --cap-drop --pull --env-from-file".split())
+
+
+def run_options(call: ComposeCall) -> dict[str, tuple[str, ...]]:
+    """`compose run|create SERVICE` options that change what the container is: the user
+    and variables given on the command line (`-u 1000`, `-e A=1`), as docker run flags
+    for that service (they come after its own, so they win as they do for compose)."""
+    if call.sub != "run":
+        return {}
+    from shim.core.grammar import scan_options
+
+    opts, pos = scan_options(call.rest, 1, RUN_VALUE, interspersed=False)
+    if not pos:
+        return {}
+    flags: list[str] = []
+    for k, v in opts:
+        if k in ("-u", "--user") and v:
+            flags += ["--user", v]
+        elif k in ("-e", "--env") and v:
+            flags += ["-e", v]
+    return {call.rest[pos[0]]: tuple(flags)}
+
+
+def _as_run_argv(name: str, svc: dict, project: str, extra: tuple[str, ...] = ()) -> list[str]:
     """The `docker run` a compose service amounts to, for the run planner."""
     argv = ["run"]
     for vol in svc.get("volumes") or []:
@@ -203,14 +265,51 @@ def _as_run_argv(name: str, svc: dict, project: str) -> list[str]:
         argv += ["--user", str(svc["user"])]
     if svc.get("working_dir"):
         argv += ["--workdir", str(svc["working_dir"])]
+    argv += extra
     command = svc.get("command") or []
     command = command.split() if isinstance(command, str) else [str(c) for c in command]
     return [*argv, str(svc.get("image") or f"{project}-{name}"), *command]
 
 
-def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run_caches) -> ComposePlan:
-    tmpdir = tempfile.mkdtemp(prefix="dockcache-compose-")
-    services, exports, moves, reasons = {}, {}, {}, []
+OVERRIDE_DAYS = 7  # compose records the file in the project's labels (`compose ls`): keep it a while
+
+
+def write_override(override: dict, environ, *, dry_run: bool) -> tuple[str | None, str]:
+    """(dir to remove afterwards, override path). The real thing lives in the state dir,
+    named by its content, so the project's config_files label names a file that exists;
+    files not used for OVERRIDE_DAYS go. A dry run (explain) writes a throwaway copy."""
+    text = json.dumps(override, indent=2, sort_keys=True) + "\n"  # JSON is valid YAML
+    if dry_run:
+        tmpdir = tempfile.mkdtemp(prefix="dockcache-compose-")
+        base = tmpdir
+    else:
+        import hashlib
+
+        tmpdir, base = None, str(state_dir(environ) / "compose-overrides")
+        os.makedirs(base, exist_ok=True)
+        _forget_old(base)
+    name = "dockcache.override.json" if dry_run else \
+        f"override-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
+    path = os.path.join(base, name)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)  # a concurrent compose run reading the same name sees it whole
+    return tmpdir, path
+
+
+def _forget_old(base: str) -> None:
+    cutoff = time.time() - OVERRIDE_DAYS * 86400
+    for entry in os.scandir(base):
+        try:
+            if entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
+        except OSError:
+            pass
+
+
+def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run_caches, exports) -> ComposePlan:
+    services, moves, reasons = {}, {}, []
     if builds and src.caps.mode != "full":
         reasons.append(f"engine: {src.caps.mode} ({src.caps.reason})")
     for svc, spec in builds.items():
@@ -256,9 +355,7 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
         if plan.mirror.env:
             reasons.append(f"{svc}: mirrors for {', '.join(sorted({m for m, _v, _x in plan.mirror.env}))}")
     override = {"services": services, **({"volumes": volumes} if volumes else {})}
-    path = os.path.join(tmpdir, "dockcache.override.json")  # JSON is valid YAML
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(override, fh)
+    tmpdir, path = write_override(override, environ, dry_run=dry_run)
     files, listed = files_for(call, environ, os.getcwd())
     argv, env = list(args), {}
     if listed is not None:

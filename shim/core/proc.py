@@ -23,15 +23,27 @@ class Result:
         self.argv, self.returncode, self.stdout, self.stderr = argv, returncode, stdout, stderr
 
 
+def debug(how: str, real: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+    """DOCKCACHE_DEBUG=1: the final argv (and variables dockcache adds) of every docker it starts."""
+    if not os.environ.get("DOCKCACHE_DEBUG"):
+        return
+    import json
+
+    added = {k: v for k, v in (env or {}).items() if os.environ.get(k) != v}
+    extra = f" with {json.dumps(added)}" if added else ""
+    sys.stderr.write(f"dockcache: {how} {json.dumps([real, *argv])}{extra}\n")
+
+
 def exec_docker(real: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> NoReturn:
     """Replace this process with the real docker: TTY, signals, stdin and exit code stay its own."""
+    debug("exec", real, argv, env)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(real, [real, *argv], dict(os.environ if env is None else env))
 
 
 def run_docker(real: str, argv: Sequence[str], *, timeout: float = 30.0,
-               stdin: str | None = None) -> Result:
+               stdin: str | None = None, env: Mapping[str, str] | None = None) -> Result:
     """Run docker for facts (inspect, volume create); output captured, never raises on exit code."""
     import subprocess  # lazily: the steady state never needs it
 
@@ -40,7 +52,8 @@ def run_docker(real: str, argv: Sequence[str], *, timeout: float = 30.0,
     # call that inherited it would drain what only the real command may read.
     feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
     try:
-        cp = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **feed)
+        cp = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
+                            env=dict(env) if env is not None else None, **feed)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Result(cmd, 125, "", str(exc))
     return Result(cmd, cp.returncode, cp.stdout, cp.stderr)
@@ -59,6 +72,7 @@ def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = No
     import signal
     import subprocess
 
+    debug("run", real, argv, env)
     proc = subprocess.Popen([real, *argv], env=dict(os.environ if env is None else env))
     previous = {}
 

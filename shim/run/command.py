@@ -81,8 +81,6 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
     if not notes and not inv.argv.count("--volumes-from"):
         _remember(inv, args, environ, plan, config)
     _record(environ, plan, time.monotonic() - started)
-    if environ.get("DOCKCACHE_DEBUG"):
-        sys.stderr.write(f"dockcache: exec {json.dumps([real, *plan.argv])}\n")
     proc.exec_docker(real, plan.argv)
 
 

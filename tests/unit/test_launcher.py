@@ -216,3 +216,11 @@ def test_pythons_locale_coercion_never_reaches_docker(fake, tmp_path):
     assert calls and all("LC_CTYPE" not in c["env"] for c in calls)
     cp, calls = fake("run", "img", "npm", "ci", extra={**env, "LC_CTYPE": "de_DE.UTF-8"})
     assert calls[-1]["env"].get("LC_CTYPE") == "de_DE.UTF-8"  # the user's own stays
+
+
+@pytest.mark.parametrize("argv", [["run", "img", "npm", "ci"], ["build", "-t", "x", "."],
+                                  ["compose", "up", "--build"], ["buildx", "build", "."]])
+def test_debug_prints_the_final_argv_of_every_rewritten_command(fake, argv):
+    cp, calls = fake(*argv, extra={"DOCKCACHE_DEBUG": "1"})
+    final = calls[-1]["argv"]
+    assert f'dockcache: ' in cp.stderr and json.dumps(final)[1:-1] in cp.stderr, cp.stderr

@@ -166,3 +166,13 @@ def test_bind_mode_root_container_files_stay_clearable_by_a_non_root_host_user(s
             pass
         os.chmod(sock, 0o660)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_doctor_takes_dockers_host_and_context_options(shim_env, engines):
+    env = {k: v for k, v in shim_env.items() if k != "DOCKER_HOST"}
+    env["DOCKER_HOST"] = "unix:///nonexistent/docker.sock"  # the option must win over it, as in docker
+    for opts in (["-H", engines["b"].host], ["--host", engines["b"].host]):
+        cp = dockcache(env, "doctor", "--json", *opts)
+        checks = json.loads(cp.stdout)["checks"]
+        engine = next(c for c in checks if c["check"] == "engine")
+        assert engine["ok"] and "Traceback" not in cp.stderr, cp.stdout

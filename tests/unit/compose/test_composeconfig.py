@@ -110,3 +110,55 @@ def test_a_failed_answer_is_not_remembered(project, monkeypatch, tmp_path):
 def test_dry_run_and_help_ask_and_create_nothing(project, asked, tmp_path, argv):
     assert compose_plan.plan("/bin/true", "docker", argv, env_for(tmp_path)) is None
     assert asked == []
+
+
+def test_compose_run_user_and_env_flags_reach_the_run_planner():
+    call = files.split("docker", ["compose", "run", "--rm", "-u", "1000:1000", "-e", "npm_config_cache=/mine",
+                                  "web", "npm", "ci"])
+    assert compose_plan.run_options(call) == {"web": ("--user", "1000:1000", "-e", "npm_config_cache=/mine")}
+    argv = compose_plan._as_run_argv("web", {"image": "node", "user": "root"}, "p", compose_plan.run_options(call)["web"])
+    from shim.core.grammar import parse_invocation, parse_run
+    run = parse_run(parse_invocation(argv))
+    assert run.user == "1000:1000" and ("npm_config_cache", "/mine") in run.env
+    assert compose_plan.run_options(files.split("docker", ["compose", "up", "-d"])) == {}
+
+
+def test_a_failure_while_planning_leaves_no_export_dir_behind(project, monkeypatch, tmp_path):
+    from shim.build.store import CacheStore
+    from shim.core.engine import BuildCaps
+
+    store = CacheStore(tmp_path / "store")
+    monkeypatch.setattr(compose_plan, "_version_problem", lambda *a: None)
+    monkeypatch.setattr(compose_plan, "resolved_config",
+                        lambda *a: {"name": "p", "services": {"app": {"build": {"context": "."}}}})
+    monkeypatch.setattr(compose_plan, "service_caches", lambda *a, **k: {})
+    monkeypatch.setattr(compose_plan, "sources", lambda *a: compose_plan.Sources(BuildCaps("full", "t", "docker"), store))
+
+    def boom(*a, **k):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(compose_plan, "files_for", boom)
+    with pytest.raises(RuntimeError):
+        compose_plan.plan("/bin/true", "docker", ["compose", "build"], env_for(tmp_path))
+    assert list((tmp_path / "store" / "tmp").iterdir()) == []
+
+
+def test_the_override_compose_records_in_its_labels_still_exists(tmp_path):
+    env = env_for(tmp_path)
+    tmpdir, path = compose_plan.write_override({"services": {}}, env, dry_run=False)
+    assert tmpdir is None and os.path.exists(path) and str(tmp_path / "state") in path
+    again = compose_plan.write_override({"services": {}}, env, dry_run=False)[1]
+    assert again == path  # named by content
+
+
+@pytest.mark.parametrize("argv,names", [
+    (["compose", "build", "backend"], {"backend"}),
+    (["compose", "up", "-d", "--build", "web"], {"web", "backend", "db"}),
+    (["compose", "build", "--build-arg", "A=1", "db"], {"db"}),
+    (["compose", "run", "--rm", "-e", "A=1", "backend", "npm", "ci"], {"backend", "db"}),
+    (["compose", "up", "--build"], {"web", "backend", "db", "other"}),
+    (["compose", "build", "nosuch"], {"web", "backend", "db", "other"}),
+])
+def test_only_the_named_services_and_their_dependencies_are_planned(argv, names):
+    services = {"web": {"depends_on": {"backend": {}}}, "backend": {"depends_on": ["db"]}, "db": {}, "other": {}}
+    assert set(compose_plan.named_services(files.split("docker", argv), services)) == names

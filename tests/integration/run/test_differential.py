@@ -1,0 +1,106 @@
+"""Differential: the real docker CLI, with and without dockcache, against a fake daemon
+that records the container create request. The rewritten request must be the original
+plus only dockcache's additions (its volumes and variables) — nothing of the user's
+dropped, reordered or altered, nothing added that the user set. Driven by hypothesis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shim.core.managers import MANAGERS
+from tests.conftest import REAL_DOCKER, REPO
+from tests.integration.fake_daemon import FakeDaemon
+
+pytestmark = pytest.mark.skipif(not os.access(REAL_DOCKER, os.X_OK), reason=f"no docker CLI at {REAL_DOCKER}")
+
+OURS = {var for m in MANAGERS for var, _v in (*m.env, *m.mirror_env, *m.ro_env)} | {
+    v for m in MANAGERS for v in m.ca_env}
+OPTIONS = [
+    ["--rm"], ["-t"], ["-i"], ["--init"], ["--read-only"], ["-t=true"], ["-e", "A=1"], ["--env", "B=two words"],
+    ["-e", "npm_config_cache=/mine"], ["-e", "PIP_CACHE_DIR=/pipc"], ["-v", "/tmp/x:/data"], ["-v", "mine:/root/.npm"],
+    ["--mount", "type=volume,src=v1,dst=/m"], ["--mount", 'type=bind,"source=/tmp/a,b",target=/ab'],
+    ["-w", "/app"], ["--name", "n1"], ["-u", "1000:1000"], ["--network", "none"], ["--label", "k=v"],
+    ["--entrypoint", "sh"], ["-h", "host1"], ["--tmpfs", "/run"], ["-e=C=3"], ["--env-file", "/dev/null"],
+    ["--cap-add", "NET_ADMIN"], ["-p", "8080:80"], ["--workdir=/srv"],
+]
+COMMANDS = [[], ["npm", "ci"], ["pip", "install", "x"], ["sh", "-c", "npm ci && pip install x"], ["yarn"], ["go", "build"]]
+
+
+@st.composite
+def argvs(draw):
+    words = draw(st.sampled_from([["create"], ["container", "create"]]))
+    opts = [tok for o in draw(st.lists(st.sampled_from(OPTIONS), max_size=6)) for tok in o]
+    dashdash = ["--"] if draw(st.booleans()) else []
+    return [*words, *opts, *dashdash, "img", *draw(st.sampled_from(COMMANDS))]
+
+
+def created(daemon: FakeDaemon, argv, env) -> dict | None:
+    before = len(daemon.creates)
+    cp = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in cp.stderr
+    return daemon.creates[before]["body"] if len(daemon.creates) > before else None
+
+
+def names(env_list) -> list[str]:
+    return [e.split("=", 1)[0] for e in env_list or []]
+
+
+def assert_original_plus_ours(plain: dict, shimmed: dict) -> None:
+    p_env, s_env = plain.get("Env") or [], shimmed.get("Env") or []
+    added_env = [e for e in s_env if e not in p_env]
+    assert [e for e in s_env if e in p_env] == p_env, "the user's variables changed or moved"
+    assert all(n in OURS for n in names(added_env)), f"not dockcache's: {added_env}"
+    assert not set(names(added_env)) & set(names(p_env)), "a variable the user set was added again"
+    p_hc, s_hc = plain["HostConfig"], shimmed["HostConfig"]
+    p_binds, s_binds = p_hc.get("Binds") or [], s_hc.get("Binds") or []
+    added_binds = [b for b in s_binds if b not in p_binds]
+    assert [b for b in s_binds if b in p_binds] == p_binds
+    assert all(b.split(":")[0].startswith("dockcache-") or "dockcache" in b.split(":")[0] for b in added_binds)
+    user_targets = {b.split(":")[1] for b in p_binds} | {m.get("Target") for m in p_hc.get("Mounts") or []}
+    assert not {b.split(":")[1] for b in added_binds} & user_targets
+    rest_p = {**plain, "Env": None, "HostConfig": {**p_hc, "Binds": None}}
+    rest_s = {**shimmed, "Env": None, "HostConfig": {**s_hc, "Binds": None}}
+    assert rest_s == rest_p, "something besides dockcache's volumes and variables changed"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(argv=argvs())
+def test_rewritten_create_request_is_the_original_plus_ours(argv, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("diff")
+    with FakeDaemon(str(tmp / "d.sock")) as daemon:
+        env = {"PATH": f"{REPO / 'bin'}:{os.path.dirname(REAL_DOCKER)}:/usr/bin:/bin", "HOME": str(tmp),
+               "DOCKER_HOST": daemon.host, "DOCKCACHE_STATE_DIR": str(tmp / "state"),
+               "DOCKCACHE_PYTHON": os.environ.get("DOCKCACHE_TEST_PYTHON", sys.executable)}
+        plain = created(daemon, [REAL_DOCKER, *argv], env)
+        shimmed = created(daemon, [str(REPO / "bin" / "docker"), *argv], env)
+    assert (plain is None) == (shimmed is None), "docker accepted one form and refused the other"
+    if plain is not None:
+        assert_original_plus_ours(plain, shimmed)
+
+
+def test_the_harness_sees_a_change_that_is_not_ours():
+    plain = {"Env": ["A=1"], "HostConfig": {"Binds": ["/h:/x"]}, "Cmd": ["npm", "ci"]}
+    for bad in ({**plain, "Cmd": ["npm"]}, {**plain, "Env": ["A=2"]}, {**plain, "Env": ["A=1", "FOO=1"]},
+                {**plain, "HostConfig": {"Binds": ["/h:/x", "mine:/y"]}}):
+        with pytest.raises(AssertionError):
+            assert_original_plus_ours(plain, bad)
+    assert_original_plus_ours(plain, {**plain, "Env": ["A=1", "npm_config_cache=/dockcache/npm"],
+                                      "HostConfig": {"Binds": ["/h:/x", "dockcache-npm:/dockcache/npm"]}})
+
+
+def test_end_of_options_marker_through_the_real_cli(tmp_path):
+    with FakeDaemon(str(tmp_path / "d.sock")) as daemon:
+        env = {"PATH": f"{REPO / 'bin'}:{os.path.dirname(REAL_DOCKER)}:/usr/bin:/bin", "HOME": str(tmp_path),
+               "DOCKER_HOST": daemon.host, "DOCKCACHE_STATE_DIR": str(tmp_path / "state"),
+               "DOCKCACHE_PYTHON": sys.executable}
+        body = created(daemon, [str(REPO / "bin" / "docker"), "create", "--rm", "--", "img", "npm", "ci"], env)
+    assert body["Image"] == "img" and body["Cmd"] == ["npm", "ci"]
+    assert "npm_config_cache=/dockcache/npm" in body["Env"]
+    assert json.dumps(body).count("dockcache-npm") == 1
