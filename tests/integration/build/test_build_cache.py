@@ -175,3 +175,4 @@ def test_held_lock_means_uncached_not_stuck(shim_env, engines, tmp_path):
     assert cp.returncode == 0
     assert "locked by another process" in cp.stderr
     no_strays(store)
+
