@@ -22,6 +22,8 @@ app.add_typer(cache_app, name="cache")
 app.add_typer(config_app, name="config")
 app.add_typer(metrics_app, name="metrics")
 JSON = typer.Option(False, "--json", help="One JSON document instead of a table.")
+EVERYONE = typer.Option(False, "--all-installations",
+                        help="Also other installations' caches on this daemon (other prefixes or host users).")
 
 
 def duration(text: str) -> float:
@@ -62,17 +64,17 @@ def explain(ctx: typer.Context, json: bool = JSON):
 
 
 @cache_app.command("list")
-def cache_list(json: bool = JSON):
+def cache_list(json: bool = JSON, everyone: bool = EVERYONE):
     """One row per cache: package volumes and build keys."""
     from .cachecmd import cache_list as run
-    run(Ctx(), as_json=json)
+    run(Ctx(everyone=everyone), as_json=json)
 
 
 @cache_app.command("stats")
-def cache_stats(json: bool = JSON):
+def cache_stats(json: bool = JSON, everyone: bool = EVERYONE):
     """Sizes, dates, recorded uses and totals."""
     from .cachecmd import cache_stats as run
-    run(Ctx(), as_json=json)
+    run(Ctx(everyone=everyone), as_json=json)
 
 
 @cache_app.command("clear", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -81,7 +83,7 @@ def cache_clear(ctx: typer.Context,
                 all_: bool = typer.Option(False, "--all", help="Clear every package cache and the build store."),
                 force: bool = typer.Option(False, "--force", help="Also clear caches a running container uses."),
                 dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be cleared; change nothing."),
-                json: bool = JSON):
+                json: bool = JSON, everyone: bool = EVERYONE):
     """Clear caches: one or more managers (--npm, --pip, …), --build, or --all.
 
     Manager flags: MANAGERS."""
@@ -92,7 +94,8 @@ def cache_clear(ctx: typer.Context,
         if not arg.startswith("--") or name not in BY_NAME:
             raise UsageError(f"unknown option {arg}; managers: {', '.join('--' + n for n in BY_NAME)}")
         managers.append(name)
-    raise typer.Exit(run(Ctx(), managers, build=build, everything=all_, force=force, dry_run=dry_run, as_json=json))
+    raise typer.Exit(run(Ctx(everyone=everyone), managers, build=build, everything=all_, force=force,
+                         dry_run=dry_run, as_json=json))
 
 
 cache_clear.__doc__ = cache_clear.__doc__.replace("MANAGERS", ", ".join("--" + n for n in BY_NAME))
@@ -105,7 +108,7 @@ def cache_prune(older_than: Optional[str] = typer.Option(
                     None, "--max-size", help="Remove least recently used build keys until the store fits (20GiB)."),
                 backend: str = typer.Option("local", "--backend", help="local, registry or all"),
                 dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be removed; change nothing."),
-                json: bool = JSON):
+                json: bool = JSON, everyone: bool = EVERYONE):
     """Garbage-collect the build store (LRU beyond --max-size) and unused old volumes;
     --backend registry deletes old key tags from the build cache registry."""
     from .cachecmd import cache_prune as run
@@ -117,7 +120,7 @@ def cache_prune(older_than: Optional[str] = typer.Option(
             size = parse_size(max_size)
         except ValueError:
             raise typer.BadParameter(f"{max_size!r} is not a size like 20GiB") from None
-    run(Ctx(), older_than=duration(older_than) if older_than else None, max_size=size,
+    run(Ctx(everyone=everyone), older_than=duration(older_than) if older_than else None, max_size=size,
         backend=backend, dry_run=dry_run, as_json=json)
 
 

@@ -17,6 +17,7 @@ from .output import CliError
 @dataclass
 class Ctx:
     environ: dict = field(default_factory=lambda: dict(os.environ))
+    everyone: bool = False  # management reaches every installation's caches, not only this one's
 
     def __post_init__(self):
         self.real = find_real("docker", self.environ)

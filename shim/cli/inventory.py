@@ -84,7 +84,7 @@ def volume_rows(ctx: Ctx, usage) -> list[CacheRow]:
     ours = []
     for vol in json.loads(res.stdout or "[]") or []:
         labels = dict(p.split("=", 1) for p in vol.get("Labels", "").split(",") if "=" in p)
-        if labels.get("dockcache.managed") == "true":
+        if labels.get("dockcache.managed") == "true" and (ctx.everyone or mine(ctx, vol["Name"], labels)):
             ours.append((vol, labels))
     created = _created(ctx, [v["Name"] for v, _ in ours])
     rows = []
@@ -95,6 +95,16 @@ def volume_rows(ctx: Ctx, usage) -> list[CacheRow]:
                              parse_df_size(vol.get("Size", "")), created.get(name), last, uses,
                              in_use_by=_users(ctx, name) if vol.get("Links", "0") not in ("0", "N/A") else []))
     return rows
+
+
+def mine(ctx: Ctx, name: str, labels: dict[str, str]) -> bool:
+    """This installation's volume: its prefix (labelled, or by name for volumes made
+    before the label) and, where recorded, this host user. Another user's or another
+    prefix's caches on a shared daemon are theirs (`--all-installations` reaches them)."""
+    prefix = ctx.config["run.volume_prefix"]
+    if labels.get("dockcache.prefix", prefix) != prefix or not name.startswith(prefix + "-"):
+        return False
+    return labels.get("dockcache.host_user", str(os.getuid())) == str(os.getuid())
 
 
 def _created(ctx: Ctx, names: list[str]) -> dict[str, float]:

@@ -59,7 +59,7 @@ def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping
                   state_root=str(ctx.state.root), ca_pem=_read_ca(config, notes), **image)
     plan = plan_run(args, run, config, facts)
     if not dry_run:
-        failed = ctx.prepare(plan.mounts, notes)
+        failed = ctx.prepare(plan.mounts, notes, prefix=config["run.volume_prefix"])
         if not _write_mirror_files(plan, notes):
             facts = _replace(facts, local_engine=False)
         if failed or not facts.local_engine:
@@ -262,23 +262,26 @@ class _Context:
         plat = next((v for k, v in self.run.options if k == "--platform"), None)
         return ["--platform", plat] if plat else []
 
-    def prepare(self, mounts: Sequence[CacheMount], notes: list[str]) -> list[str]:
+    def prepare(self, mounts: Sequence[CacheMount], notes: list[str], *, prefix: str = "") -> list[str]:
         """Create missing volumes/dirs (labelled) and give non-root owners write access."""
         failed = []
         for m in mounts:
-            ok = self._prepare_bind(m) if m.kind == "bind" else self._prepare_volume(m)
+            ok = self._prepare_bind(m) if m.kind == "bind" else self._prepare_volume(m, prefix)
             if not ok:
                 failed.append(os.path.basename(m.source))
                 notes.append(f"could not prepare cache {m.source} for user {m.owner}; "
                              f"{m.manager} runs without it")
         return failed
 
-    def _prepare_volume(self, m: CacheMount) -> bool:
+    def _prepare_volume(self, m: CacheMount, prefix: str) -> bool:
         known = self.state.get("volumes", self.endpoint, m.source) or {}
         if not known:
+            # prefix and host user say whose installation made it: management touches only its own
             res = self.docker("volume", "create", "--label", "dockcache.managed=true",
                               "--label", f"dockcache.manager={m.manager}",
-                              "--label", f"dockcache.owner={m.owner or 'root'}", m.source)
+                              "--label", f"dockcache.owner={m.owner or 'root'}",
+                              "--label", f"dockcache.prefix={prefix}",
+                              "--label", f"dockcache.host_user={os.getuid()}", m.source)
             if res.returncode != 0:
                 return False
             known = {"owners": [], "created": True}

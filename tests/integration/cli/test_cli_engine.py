@@ -176,3 +176,25 @@ def test_doctor_takes_dockers_host_and_context_options(shim_env, engines):
         checks = json.loads(cp.stdout)["checks"]
         engine = next(c for c in checks if c["check"] == "engine")
         assert engine["ok"] and "Traceback" not in cp.stderr, cp.stdout
+
+
+def test_management_touches_only_this_installations_caches(shim_env, engines):
+    """Two installations on one daemon (another prefix: another user's or team's setup):
+    clear --all and list see only their own volumes; --all-installations reaches both."""
+    a = engines["a"]
+    mine_env = {**shim_env, "DOCKER_HOST": a.host}
+    other_env = {**mine_env, "DOCKCACHE_VOLUME_PREFIX": a.prefix + "other",
+                 "DOCKCACHE_STATE_DIR": shim_env["DOCKCACHE_STATE_DIR"] + "-other"}
+    for env in (mine_env, other_env):
+        cp = shim(env, "run", "--rm", "--network", "none", DEVTOOLS, "sh", "-c", "npm --version")
+        assert cp.returncode == 0, cp.stderr
+    mine_vol, other_vol = f"{a.prefix}-npm", f"{a.prefix}other-npm"
+    assert {mine_vol, other_vol} <= set(a.volumes())
+    listed = {r["name"] for r in json.loads(dockcache(mine_env, "cache", "list", "--json").stdout)["caches"]}
+    assert mine_vol in listed and other_vol not in listed
+    everyone = dockcache(mine_env, "cache", "list", "--json", "--all-installations")
+    assert other_vol in {r["name"] for r in json.loads(everyone.stdout)["caches"]}
+    cp = dockcache(mine_env, "cache", "clear", "--all", "--force")
+    assert cp.returncode == 0, cp.stderr
+    left = set(a.volumes())
+    assert mine_vol not in left and other_vol in left
