@@ -22,7 +22,7 @@ def _rows(ctx: Ctx, **kw) -> list[CacheRow]:
 
 
 def cache_list(ctx: Ctx, *, as_json: bool) -> None:
-    rows = _rows(ctx)
+    rows = _rows(ctx, need_engine=False)
     human = table([[r.name, f"{r.kind}/{r.manager}", human_size(r.size) if r.exists else "(not created)",
                     local_time(r.created), local_time(r.last_used)] for r in rows],
                   ["NAME", "KIND", "SIZE", "CREATED", "LAST USED"])
@@ -30,7 +30,7 @@ def cache_list(ctx: Ctx, *, as_json: bool) -> None:
 
 
 def cache_stats(ctx: Ctx, *, as_json: bool) -> None:
-    rows = _rows(ctx, include_missing=False)
+    rows = _rows(ctx, include_missing=False, need_engine=False)
     totals = {"size": sum(r.size or 0 for r in rows), "caches": len(rows), "uses": sum(r.uses for r in rows)}
     data = {"caches": [r.to_json() for r in rows], "totals": totals, "build": {
         "observed_cached_steps": None, "observed_executed_steps": None}, "schema": STATS_SCHEMA}

@@ -219,9 +219,18 @@ def missing_rows(ctx: Ctx, present: set[str]) -> list[CacheRow]:
     return rows
 
 
-def all_rows(ctx: Ctx, *, include_missing: bool = True) -> list[CacheRow]:
+def all_rows(ctx: Ctx, *, include_missing: bool = True, need_engine: bool = True) -> list[CacheRow]:
+    """Every cache. Without an engine, what lives on the host (bind caches, the build
+    store) is still listed when need_engine is off, after one line saying volumes are not."""
     usage = _usage(ctx)
-    vols = volume_rows(ctx, usage)
+    try:
+        vols = volume_rows(ctx, usage)
+    except RuntimeError as exc:
+        if need_engine:
+            raise
+        import sys
+        sys.stderr.write(f"dockcache: {exc}; volumes not listed, host-side caches are\n")
+        vols, include_missing = [], False
     rows = vols + bind_rows(ctx, usage) + build_rows(ctx, usage) + registry_rows(ctx)
     if include_missing and ctx.config["run.mode"] == "volume":
         rows += missing_rows(ctx, {r.name for r in vols})

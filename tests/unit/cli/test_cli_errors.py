@@ -73,3 +73,19 @@ def test_clear_lists_every_manager_flag_in_its_help(private_home, tmp_path):
     cp = dockcache(["cache", "clear", "--help"], tmp_path, private_home)
     text = " ".join(cp.stdout.split())
     assert cp.returncode == 0 and all(f"--{name}" in text for name in BY_NAME)
+
+
+def test_list_and_stats_show_the_host_side_store_without_an_engine(private_home, tmp_path):
+    from tests.unit.build.test_cachestore import BASE, export
+    from shim.build.store import CacheStore
+
+    store = CacheStore(tmp_path / "store")
+    store.publish(export(store, "app", BASE, b"x"), "app")
+    env_extra = {"DOCKCACHE_BUILD_STORE": str(tmp_path / "store")}
+    for args in (["cache", "list", "--json"], ["cache", "stats", "--json"]):
+        env = {"HOME": str(private_home), "PATH": "/usr/bin:/bin", "DOCKER_HOST": f"unix://{tmp_path}/no.sock",
+               "PYTHONPATH": str(REPO), **env_extra}
+        cp = subprocess.run([sys.executable, "-m", "shim", *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert cp.returncode == 0, cp.stderr
+        assert "app" in {r["name"] for r in json.loads(cp.stdout)["caches"]}
+        assert cp.stderr.count("dockcache:") == 1 and "volumes not listed" in cp.stderr
