@@ -62,12 +62,20 @@ def run_docker(real: str, argv: Sequence[str], *, timeout: float = 30.0,
 _FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
 
 
+_FROM_TERMINAL = ("SIGINT", "SIGQUIT", "SIGWINCH")  # keys and resizes reach the whole foreground group
+
+
 def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """Run docker as a child sharing our TTY; forward signals; return its exit code as docker would.
 
     Used where dockcache has work to do after docker ends (publishing a build cache).
-    A TTY's ^C already reaches the child (same process group); forwarding covers
-    `kill PID` aimed at us.
+    The child shares our process group: when that group is a terminal's foreground
+    group, ^C, ^\\ and resizes already reach the child from the terminal and are not
+    sent again (compose takes a second ^C as "force stop"), whether or not stdin is that
+    terminal; every other signal we get, and these too when we are no terminal's
+    foreground group (`kill -INT PID` from a script, a background job), is forwarded
+    once. Known limit: `kill -INT PID` aimed at dockcache alone while it runs in a
+    terminal's foreground is taken for a key press and not forwarded.
     """
     import signal
     import subprocess
@@ -75,12 +83,11 @@ def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = No
     debug("run", real, argv, env)
     proc = subprocess.Popen([real, *argv], env=dict(os.environ if env is None else env))
     previous = {}
-
-    interactive = sys.stdin.isatty()
+    terminal = {getattr(signal, n) for n in _FROM_TERMINAL}
 
     def forward(signum, _frame):
-        if signum == signal.SIGINT and interactive:
-            return  # the terminal already sent ^C to the child's process group too
+        if signum in terminal and _foreground_of_a_terminal():
+            return
         try:
             proc.send_signal(signum)
         except ProcessLookupError:
@@ -100,3 +107,17 @@ def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = No
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return rc if rc >= 0 else 128 - rc
+
+
+def _foreground_of_a_terminal() -> bool:
+    """Is our process group the foreground group of our controlling terminal?"""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False  # no controlling terminal: nobody pressed ^C
+    try:
+        return os.tcgetpgrp(fd) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
