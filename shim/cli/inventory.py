@@ -86,11 +86,12 @@ def volume_rows(ctx: Ctx, usage) -> list[CacheRow]:
         labels = dict(p.split("=", 1) for p in vol.get("Labels", "").split(",") if "=" in p)
         if labels.get("dockcache.managed") == "true" and (ctx.everyone or mine(ctx, vol["Name"], labels)):
             ours.append((vol, labels))
-    created = _created(ctx, [v["Name"] for v, _ in ours])
+    created, places = _created(ctx, [v["Name"] for v, _ in ours])
     rows = []
     for vol, labels in ours:
         name = vol["Name"]
         uses, last = usage.get(name, (0, None))
+        last = _latest(last, touched(places.get(name)))
         rows.append(CacheRow(name, "volume", labels.get("dockcache.manager", "?"),
                              parse_df_size(vol.get("Size", "")), created.get(name), last, uses,
                              in_use_by=_users(ctx, name) if vol.get("Links", "0") not in ("0", "N/A") else []))
@@ -107,19 +108,49 @@ def mine(ctx: Ctx, name: str, labels: dict[str, str]) -> bool:
     return labels.get("dockcache.host_user", str(os.getuid())) == str(os.getuid())
 
 
-def _created(ctx: Ctx, names: list[str]) -> dict[str, float]:
-    """Creation times of many volumes in one docker call."""
+def _created(ctx: Ctx, names: list[str]) -> tuple[dict[str, float], dict[str, str]]:
+    """Creation times and mountpoints of many volumes in one docker call."""
     if not names:
-        return {}
-    res = ctx.docker("volume", "inspect", "--format", "{{.Name}} {{.CreatedAt}}", *names)
-    out = {}
+        return {}, {}
+    res = ctx.docker("volume", "inspect", "--format", "{{.Name}}\t{{.CreatedAt}}\t{{.Mountpoint}}", *names)
+    out, places = {}, {}
     for line in res.stdout.splitlines():
-        name, _, when = line.partition(" ")
+        name, _, rest = line.partition("\t")
+        when, _, place = rest.partition("\t")
+        places[name] = place.strip()
         try:
             out[name] = datetime.fromisoformat(when.strip().replace("Z", "+00:00")).timestamp()
         except ValueError:
             continue
-    return out
+    return out, places
+
+
+def touched(path: str | Path | None, *, limit: int = 2000) -> float | None:
+    """When the tools last wrote to a cache: the newest mtime of the dir and its entries.
+
+    Evidence every session leaves, whichever state dir it has (this host's metrics log
+    only knows its own runs): prune must not take a cache another session uses daily for
+    an unused one. None where the path is not visible here (a remote or VM engine)."""
+    if not path:
+        return None
+    try:
+        newest = os.stat(path).st_mtime
+        with os.scandir(path) as entries:
+            for i, entry in enumerate(entries):
+                if i >= limit:
+                    break
+                try:
+                    newest = max(newest, entry.stat(follow_symlinks=False).st_mtime)
+                except OSError:
+                    continue
+        return newest
+    except OSError:
+        return None
+
+
+def _latest(*times: float | None) -> float | None:
+    known = [t for t in times if t]
+    return max(known) if known else None
 
 
 def _users(ctx: Ctx, name: str) -> list[str]:
@@ -138,6 +169,7 @@ def bind_rows(ctx: Ctx, usage) -> list[CacheRow]:
     rows = []
     for d in dirs:
         uses, last = usage.get(str(d), (0, None))
+        last = _latest(last, touched(d))
         rows.append(CacheRow(str(d), "bind", _manager_of(d.name, ctx), dir_size(d), None, last, uses,
                              in_use_by=sorted(n for n, srcs in busy.items() if any(
                                  s == str(d) or s.startswith(str(d) + "/") for s in srcs))))

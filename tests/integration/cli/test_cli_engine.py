@@ -198,3 +198,25 @@ def test_management_touches_only_this_installations_caches(shim_env, engines):
     assert cp.returncode == 0, cp.stderr
     left = set(a.volumes())
     assert mine_vol not in left and other_vol in left
+
+
+def test_prune_keeps_a_cache_another_session_uses_and_removes_an_untouched_one(shim_env, engines, tmp_path):
+    """No metrics log here knows of either dir: the tools' own writes are the evidence."""
+    import os
+    import time
+
+    root = tmp_path / "bind"
+    env = {**shim_env, "DOCKER_HOST": engines["a"].host, "DOCKCACHE_MODE": "bind", "DOCKCACHE_BIND_ROOT": str(root)}
+    prefix = shim_env["DOCKCACHE_VOLUME_PREFIX"]
+    used, stale = root / f"{prefix}-npm", root / f"{prefix}-pip"
+    for d in (used, stale):
+        (d / "content").mkdir(parents=True)
+        (d / "content" / "f").write_text("x")
+    old = time.time() - 3 * 86400
+    for p in (stale / "content" / "f", stale / "content", stale, used / "content" / "f", used):
+        os.utime(p, (old, old))
+    # another session's npm just wrote its index entry:
+    (used / "content" / "new").write_text("y")
+    cp = dockcache(env, "cache", "prune", "--older-than", "1d", "--json")
+    assert cp.returncode == 0, cp.stderr
+    assert used.exists() and not stale.exists(), cp.stdout
