@@ -62,51 +62,80 @@ def run_docker(real: str, argv: Sequence[str], *, timeout: float = 30.0,
 _FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")
 
 
-_FROM_TERMINAL = ("SIGINT", "SIGQUIT", "SIGWINCH")  # keys and resizes reach the whole foreground group
+_FROM_TERMINAL = ("SIGINT", "SIGQUIT", "SIGWINCH", "SIGHUP")  # a terminal sends these to its foreground group
 
 
 def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """Run docker as a child sharing our TTY; forward signals; return its exit code as docker would.
 
     Used where dockcache has work to do after docker ends (publishing a build cache).
-    The child shares our process group: when that group is a terminal's foreground
-    group, ^C, ^\\ and resizes already reach the child from the terminal and are not
-    sent again (compose takes a second ^C as "force stop"), whether or not stdin is that
-    terminal; every other signal we get, and these too when we are no terminal's
-    foreground group (`kill -INT PID` from a script, a background job), is forwarded
-    once. Known limit: `kill -INT PID` aimed at dockcache alone while it runs in a
-    terminal's foreground is taken for a key press and not forwarded.
+    The child shares our process group, so what a terminal sends (^C, ^\\, hangup,
+    resize) reaches it directly and must not be sent again (compose takes a second ^C
+    as "force stop"); a signal a process sent to dockcache (`kill -INT PID`) is
+    forwarded, terminal or not. The two are told apart by the sender the kernel records
+    (siginfo's si_code), where the platform gives it (sigtimedwait); elsewhere by
+    whether we are a terminal's foreground group. A signal sent to the whole process
+    group by a process (`kill -INT -PGID`) reaches docker twice, as it would reach any
+    wrapper's child.
     """
     import signal
     import subprocess
 
     debug("run", real, argv, env)
-    proc = subprocess.Popen([real, *argv], env=dict(os.environ if env is None else env))
-    previous = {}
+    sigs = [getattr(signal, n) for n in _FORWARDED]
     terminal = {getattr(signal, n) for n in _FROM_TERMINAL}
+    proc = None
 
-    def forward(signum, _frame):
-        if signum in terminal and _foreground_of_a_terminal():
+    def forward(signum, _frame):  # until the mask below is in place, and where it can't be
+        if proc is None or (signum in terminal and _foreground_of_a_terminal()):
             return
-        try:
-            proc.send_signal(signum)
-        except ProcessLookupError:
-            pass
+        _send(proc, signum)
 
-    for name in _FORWARDED:
-        sig = getattr(signal, name)
-        previous[sig] = signal.signal(sig, forward)
+    previous = {sig: signal.signal(sig, forward) for sig in sigs}
     try:
-        while True:
-            try:
-                rc = proc.wait()
-                break
-            except InterruptedError:
-                continue
+        proc = subprocess.Popen([real, *argv], env=dict(os.environ if env is None else env))
+        rc = _wait_forwarding(proc, sigs, terminal) if hasattr(signal, "sigtimedwait") else _wait(proc)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return rc if rc >= 0 else 128 - rc
+
+
+def _wait_forwarding(proc, sigs: list, terminal: set) -> int:
+    """Wait for the child, taking our signals with their sender: a kernel-sent one
+    (si_code > 0: the terminal) already reached the child; a process-sent one did not."""
+    import signal
+
+    waited = [*sigs, signal.SIGCHLD]
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+    try:
+        while True:
+            rc = proc.poll()
+            if rc is not None:
+                return rc
+            info = signal.sigtimedwait(waited, 1.0)  # SIGCHLD wakes us as soon as docker ends
+            if info is None or info.si_signo == signal.SIGCHLD:
+                continue
+            if info.si_code > 0 and info.si_signo in terminal:
+                continue  # from the terminal: the child, in our group, got it too
+            _send(proc, info.si_signo)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def _wait(proc) -> int:
+    while True:
+        try:
+            return proc.wait()
+        except InterruptedError:
+            continue
+
+
+def _send(proc, signum: int) -> None:
+    try:
+        proc.send_signal(signum)
+    except ProcessLookupError:
+        pass
 
 
 def _foreground_of_a_terminal() -> bool:

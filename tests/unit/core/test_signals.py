@@ -78,3 +78,17 @@ def test_a_signal_sent_to_dockcache_alone_is_forwarded_once(tmp_path):
     proc, master, out = start(tmp_path, terminal=False, stdin_tty=False)
     os.kill(proc.pid, signal.SIGINT)
     assert finish(proc, master, out) == 1
+
+
+def test_kill_aimed_at_dockcache_in_a_terminals_foreground_is_forwarded_once(tmp_path):
+    """A process-sent signal never reached the child: forwarded even with a terminal."""
+    proc, master, out = start(tmp_path, terminal=True, stdin_tty=True)
+    os.kill(proc.pid, signal.SIGINT)
+    assert finish(proc, master, out) == 1
+
+
+@pytest.mark.parametrize("code,expected", [("import sys; sys.exit(7)", 7),
+                                           ("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", 143)])
+def test_docker_s_exit_code_comes_back_unchanged(code, expected):
+    rc = subprocess.run([sys.executable, "-c", RUNNER, str(REPO), "-c", code]).returncode
+    assert rc == expected
