@@ -65,12 +65,13 @@ def caps_for(real: str, inv: Invocation, build: BuildArgs, environ: Mapping[str,
 def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str],
             *, dry_run: bool = False) -> Prepared:
     build = parse_build(inv)
-    if build.help:  # docker only prints help: probe nothing, create nothing
-        return Prepared(plan_build(args, inv, build, BuildCaps("none", "--help"), key="", available=(),
-                                   import_src=None, export_dest=None), None, None, None, None, BuildCaps("none", "--help"))
     cwd = os.getcwd()
     ctx_dir = os.path.join(cwd, build.context or ".")
     config = load(environ, ctx_dir if os.path.isdir(ctx_dir) else cwd)
+    if build.help:  # docker only prints help: probe nothing, create nothing
+        caps = BuildCaps("none", "--help: docker only prints help")
+        return Prepared(plan_build(args, inv, build, caps, key="", available=(), import_src=None,
+                                   export_dest=None), None, None, None, config, caps)
     key, fallbacks = keys_for(build.tags, build.context, build.file, cwd,
                               config["build.key"], config["build.fallback_keys"])
     caps = caps_for(real, inv, build, environ)

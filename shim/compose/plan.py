@@ -286,8 +286,11 @@ def write_override(override: dict, environ, *, dry_run: bool) -> tuple[str | Non
         import hashlib
 
         tmpdir, base = None, str(state_dir(environ) / "compose-overrides")
-        os.makedirs(base, exist_ok=True)
-        _forget_old(base)
+        try:
+            os.makedirs(base, exist_ok=True)
+            _forget_old(base)
+        except OSError:  # no state dir to write: a temp file, removed after compose (as before)
+            tmpdir = base = tempfile.mkdtemp(prefix="dockcache-compose-")
     name = "dockcache.override.json" if dry_run else \
         f"override-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
     path = os.path.join(base, name)
