@@ -90,6 +90,8 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     builds = {s: v for s, v in cfg["services"].items()
               if building and isinstance(v, dict) and isinstance(v.get("build"), dict)}
     run_caches = service_caches(real, call, cfg, project, environ, dry_run=dry_run)
+    if run_caches and not dry_run and _forget_vanished(real, call, run_caches, environ):
+        run_caches = service_caches(real, call, cfg, project, environ)  # re-created, labelled and owned
     if not builds and not run_caches:
         return None
     keys = {s: sanitize(f"{project}-{s}") for s in builds}
@@ -225,6 +227,28 @@ def named_services(call: ComposeCall, services: dict) -> dict:
             deps = (services.get(name) or {}).get("depends_on") or {}
             todo += [d for d in deps if d in services]
     return {k: v for k, v in services.items() if k in wanted}
+
+
+def _forget_vanished(real: str, call: ComposeCall, run_caches: dict, environ) -> bool:
+    """Volumes the state dir remembers but the daemon lost (`docker volume rm`, a prune, a
+    new daemon with an old state dir): compose would refuse the `external` volume and fail
+    the whole command. One inspect of all of them; the missing ones are forgotten so that
+    planning again creates them. True when any was missing."""
+    names = sorted({m.source for plan in run_caches.values() for m in plan.mounts if m.kind == "volume"})
+    if not names:
+        return False
+    inv = _invocation(call)
+    res = proc.run_docker(real, [*inv.globals, "volume", "inspect", "--format", "{{.Name}}", *names], timeout=30)
+    present = set(res.stdout.split())
+    missing = [n for n in names if n not in present]
+    if not missing or (res.returncode != 0 and not present and "no such volume" not in res.stderr.lower()):
+        return False  # nothing lost, or the daemon did not answer (compose will say so itself)
+    state = State(state_dir(environ))
+    endpoint = endpoint_id(inv.host, inv.context, environ)
+    for name in missing:
+        state.forget("volumes", endpoint, name)
+    say(f"cache volume{'s' if len(missing) > 1 else ''} {', '.join(missing)} vanished outside dockcache: created again")
+    return True
 
 
 RUN_VALUE = frozenset("-e --env -u --user -w --workdir -v --volume -p --publish --name --entrypoint -l "

@@ -199,3 +199,31 @@ def test_explain_shows_the_override_and_creates_nothing(shim_env, engines, tmp_p
     assert data["kind"] == "compose" and f"tag={root.name}-one" in build["cache_from"][0]
     assert "<override>" in data["argv"] and data["argv"][-2:] == ["up", "--build"]
     assert not os.listdir(os.path.join(shim_env["DOCKCACHE_BUILD_STORE"], "tmp"))  # no export dir made
+
+
+def test_a_cache_volume_removed_outside_dockcache_never_breaks_compose(shim_env, engines, tmp_path):
+    """`docker volume rm` (or a prune) between runs: compose would refuse the external
+    volume; dockcache creates it again, labelled, and the state is right again."""
+    a = engines["a"]
+    root = tmp_path / "gone"
+    root.mkdir()
+    (root / "compose.yaml").write_text(
+        "services:\n  app:\n    image: dockcache-test/devtools\n    network_mode: none\n"
+        "    command: [\"sh\", \"-c\", \"npm --version\"]\n")
+    env = {**shim_env, "DOCKER_HOST": a.host}
+
+    def up():
+        return subprocess.run([str(REPO / "bin" / "docker"), "compose", "run", "--rm", "app"], env=env, cwd=root,
+                              capture_output=True, text=True, timeout=300)
+
+    assert up().returncode == 0
+    vol = f"{a.prefix}-npm"
+    a.docker("volume", "rm", "-f", vol)
+    again = up()
+    assert again.returncode == 0, again.stderr
+    assert "vanished outside dockcache" in again.stderr
+    labels = a.docker("volume", "inspect", "--format", "{{json .Labels}}", vol).stdout
+    assert '"dockcache.managed":"true"' in labels
+    steady = up()  # the state is right again: nothing to say
+    assert steady.returncode == 0 and "vanished" not in steady.stderr
+    subprocess.run([REAL, "-H", a.host, "compose", "down"], cwd=root, capture_output=True)
