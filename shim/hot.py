@@ -74,6 +74,9 @@ def _handler(name: str, args: list[str]):
     if inv.kind == "compose":
         from shim.compose import command as compose
         return lambda real, a: compose.execute(real, name, a, os.environ, on_error=_fallback)
+    if inv.kind == "prune":
+        from shim.build.local import forget_daemon
+        return lambda real, a: forget_daemon(inv, os.environ)
     if inv.kind == "build":
         from shim.build import command as build
         return lambda real, a: build.execute(real, a, inv, os.environ, on_error=_fallback)

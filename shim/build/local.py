@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 
-from shim.core.state import State
+from shim.core.state import State, state_dir
 
 TRUST = 24 * 3600.0  # BuildKit's GC may drop unused records: after a day, import again
 REMEMBERED = 16  # digests kept per key and daemon
@@ -63,6 +63,18 @@ def _context_host(name: str, environ: Mapping[str, str]) -> str | None:
             return json.load(fh)["Endpoints"]["docker"]["Host"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def forget_daemon(inv, environ: Mapping[str, str]) -> None:
+    """`docker builder|buildx|system prune` empties BuildKit's cache: what this daemon was
+    remembered to hold is gone, so its next builds import again. Returns (docker runs the
+    command unchanged); fails silent: the prune itself is what matters."""
+    if inv.builder or environ.get("BUILDX_BUILDER"):
+        return  # another builder's cache: the daemon's own is untouched
+    generation = daemon_generation(inv.host, inv.context, environ)
+    if not generation:
+        return
+    State(state_dir(environ)).forget_all("localbuilds", generation)
 
 
 class LocalBuilds:

@@ -71,6 +71,7 @@ BUILD_LONG_NAMES = {"-f": "--file", "-o": "--output", "-t": "--tag", "-q": "--qu
 
 RUN_COMMANDS = {("run",), ("create",), ("container", "run"), ("container", "create")}
 BUILD_COMMANDS = {("build",), ("image", "build"), ("builder", "build")}
+PRUNE_COMMANDS = {("builder", "prune"), ("system", "prune"), ("buildx", "prune")}  # drop BuildKit's cache
 BUILDX_BUILD_WORDS = {"build", "b"}
 
 
@@ -203,9 +204,10 @@ def parse_invocation(argv: Sequence[str]) -> Invocation:
     sub = pos[0]
     host, context = _endpoint(opts)
     first = argv[sub]
-    if first in ("container", "image", "builder") and sub + 1 < len(argv):
+    if first in ("container", "image", "builder", "system") and sub + 1 < len(argv):
         words = (first, argv[sub + 1])
-        kind = "run" if words in RUN_COMMANDS else "build" if words in BUILD_COMMANDS else "passthrough"
+        kind = ("run" if words in RUN_COMMANDS else "build" if words in BUILD_COMMANDS
+                else "prune" if words in PRUNE_COMMANDS else "passthrough")
         return Invocation(argv, argv[:sub], words, sub + 2, kind, host, context)
     if first == "buildx":
         return _buildx(argv, sub, host, context)
@@ -232,6 +234,8 @@ def _buildx(argv, sub, host, context) -> Invocation:
     if pos and argv[pos[0]] in BUILDX_BUILD_WORDS:
         return Invocation(argv, argv[:sub], ("buildx", argv[pos[0]]), pos[0] + 1, "build",
                           host, context, builder)
+    if pos and argv[pos[0]] == "prune":
+        return Invocation(argv, argv[:sub], ("buildx", "prune"), pos[0] + 1, "prune", host, context, builder)
     return Invocation(argv, argv[:sub], ("buildx",), sub + 1, "passthrough", host, context, builder)
 
 

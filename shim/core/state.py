@@ -89,6 +89,12 @@ class State:
     def forget(self, kind: str, endpoint: str, key: str) -> None:
         _unlink_quietly(self._path(kind, endpoint, key))
 
+    def forget_all(self, kind: str, endpoint: str) -> None:
+        """Every fact of one kind about one endpoint."""
+        import shutil
+
+        shutil.rmtree(self.root / kind / short_hash(endpoint), ignore_errors=True)
+
     def all(self, kind: str) -> list[dict]:
         out = []
         for path in sorted((self.root / kind).glob("*/*.json")):

@@ -224,3 +224,9 @@ def test_debug_prints_the_final_argv_of_every_rewritten_command(fake, argv):
     cp, calls = fake(*argv, extra={"DOCKCACHE_DEBUG": "1"})
     final = calls[-1]["argv"]
     assert f'dockcache: ' in cp.stderr and json.dumps(final)[1:-1] in cp.stderr, cp.stderr
+
+
+@pytest.mark.parametrize("argv", [["builder", "prune", "-af"], ["system", "prune", "-f"], ["buildx", "prune"]])
+def test_buildkit_prunes_run_unchanged(fake, argv):
+    cp, calls = fake(*argv)
+    assert cp.returncode == 0 and [c["argv"] for c in calls] == [argv]

@@ -177,3 +177,23 @@ def test_local_builds_hold_a_key_only_when_every_stored_build_came_from_this_dae
     assert mine.holds("app", ("sha256:a",))
     assert not mine.holds("app", ("sha256:a", "sha256:other-daemon"))
     assert not LocalBuilds(State(tmp_path / "state"), "gen-2").holds("app", ("sha256:a",))
+
+
+@pytest.mark.parametrize("argv", [["builder", "prune", "-af"], ["system", "prune"], ["buildx", "prune", "-f"]])
+def test_a_buildkit_prune_makes_the_daemon_import_again(tmp_path, argv):
+    from shim.build.local import forget_daemon
+    from shim.core.grammar import parse_invocation
+
+    sock = tmp_path / "d.sock"
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock))
+    env = {"DOCKER_HOST": f"unix://{sock}", "DOCKCACHE_STATE_DIR": str(tmp_path / "state")}
+    try:
+        mine = LocalBuilds(State(tmp_path / "state"), daemon_generation(None, None, env))
+        mine.remember("app", "sha256:a")
+        inv = parse_invocation(argv)
+        assert inv.kind == "prune"
+        forget_daemon(inv, env)
+        assert not mine.holds("app", ("sha256:a",))
+    finally:
+        s.close()
