@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parent.parent
 BENCHES = {  # name -> (script, arguments, quick arguments)
     "overhead": ("overhead.py", ["--runs", "120"], ["--runs", "20"]),
     "builds": ("builds.py", [], ["--loops", "1000000", "--sessions", "2"]),
-    "compose": ("compose_stack.py", ["--loops", "10000000"], ["--loops", "1000000"]),
+    "workflow": ("workflow.py", ["--rounds", "5"], ["--rounds", "2"]),
+    "compose": ("compose_stack.py", ["--loops", "1000000", "--base", "dockcache-test/devtools", "--rounds", "7"],
+                ["--loops", "1000000", "--rounds", "3"]),
     "stats": ("stats.py", [], ["--runs", "2"]),
     "packages": ("packages.py", ["--profiles", "100mbit-20ms,20mbit-50ms,lan"], ["--runs", "1"]),
     "concurrency": ("concurrency.py", [], []),
