@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 
-from shim.core.state import State, state_dir
+from shim.core.state import State, current_context, docker_config_dir, state_dir
 
 TRUST = 24 * 3600.0  # BuildKit's GC may drop unused records: after a day, import again
 REMEMBERED = 16  # digests kept per key and daemon
@@ -36,27 +36,15 @@ def daemon_generation(host: str | None, context: str | None, environ: Mapping[st
 def _socket_path(host: str | None, context: str | None, environ: Mapping[str, str]) -> str | None:
     host = host or (None if context else environ.get("DOCKER_HOST"))
     if not host:
-        name = context or environ.get("DOCKER_CONTEXT") or _current_context(environ)
+        name = context or environ.get("DOCKER_CONTEXT") or current_context(environ)
         host = "unix:///var/run/docker.sock" if name == "default" else _context_host(name, environ)
     return host[len("unix://"):] if host and host.startswith("unix://") else None
-
-
-def _config_dir(environ: Mapping[str, str]) -> str:
-    return environ.get("DOCKER_CONFIG") or os.path.join(environ.get("HOME", "/"), ".docker")
-
-
-def _current_context(environ: Mapping[str, str]) -> str:
-    try:
-        with open(os.path.join(_config_dir(environ), "config.json"), encoding="utf-8") as fh:
-            return json.load(fh).get("currentContext") or "default"
-    except (OSError, ValueError, AttributeError):
-        return "default"
 
 
 def _context_host(name: str, environ: Mapping[str, str]) -> str | None:
     import hashlib
 
-    meta = os.path.join(_config_dir(environ), "contexts", "meta",
+    meta = os.path.join(docker_config_dir(environ), "contexts", "meta",
                         hashlib.sha256(name.encode()).hexdigest(), "meta.json")
     try:
         with open(meta, encoding="utf-8") as fh:

@@ -36,13 +36,17 @@ def endpoint_id(host: str | None, context: str | None, environ: Mapping[str, str
         return environ["DOCKER_HOST"]
     if environ.get("DOCKER_CONTEXT"):
         return f"context:{environ['DOCKER_CONTEXT']}"
-    return f"context:{_current_context(environ)}"
+    return f"context:{current_context(environ)}"
 
 
-def _current_context(environ: Mapping[str, str]) -> str:
-    cfg = environ.get("DOCKER_CONFIG") or os.path.join(environ.get("HOME", "/"), ".docker")
+def docker_config_dir(environ: Mapping[str, str]) -> str:
+    """Where the docker CLI keeps config.json and contexts ($DOCKER_CONFIG, else ~/.docker)."""
+    return environ.get("DOCKER_CONFIG") or os.path.join(environ.get("HOME", "/"), ".docker")
+
+
+def current_context(environ: Mapping[str, str]) -> str:
     try:
-        with open(os.path.join(cfg, "config.json"), encoding="utf-8") as fh:
+        with open(os.path.join(docker_config_dir(environ), "config.json"), encoding="utf-8") as fh:
             return json.load(fh).get("currentContext") or "default"
     except (OSError, ValueError, AttributeError):
         return "default"

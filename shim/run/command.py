@@ -21,7 +21,7 @@ from shim.core.config import Config, load
 from shim.run.detect import combine, projects, scan_command, scan_dir
 from shim.core.grammar import Invocation, RunArgs, parse_run
 from shim.run.plan import CacheMount, Facts, Plan, plan_run
-from shim.core.state import State, endpoint_id, state_dir
+from shim.core.state import State, docker_config_dir, endpoint_id, state_dir
 
 IMAGE_TTL = 24 * 3600.0
 INIT_TARGET = "/dockcache-init"
@@ -116,7 +116,7 @@ def plan_inputs(run: RunArgs, environ: Mapping[str, str]) -> list:
             for m in run.mounts if m.type == "bind" and m.source]
     literal = {mk.glob for mgr in MANAGERS for mk in mgr.markers if "*" not in mk.glob}
     globs = tuple(sorted({mk.glob for mgr in MANAGERS for mk in mgr.markers if "*" in mk.glob}))
-    docker_cfg = environ.get("DOCKER_CONFIG") or os.path.join(environ.get("HOME", "/"), ".docker")
+    docker_cfg = docker_config_dir(environ)
     deps: list = [os.path.join(cwd, f) for f in run.env_files] + [str(user_config_path(environ)),
                                                                   os.path.join(docker_cfg, "config.json")]
     for d in dirs:
