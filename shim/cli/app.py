@@ -166,7 +166,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         sys.exit(130)
     except Exception as exc:  # noqa: BLE001 - the edge: every error is one line
         if _is_usage_error(exc):
-            _fail(args, f"{exc.format_message()}\nSee 'dockcache {_command_path(args)}--help'.", 2)
+            _fail(args, f"{exc.format_message()}\nSee 'dockcache {_command_path(exc)}--help'.", 2)
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # other click-style errors
             _fail(args, exc.format_message(), exc.exit_code)
         _fail(args, f"unexpected error: {type(exc).__name__}: {exc}", 3)
@@ -179,22 +179,13 @@ def _is_usage_error(exc: BaseException) -> bool:
     return any(k.__name__ == "UsageError" for k in type(exc).__mro__)
 
 
-def _command_path(args: list[str]) -> str:
-    words = []
-    group = app
-    for a in args:
-        if a.startswith("-"):
-            break
-        names = {c.name or c.callback.__name__.replace("_", "-") for c in group.registered_commands}
-        subs = {g.name: g.typer_instance for g in group.registered_groups}
-        if a in subs:
-            words.append(a)
-            group = subs[a]
-        elif a in names:
-            words.append(a)
-            break
-        else:
-            break
+def _command_path(exc: BaseException) -> str:
+    """`cache prune ` for an error in `dockcache cache prune`: the words after the program
+    name in the failing command's own path (click records it on the error)."""
+    path = getattr(getattr(exc, "ctx", None), "command_path", "") or ""
+    words = path.split()[1:]
+    if words[:1] == ["-m"]:  # `python -m shim ...`
+        words = words[2:]
     return "".join(w + " " for w in words)
 
 
