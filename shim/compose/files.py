@@ -156,3 +156,10 @@ def config_sources(call: ComposeCall, environ: Mapping[str, str], cwd: str) -> l
         if d == top:
             break
     return [*dict.fromkeys([*(files or []), *candidates, *read])]
+
+
+def invocation(call: ComposeCall):
+    """docker's view of the command (its -H/--context), for the fact calls made about it."""
+    from shim.core.grammar import parse_invocation
+
+    return parse_invocation([*call.base[:-1], "compose"] if call.base else ["compose"])

@@ -12,10 +12,8 @@ and takes a store snapshot; it never runs the user's command (see command.py).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +23,9 @@ from shim.build.command import login_environ, open_store, safe_snapshot
 from shim.build.key import sanitize
 from shim.build.local import LocalBuilds, daemon_generation
 from shim.build.store import CacheStore, Snapshot
-from shim.compose.files import ComposeCall, files_for, only_looks, reads_stdin, split, wants_build
+from shim.compose.files import ComposeCall, files_for, invocation, only_looks, reads_stdin, split, wants_build
+from shim.compose.override import write_override
+from shim.compose.services import forget_vanished, named_services, service_caches
 from shim.compose.resolved import resolved_config
 from shim.core import proc
 from shim.core.notice import say
@@ -90,7 +90,7 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     builds = {s: v for s, v in cfg["services"].items()
               if building and isinstance(v, dict) and isinstance(v.get("build"), dict)}
     run_caches = service_caches(real, call, cfg, project, environ, dry_run=dry_run)
-    if run_caches and not dry_run and _forget_vanished(real, call, run_caches, environ):
+    if run_caches and not dry_run and forget_vanished(real, call, run_caches, environ):
         run_caches = service_caches(real, call, cfg, project, environ)  # re-created, labelled and owned
     if not builds and not run_caches:
         return None
@@ -160,179 +160,16 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
 def _local_builds(call: ComposeCall, caps: BuildCaps, environ) -> LocalBuilds | None:
     if caps.driver != "docker" or environ.get("BUILDX_BUILDER"):
         return None
-    inv = _invocation(call)
+    inv = invocation(call)
     generation = daemon_generation(inv.host, inv.context, environ)
     return LocalBuilds(State(state_dir(environ)), generation) if generation else None
 
 
-def _invocation(call: ComposeCall):
-    from shim.core.grammar import parse_invocation
-
-    return parse_invocation([*call.base[:-1], "compose"] if call.base else ["compose"])
-
-
 def _caps(real: str, call: ComposeCall, environ) -> BuildCaps:
-    inv = _invocation(call)
+    inv = invocation(call)
     return cached_caps(State(state_dir(environ)), endpoint_id(inv.host, inv.context, environ),
                        environ.get("BUILDX_BUILDER"),
                        lambda *a: proc.run_docker(real, [*inv.globals, *a], timeout=30))
-
-
-def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, environ, *, dry_run=False) -> dict:
-    """Package caches for each service, planned exactly as for `docker run` (see runcmd)."""
-    from shim.core.grammar import parse_invocation
-    from shim.run.command import build_plan
-
-    out: dict = {}
-    docker_globals = call.base[:-1]
-    one_off = run_options(call)
-    for name, svc in cfg["services"].items():
-        argv = _as_run_argv(name, svc, project, one_off.get(name, ()))
-        inv = parse_invocation([*docker_globals, *argv])
-        try:
-            plan, _c, notes = build_plan(real, inv.argv, inv, environ, pull=False, need_image=True,
-                                         dry_run=dry_run)
-        except Exception as exc:  # noqa: BLE001 - one service's caches never block the stack
-            say(f"{name}: package caches skipped ({type(exc).__name__}: {exc})")
-            continue
-        for note in notes:
-            say(f"{name}: {note}")
-        if plan.mounts or plan.mirror.tokens():
-            out[name] = plan
-    return out
-
-
-SUB_VALUE = frozenset("--build-arg --builder --ssh -m --memory --progress --scale -t --timeout --exit-code-from "
-                      "--pull --wait-timeout --attach --no-attach --attach-dependencies-of".split())
-
-
-def named_services(call: ComposeCall, services: dict) -> dict:
-    """The services `compose build|up|run|create SERVICE...` acts on (for up/run/create with
-    what they depend on); all of them when none is named (or a name is not a service: then the
-    arguments were misread, and more is safer than less)."""
-    from shim.core.grammar import scan_options
-
-    values = SUB_VALUE | RUN_VALUE if call.sub == "run" else SUB_VALUE
-    _opts, pos = scan_options(call.rest, 1, values, interspersed=call.sub != "run")
-    names = [call.rest[i] for i in pos[:1 if call.sub == "run" else None]]
-    if not names or any(n not in services for n in names):
-        return services
-    wanted, todo = set(), list(names)
-    while todo:
-        name = todo.pop()
-        if name in wanted:
-            continue
-        wanted.add(name)
-        if call.sub != "build":  # `build X` builds X alone; up/run/create start what X depends on
-            deps = (services.get(name) or {}).get("depends_on") or {}
-            todo += [d for d in deps if d in services]
-    return {k: v for k, v in services.items() if k in wanted}
-
-
-def _forget_vanished(real: str, call: ComposeCall, run_caches: dict, environ) -> bool:
-    """Volumes the state dir remembers but the daemon lost (`docker volume rm`, a prune, a
-    new daemon with an old state dir): compose would refuse the `external` volume and fail
-    the whole command. One inspect of all of them; the missing ones are forgotten so that
-    planning again creates them. True when any was missing."""
-    names = sorted({m.source for plan in run_caches.values() for m in plan.mounts if m.kind == "volume"})
-    if not names:
-        return False
-    inv = _invocation(call)
-    res = proc.run_docker(real, [*inv.globals, "volume", "inspect", "--format", "{{.Name}}", *names], timeout=30)
-    present = set(res.stdout.split())
-    missing = [n for n in names if n not in present]
-    if not missing or (res.returncode != 0 and not present and "no such volume" not in res.stderr.lower()):
-        return False  # nothing lost, or the daemon did not answer (compose will say so itself)
-    state = State(state_dir(environ))
-    endpoint = endpoint_id(inv.host, inv.context, environ)
-    for name in missing:
-        state.forget("volumes", endpoint, name)
-    say(f"cache volume{'s' if len(missing) > 1 else ''} {', '.join(missing)} vanished outside dockcache: created again")
-    return True
-
-
-RUN_VALUE = frozenset("-e --env -u --user -w --workdir -v --volume -p --publish --name --entrypoint -l "
-                      "--label --cap-add --cap-drop --pull --env-from-file".split())
-
-
-def run_options(call: ComposeCall) -> dict[str, tuple[str, ...]]:
-    """`compose run|create SERVICE` options that change what the container is: the user
-    and variables given on the command line (`-u 1000`, `-e A=1`), as docker run flags
-    for that service (they come after its own, so they win as they do for compose)."""
-    if call.sub != "run":
-        return {}
-    from shim.core.grammar import scan_options
-
-    opts, pos = scan_options(call.rest, 1, RUN_VALUE, interspersed=False)
-    if not pos:
-        return {}
-    flags: list[str] = []
-    for k, v in opts:
-        if k in ("-u", "--user") and v:
-            flags += ["--user", v]
-        elif k in ("-e", "--env") and v:
-            flags += ["-e", v]
-    return {call.rest[pos[0]]: tuple(flags)}
-
-
-def _as_run_argv(name: str, svc: dict, project: str, extra: tuple[str, ...] = ()) -> list[str]:
-    """The `docker run` a compose service amounts to, for the run planner."""
-    argv = ["run"]
-    for vol in svc.get("volumes") or []:
-        if isinstance(vol, dict) and vol.get("target"):
-            src = vol.get("source") or ""
-            argv += ["--mount", f"type={vol.get('type', 'volume')},src={src},dst={vol['target']}"]
-    env = svc.get("environment") or {}
-    for key in (env if isinstance(env, dict) else {}):
-        argv += ["-e", f"{key}=x"]
-    if svc.get("user"):
-        argv += ["--user", str(svc["user"])]
-    if svc.get("working_dir"):
-        argv += ["--workdir", str(svc["working_dir"])]
-    argv += extra
-    command = svc.get("command") or []
-    command = command.split() if isinstance(command, str) else [str(c) for c in command]
-    return [*argv, str(svc.get("image") or f"{project}-{name}"), *command]
-
-
-OVERRIDE_DAYS = 7  # compose records the file in the project's labels (`compose ls`): keep it a while
-
-
-def write_override(override: dict, environ, *, dry_run: bool) -> tuple[str | None, str]:
-    """(dir to remove afterwards, override path). The real thing lives in the state dir,
-    named by its content, so the project's config_files label names a file that exists;
-    files not used for OVERRIDE_DAYS go. A dry run (explain) writes a throwaway copy."""
-    text = json.dumps(override, indent=2, sort_keys=True) + "\n"  # JSON is valid YAML
-    if dry_run:
-        tmpdir = tempfile.mkdtemp(prefix="dockcache-compose-")
-        base = tmpdir
-    else:
-        import hashlib
-
-        tmpdir, base = None, str(state_dir(environ) / "compose-overrides")
-        try:
-            os.makedirs(base, exist_ok=True)
-            _forget_old(base)
-        except OSError:  # no state dir to write: a temp file, removed after compose (as before)
-            tmpdir = base = tempfile.mkdtemp(prefix="dockcache-compose-")
-    name = "dockcache.override.json" if dry_run else \
-        f"override-{hashlib.sha256(text.encode()).hexdigest()[:16]}.json"
-    path = os.path.join(base, name)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)  # a concurrent compose run reading the same name sees it whole
-    return tmpdir, path
-
-
-def _forget_old(base: str) -> None:
-    cutoff = time.time() - OVERRIDE_DAYS * 86400
-    for entry in os.scandir(base):
-        try:
-            if entry.stat().st_mtime < cutoff:
-                os.unlink(entry.path)
-        except OSError:
-            pass
 
 
 def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run_caches, exports) -> ComposePlan:

@@ -9,6 +9,8 @@ import pytest
 
 from shim.compose import files, resolved
 from shim.compose import plan as compose_plan
+from shim.compose import override
+from shim.compose import services as compose_services
 from shim.core import proc
 from shim.core.state import State
 
@@ -115,12 +117,12 @@ def test_dry_run_and_help_ask_and_create_nothing(project, asked, tmp_path, argv)
 def test_compose_run_user_and_env_flags_reach_the_run_planner():
     call = files.split("docker", ["compose", "run", "--rm", "-u", "1000:1000", "-e", "npm_config_cache=/mine",
                                   "web", "npm", "ci"])
-    assert compose_plan.run_options(call) == {"web": ("--user", "1000:1000", "-e", "npm_config_cache=/mine")}
-    argv = compose_plan._as_run_argv("web", {"image": "node", "user": "root"}, "p", compose_plan.run_options(call)["web"])
+    assert compose_services.run_options(call) == {"web": ("--user", "1000:1000", "-e", "npm_config_cache=/mine")}
+    argv = compose_services.as_run_argv("web", {"image": "node", "user": "root"}, "p", compose_services.run_options(call)["web"])
     from shim.core.grammar import parse_invocation, parse_run
     run = parse_run(parse_invocation(argv))
     assert run.user == "1000:1000" and ("npm_config_cache", "/mine") in run.env
-    assert compose_plan.run_options(files.split("docker", ["compose", "up", "-d"])) == {}
+    assert compose_services.run_options(files.split("docker", ["compose", "up", "-d"])) == {}
 
 
 def test_a_failure_while_planning_leaves_no_export_dir_behind(project, monkeypatch, tmp_path):
@@ -145,9 +147,9 @@ def test_a_failure_while_planning_leaves_no_export_dir_behind(project, monkeypat
 
 def test_the_override_compose_records_in_its_labels_still_exists(tmp_path):
     env = env_for(tmp_path)
-    tmpdir, path = compose_plan.write_override({"services": {}}, env, dry_run=False)
+    tmpdir, path = override.write_override({"services": {}}, env, dry_run=False)
     assert tmpdir is None and os.path.exists(path) and str(tmp_path / "state") in path
-    again = compose_plan.write_override({"services": {}}, env, dry_run=False)[1]
+    again = override.write_override({"services": {}}, env, dry_run=False)[1]
     assert again == path  # named by content
 
 
@@ -161,4 +163,4 @@ def test_the_override_compose_records_in_its_labels_still_exists(tmp_path):
 ])
 def test_only_the_named_services_and_their_dependencies_are_planned(argv, names):
     services = {"web": {"depends_on": {"backend": {}}}, "backend": {"depends_on": ["db"]}, "db": {}, "other": {}}
-    assert set(compose_plan.named_services(files.split("docker", argv), services)) == names
+    assert set(compose_services.named_services(files.split("docker", argv), services)) == names
