@@ -56,13 +56,17 @@ def _context_host(name: str, environ: Mapping[str, str]) -> str | None:
 def forget_daemon(inv, environ: Mapping[str, str]) -> None:
     """`docker builder|buildx|system prune` empties BuildKit's cache: what this daemon was
     remembered to hold is gone, so its next builds import again. Returns (docker runs the
-    command unchanged); fails silent: the prune itself is what matters."""
+    command unchanged) whatever happens here: the prune itself is what matters."""
     if inv.builder or environ.get("BUILDX_BUILDER"):
         return  # another builder's cache: the daemon's own is untouched
-    generation = daemon_generation(inv.host, inv.context, environ)
-    if not generation:
-        return
-    State(state_dir(environ)).forget_all("localbuilds", generation)
+    try:
+        generation = daemon_generation(inv.host, inv.context, environ)
+        if generation:
+            State(state_dir(environ)).forget_all("localbuilds", generation)
+    except Exception as exc:  # noqa: BLE001 - the prune runs regardless; say what was missed
+        from shim.core.notice import say
+        say(f"could not forget this daemon's build records ({type(exc).__name__}: {exc}); "
+            "its next build may not import the shared cache")
 
 
 class LocalBuilds:

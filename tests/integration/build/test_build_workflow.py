@@ -110,3 +110,19 @@ def test_variants_through_the_registry_backend_both_hit_on_a_new_host(shim_env, 
         fresh = {**env, "DOCKCACHE_STATE_DIR": str(tmp_path / f"s-b{v}")}
         cp = build(fresh, b, ctx, tag, "--build-arg", f"V={v}")
         assert step_named(cp.stderr, token).cached, f"variant V={v} missed on the new host"
+
+
+def test_after_a_builder_prune_the_same_daemon_imports_again(shim_env, engines, tmp_path):
+    """The daemon that made a key skips the import (its own BuildKit holds the records);
+    `docker builder prune` through the shim empties that BuildKit, so the next build must
+    import the key again — and hits, where it would otherwise run every step."""
+    a = engines["a"]
+    ctx, token = workflow_project(tmp_path)
+    tag = f"{a.prefix}/app:1"
+    build(shim_env, a, ctx, tag)
+    assert step_named(build(shim_env, a, ctx, tag).stderr, token).cached
+    assert last_build(shim_env)["imports"] == []
+    pruned = shim(shim_env, "builder", "prune", "-af", extra={"DOCKER_HOST": a.host})
+    assert pruned.returncode == 0, pruned.stderr
+    cp = build(shim_env, a, ctx, tag)
+    assert last_build(shim_env)["imports"] and step_named(cp.stderr, token).cached
