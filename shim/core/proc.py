@@ -94,7 +94,10 @@ def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = No
     previous = {sig: signal.signal(sig, forward) for sig in sigs}
     try:
         proc = subprocess.Popen([real, *argv], env=dict(os.environ if env is None else env))
-        rc = _wait_forwarding(proc, sigs, terminal) if hasattr(signal, "sigtimedwait") else _wait(proc)
+        try:
+            rc = _wait_forwarding(proc, sigs, terminal) if hasattr(signal, "sigtimedwait") else _wait(proc)
+        except Exception:  # noqa: BLE001 - docker is running: its exit code is still what we return
+            rc = _wait(proc)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
