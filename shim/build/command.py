@@ -25,7 +25,7 @@ from shim.build.store import CacheStore, Published, Snapshot, StoreError
 from shim.core.config import Config, load
 from shim.core.engine import BuildCaps, cached_caps, legacy_reason
 from shim.core.grammar import BuildArgs, Invocation, parse_build
-from shim.build.local import LocalBuilds, daemon_generation
+from shim.build.local import LocalBuilds, for_engine
 from shim.core.state import State, endpoint_id, state_dir
 
 
@@ -88,7 +88,7 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         return Prepared(_noted(plan, reg.note), None, None, None, config, caps, reg.client)
     store = open_store(config)
     wanted = [] if build.no_cache else [key, *fallbacks]
-    local = local_builds(inv, build, caps, environ)
+    local = for_engine(inv, caps.driver, build.builder, environ)
     own_note = None
     if wanted and local and local.holds(key, store.lineage(key)):
         wanted, own_note = [], f"this daemon made every stored build of {key}: its own cache serves them, no import"
@@ -110,14 +110,6 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         raise
     plan = _noted(_noted(plan, own_note), reg.note)
     return Prepared(plan, store, snap, export_dir, config, caps, reg.client, local)
-
-
-def local_builds(inv: Invocation, build: BuildArgs, caps: BuildCaps, environ: Mapping[str, str]) -> LocalBuilds | None:
-    """What this daemon's own BuildKit holds: only knowable for the docker driver on a local socket."""
-    if caps.driver != "docker" or build.builder or environ.get("BUILDX_BUILDER"):
-        return None
-    generation = daemon_generation(inv.host, inv.context, environ)
-    return LocalBuilds(State(state_dir(environ)), generation) if generation else None
 
 
 def open_store(config: Config) -> CacheStore:

@@ -69,6 +69,15 @@ def forget_daemon(inv, environ: Mapping[str, str]) -> None:
             "its next build may not import the shared cache")
 
 
+def for_engine(inv, driver: str, builder: str | None, environ: Mapping[str, str]) -> "LocalBuilds | None":
+    """What this daemon's own BuildKit holds: only knowable for the docker driver on a
+    local socket (`inv` names docker's -H/--context; `builder` any builder chosen)."""
+    if driver != "docker" or builder or environ.get("BUILDX_BUILDER"):
+        return None
+    generation = daemon_generation(inv.host, inv.context, environ)
+    return LocalBuilds(State(state_dir(environ)), generation) if generation else None
+
+
 class LocalBuilds:
     def __init__(self, state: State, generation: str):
         self.state, self.generation = state, generation

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from shim.build.command import login_environ, open_store, safe_snapshot
 from shim.build.key import sanitize
-from shim.build.local import LocalBuilds, daemon_generation
+from shim.build.local import LocalBuilds, for_engine
 from shim.build.store import CacheStore, Snapshot
 from shim.compose.files import ComposeCall, files_for, invocation, only_looks, reads_stdin, split, wants_build
 from shim.compose.override import write_override
@@ -137,7 +137,7 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
     store = None
     if config["build.backend"] != "registry":
         store = open_store(config)
-    local = _local_builds(call, caps, environ)
+    local = for_engine(invocation(call), caps.driver, None, environ)
     own = frozenset(k for k in keys if store and local and local.holds(k, store.lineage(k)))
     wanted = [k for k in keys if k not in own]
     snap = safe_snapshot(store, wanted) if store and wanted and not dry_run else None
@@ -155,14 +155,6 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
         return Sources(caps, store, snap, stored=stored, local=local, own=own)
     tags = {k: k if probe.needs_login or dry_run else build_tag(k, time.time(), os.urandom(3).hex()) for k in keys}
     return Sources(caps, store, snap, spec, frozenset(probe.existing), tags, stored, client, history, local, own)
-
-
-def _local_builds(call: ComposeCall, caps: BuildCaps, environ) -> LocalBuilds | None:
-    if caps.driver != "docker" or environ.get("BUILDX_BUILDER"):
-        return None
-    inv = invocation(call)
-    generation = daemon_generation(inv.host, inv.context, environ)
-    return LocalBuilds(State(state_dir(environ)), generation) if generation else None
 
 
 def _caps(real: str, call: ComposeCall, environ) -> BuildCaps:
