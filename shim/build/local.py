@@ -11,46 +11,13 @@ makes a new one. Engines reached over TCP or through a non-default builder alway
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping, Sequence
 
-from shim.core.state import State, current_context, docker_config_dir, state_dir
+from shim.core.daemon import daemon_generation  # noqa: F401 - where build code has always found it
+from shim.core.state import State, state_dir
 
 TRUST = 24 * 3600.0  # BuildKit's GC may drop unused records: after a day, import again
 REMEMBERED = 16  # digests kept per key and daemon
-
-
-def daemon_generation(host: str | None, context: str | None, environ: Mapping[str, str]) -> str | None:
-    """Identity of the daemon behind a unix socket (path, inode, ctime), else None."""
-    path = _socket_path(host, context, environ)
-    if not path:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return f"{path}|{st.st_ino}|{st.st_ctime_ns}"
-
-
-def _socket_path(host: str | None, context: str | None, environ: Mapping[str, str]) -> str | None:
-    host = host or (None if context else environ.get("DOCKER_HOST"))
-    if not host:
-        name = context or environ.get("DOCKER_CONTEXT") or current_context(environ)
-        host = "unix:///var/run/docker.sock" if name == "default" else _context_host(name, environ)
-    return host[len("unix://"):] if host and host.startswith("unix://") else None
-
-
-def _context_host(name: str, environ: Mapping[str, str]) -> str | None:
-    import hashlib
-
-    meta = os.path.join(docker_config_dir(environ), "contexts", "meta",
-                        hashlib.sha256(name.encode()).hexdigest(), "meta.json")
-    try:
-        with open(meta, encoding="utf-8") as fh:
-            return json.load(fh)["Endpoints"]["docker"]["Host"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def forget_daemon(inv, environ: Mapping[str, str]) -> None:

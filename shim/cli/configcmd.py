@@ -14,7 +14,13 @@ from .output import CliError, emit, table
 HEADER = """# dockcache configuration (user file). A project can override any key in .dockcache.toml,
 # and DOCKCACHE_* variables override both. `dockcache config show` prints the merged result
 # and where each value came from.
-# run.mode: "volume" (named volumes) or "bind" (host dirs under run.bind_root)
+# run.mode: where package caches live. "auto" (default): host dirs under run.bind_root when
+#   the engine sees this host's files (probed once per daemon), so they outlive each session's
+#   daemon; named volumes when it does not (remote engine, VM). "bind" or "volume" force one.
+# run.bind_root: in a sandbox whose ~ is per session, point it at a directory every session
+#   shares (DOCKCACHE_BIND_ROOT too); `dockcache doctor` warns when it looks session-local.
+# run.host_caches = true mounts your host's own caches (~/.npm, ~/.cache/pip, ~/.cargo/registry,
+#   ~/go/pkg/mod, ~/.m2/repository, ...); [managers.npm] host_cache = true for one tool only.
 # run.scope: "shared", "user" or "project" (volume names get a short hash, never a path)
 # managers.<name>.enabled = false turns one package manager off; [caches.NAME] adds your own:
 #   [caches.mytool]

@@ -26,7 +26,7 @@ from shim.core.safety import check_container_path, check_name, check_sensitive
 PROJECT_FILE = ".dockcache.toml"
 REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?/[a-z0-9]+([._/-][a-z0-9]+)*$")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.I)
-CHOICES = {"run.mode": ("volume", "bind"), "run.scope": ("shared", "user", "project"),
+CHOICES = {"run.mode": ("auto", "volume", "bind"), "run.scope": ("shared", "user", "project"),
            "build.backend": ("local", "registry", "both")}
 
 
@@ -44,11 +44,12 @@ class Setting:
 SCHEMA: dict[str, tuple[Any, Any]] = {
     "enabled": (bool, True),
     "run.enabled": (bool, True),
-    "run.mode": (str, "volume"),
+    "run.mode": (str, "auto"),  # auto: host dirs when the engine sees them, else volumes (run.placement)
     "run.scope": (str, "shared"),
     "run.volume_prefix": (str, "dockcache"),
     "run.bind_root": (str, "~/.cache/dockcache/run"),
     "run.readonly": (bool, False),
+    "run.host_caches": (bool, False),  # mount the host's own tool caches (~/.npm, ~/.cache/pip, ...)
     "build.enabled": (bool, True),
     "build.store": (str, "~/.cache/dockcache/build"),
     "build.max_size": ("size", "20GiB"),
@@ -68,11 +69,13 @@ for _kind in ("npm", "pypi", "go", "cargo", "maven"):  # shim.core.mirror_urls.K
 for _name in BY_NAME:
     SCHEMA[f"managers.{_name}.enabled"] = (bool, True)
     SCHEMA[f"managers.{_name}.volume"] = (str, "")
+    SCHEMA[f"managers.{_name}.host_cache"] = (bool, False)
 
 ENV_KEYS = {
     "DOCKCACHE_MODE": "run.mode", "DOCKCACHE_SCOPE": "run.scope",
     "DOCKCACHE_VOLUME_PREFIX": "run.volume_prefix", "DOCKCACHE_BIND_ROOT": "run.bind_root",
-    "DOCKCACHE_RUN": "run.enabled", "DOCKCACHE_READONLY": "run.readonly", "DOCKCACHE_BUILD": "build.enabled",
+    "DOCKCACHE_RUN": "run.enabled", "DOCKCACHE_READONLY": "run.readonly",
+    "DOCKCACHE_HOST_CACHES": "run.host_caches", "DOCKCACHE_BUILD": "build.enabled",
     "DOCKCACHE_BUILD_STORE": "build.store", "DOCKCACHE_BUILD_MAX_SIZE": "build.max_size",
     "DOCKCACHE_BUILD_KEY": "build.key", "DOCKCACHE_BUILD_BACKEND": "build.backend",
     "DOCKCACHE_BUILD_LOCK_TIMEOUT": "build.lock_timeout", "DOCKCACHE_BUILD_KEY_HISTORY": "build.key_history",
@@ -102,6 +105,13 @@ class Config:
 
     def source(self, key: str) -> str:
         return self.settings[key].source
+
+    def host_cache(self, name: str) -> bool:
+        """[managers.NAME] host_cache wins when set; else [run] host_caches."""
+        key = f"managers.{name}.host_cache"
+        if key in self.settings and self.settings[key].source != "default":
+            return bool(self[key])
+        return bool(self["run.host_caches"])
 
     def manager_enabled(self, name: str) -> bool:
         return bool(self["enabled"] and self["run.enabled"] and self[f"managers.{name}.enabled"])

@@ -8,6 +8,8 @@ branches on a manager's name; adding one means adding a row here.
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 MOUNT_ROOT = "/dockcache"  # where our volumes land unless the image configured a location
@@ -193,6 +195,60 @@ MANAGERS: tuple[Manager, ...] = (
 )
 
 BY_NAME: dict[str, Manager] = {m.name: m for m in MANAGERS}
+
+# Where each tool keeps its cache on the host (for run.host_caches): (dir under the
+# container's cache path, candidates). The first candidate whose variables are all set wins:
+# the host's own settings (npm_config_cache, PIP_CACHE_DIR, CARGO_HOME, GOMODCACHE, ...)
+# before the tool's defaults on Linux.
+HOST_DIRS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "npm": (("", ("$npm_config_cache", "$NPM_CONFIG_CACHE", "~/.npm")),),
+    "yarn": (("", ("$YARN_CACHE_FOLDER", "$XDG_CACHE_HOME/yarn", "~/.cache/yarn")),),
+    "yarn-berry": (("", ("$YARN_GLOBAL_FOLDER", "~/.yarn/berry")),),
+    "pnpm": (("store", ("$npm_config_store_dir", "$PNPM_HOME/store", "$XDG_DATA_HOME/pnpm/store",
+                        "~/.local/share/pnpm/store")),
+             ("metadata", ("$npm_config_cache_dir", "$XDG_CACHE_HOME/pnpm", "~/.cache/pnpm"))),
+    "pip": (("", ("$PIP_CACHE_DIR", "$XDG_CACHE_HOME/pip", "~/.cache/pip")),),
+    "uv": (("", ("$UV_CACHE_DIR", "$XDG_CACHE_HOME/uv", "~/.cache/uv")),),
+    "poetry": (("", ("$POETRY_CACHE_DIR", "$XDG_CACHE_HOME/pypoetry", "~/.cache/pypoetry")),),
+    "cargo": (("registry", ("$CARGO_HOME/registry", "~/.cargo/registry")),
+              ("git", ("$CARGO_HOME/git", "~/.cargo/git"))),
+    "go": (("mod", ("$GOMODCACHE", "$GOPATH/pkg/mod", "~/go/pkg/mod")),
+           ("build", ("$GOCACHE", "$XDG_CACHE_HOME/go-build", "~/.cache/go-build"))),
+    "maven": (("repository", ("~/.m2/repository",)),),
+    "gradle": (("", ("$GRADLE_USER_HOME", "~/.gradle")),),
+    "nuget": (("packages", ("$NUGET_PACKAGES", "~/.nuget/packages")),
+              ("http", ("$NUGET_HTTP_CACHE_PATH", "~/.local/share/NuGet/http-cache"))),
+    "bundler": (("", ("$BUNDLE_USER_CACHE", "$BUNDLE_USER_HOME/cache", "~/.bundle/cache")),),
+    "composer": (("", ("$COMPOSER_CACHE_DIR", "$XDG_CACHE_HOME/composer", "~/.cache/composer")),),
+    "ccache": (("", ("$CCACHE_DIR", "$XDG_CACHE_HOME/ccache", "~/.cache/ccache")),),
+    "sccache": (("", ("$SCCACHE_DIR", "$XDG_CACHE_HOME/sccache", "~/.cache/sccache")),),
+    "deno": (("", ("$DENO_DIR", "$XDG_CACHE_HOME/deno", "~/.cache/deno")),),
+    "bun": (("", ("$BUN_INSTALL_CACHE_DIR", "$BUN_INSTALL/install/cache", "~/.bun/install/cache")),),
+}
+
+
+def host_dirs(name: str, environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """(dir under the cache path, absolute host dir) for each of the tool's host caches."""
+    out = []
+    for sub, candidates in HOST_DIRS.get(name, ()):
+        path = next((p for p in map(lambda c: _expand(c, environ), candidates) if p), None)
+        if path:
+            out.append((sub, path))
+    return tuple(out)
+
+
+def _expand(candidate: str, environ: Mapping[str, str]) -> str | None:
+    """'$VAR/rest' or '~/rest' with the host's values; None when a variable is unset or the
+    result is not absolute (a relative setting is the tool's business, not a place to mount)."""
+    head, _, rest = candidate.partition("/")
+    if head == "~":
+        base = environ.get("HOME", "")
+    elif head.startswith("$"):
+        base = environ.get(head[1:], "")
+    else:
+        return None
+    path = posixpath.normpath(posixpath.join(base, rest)) if rest else base
+    return path if base.startswith("/") else None
 
 
 @dataclass(frozen=True)

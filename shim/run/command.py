@@ -52,14 +52,16 @@ def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping
     if need_image and not image and run.user is None:
         return Plan(tuple(args), reasons=("image not built yet: its caches start with the next run",)), config, []
     notes: list[str] = []
+    placed = ctx.placement(config, image_ok=bool(image))
     facts = Facts(detections=detections, project_dir=project,
+                  mode=placed.mode, mode_reason=placed.reason, host_dirs=_host_dirs(detections, config, environ),
                   env_file_names=_env_file_names(run.env_files, cwd),
                   volumes_from_targets=ctx.volumes_from_targets(),
                   host_user=str(os.getuid()), local_engine=ctx.local_engine(),
                   state_root=str(ctx.state.root), ca_pem=_read_ca(config, notes), **image)
     plan = plan_run(args, run, config, facts)
     if not dry_run:
-        failed = ctx.prepare(plan.mounts, notes, prefix=config["run.volume_prefix"])
+        failed = ctx.prepare(plan.mounts, notes)
         if not _write_mirror_files(plan, notes):
             facts = _replace(facts, local_engine=False)
         if failed or not facts.local_engine:
@@ -88,10 +90,15 @@ def _remember(inv: Invocation, args: Sequence[str], environ: Mapping[str, str], 
               config: Config | None) -> None:
     from shim.run import plancache
 
+    from shim.core.daemon import daemon_key, socket_path
+
     state = State(state_dir(environ))
-    endpoint = endpoint_id(inv.host, inv.context, environ)
+    daemon = daemon_key(inv.host, inv.context, environ)
     # A volume record removed by `cache clear` must force a new plan (re-create, re-own).
-    volumes = [str(state._path("volumes", endpoint, m.source)) for m in plan.mounts if m.kind == "volume"]
+    volumes = [str(state._path("volumes", daemon, m.source)) for m in plan.mounts if m.kind == "volume"]
+    # A new daemon on the same socket (a new session) makes a new socket file: plan again
+    # (its volumes, and what it can see of this host, are its own).
+    volumes += [p for p in [socket_path(inv.host, inv.context, environ)] if p]
     # A removed bind dir must be re-made by us (owner, ACL), not by docker as root: existence only.
     volumes += [(os.path.dirname(m.source), os.path.basename(m.source)) for m in plan.mounts if m.kind == "bind"]
     volumes += [os.path.join(plan.mirror.host_dir, n) for n, _ in plan.mirror.files] if plan.mirror.host_dir else []
@@ -131,6 +138,14 @@ def plan_inputs(run: RunArgs, environ: Mapping[str, str]) -> list:
                 break
             here = parent
     return deps
+
+
+def _host_dirs(detections, config: Config, environ: Mapping[str, str]) -> dict:
+    """run.host_caches: the host's own cache dirs of the tools found (from the host's settings)."""
+    from shim.core.managers import host_dirs
+
+    names = {d.manager for d in detections}
+    return {n: host_dirs(n, environ) for n in sorted(names) if config.host_cache(n)}
 
 
 def _read_ca(config: Config, notes: list[str]) -> bytes | None:
@@ -205,11 +220,31 @@ class _Context:
 
     def __init__(self, real: str, inv: Invocation, run: RunArgs, environ: Mapping[str, str]):
         self.real, self.inv, self.run = real, inv, run
+        from shim.core.daemon import daemon_key
+
         self.endpoint = endpoint_id(inv.host, inv.context, environ)
+        self.daemon = daemon_key(inv.host, inv.context, environ)  # volumes belong to one daemon
         self.state = State(state_dir(environ))
 
     def docker(self, *args: str, timeout: float = 60.0) -> proc.Result:
         return proc.run_docker(self.real, [*self.inv.globals, *args], timeout=timeout)
+
+    def placement(self, config: Config, *, image_ok: bool):
+        """run.mode, with `auto` decided once per daemon by a probe (run.placement)."""
+        from shim.run.placement import REMEMBER, decide, probe
+
+        root, configured = config["run.bind_root"], config["run.mode"]
+        if configured != "auto":
+            return decide(configured, None, root)
+        known = self.state.get("placement", self.daemon, root, max_age=REMEMBER)
+        if known:
+            return decide("auto", known.get("verdict"), root, known.get("detail", ""))
+        if not image_ok:
+            return decide("auto", None, root, "the image is not here to probe with")
+        verdict, detail = probe(self.docker, root, self.run.image or "")
+        if verdict:
+            self.state.put("placement", self.daemon, root, {"verdict": verdict, "detail": detail})
+        return decide("auto", verdict, root, detail)
 
     def local_engine(self) -> bool:
         """Whether host paths exist for the engine (a unix socket or the default context)."""
@@ -262,26 +297,23 @@ class _Context:
         plat = next((v for k, v in self.run.options if k == "--platform"), None)
         return ["--platform", plat] if plat else []
 
-    def prepare(self, mounts: Sequence[CacheMount], notes: list[str], *, prefix: str = "") -> list[str]:
+    def prepare(self, mounts: Sequence[CacheMount], notes: list[str]) -> list[str]:
         """Create missing volumes/dirs (labelled) and give non-root owners write access."""
         failed = []
         for m in mounts:
-            ok = self._prepare_bind(m) if m.kind == "bind" else self._prepare_volume(m, prefix)
+            ok = self._prepare_bind(m) if m.kind == "bind" else self._prepare_volume(m)
             if not ok:
-                failed.append(os.path.basename(m.source))
+                failed.append(m.source if m.host_cache else os.path.basename(m.source))
                 notes.append(f"could not prepare cache {m.source} for user {m.owner}; "
                              f"{m.manager} runs without it")
         return failed
 
-    def _prepare_volume(self, m: CacheMount, prefix: str) -> bool:
-        known = self.state.get("volumes", self.endpoint, m.source) or {}
+    def _prepare_volume(self, m: CacheMount) -> bool:
+        known = self.state.get("volumes", self.daemon, m.source) or {}
         if not known:
             # prefix and host user say whose installation made it: management touches only its own
-            res = self.docker("volume", "create", "--label", "dockcache.managed=true",
-                              "--label", f"dockcache.manager={m.manager}",
-                              "--label", f"dockcache.owner={m.owner or 'root'}",
-                              "--label", f"dockcache.prefix={prefix}",
-                              "--label", f"dockcache.host_user={os.getuid()}", m.source)
+            labels = [x for label in m.labels for x in ("--label", label)]
+            res = self.docker("volume", "create", *labels, m.source)
             if res.returncode != 0:
                 return False
             known = {"owners": [], "created": True}
@@ -292,10 +324,12 @@ class _Context:
             if res.returncode != 0:
                 return False
             known = {**known, "owners": [*known.get("owners", []), m.owner]}
-        self.state.put("volumes", self.endpoint, m.source, {**known, "manager": m.manager})
+        self.state.put("volumes", self.daemon, m.source, {**known, "manager": m.manager})
         return True
 
     def _prepare_bind(self, m: CacheMount) -> bool:
+        if m.host_cache:
+            return self._prepare_host_cache(m)
         try:
             os.makedirs(m.source, exist_ok=True)
             if m.owner:
@@ -305,4 +339,18 @@ class _Context:
         if os.getuid() != 0:
             from shim.run.hostacl import grant_host_user
             grant_host_user(m.source, os.getuid())  # root containers' files stay ours to clear
+        return True
+
+    def _prepare_host_cache(self, m: CacheMount) -> bool:
+        """The host user's own cache: never opened to others; what a root container writes
+        into it stays the user's to change and clear (a default ACL on every dir, set once)."""
+        try:
+            os.makedirs(m.source, exist_ok=True)
+        except OSError:
+            return False
+        if os.getuid() != 0 and not self.state.get("hostacl", m.source):
+            from shim.run.hostacl import grant_tree
+
+            if grant_tree(m.source, os.getuid()):
+                self.state.put("hostacl", m.source, {"uid": os.getuid()})
         return True

@@ -20,10 +20,11 @@ _DEFAULT = "system.posix_acl_default"
 _ACCESS = "system.posix_acl_access"
 
 
-def encode(uid: int) -> bytes:
-    """u::rwx, u:<uid>:rwx, g::r-x, m::rwx, o::r-x (entries sorted by tag, then id)."""
-    entries = [(_USER_OBJ, 7, _UNDEFINED), (_USER, 7, uid), (_GROUP_OBJ, 5, _UNDEFINED),
-               (_MASK, 7, _UNDEFINED), (_OTHER, 5, _UNDEFINED)]
+def encode(uid: int, mode: int = 0o755) -> bytes:
+    """u::rwx, u:<uid>:rwx, g::r-x, m::rwx, o::r-x (entries sorted by tag, then id); the
+    owner, group and other entries follow `mode`."""
+    entries = [(_USER_OBJ, (mode >> 6) & 7, _UNDEFINED), (_USER, 7, uid), (_GROUP_OBJ, (mode >> 3) & 7, _UNDEFINED),
+               (_MASK, 7, _UNDEFINED), (_OTHER, mode & 7, _UNDEFINED)]
     return struct.pack("<I", _VERSION) + b"".join(struct.pack("<HHI", *e) for e in entries)
 
 
@@ -41,3 +42,22 @@ def grant_host_user(path: str, uid: int) -> bool:
         return True
     except OSError:
         return False  # no ACL support here (tmpfs without acl, some network filesystems)
+
+
+def grant_tree(path: str, uid: int) -> bool:
+    """The host user's own cache dir (run.host_caches): every dir in it, with its own mode
+    kept, so whatever a root container adds anywhere below stays the user's to clear.
+    Only dirs the user owns can be changed (we run as that user); False if none could."""
+    changed = False
+    for here, _dirs, _files in os.walk(path):
+        try:
+            st = os.lstat(here)
+            if st.st_uid != uid:
+                continue
+            blob = encode(uid, st.st_mode & 0o777)
+            os.setxattr(here, _ACCESS, blob)
+            os.setxattr(here, _DEFAULT, blob)
+            changed = True
+        except OSError:
+            continue
+    return changed

@@ -39,6 +39,9 @@ class Facts:
     local_engine: bool = True  # host paths can be bind-mounted (mirror files)
     state_root: str = ""  # where generated mirror files live on the host
     ca_pem: bytes | None = None  # [mirrors] ca_bundle, read by the executor
+    mode: str = ""  # "bind" | "volume", decided by the executor (run.placement); "" = from config
+    mode_reason: str = ""
+    host_dirs: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # host_caches
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class CacheMount:
     owner: str | None  # non-root container user that must be able to write it
     env: tuple[tuple[str, str], ...]
     readonly: bool = False
+    labels: tuple[str, ...] = ()  # a volume docker itself re-creates (removed behind our back) gets them too
+    host_cache: bool = False  # the host's own cache dir of this tool (run.host_caches)
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,9 @@ def plan_run(argv: Sequence[str], run: RunArgs, config: Config, facts: Facts) ->
     skipped += mirror.skipped
     added = _tokens(mounts) + mirror.tokens()
     reasons += [f"skip {name}: {why}" for name, why in skipped]
-    reasons += [f"mount {m.source} at {m.target} for {m.manager}" for m in mounts]
+    reasons += [f"caches: {facts.mode_reason}"] if mounts and facts.mode_reason else []
+    reasons += [f"mount {m.source} at {m.target} for {m.manager}" + (" (your host's own cache)" if m.host_cache else "")
+                for m in mounts]
     reasons += mirror.reasons
     return Plan(insert_before(argv, run.insert_at, added), tuple(mounts), tuple(reasons),
                 tuple(skipped), added, mirror)
@@ -155,17 +162,47 @@ def _mount_for(mgr: Manager, run: RunArgs, config: Config, facts: Facts):
         return _readonly_mount(mgr, run, config, facts)
     image_env = dict(facts.image_env or ())
     target, env = mgr.cache_path, list(mgr.env)
+    host = _host_dirs(mgr, run, config, facts)
     if mgr.image_home and image_env.get(mgr.image_home):
         # The image owns this location (the rust image keeps cargo itself in CARGO_HOME):
         # mount inside it instead of moving it.
         home = image_env[mgr.image_home]
+        if host:
+            return _host_mounts(mgr, home, host, (), run, facts)
         return _first_mount(mgr, [posixpath.join(home, d) for d in mgr.home_subdirs], (), run, config, facts)
     primary = next((var for var, tmpl in env if tmpl == "{cache}"), None)
     if primary and image_env.get(primary, "").startswith("/"):
         target = posixpath.normpath(image_env[primary])
     pairs = tuple((var, tmpl.replace("{cache}", target)) for var, tmpl in env
                   if var not in image_env)
+    if host:
+        return _host_mounts(mgr, target, host, pairs, run, facts)
     return _first_mount(mgr, [target], pairs, run, config, facts)
+
+
+def _host_dirs(mgr: Manager, run: RunArgs, config: Config, facts: Facts):
+    """The host's own cache dirs for this tool, when asked for and usable: the engine sees
+    host files, and the container writes as root or as the host user (whose files they are)."""
+    dirs = facts.host_dirs.get(mgr.name)
+    if not dirs or mode_of(config, facts) != "bind":
+        return ()
+    owner = _owner(run, facts)
+    if owner is not None and owner.split(":")[0] != facts.host_user:
+        return ()
+    return () if any(d in facts.unusable for _, d in dirs) else dirs
+
+
+def _host_mounts(mgr: Manager, root: str, dirs, env, run: RunArgs, facts: Facts):
+    taken = [m.target for m in run.mounts] + list(facts.volumes_from_targets or ())
+    mounts = []
+    for i, (sub, host_dir) in enumerate(dirs):
+        target = posixpath.join(root, sub) if sub else root
+        hit = next((u for u in taken if _overlaps(u, target)), None)
+        if hit:
+            return [], f"your mount at {hit} overlaps {target}"
+        mounts.append(CacheMount(mgr.name, host_dir, target, "bind", _owner(run, facts), env if i == 0 else (),
+                                 host_cache=True))
+    return mounts, None
 
 
 def _readonly_mount(mgr: Manager, run: RunArgs, config: Config, facts: Facts):
@@ -192,9 +229,23 @@ def _first_mount(mgr, targets, env, run, config, facts):
     mounts = []
     for i, t in enumerate(targets):
         name = base if len(targets) == 1 else f"{base}-{posixpath.basename(t)}"
-        mounts.append(CacheMount(mgr.name, _source(name, config), t, config["run.mode"], owner,
-                                 env if i == 0 else ()))
+        mounts.append(_cache_mount(mgr.name, name, t, owner, env if i == 0 else (), config, facts))
     return mounts, None
+
+
+def _cache_mount(manager: str, name: str, target: str, owner: str | None, env, config: Config,
+                 facts: Facts) -> CacheMount:
+    mode = mode_of(config, facts)
+    if mode == "bind":
+        return CacheMount(manager, posixpath.join(config["run.bind_root"], name), target, mode, owner, env)
+    labels = ("dockcache.managed=true", f"dockcache.manager={manager}", f"dockcache.owner={owner or 'root'}",
+              f"dockcache.prefix={config['run.volume_prefix']}", f"dockcache.host_user={facts.host_user}")
+    return CacheMount(manager, name, target, mode, owner, env, labels=labels)
+
+
+def mode_of(config: Config, facts: Facts) -> str:
+    """bind or volume: decided by the executor for `auto` (run.placement); volume until then."""
+    return facts.mode or (config["run.mode"] if config["run.mode"] != "auto" else "volume")
 
 
 def _overlaps(a: str, b: str) -> bool:
@@ -226,12 +277,6 @@ def _volume_name(manager: str, config: Config, facts: Facts, owner: str | None) 
     return "-".join(parts)
 
 
-def _source(name: str, config: Config) -> str:
-    if config["run.mode"] == "bind":
-        return posixpath.join(config["run.bind_root"], name)
-    return name
-
-
 def _custom_mounts(run: RunArgs, config: Config, facts: Facts, skipped: list) -> list[CacheMount]:
     out = []
     names = user_env_names(run, facts)
@@ -242,15 +287,19 @@ def _custom_mounts(run: RunArgs, config: Config, facts: Facts, skipped: list) ->
             skipped.append((spec.name, f"you set {clash}" if clash else f"your mount at {hit}"))
             continue
         name = _volume_name(spec.name, config, facts, _owner(run, facts))
-        out.append(CacheMount(spec.name, _source(name, config), spec.path, config["run.mode"],
-                              _owner(run, facts), spec.env))
+        out.append(_cache_mount(spec.name, name, spec.path, _owner(run, facts), spec.env, config, facts))
     return out
 
 
 def _tokens(mounts: Sequence[CacheMount]) -> tuple[str, ...]:
     out: list[str] = []
     for m in mounts:
-        out += ["-v", f"{m.source}:{m.target}" + (":ro" if m.readonly else "")]
+        if m.kind == "volume":  # --mount: a volume docker re-creates by itself still gets our labels
+            fields = [f"type=volume,source={m.source},target={m.target}", *(["readonly"] if m.readonly else []),
+                      *(f"volume-label={label}" for label in m.labels)]
+            out += ["--mount", ",".join(fields)]
+        else:
+            out += ["-v", f"{m.source}:{m.target}" + (":ro" if m.readonly else "")]
     for m in mounts:
         for var, value in m.env:
             out += ["-e", f"{var}={value}"]

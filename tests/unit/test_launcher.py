@@ -34,7 +34,7 @@ def fake(tmp_path):
     log = tmp_path / "log.jsonl"
     env = {"PATH": f"{REPO / 'bin'}:{real_dir}:/usr/bin:/bin", "FAKE_LOG": str(log),
            "HOME": str(tmp_path), "DOCKCACHE_STATE_DIR": str(tmp_path / "state"),
-           "DOCKCACHE_PYTHON": sys.executable}
+           "DOCKCACHE_PYTHON": sys.executable, "DOCKCACHE_MODE": "volume"}  # auto: test_auto_mode_*
 
     def call(*argv, extra=None, cwd=None, launcher="docker"):
         e = {**env, **(extra or {})}
@@ -98,7 +98,7 @@ def test_run_of_npm_project_adds_mount_and_variable(fake, tmp_path):
     (proj / "package-lock.json").write_text("{}")
     cp, calls = fake("run", "--rm", "-v", f"{proj}:/app", "-w", "/app", "img", "npm", "ci")
     final = calls[-1]["argv"]
-    assert "-v" in final and "npm_config_cache=/dockcache/npm" in final
+    assert "--mount" in final and "npm_config_cache=/dockcache/npm" in final
     assert final[-3:] == ["img", "npm", "ci"]
     # first run: image inspect + volume create; steady state: no extra docker call
     assert [c["argv"][:2] for c in calls[:-1]] == [["image", "inspect"], ["volume", "create"]]
@@ -131,6 +131,34 @@ def test_hot_path_imports_no_heavy_modules():
     assert out.stdout.strip() == "[]", out.stderr
 
 
+
+
+def test_auto_mode_probes_once_per_daemon_then_binds_host_dirs(fake, tmp_path):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "package-lock.json").write_text("{}")
+    argv = ["run", "--rm", "-v", f"{proj}:/app", "-w", "/app", "img", "npm", "ci"]
+    _, calls = fake(*argv, extra={"DOCKCACHE_MODE": ""})
+    assert [c["argv"][:2] for c in calls[:-1]] == [["image", "inspect"], ["create", "--pull"]]
+    probe = calls[1]["argv"]
+    assert "never" in probe and "none" in probe and probe[-2:] == ["img", "true"]
+    bind_root = tmp_path / ".cache" / "dockcache" / "run"
+    assert f"{bind_root}/dockcache-npm:/dockcache/npm" in calls[-1]["argv"]
+    assert (bind_root / "dockcache-npm").is_dir() and not list(bind_root.glob(".probe-*"))  # probe dir gone
+    (proj / "requirements.txt").write_text("x\n")  # a new plan on the same daemon: no second probe
+    _, calls = fake(*argv, extra={"DOCKCACHE_MODE": ""})
+    assert [c["argv"][:2] for c in calls[:-1]] == []
+    assert f"{bind_root}/dockcache-pip:/dockcache/pip" in calls[-1]["argv"]
+
+
+def test_auto_mode_falls_back_to_volumes_when_the_daemon_cannot_see_the_probe(fake, tmp_path):
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "package-lock.json").write_text("{}")
+    _, calls = fake("run", "-v", f"{proj}:/app", "img", "npm", "ci",
+                    extra={"DOCKCACHE_MODE": "", "FAKE_FAIL": "create --pull"})
+    assert [c["argv"][:2] for c in calls[:-1]] == [["image", "inspect"], ["create", "--pull"], ["volume", "create"]]
+    assert any(a.startswith("type=volume,source=dockcache-npm,") for a in calls[-1]["argv"])
 
 
 def test_remembered_plan_skips_planning_and_notices_changes(fake, tmp_path):

@@ -45,7 +45,7 @@ def test_config_init_then_show(tmp_path):
     assert again.returncode == 1 and "--force" in again.stderr
     shown = json.loads(cli(tmp_path, "config", "show", "--json").stdout)
     cfg = str(tmp_path / ".config" / "dockcache" / "config.toml")
-    assert shown["files"] == [cfg] and shown["settings"]["run.mode"] == {"value": "volume", "source": cfg}
+    assert shown["files"] == [cfg] and shown["settings"]["run.mode"] == {"value": "auto", "source": cfg}
 
 
 def test_clear_without_selection_is_an_error(tmp_path):

@@ -19,9 +19,18 @@ def plan(argv, facts=None, config=CFG):
 
 def test_adds_mount_and_variable_together():
     p = plan(["run", "img", "npm", "ci"])
-    assert p.argv == ("run", "-v", "dockcache-npm:/dockcache/npm", "-v", "dockcache-pip:/dockcache/pip",
+    labels = ",volume-label=dockcache.managed=true,volume-label=dockcache.manager={},volume-label=dockcache.owner=root" \
+             ",volume-label=dockcache.prefix=dockcache,volume-label=dockcache.host_user=0"
+    assert p.argv == ("run", "--mount", "type=volume,source=dockcache-npm,target=/dockcache/npm" + labels.format("npm"),
+                      "--mount", "type=volume,source=dockcache-pip,target=/dockcache/pip" + labels.format("pip"),
                       "-e", "npm_config_cache=/dockcache/npm", "-e", "PIP_CACHE_DIR=/dockcache/pip",
                       "img", "npm", "ci")
+
+
+def test_bind_placement_mounts_host_dirs_under_the_bind_root():
+    p = plan(["run", "img", "npm", "ci"], Facts(detections=(NPM,), mode="bind", mode_reason="probe"))
+    assert p.argv[:3] == ("run", "-v", "/nonexistent/.cache/dockcache/run/dockcache-npm:/dockcache/npm")
+    assert "caches: probe" in p.reasons
 
 
 def test_user_env_wins_case_insensitive_for_npm():
@@ -122,6 +131,6 @@ def test_readonly_mode_only_for_tools_that_can_read_it():
     cfg = load({"HOME": "/nonexistent", "DOCKCACHE_READONLY": "1"})
     p = plan(["run", "img"], Facts(detections=(NPM, Detection("gradle", "t"))), cfg)
     assert [m.manager for m in p.mounts] == ["gradle"] and p.mounts[0].readonly
-    assert "dockcache-gradle:/dockcache/gradle:ro" in p.argv
+    assert any(a.startswith("type=volume,source=dockcache-gradle,target=/dockcache/gradle,readonly,") for a in p.argv)
     assert "GRADLE_RO_DEP_CACHE=/dockcache/gradle/caches" in p.argv
     assert "private" in dict(p.skipped)["npm"]
