@@ -89,13 +89,23 @@ def cache_clear(ctx: typer.Context,
     Manager flags: MANAGERS."""
     from .cachecmd import cache_clear as run
     managers = []
+    known = [*BY_NAME, *_custom_names()] if ctx.args else []
     for arg in ctx.args:
         name = arg.removeprefix("--")
-        if not arg.startswith("--") or name not in BY_NAME:
-            raise UsageError(f"unknown option {arg}; managers: {', '.join('--' + n for n in BY_NAME)}")
+        if not arg.startswith("--") or name not in known:
+            raise UsageError(f"unknown option {arg}; managers: {', '.join('--' + n for n in known)}")
         managers.append(name)
     raise typer.Exit(run(Ctx(everyone=everyone), managers, build=build, everything=all_, force=force,
                          dry_run=dry_run, as_json=json))
+
+
+def _custom_names() -> list[str]:
+    """Your [caches.NAME] are managers too; a broken config is reported by the command itself."""
+    from .output import CliError
+    try:
+        return [c.name for c in Ctx().config.caches]
+    except CliError:
+        return []
 
 
 cache_clear.__doc__ = cache_clear.__doc__.replace("MANAGERS", ", ".join("--" + n for n in BY_NAME))

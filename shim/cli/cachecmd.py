@@ -86,7 +86,7 @@ def _remove(ctx: Ctx, row: CacheRow) -> bool:
         return True
     res = ctx.docker("volume", "rm", row.name)
     if res.returncode == 0:
-        ctx.state.forget("volumes", ctx.endpoint, row.name)
+        ctx.state.forget("volumes", ctx.daemon, row.name)
         ctx.audit("clear", row.name, bytes=row.size)
     return res.returncode == 0
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from shim.core import proc
 from shim.core.config import Config, ConfigError, load
+from shim.core.daemon import daemon_key
 from shim.core.realdocker import find_real
 from shim.core.state import State, endpoint_id, state_dir
 
@@ -23,6 +24,7 @@ class Ctx:
         self.real = find_real("docker", self.environ)
         self.state = State(state_dir(self.environ))
         self.endpoint = endpoint_id(None, None, self.environ)
+        self.daemon = daemon_key(None, None, self.environ)  # what the run flow remembers volumes by
         self._config: Config | None = None
 
     @property

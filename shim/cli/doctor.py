@@ -19,8 +19,9 @@ from .output import CliError, emit, human_size
 def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
     checks: list[dict] = []
 
-    def check(name, value, problem=None, fix=None):
-        checks.append({"check": name, "value": value, "ok": problem is None, "problem": problem, "fix": fix})
+    def check(name, value, problem=None, fix=None, warning=None):
+        checks.append({"check": name, "value": value, "ok": problem is None, "problem": problem, "fix": fix,
+                       **({"warning": warning} if warning else {})})
 
     first = first_on_path("docker", ctx.environ)
     ours = bool(first and is_launcher(first))
@@ -48,15 +49,36 @@ def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
         store = CacheStore(ctx.store_root)
         check("build store", f"{ctx.store_root} ({human_size(store.size())}, {len(store.keys())} keys)",
               "; ".join(store.check()) or None, "run `dockcache cache prune`")
-        bind = Path(cfg["run.bind_root"])
-        check("bind cache root", f"{bind} ({human_size(dir_size(bind)) if bind.exists() else 'not created'})")
+        _placement_checks(ctx, cfg, reachable, check)
         _backend_checks(cfg, caps, check)
         _mirror_checks(cfg, check)
     healthy = all(c["ok"] for c in checks)
     human = "\n".join(f"{'ok ' if c['ok'] else 'BAD'} {c['check']}: {c['value']}"
-                      + (f"\n    problem: {c['problem']}\n    fix: {c['fix']}" if not c["ok"] else "") for c in checks)
+                      + (f"\n    problem: {c['problem']}\n    fix: {c['fix']}" if not c["ok"] else "")
+                      + (f"\n    warning: {c['warning']}" if c.get("warning") else "") for c in checks)
     emit({"healthy": healthy, "checks": checks}, as_json=as_json, human=human)
     return 0 if healthy else 1
+
+
+def _placement_checks(ctx: Ctx, cfg, reachable: bool, check) -> None:
+    """Where run caches live on this engine (run.mode; auto probes once per daemon) and
+    whether the bind root survives the session."""
+    from shim.run.placement import resolve, session_local
+
+    bind = Path(cfg["run.bind_root"])
+    image = _any_image(ctx) if reachable else None
+    placed = resolve(ctx.state, ctx.daemon, cfg["run.mode"], str(bind), ctx.docker, image)
+    check("run caches", f"{placed.mode}: {placed.reason}")
+    local = session_local(str(bind)) if placed.mode == "bind" or cfg["run.host_caches"] else None
+    check("bind cache root", f"{bind} ({human_size(dir_size(bind)) if bind.exists() else 'not created'})",
+          warning=local and f"{local}; set run.bind_root (or DOCKCACHE_BIND_ROOT) to a place every session shares")
+
+
+def _any_image(ctx: Ctx) -> str | None:
+    """An image the daemon already has, for the placement probe (created, never started)."""
+    res = ctx.docker("image", "ls", "--quiet", timeout=20)
+    ids = res.stdout.split() if res.returncode == 0 else []
+    return ids[0] if ids else None
 
 
 def _engine_checks(ctx: Ctx, check) -> None:

@@ -21,7 +21,9 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
         from shim.run.command import build_plan
         plan, _cfg, notes = build_plan(ctx.real, argv, inv, ctx.environ, dry_run=True)
         detected = [r for r in plan.reasons if r.startswith("detected")]
+        placement = next((r.removeprefix("caches: ") for r in plan.reasons if r.startswith("caches: ")), None)
         data = {"kind": "run", "detected": detected, "reasons": list(plan.reasons), "added": list(plan.added),
+                "caches_in": plan.mounts[0].kind if plan.mounts else None, "placement": placement,
                 "argv": ["docker", *plan.argv], "notes": notes}
     elif inv.kind == "build":
         from shim.build.command import prepare

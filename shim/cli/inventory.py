@@ -179,7 +179,8 @@ def bind_rows(ctx: Ctx, usage) -> list[CacheRow]:
 def _manager_of(name: str, ctx: Ctx) -> str:
     prefix = ctx.config["run.volume_prefix"] + "-"
     rest = name[len(prefix):] if name.startswith(prefix) else name
-    return max((m for m in BY_NAME if rest == m or rest.startswith(m + "-")), key=len, default="?")
+    names = [m.name for m in ctx.config.table()]  # [caches.NAME] are managers like the built-in ones
+    return max((m for m in names if rest == m or rest.startswith(m + "-")), key=len, default="?")
 
 
 def _bind_users(ctx: Ctx) -> dict[str, list[str]]:
@@ -244,8 +245,9 @@ def registry_rows(ctx: Ctx) -> list[CacheRow]:
 def missing_rows(ctx: Ctx, present: set[str]) -> list[CacheRow]:
     prefix = ctx.config["run.volume_prefix"]
     rows = []
-    for name in BY_NAME:
-        vol = ctx.config[f"managers.{name}.volume"] or f"{prefix}-{name}"
+    for name in (m.name for m in ctx.config.table()):
+        vol = ctx.config.settings.get(f"managers.{name}.volume", None)
+        vol = (vol.value if vol else "") or f"{prefix}-{name}"
         if ctx.config.manager_enabled(name) and not any(p == vol or p.startswith(vol + "-") for p in present):
             rows.append(CacheRow(vol, "volume", name, None, None, None, exists=False))
     return rows
@@ -264,6 +266,15 @@ def all_rows(ctx: Ctx, *, include_missing: bool = True, need_engine: bool = True
         sys.stderr.write(f"dockcache: {exc}; volumes not listed, host-side caches are\n")
         vols, include_missing = [], False
     rows = vols + bind_rows(ctx, usage) + build_rows(ctx, usage) + registry_rows(ctx)
-    if include_missing and ctx.config["run.mode"] == "volume":
+    if include_missing and _volume_mode(ctx):
         rows += missing_rows(ctx, {r.name for r in vols})
     return rows
+
+
+def _volume_mode(ctx: Ctx) -> bool:
+    """Caches are volumes here: configured so, or `auto` did not find the engine seeing host dirs."""
+    mode = ctx.config["run.mode"]
+    if mode != "auto":
+        return mode == "volume"
+    known = ctx.state.get("placement", ctx.daemon, ctx.config["run.bind_root"])
+    return not known or known.get("verdict") != "seen"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from shim.compose.files import ComposeCall, invocation
 from shim.core import proc
 from shim.core.notice import say
-from shim.core.state import State, endpoint_id, state_dir
+from shim.core.state import State, state_dir
 
 
 def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, environ, *, dry_run=False) -> dict:
@@ -76,10 +76,12 @@ def forget_vanished(real: str, call: ComposeCall, run_caches: dict, environ) -> 
     missing = [n for n in names if n not in present]
     if not missing or (res.returncode != 0 and not present and "no such volume" not in res.stderr.lower()):
         return False  # nothing lost, or the daemon did not answer (compose will say so itself)
+    from shim.core.daemon import daemon_key
+
     state = State(state_dir(environ))
-    endpoint = endpoint_id(inv.host, inv.context, environ)
+    daemon = daemon_key(inv.host, inv.context, environ)
     for name in missing:
-        state.forget("volumes", endpoint, name)
+        state.forget("volumes", daemon, name)
     say(f"cache volume{'s' if len(missing) > 1 else ''} {', '.join(missing)} vanished outside dockcache: created again")
     return True
 

@@ -20,7 +20,7 @@ TYPE_CHECKING = False  # typing costs ~15 ms to import; the hot path avoids it
 if TYPE_CHECKING:
     from typing import Any
 
-from shim.core.managers import BY_NAME
+from shim.core.managers import BY_NAME, MANAGERS, Manager, Marker
 from shim.core.safety import check_container_path, check_name, check_sensitive
 
 PROJECT_FILE = ".dockcache.toml"
@@ -92,6 +92,15 @@ class CustomCacheSpec:
     path: str
     env: tuple[tuple[str, str], ...]
     source: str
+    markers: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()
+    host_dir: str = ""  # a host directory to mount instead of a dockcache cache
+
+    def as_manager(self) -> Manager:
+        """A row like the built-in ones: detected by its markers/commands (always on without)."""
+        env = tuple((var, value.replace(self.path, "{cache}")) for var, value in self.env)
+        return Manager(self.name, self.name, env, markers=tuple(Marker(g) for g in self.markers),
+                       commands=self.commands, path=self.path, always=not (self.markers or self.commands))
 
 
 @dataclass(frozen=True)
@@ -108,13 +117,26 @@ class Config:
 
     def host_cache(self, name: str) -> bool:
         """[managers.NAME] host_cache wins when set; else [run] host_caches."""
+        if any(c.name == name for c in self.caches):
+            return bool(self.custom_host_dir(name))
         key = f"managers.{name}.host_cache"
         if key in self.settings and self.settings[key].source != "default":
             return bool(self[key])
         return bool(self["run.host_caches"])
 
     def manager_enabled(self, name: str) -> bool:
-        return bool(self["enabled"] and self["run.enabled"] and self[f"managers.{name}.enabled"])
+        key = f"managers.{name}.enabled"  # [caches.NAME] have no such key: defining one enables it
+        return bool(self["enabled"] and self["run.enabled"] and (key not in self.settings or self[key]))
+
+    def table(self) -> tuple[Manager, ...]:
+        """The built-in managers, then the [caches.NAME] of the config files."""
+        return MANAGERS + tuple(c.as_manager() for c in self.caches)
+
+    def manager(self, name: str) -> Manager | None:
+        return BY_NAME.get(name) or next((c.as_manager() for c in self.caches if c.name == name), None)
+
+    def custom_host_dir(self, name: str) -> str:
+        return next((c.host_dir for c in self.caches if c.name == name), "")
 
 
 def user_config_path(environ: Mapping[str, str]) -> Path:
@@ -158,7 +180,11 @@ def load(environ: Mapping[str, str], project_dir: str | None = None) -> Config:
         value = settings[key].value
         if value.startswith("~"):
             settings[key] = Setting(home + value[1:], settings[key].source)
-    return Config(settings, tuple(caches.values()), tuple(files))
+    from dataclasses import replace
+
+    expanded = tuple(replace(c, host_dir=home + c.host_dir[1:]) if c.host_dir.startswith("~") else c
+                     for c in caches.values())
+    return Config(settings, expanded, tuple(files))
 
 
 def _read_toml(path: Path) -> dict:
@@ -295,16 +321,28 @@ def _custom_caches(table: Any, where: str) -> dict[str, CustomCacheSpec]:
 def _custom_cache(name: str, spec: Any, where: str) -> CustomCacheSpec:
     if check_name(name) or name in BY_NAME:
         raise ConfigError(f"{where}: caches.{name}: invalid or reserved cache name")
-    if not isinstance(spec, dict) or set(spec) - {"path", "env"}:
-        raise ConfigError(f"{where}: caches.{name}: only 'path' and 'env' are allowed")
+    allowed = {"path", "env", "markers", "commands", "host_dir"}
+    if not isinstance(spec, dict) or set(spec) - allowed:
+        raise ConfigError(f"{where}: caches.{name}: only {', '.join(sorted(allowed))} are allowed")
     path, env = spec.get("path"), spec.get("env", {})
     if not isinstance(path, str) or not isinstance(env, dict):
         raise ConfigError(f"{where}: caches.{name}: 'path' must be a string and 'env' a table")
     problem = check_container_path(path)
     if problem:
         raise ConfigError(f"{where}: caches.{name}.path: {problem}")
+    lists = {}
+    for key in ("markers", "commands"):
+        value = spec.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v and "\0" not in v for v in value):
+            raise ConfigError(f"{where}: caches.{name}.{key}: must be a list of names")
+        lists[key] = tuple(value)
+    host_dir = spec.get("host_dir", "")
+    if not isinstance(host_dir, str) or (host_dir and not host_dir.startswith(("/", "~"))):
+        raise ConfigError(f"{where}: caches.{name}.host_dir: must be an absolute path (or start with ~)")
+    if host_dir and check_sensitive(host_dir):
+        raise ConfigError(f"{where}: caches.{name}.host_dir: {check_sensitive(host_dir)}")
     pairs = tuple((str(k), str(v).replace("{cache}", path)) for k, v in env.items())
-    return CustomCacheSpec(name, path, pairs, where)
+    return CustomCacheSpec(name, path, pairs, where, host_dir=host_dir, **lists)
 
 
 def _env_manager_list(environ: Mapping[str, str], settings: dict[str, Setting]) -> None:

@@ -48,10 +48,12 @@ class Manager:
     mirror_file: str = ""  # a config file the tool reads its mirror from (see shim/run/mirrors.py)
     ca_env: tuple[str, ...] = ()  # variables naming a CA bundle file the tool trusts
     default_dirs: tuple[str, ...] = ()  # where the tool caches unless told: relative to ~, or absolute
+    path: str = ""  # the cache's place in the container, when not MOUNT_ROOT/name ([caches.NAME] path)
+    always: bool = False  # a [caches.NAME] with no markers or commands: every container gets it
 
     @property
     def cache_path(self) -> str:
-        return f"{MOUNT_ROOT}/{self.name}"
+        return self.path or f"{MOUNT_ROOT}/{self.name}"
 
     def all_user_vars(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.user_vars + tuple(v for v, _ in self.env)))

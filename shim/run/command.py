@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from shim.core import proc
 from shim.core.config import Config, load
-from shim.run.detect import combine, projects, scan_command, scan_dir
+from shim.run.detect import always_on, combine, projects, scan_command, scan_dir
 from shim.core.grammar import Invocation, RunArgs, parse_run
 from shim.run.plan import CacheMount, Facts, Plan, plan_run
 from shim.core.state import State, docker_config_dir, endpoint_id, state_dir
@@ -44,7 +44,9 @@ def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping
     config = load(environ, project or cwd)
     if not (config["enabled"] and config["run.enabled"]):
         return Plan(tuple(args), reasons=("run caching is disabled in config",)), config, []
-    detections = tuple(combine((scan_dir(project) if project else []) + scan_command(run.command)))
+    table = config.table()
+    detections = tuple(combine((scan_dir(project, table) if project else []) + scan_command(run.command, table)
+                               + always_on(table)))
     if not detections:
         return Plan(tuple(args), reasons=("no package manager detected",)), config, []
     ctx = _Context(real, inv, run, environ)
@@ -105,12 +107,12 @@ def _remember(inv: Invocation, args: Sequence[str], environ: Mapping[str, str], 
     volumes += [config["mirrors.ca_bundle"]] if config is not None and config["mirrors.ca_bundle"] else []
     try:
         plancache.store("docker", args, environ, os.getcwd(), plan.argv,
-                        plan_inputs(parse_run(inv), environ) + volumes, _metrics_line(plan))
+                        plan_inputs(parse_run(inv), environ, config) + volumes, _metrics_line(plan))
     except Exception:  # noqa: BLE001 - remembering is an optimisation only
         pass
 
 
-def plan_inputs(run: RunArgs, environ: Mapping[str, str]) -> list:
+def plan_inputs(run: RunArgs, environ: Mapping[str, str], config: Config | None = None) -> list:
     """What the plan was derived from, for plancache: marker files (by name, not dir
     mtime: `rm -rf node_modules` must not invalidate), marker globs, env-files, config
     files, where a project file could appear, and docker's own config (`docker context
@@ -118,11 +120,12 @@ def plan_inputs(run: RunArgs, environ: Mapping[str, str]) -> list:
     from shim.core.config import PROJECT_FILE, user_config_path
     from shim.core.managers import MANAGERS
 
+    table = config.table() if config is not None else MANAGERS
     cwd = os.getcwd()
     dirs = [os.path.normpath(os.path.join(cwd, os.path.expanduser(m.source)))
             for m in run.mounts if m.type == "bind" and m.source]
-    literal = {mk.glob for mgr in MANAGERS for mk in mgr.markers if "*" not in mk.glob}
-    globs = tuple(sorted({mk.glob for mgr in MANAGERS for mk in mgr.markers if "*" in mk.glob}))
+    literal = {mk.glob for mgr in table for mk in mgr.markers if "*" not in mk.glob}
+    globs = tuple(sorted({mk.glob for mgr in table for mk in mgr.markers if "*" in mk.glob}))
     docker_cfg = docker_config_dir(environ)
     deps: list = [os.path.join(cwd, f) for f in run.env_files] + [str(user_config_path(environ)),
                                                                   os.path.join(docker_cfg, "config.json")]
@@ -145,7 +148,8 @@ def _host_dirs(detections, config: Config, environ: Mapping[str, str]) -> dict:
     from shim.core.managers import host_dirs
 
     names = {d.manager for d in detections}
-    return {n: host_dirs(n, environ) for n in sorted(names) if config.host_cache(n)}
+    custom = {n: (("", config.custom_host_dir(n)),) for n in names if config.custom_host_dir(n)}
+    return {n: custom.get(n) or host_dirs(n, environ) for n in sorted(names) if config.host_cache(n)}
 
 
 def _read_ca(config: Config, notes: list[str]) -> bytes | None:
@@ -231,20 +235,10 @@ class _Context:
 
     def placement(self, config: Config, *, image_ok: bool):
         """run.mode, with `auto` decided once per daemon by a probe (run.placement)."""
-        from shim.run.placement import REMEMBER, decide, probe
+        from shim.run.placement import resolve
 
-        root, configured = config["run.bind_root"], config["run.mode"]
-        if configured != "auto":
-            return decide(configured, None, root)
-        known = self.state.get("placement", self.daemon, root, max_age=REMEMBER)
-        if known:
-            return decide("auto", known.get("verdict"), root, known.get("detail", ""))
-        if not image_ok:
-            return decide("auto", None, root, "the image is not here to probe with")
-        verdict, detail = probe(self.docker, root, self.run.image or "")
-        if verdict:
-            self.state.put("placement", self.daemon, root, {"verdict": verdict, "detail": detail})
-        return decide("auto", verdict, root, detail)
+        return resolve(self.state, self.daemon, config["run.mode"], config["run.bind_root"], self.docker,
+                       self.run.image if image_ok else None)
 
     def local_engine(self) -> bool:
         """Whether host paths exist for the engine (a unix socket or the default context)."""

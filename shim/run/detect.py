@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from shim.core.managers import BY_NAME, MANAGERS, Marker
+from shim.core.managers import BY_NAME, MANAGERS, Manager, Marker
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,14 @@ def projects(mounts: Iterable, workdir: str | None, cwd: str) -> list[Project]:
     return found
 
 
-def scan_dir(host_dir: str) -> list[Detection]:
+def scan_dir(host_dir: str, table: Sequence[Manager] = MANAGERS) -> list[Detection]:
     """Managers whose markers stand in `host_dir` (top level, plus .cargo/config.toml)."""
     try:
         names = os.listdir(host_dir)
     except OSError:
         return []
     out = []
-    for mgr in MANAGERS:
+    for mgr in table:
         for marker in mgr.markers:
             hit = _marker_hit(host_dir, names, marker)
             if hit:
@@ -93,9 +93,9 @@ def _head(path: str, limit: int = 65536) -> str:
 _WORD_SPLIT = re.compile(r"[\s;&|()`'\"]+")
 
 
-def scan_command(command: Sequence[str]) -> list[Detection]:
+def scan_command(command: Sequence[str], table: Sequence[Manager] = MANAGERS) -> list[Detection]:
     """Managers whose executables appear in the command (basename match, any word)."""
-    by_exe = {exe: m.name for m in MANAGERS for exe in m.commands}
+    by_exe = {exe: m.name for m in reversed(table) for exe in m.commands}  # the built-in row wins
     out, seen = [], set()
     for token in command:
         for word in _WORD_SPLIT.split(token):
@@ -114,4 +114,9 @@ def combine(found: Sequence[Detection]) -> list[Detection]:
             first[d.manager] = d
     names = set(first)
     return [d for d in first.values()
-            if d.strong or not (set(BY_NAME[d.manager].yields_to) & names)]
+            if d.strong or d.manager not in BY_NAME or not (set(BY_NAME[d.manager].yields_to) & names)]
+
+
+def always_on(table: Sequence[Manager]) -> list[Detection]:
+    """[caches.NAME] without markers or commands: in every container, as before they had any."""
+    return [Detection(m.name, "[caches] entry without markers or commands: always on") for m in table if m.always]

@@ -43,6 +43,23 @@ def decide(configured: str, verdict: str | None, bind_root: str, detail: str = "
     return Placement("volume", f"auto: not probed yet{_tail(detail)}; named volumes for now", "")
 
 
+def resolve(state, daemon: str, configured: str, bind_root: str, docker: Callable,
+            image: str | None) -> Placement:
+    """The mode for this daemon: configured, remembered, or probed now (with `image`, one the
+    daemon already has; None: not probed, volumes this time). Remembered per daemon and root."""
+    if configured != "auto":
+        return decide(configured, None, bind_root)
+    known = state.get("placement", daemon, bind_root, max_age=REMEMBER)
+    if known:
+        return decide("auto", known.get("verdict"), bind_root, known.get("detail", ""))
+    if not image:
+        return decide("auto", None, bind_root, "no image on this engine to probe with yet")
+    verdict, detail = probe(docker, bind_root, image)
+    if verdict:
+        state.put("placement", daemon, bind_root, {"verdict": verdict, "detail": detail})
+    return decide("auto", verdict, bind_root, detail)
+
+
 def _tail(detail: str) -> str:
     return f" ({detail})" if detail else ""
 

@@ -77,7 +77,7 @@ def plan_run(argv: Sequence[str], run: RunArgs, config: Config, facts: Facts) ->
     reasons = [f"detected {d.manager}: {d.reason}" for d in facts.detections]
     mounts, skipped = [], []
     for det in facts.detections:
-        mgr = BY_NAME.get(det.manager)
+        mgr = config.manager(det.manager)
         if mgr is None:
             continue
         why = _blocker(mgr, run, config, facts)
@@ -88,7 +88,6 @@ def plan_run(argv: Sequence[str], run: RunArgs, config: Config, facts: Facts) ->
         if why:
             skipped.append((mgr.name, why))
         mounts += made
-    mounts += _custom_mounts(run, config, facts, skipped)
     mirror = _mirror_plan(run, config, facts, mounts)
     skipped += mirror.skipped
     added = _tokens(mounts) + mirror.tokens()
@@ -275,20 +274,6 @@ def _volume_name(manager: str, config: Config, facts: Facts, owner: str | None) 
         uid = owner.split(":")[0]
         parts.append(f"c{uid}" if uid.isdigit() else f"c{short_hash(owner, 8)}")
     return "-".join(parts)
-
-
-def _custom_mounts(run: RunArgs, config: Config, facts: Facts, skipped: list) -> list[CacheMount]:
-    out = []
-    names = user_env_names(run, facts)
-    for spec in config.caches:
-        clash = next((v for v, _ in spec.env if v in names), None)
-        hit = next((m.target for m in run.mounts if _overlaps(m.target, spec.path)), None)
-        if clash or hit:
-            skipped.append((spec.name, f"you set {clash}" if clash else f"your mount at {hit}"))
-            continue
-        name = _volume_name(spec.name, config, facts, _owner(run, facts))
-        out.append(_cache_mount(spec.name, name, spec.path, _owner(run, facts), spec.env, config, facts))
-    return out
 
 
 def _tokens(mounts: Sequence[CacheMount]) -> tuple[str, ...]:

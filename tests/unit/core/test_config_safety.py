@@ -67,3 +67,15 @@ def test_build_registry_must_be_host_and_repository(value):
 def test_build_registry_accepts_host_port_and_nested_repository():
     cfg = load({"HOME": "/nonexistent", "DOCKCACHE_BUILD_REGISTRY": "reg.example:5000/team/build-cache"})
     assert cfg["build.registry"] == "reg.example:5000/team/build-cache"
+
+
+def test_host_cache_dirs_follow_the_hosts_own_settings():
+    from shim.core.managers import BY_NAME, HOST_DIRS, host_dirs
+
+    assert set(HOST_DIRS) == set(BY_NAME)  # every manager says where the host keeps it
+    assert host_dirs("npm", {"HOME": "/h"}) == (("", "/h/.npm"),)
+    assert host_dirs("npm", {"HOME": "/h", "npm_config_cache": "/c/npm"}) == (("", "/c/npm"),)
+    assert host_dirs("pip", {"HOME": "/h", "XDG_CACHE_HOME": "/x"}) == (("", "/x/pip"),)
+    assert host_dirs("go", {"HOME": "/h", "GOPATH": "/g"}) == (("mod", "/g/pkg/mod"), ("build", "/h/.cache/go-build"))
+    assert host_dirs("cargo", {"HOME": "/h", "CARGO_HOME": "/opt/cargo"})[0] == ("registry", "/opt/cargo/registry")
+    assert host_dirs("npm", {"HOME": "relative", "npm_config_cache": "also/relative"}) == ()

@@ -134,3 +134,54 @@ def test_readonly_mode_only_for_tools_that_can_read_it():
     assert any(a.startswith("type=volume,source=dockcache-gradle,target=/dockcache/gradle,readonly,") for a in p.argv)
     assert "GRADLE_RO_DEP_CACHE=/dockcache/gradle/caches" in p.argv
     assert "private" in dict(p.skipped)["npm"]
+
+
+HOST = {"npm": (("", "/home/u/.npm"),), "cargo": (("registry", "/home/u/.cargo/registry"), ("git", "/home/u/.cargo/git"))}
+
+
+def test_host_caches_mount_the_hosts_own_dirs_when_the_engine_sees_them():
+    cargo = Detection("cargo", "test")
+    facts = Facts(detections=(NPM, cargo), mode="bind", host_user="1000", host_dirs=HOST)
+    p = plan(["run", "img", "sh"], facts)
+    got = {(m.source, m.target, m.kind, m.host_cache) for m in p.mounts}
+    assert got == {("/home/u/.npm", "/dockcache/npm", "bind", True),
+                   ("/home/u/.cargo/registry", "/dockcache/cargo/registry", "bind", True),
+                   ("/home/u/.cargo/git", "/dockcache/cargo/git", "bind", True)}
+    assert "npm_config_cache=/dockcache/npm" in p.argv and "CARGO_HOME=/dockcache/cargo" in p.argv
+    rust = Facts(detections=(cargo,), mode="bind", host_user="1000", host_dirs=HOST,
+                 image_env=(("CARGO_HOME", "/usr/local/cargo"),))
+    assert {m.target for m in plan(["run", "img"], rust).mounts} == {"/usr/local/cargo/registry", "/usr/local/cargo/git"}
+
+
+def test_host_caches_only_for_root_or_the_host_user_and_only_on_host_dirs():
+    facts = Facts(detections=(NPM,), mode="bind", host_user="1000", host_dirs=HOST)
+    assert plan(["run", "-u", "1000:1000", "img"], facts).mounts[0].host_cache
+    other = plan(["run", "-u", "2000", "img"], facts).mounts[0]
+    assert not other.host_cache and other.source.endswith("/dockcache-npm-c2000")  # the user's cache stays theirs
+    volume = plan(["run", "img"], Facts(detections=(NPM,), mode="volume", host_dirs=HOST)).mounts[0]
+    assert volume.kind == "volume" and not volume.host_cache  # an engine that can't see ~/.npm
+    failed = Facts(detections=(NPM,), mode="bind", host_dirs=HOST, unusable=frozenset({"/home/u/.npm"}))
+    assert not plan(["run", "img"], failed).mounts[0].host_cache
+
+
+def test_custom_caches_are_detected_like_managers(tmp_path):
+    from shim.run.detect import always_on, combine, scan_command, scan_dir
+
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text('[caches.bazel]\npath = "/cache/bazel"\nenv = { BAZEL_DISK = "{cache}/disk" }\n'
+                        'markers = ["WORKSPACE"]\ncommands = ["bazel"]\nhost_dir = "~/.cache/bazel"\n'
+                        '[caches.tool]\npath = "/cache/tool"\n')
+    cfg = load({"HOME": "/h", "DOCKCACHE_CONFIG": str(cfg_file)})
+    table = cfg.table()
+    (tmp_path / "WORKSPACE").write_text("")
+    assert [d.manager for d in scan_dir(str(tmp_path), table)] == ["bazel"]
+    assert [d.manager for d in scan_command(["sh", "-c", "bazel build //..."], table)] == ["bazel"]
+    assert [d.manager for d in always_on(table)] == ["tool"]  # no markers: always, as before
+    dets = tuple(combine(scan_dir(str(tmp_path), table) + always_on(table)))
+    p = plan(["run", "img"], Facts(detections=dets), cfg)
+    assert {(m.manager, m.target) for m in p.mounts} == {("bazel", "/cache/bazel"), ("tool", "/cache/tool")}
+    assert "BAZEL_DISK=/cache/bazel/disk" in p.argv
+    assert plan(["run", "-e", "BAZEL_DISK=/x", "img"], Facts(detections=dets), cfg).skipped[0][0] == "bazel"
+    host = Facts(detections=dets, mode="bind", host_dirs={"bazel": (("", cfg.custom_host_dir("bazel")),)})
+    assert [m.source for m in plan(["run", "img"], host, cfg).mounts if m.manager == "bazel"] == ["/h/.cache/bazel"]
+    assert cfg.host_cache("bazel") and not cfg.host_cache("tool")
