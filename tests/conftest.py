@@ -106,6 +106,7 @@ def shim_env(engines, tmp_path, private_home) -> dict[str, str]:
         "DOCKER_HOST": engines["a"].host,
         "DOCKCACHE_STATE_DIR": str(tmp_path / "state"),
         "DOCKCACHE_VOLUME_PREFIX": engines["a"].prefix,
+        "DOCKCACHE_MODE": "volume",  # these tests look into volumes; auto is tested without any DOCKCACHE_*
         "DOCKCACHE_BUILD_STORE": str(tmp_path / "buildstore"),
         "DOCKCACHE_PYTHON": os.environ.get("DOCKCACHE_TEST_PYTHON", "python3"),
     })

@@ -342,9 +342,9 @@ class _Context:
             os.makedirs(m.source, exist_ok=True)
         except OSError:
             return False
-        if os.getuid() != 0 and not self.state.get("hostacl", m.source):
+        if os.getuid() != 0 and not self.state.get("hostacl", "host", m.source):
             from shim.run.hostacl import grant_tree
 
             if grant_tree(m.source, os.getuid()):
-                self.state.put("hostacl", m.source, {"uid": os.getuid()})
+                self.state.put("hostacl", "host", m.source, {"uid": os.getuid()})
         return True
