@@ -30,16 +30,69 @@ def cache_list(ctx: Ctx, *, as_json: bool) -> None:
 
 
 def cache_stats(ctx: Ctx, *, as_json: bool) -> None:
-    rows = _rows(ctx, include_missing=False, need_engine=False)
-    totals = {"size": sum(r.size or 0 for r in rows), "caches": len(rows), "uses": sum(r.uses for r in rows)}
-    data = {"caches": [r.to_json() for r in rows], "totals": totals, "build": {
-        "observed_cached_steps": None, "observed_executed_steps": None}, "schema": STATS_SCHEMA}
-    human = table([[r.name, r.manager, human_size(r.size), local_time(r.created), local_time(r.last_used),
-                    str(r.uses), ", ".join(r.in_use_by) or "-"] for r in rows],
-                  ["NAME", "MANAGER", "SIZE", "CREATED", "LAST USED", "USES", "IN USE BY"])
-    human += f"\n\ntotal {human_size(totals['size'])} in {totals['caches']} caches, {totals['uses']} recorded uses"
-    human += "\nhits/misses: not observed (dockcache reports only what a tool showed it)"
-    emit(data, as_json=as_json, human=human)
+    from .inventory import read_log, with_evidence
+
+    rows = with_evidence(ctx, _rows(ctx, include_missing=False, need_engine=False))
+    runs = [r for r in rows if r.kind in ("volume", "bind")]
+    seen = [r.evidence for r in runs if r.evidence]
+    store_size = CacheStore(ctx.store_root).size()  # a blob shared by keys is on disk once
+    run_size = sum(r.size or 0 for r in runs)
+    hits = [e["hits"] for e in seen]
+    totals = {"size": run_size + store_size, "run_cache_size": run_size, "build_store_size": store_size,
+              "caches": len(rows), "uses": sum(r.uses for r in rows),
+              "entries": sum(e["entries"] for e in seen), "misses": sum(e["misses"] for e in seen),
+              "hits": None if not seen or None in hits else sum(hits),
+              "saved_bytes": None if not seen or None in hits else sum(e["savings"]["bytes"] for e in seen)}
+    data = {"caches": [r.to_json() for r in rows], "totals": totals,
+            "build": _build_usage(read_log(ctx, "metrics")), "schema": STATS_SCHEMA}
+    emit(data, as_json=as_json, human=_stats_human(rows, totals, data["build"]))
+
+
+def _build_usage(records: list[dict]) -> dict:
+    builds = [r for r in records if r.get("kind") == "build"]
+    compose = [r for r in records if r.get("kind") == "compose"]
+    return {"builds": len(builds), "compose_runs": len(compose),
+            "with_import": sum(1 for r in builds if r.get("imports")) + sum(len(r.get("imports", [])) for r in compose),
+            "served_by_own_daemon": sum(len(r.get("own", [])) for r in compose),
+            "observed_cached_steps": None, "observed_executed_steps": None,
+            "reason": "steps CACHED vs run are in docker's own output, which dockcache leaves to you unread"}
+
+
+def _stats_human(rows: list[CacheRow], totals: dict, build: dict) -> str:
+    biggest = max((r.size or 0 for r in rows), default=0) or 1
+    body = []
+    for r in rows:
+        ev = r.evidence or {}
+        rate = ev.get("hit_rate")
+        body.append([r.name, r.manager, human_size(r.size), bar((r.size or 0) / biggest),
+                     "-" if r.entries is None else str(r.entries), _num(ev.get("hits")), _num(ev.get("misses")),
+                     "-" if rate is None else f"{bar(rate)} {rate:.0%}", local_time(r.last_used), str(r.uses)])
+    human = table(body, ["NAME", "MANAGER", "SIZE", "", "ENTRIES", "HITS", "MISSES", "HIT RATE", "LAST USED", "USES"])
+    human += (f"\n\ntotal {human_size(totals['size'])} on disk (run caches {human_size(totals['run_cache_size'])}, "
+              f"build store {human_size(totals['build_store_size'])}, shared blobs once) in {totals['caches']} caches, "
+              f"{totals['uses']} recorded uses")
+    if totals["saved_bytes"] is not None:
+        human += (f"\nestimated savings: {human_size(totals['saved_bytes'])} read from caches instead of downloaded "
+                  "(basis: sizes of entries runs read, by file access time; a lower bound)")
+    human += ("\nhits/misses: from each cache's files (new entries = downloads, older entries read = hits); "
+              "'-' where this host cannot see the cache")
+    human += (f"\nbuilds: {build['builds']} builds, {build['compose_runs']} compose runs, "
+              f"{build['with_import']} imports from the shared store")
+    return human
+
+
+def _num(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def bar(fraction: float, width: int = 10) -> str:
+    """A bar of `width` cells, eighths for the last one; '#' where the terminal is not UTF-8."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    if (sys.stdout.encoding or "").lower().replace("-", "") != "utf8":
+        return ("#" * round(fraction * width)).ljust(width, ".")
+    eighths = round(fraction * width * 8)
+    full, part = divmod(eighths, 8)
+    return ("█" * full + ("▏▎▍▌▋▊▉"[part - 1] if part else "")).ljust(width, "·")
 
 
 def select(rows: list[CacheRow], managers: list[str], *, build: bool, everything: bool) -> list[CacheRow]:

@@ -34,10 +34,13 @@ class CacheRow:
     entries: int | None = None
     in_use_by: list[str] = field(default_factory=list)
     exists: bool = True
+    path: str | None = field(default=None, repr=False)  # where its files are, if this host sees them
+    evidence: dict | None = None  # `cache stats`: entries, hits, misses, savings (shim.cli.evidence)
 
     def to_json(self) -> dict:
         from .output import iso_utc
         d = asdict(self)
+        d.pop("path")
         d["created"], d["last_used"] = iso_utc(self.created), iso_utc(self.last_used)
         return d
 
@@ -49,17 +52,22 @@ def parse_df_size(text: str) -> int | None:
     return int(float(m.group(1)) * 1000 ** " kMGT".index(m.group(2) or " "))
 
 
-def _usage(ctx: Ctx) -> dict[str, tuple[int, float]]:
-    """cache name -> (uses, last used) from the metrics log."""
-    out: dict[str, tuple[int, float]] = {}
+def _usage(ctx: Ctx) -> dict[str, list[float]]:
+    """cache name -> when each recorded use started (the metrics log). A build uses its key
+    whether it imported it or its own daemon's cache served it; compose records count too."""
+    out: dict[str, list[float]] = {}
     for rec in read_log(ctx, "metrics"):
-        names = rec.get("caches", []) + [f"build:{k}" for k in rec.get("imports", [])]
-        if rec.get("export"):
-            names.append(f"build:{rec.get('key')}")
-        for name in set(names):
-            uses, _ = out.get(name, (0, 0.0))
-            out[name] = (uses + 1, rec.get("ts", 0.0))
+        keys = [rec["key"]] if rec.get("kind") == "build" and rec.get("key") else []
+        keys += rec.get("keys", []) + rec.get("imports", [])
+        names = set(rec.get("caches", [])) | {f"build:{k.split('~')[0]}" for k in keys}
+        for name in names:
+            out.setdefault(name, []).append(rec.get("ts", 0.0))
     return out
+
+
+def _uses(usage: dict[str, list[float]], name: str) -> tuple[int, float | None]:
+    times = usage.get(name, [])
+    return len(times), (max(times) if times else None)
 
 
 def read_log(ctx: Ctx, name: str) -> list[dict]:
@@ -90,11 +98,12 @@ def volume_rows(ctx: Ctx, usage) -> list[CacheRow]:
     rows = []
     for vol, labels in ours:
         name = vol["Name"]
-        uses, last = usage.get(name, (0, None))
+        uses, last = _uses(usage, name)
         last = _latest(last, touched(places.get(name)))
         rows.append(CacheRow(name, "volume", labels.get("dockcache.manager", "?"),
                              parse_df_size(vol.get("Size", "")), created.get(name), last, uses,
-                             in_use_by=_users(ctx, name) if vol.get("Links", "0") not in ("0", "N/A") else []))
+                             in_use_by=_users(ctx, name) if vol.get("Links", "0") not in ("0", "N/A") else [],
+                             path=places.get(name)))
     return rows
 
 
@@ -168,11 +177,11 @@ def bind_rows(ctx: Ctx, usage) -> list[CacheRow]:
     busy = _bind_users(ctx) if dirs else {}
     rows = []
     for d in dirs:
-        uses, last = usage.get(str(d), (0, None))
+        uses, last = _uses(usage, str(d))
         last = _latest(last, touched(d))
         rows.append(CacheRow(str(d), "bind", _manager_of(d.name, ctx), dir_size(d), None, last, uses,
                              in_use_by=sorted(n for n, srcs in busy.items() if any(
-                                 s == str(d) or s.startswith(str(d) + "/") for s in srcs))))
+                                 s == str(d) or s.startswith(str(d) + "/") for s in srcs)), path=str(d)))
     return rows
 
 
@@ -214,7 +223,7 @@ def build_rows(ctx: Ctx, usage) -> list[CacheRow]:
     store = CacheStore(ctx.store_root)
     rows = []
     for key, info in sorted(store.keys().items()):
-        uses, _ = usage.get(f"build:{key}", (0, None))
+        uses, _ = _uses(usage, f"build:{key}")
         rows.append(CacheRow(key, "build-key", "buildkit", info.size, info.created or None,
                              info.last_used or None, uses))
     return rows
@@ -250,6 +259,32 @@ def missing_rows(ctx: Ctx, present: set[str]) -> list[CacheRow]:
         vol = (vol.value if vol else "") or f"{prefix}-{name}"
         if ctx.config.manager_enabled(name) and not any(p == vol or p.startswith(vol + "-") for p in present):
             rows.append(CacheRow(vol, "volume", name, None, None, None, exists=False))
+    return rows
+
+
+def run_evidence(ctx: Ctx, rows: list[CacheRow]) -> list[tuple[CacheRow, object]]:
+    """(row, shim.cli.evidence.Evidence) for every run cache whose files this host sees.
+    Each scan keeps the hits it saw and sets read entries' access times back (evidence)."""
+    import time
+
+    from .evidence import ledger, of_cache, patterns, set_back
+
+    usage, now, out = _usage(ctx), time.time(), []
+    for r in rows:
+        if r.kind in ("volume", "bind") and r.path and r.exists:
+            before = ctx.state.get("evidence", "cache", r.name)
+            found = of_cache(r.path, r.manager, usage.get(r.name, []), now, before)
+            if found:
+                out.append((r, found))
+                ctx.state.put("evidence", "cache", r.name, ledger(found.runs, now))
+                set_back(r.path, patterns(r.manager))
+    return out
+
+
+def with_evidence(ctx: Ctx, rows: list[CacheRow]) -> list[CacheRow]:
+    """What each run cache's own files show (shim.cli.evidence); None where not visible here."""
+    for r, found in run_evidence(ctx, rows):
+        r.evidence, r.entries = found.totals(), found.entries
     return rows
 
 

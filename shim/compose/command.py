@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import time
 from collections.abc import Mapping, Sequence
 
 from shim.compose.plan import ComposePlan, plan
@@ -26,15 +27,25 @@ def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str
         for r in p.reasons:
             say(r)
         return
-    rc = 1
+    rc, started = 1, time.monotonic()
     try:
         rc = proc.run_child(real, p.argv, env={**environ, **p.env})
         if rc == 0:
             after_docker(_publish, p)
             after_docker(_move_keys, p)
     finally:
+        after_docker(_record, p, environ, rc, time.monotonic() - started)
         after_docker(cleanup, p)
     sys.exit(rc)
+
+
+def _record(p: ComposePlan, environ: Mapping[str, str], rc: int, seconds: float) -> None:
+    """Compose runs count like builds and runs: the keys its services used, what they
+    imported and published, the package caches its containers got."""
+    from shim.core.state import State, state_dir
+
+    State(state_dir(environ)).append_log("metrics", {"kind": "compose", "published": [], **p.usage,
+                                                     "rc": rc, "ms": round(seconds * 1000, 2)})
 
 
 def _publish(p: ComposePlan) -> None:
@@ -43,6 +54,7 @@ def _publish(p: ComposePlan) -> None:
             continue  # compose did not build this service (image already present)
         try:
             done = p.store.publish(dest, key)
+            p.usage.setdefault("published", []).append(key)
             if p.local:
                 p.local.remember(key, done.digest)
         except Exception as exc:  # noqa: BLE001 - the stack is up; only the cache is lost

@@ -47,6 +47,7 @@ class ComposePlan:
     store: CacheStore | None = None  # where `exports` are published
     history: int = 1  # builds a key keeps in the registry
     local: LocalBuilds | None = None  # remembers what this daemon exported
+    usage: dict = field(default_factory=dict)  # for the metrics record: keys, imports, caches
 
 
 @dataclass
@@ -221,5 +222,9 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
         extra = ["-f", path] if files is None else [x for f in [*files, path] for x in ("-f", f)]
         at = len(call.base) + len(call.globals)
         argv = argv[:at] + extra + argv[at:]
+    usage = {"keys": sorted(set(keys[svc] for svc in builds)),
+             "imports": sorted(keys[svc] for svc in builds if "cache_from" in services.get(svc, {}).get("build", {})),
+             "own": sorted(keys[svc] for svc in builds if keys[svc] in src.own),
+             "caches": sorted({m.source for plan in run_caches.values() for m in plan.mounts})}
     return ComposePlan(argv, env, exports, src.snap, tmpdir, override, reasons, src.client, moves, src.store,
-                       src.history, src.local)
+                       src.history, src.local, usage)

@@ -229,6 +229,33 @@ HOST_DIRS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
 }
 
 
+# How a cache's contents are counted the tool's way (`cache stats`): globs relative to the
+# cache dir (a manager's sub-volumes, e.g. cargo's registry/ and git/, match their own
+# patterns), and the files whose creation is a download and whose reading is a hit; None:
+# the counted files themselves. npm's index entries are its requests; its content files are
+# what `npm ci` reads from the cache (the index is not consulted when the lockfile has integrity).
+ENTRIES: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
+    "npm": (("_cacache/index-v5/*/*/*",), ("_cacache/content-v2/*/*/*/*",)),
+    "yarn": (("v*/npm-*",), ("v*/npm-*/node_modules/*/package.json",)),
+    "yarn-berry": (("cache/*.zip",), None),
+    "pnpm": (("store/v*/files/*/*-index.json", "store/v*/index/*/*"), None),
+    "pip": (("wheels/**/*.whl", "http-v2/**/*.body", "http/**/*"), None),
+    "uv": (("archive-v0/*", "sdists-v*/*/*"), None),
+    "poetry": (("artifacts/**/*.whl", "artifacts/**/*.tar.gz"), None),
+    "cargo": (("registry/cache/*/*.crate", "cache/*/*.crate", "git/db/*", "db/*"), None),
+    "go": (("mod/cache/download/**/*.zip", "cache/download/**/*.zip"), None),
+    "maven": (("repository/**/*.pom", "**/*.pom"), None),
+    "gradle": (("caches/modules-2/files-2.1/*/*/*",), None),
+    "nuget": (("packages/*/*",), None),
+    "bundler": (("**/*.gem",), None),
+    "composer": (("files/**/*.zip", "repo/**/*.json"), None),
+    "ccache": (("**/*R",), None),
+    "sccache": (("*/*/*",), None),
+    "deno": (("remote/**/*", "deps/**/*", "npm/*/*/*"), None),
+    "bun": (("*@*",), None),
+}
+
+
 def host_dirs(name: str, environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """(dir under the cache path, absolute host dir) for each of the tool's host caches."""
     out = []

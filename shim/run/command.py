@@ -105,9 +105,11 @@ def _remember(inv: Invocation, args: Sequence[str], environ: Mapping[str, str], 
     volumes += [(os.path.dirname(m.source), os.path.basename(m.source)) for m in plan.mounts if m.kind == "bind"]
     volumes += [os.path.join(plan.mirror.host_dir, n) for n, _ in plan.mirror.files] if plan.mirror.host_dir else []
     volumes += [config["mirrors.ca_bundle"]] if config is not None and config["mirrors.ca_bundle"] else []
+    bind_dirs = [m.source for m in plan.mounts if m.kind == "bind" and not m.host_cache]
+    plancache.touch(bind_dirs)
     try:
         plancache.store("docker", args, environ, os.getcwd(), plan.argv,
-                        plan_inputs(parse_run(inv), environ, config) + volumes, _metrics_line(plan))
+                        plan_inputs(parse_run(inv), environ, config) + volumes, _metrics_line(plan), bind_dirs)
     except Exception:  # noqa: BLE001 - remembering is an optimisation only
         pass
 

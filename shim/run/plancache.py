@@ -77,7 +77,7 @@ def lookup(name: str, args, environ, cwd: str):
     key = _key(name, args, environ, cwd)
     try:
         with open(_path(environ, key), "rb") as fh:
-            stored_key, created, argv, deps, metrics = marshal.load(fh)
+            stored_key, created, argv, deps, metrics, *rest = marshal.load(fh)
     except (OSError, ValueError, EOFError, TypeError):
         return None
     if stored_key != key or time.time() - created > TTL:
@@ -86,7 +86,17 @@ def lookup(name: str, args, environ, cwd: str):
         if _observe(path) != recorded:
             return None
     _log(environ, metrics)
+    touch(rest[0] if rest else ())
     return list(argv)
+
+
+def touch(dirs) -> None:
+    """Mark host cache dirs used now: "last used" evidence any session (and state dir) can read."""
+    for d in dirs:
+        try:
+            os.utime(d)
+        except OSError:
+            pass
 
 
 def _log(environ, metrics: str) -> None:
@@ -102,10 +112,10 @@ def _log(environ, metrics: str) -> None:
         pass
 
 
-def store(name: str, args, environ, cwd: str, argv, deps, metrics: str) -> None:
+def store(name: str, args, environ, cwd: str, argv, deps, metrics: str, touched=()) -> None:
     key = _key(name, args, environ, cwd)
     path = _path(environ, key)
-    entry = (key, time.time(), tuple(argv), tuple((p, _observe(p)) for p in deps), metrics)
+    entry = (key, time.time(), tuple(argv), tuple((p, _observe(p)) for p in deps), metrics, tuple(touched))
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
