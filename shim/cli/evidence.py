@@ -15,7 +15,6 @@ labelled as such.
 
 from __future__ import annotations
 
-import glob
 import os
 from dataclasses import dataclass, field
 from collections.abc import Sequence
@@ -48,6 +47,7 @@ class Evidence:
     runs: list[RunEvidence] = field(default_factory=list)
     atime_seen: bool = True  # False: the filesystem records no reads (noatime): hits unknown
     source: str = "files"
+    read: list[str] = field(default_factory=list)  # entries read since written: set back after a scan
 
     def totals(self) -> dict:
         hits = sum(r.hits for r in self.runs) if self.atime_seen else None
@@ -64,20 +64,50 @@ class Evidence:
 
 
 def files(root: str, patterns: Sequence[str]) -> list[Entry]:
-    """Files (or dirs) matching any pattern, once each."""
-    seen: dict[str, Entry] = {}
-    for pattern in patterns:
-        for path in glob.iglob(os.path.join(glob.escape(root), pattern), recursive=True):
-            if path in seen:
-                continue
+    """Files (or dirs) matching any pattern, once each: one walk of the cache."""
+    return [e for _path, e in _matching(root, patterns)]
+
+
+def _matching(root: str, patterns: Sequence[str]) -> list[tuple[str, Entry]]:
+    deep = [_regex(p) for p in patterns if "**" in p]  # a deep pattern names files only
+    flat = [_regex(p) for p in patterns if "**" not in p]
+    out = []
+    stack = [("", root)]
+    while stack:
+        rel, here = stack.pop()
+        try:
+            with os.scandir(here) as it:
+                items = list(it)
+        except OSError:
+            continue
+        for item in items:
+            sub = f"{rel}{item.name}"
             try:
-                st = os.stat(path)
+                is_dir = item.is_dir(follow_symlinks=False)
+                hit = any(r.fullmatch(sub) for r in flat) or (not is_dir and any(r.fullmatch(sub) for r in deep))
+                if hit:
+                    st = item.stat(follow_symlinks=False)
+                    out.append((item.path, Entry(st.st_size, st.st_mtime, st.st_atime)))
             except OSError:
                 continue
-            if "**" in pattern and not os.path.isfile(path):
-                continue  # a deep pattern names files; its dirs change whenever one is added
-            seen[path] = Entry(st.st_size, st.st_mtime, st.st_atime)
-    return list(seen.values())
+            if is_dir:
+                stack.append((sub + "/", item.path))
+    return out
+
+
+def _regex(pattern: str):
+    """A glob over relative paths: '*' within one name, '**/' any number of dirs."""
+    import re
+
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out)
 
 
 def attribute(entries: Sequence[Entry], starts: Sequence[float], now: float, *, since: float = 0.0,
@@ -113,16 +143,14 @@ def ledger(runs: Sequence[RunEvidence], now: float) -> dict:
     return {"scanned": now, "hits": {_tkey(r.ts): [r.hits, r.hit_bytes] for r in runs if r.hits}}
 
 
-def set_back(root: str, patterns: Sequence[str]) -> None:
+def set_back(paths: Sequence[str]) -> None:
     """Access time back to write time for entries read since: their next read shows again."""
-    for pattern in patterns:
-        for path in glob.iglob(os.path.join(glob.escape(root), pattern), recursive=True):
-            try:
-                st = os.stat(path)
-                if st.st_atime > st.st_mtime:
-                    os.utime(path, ns=(st.st_mtime_ns, st.st_mtime_ns))
-            except OSError:
-                continue
+    for path in paths:
+        try:
+            st = os.stat(path)
+            os.utime(path, ns=(st.st_mtime_ns, st.st_mtime_ns))
+        except OSError:
+            continue
 
 
 def of_cache(path: str, manager: str, starts: Sequence[float], now: float,
@@ -133,16 +161,20 @@ def of_cache(path: str, manager: str, starts: Sequence[float], now: float,
     if rule is None or not os.access(path, os.R_OK | os.X_OK):
         return None
     counted, evidence = rule
-    listed = files(path, counted)
-    used = files(path, evidence) if evidence else listed
+    matched = _matching(path, tuple(counted) + tuple(evidence or ()))
+    if evidence:
+        wanted = [_regex(p) for p in evidence]
+        rel = len(path.rstrip("/")) + 1
+        used = [(p, e) for p, e in matched if any(r.fullmatch(p[rel:]) for r in wanted)]
+        listed = len(matched) - len(used)
+    else:
+        used, listed = matched, len(matched)
     before = before or {}
-    runs = attribute(used, starts, now, since=before.get("scanned", 0.0), earlier=before.get("hits"))
-    return Evidence(len(listed), runs, _records_reads(path))
-
-
-def patterns(manager: str) -> tuple[str, ...]:
-    counted, evidence = ENTRIES.get(manager, ((), None))
-    return evidence or counted
+    runs = attribute([e for _p, e in used], starts, now, since=before.get("scanned", 0.0),
+                     earlier=before.get("hits"))
+    found = Evidence(listed, runs, _records_reads(path))
+    found.read = [p for p, e in used if e.atime > e.mtime]
+    return found
 
 
 def _records_reads(path: str) -> bool:

@@ -87,10 +87,12 @@ def read_log(ctx: Ctx, name: str) -> list[dict]:
 
 def volume_rows(ctx: Ctx, usage) -> list[CacheRow]:
     res = ctx.docker("system", "df", "-v", "--format", "{{json .Volumes}}")
-    if res.returncode != 0:
-        raise RuntimeError(f"engine not reachable: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
+    if res.returncode == 0:
+        listed = json.loads(res.stdout or "[]") or []
+    else:  # `system df` also sizes every image, and one broken image fails it: list without sizes
+        listed = _volumes_without_df(ctx, res)
     ours = []
-    for vol in json.loads(res.stdout or "[]") or []:
+    for vol in listed:
         labels = dict(p.split("=", 1) for p in vol.get("Labels", "").split(",") if "=" in p)
         if labels.get("dockcache.managed") == "true" and (ctx.everyone or mine(ctx, vol["Name"], labels)):
             ours.append((vol, labels))
@@ -100,11 +102,28 @@ def volume_rows(ctx: Ctx, usage) -> list[CacheRow]:
         name = vol["Name"]
         uses, last = _uses(usage, name)
         last = _latest(last, touched(places.get(name)))
+        size = parse_df_size(vol.get("Size", ""))
+        if size is None and places.get(name) and os.access(places[name], os.R_OK):
+            size = dir_size(Path(places[name]))
         rows.append(CacheRow(name, "volume", labels.get("dockcache.manager", "?"),
-                             parse_df_size(vol.get("Size", "")), created.get(name), last, uses,
+                             size, created.get(name), last, uses,
                              in_use_by=_users(ctx, name) if vol.get("Links", "0") not in ("0", "N/A") else [],
                              path=places.get(name)))
     return rows
+
+
+def _volumes_without_df(ctx: Ctx, failed) -> list[dict]:
+    res = ctx.docker("volume", "ls", "--filter", "label=dockcache.managed=true", "--format", "{{json .}}")
+    if res.returncode != 0:
+        raise RuntimeError(f"engine not reachable: {(failed.stderr.strip().splitlines() or ['?'])[-1]}")
+    out = []
+    for line in res.stdout.splitlines():
+        try:
+            vol = json.loads(line)
+        except ValueError:
+            continue
+        out.append({"Name": vol.get("Name", ""), "Labels": vol.get("Labels", ""), "Size": "", "Links": "N/A"})
+    return out
 
 
 def mine(ctx: Ctx, name: str, labels: dict[str, str]) -> bool:
@@ -267,7 +286,7 @@ def run_evidence(ctx: Ctx, rows: list[CacheRow]) -> list[tuple[CacheRow, object]
     Each scan keeps the hits it saw and sets read entries' access times back (evidence)."""
     import time
 
-    from .evidence import ledger, of_cache, patterns, set_back
+    from .evidence import ledger, of_cache, set_back
 
     usage, now, out = _usage(ctx), time.time(), []
     for r in rows:
@@ -277,7 +296,7 @@ def run_evidence(ctx: Ctx, rows: list[CacheRow]) -> list[tuple[CacheRow, object]
             if found:
                 out.append((r, found))
                 ctx.state.put("evidence", "cache", r.name, ledger(found.runs, now))
-                set_back(r.path, patterns(r.manager))
+                set_back(found.read)
     return out
 
 

@@ -58,7 +58,7 @@ def test_a_scan_sets_reads_back_so_the_next_read_is_seen_and_keeps_what_it_saw(t
     os.utime(wheel, (12.0, 11.0))  # made and read back by the cold run at 10 (relatime: seen once)
     first = of_cache(str(tmp_path), "pip", [10.0], now=15.0)
     assert first.totals()["misses"] == 1 and first.totals()["hits"] == 0
-    set_back(str(tmp_path), ("wheels/**/*.whl",))
+    set_back(first.read)
     assert os.stat(wheel).st_atime == os.stat(wheel).st_mtime == 11.0
     os.utime(wheel, (21.0, 11.0))  # the warm run at 20 reads it: relatime records it again
     second = of_cache(str(tmp_path), "pip", [10.0, 20.0], now=25.0, before=ledger(first.runs, 15.0))
