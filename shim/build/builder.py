@@ -1,0 +1,151 @@
+"""The shared builder's I/O: is it there, the session's buildx builder for it, the smart load.
+
+Fail-open at every step before the build: a builder that is down or unreachable, or a
+buildx builder that cannot be made, costs one stderr line and the build takes today's
+path on the session's own engine. Once the build runs on the shared builder, its result
+is BuildKit's: a builder that dies mid-build fails that build as BuildKit reports, and
+the next build finds the socket dead and falls back (or finds it back and reconnects).
+Steady state: one socket connect and one stat, no docker call before the build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shim.build.shared import Target, first_and_load, socket_of, target_for, unchanged, why_local
+from shim.core import proc
+from shim.core.daemon import daemon_key
+from shim.core.grammar import BuildArgs, Invocation, config_dir
+from shim.core.notice import say
+from shim.core.state import State, docker_config_dir, state_dir
+
+CONNECT_TIMEOUT = 1.0
+
+
+@dataclass
+class SharedRun:
+    """What the build needs after planning: where to remember loads."""
+
+    target: Target
+    state: State
+    daemon: str  # the session's engine (loads are remembered per daemon)
+    loaded: bool | None = None  # metrics: None = not compared
+
+
+def unreachable(address: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
+    """Why the builder at `address` cannot be reached, or None when a connect succeeds."""
+    path = socket_of(address)
+    try:
+        if path is not None:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(timeout)
+                s.connect(path)
+            return None
+        host, _, port = address[len("tcp://"):].rpartition(":")
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return None
+    except (OSError, ValueError) as exc:
+        return f"{address}: {getattr(exc, 'strerror', None) or exc}"
+
+
+def choose(config, build: BuildArgs, environ: Mapping[str, str]) -> tuple[Target | None, str | None]:
+    """(the shared builder this build goes to, None) or (None, why not; None = nothing to say)."""
+    target = target_for(config["build.builder"])
+    if target is None:
+        return None, "build.builder = off: the session's own builder"
+    local = why_local(build, environ)
+    if local:
+        return None, local
+    if target.address:
+        problem = unreachable(target.address)
+        if problem:
+            if config["build.builder"] == "auto":
+                return None, None  # no host builder was started: today's path, nothing to say
+            return None, f"shared builder unreachable ({problem}); building on this engine"
+    return target, None
+
+
+def instance_path(inv: Invocation, environ: Mapping[str, str], name: str) -> str:
+    """Where buildx keeps a builder: per docker config dir, not per daemon."""
+    return os.path.join(config_dir(inv.globals) or docker_config_dir(environ), "buildx", "instances", name)
+
+
+def ensure_builder(real: str, inv: Invocation, target: Target, environ: Mapping[str, str]) -> str | None:
+    """The buildx `remote` builder for the shared address, made once; why not, or None."""
+    if not target.address:
+        return None  # an operator's builder, used by name
+    path = instance_path(inv, environ, target.name)
+    if _points_at(path, target.address):
+        return None  # the steady state: one stat and a small read, no docker call
+    if os.path.exists(path):
+        proc.run_docker(real, [*inv.globals, "buildx", "rm", target.name], timeout=30)
+    res = proc.run_docker(real, [*inv.globals, "buildx", "create", "--driver", "remote",
+                                 "--name", target.name, target.address], timeout=60)
+    if res.returncode != 0 and not _points_at(path, target.address):  # a concurrent create won: fine
+        return f"docker buildx create --driver remote failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}"
+    return None
+
+
+def _points_at(path: str, address: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            nodes = json.load(fh).get("Nodes") or []
+    except (OSError, ValueError, AttributeError):
+        return False
+    return any(isinstance(n, dict) and n.get("Endpoint") == address for n in nodes)
+
+
+def prepare_run(real: str, inv: Invocation, target: Target, environ: Mapping[str, str],
+                *, dry_run: bool) -> SharedRun | None:
+    """The run for a routed build, or None (one line said) when the builder cannot be made."""
+    if not dry_run:
+        problem = ensure_builder(real, inv, target, environ)
+        if problem:
+            say(f"{problem}; building on this engine")
+            return None
+    return SharedRun(target, State(state_dir(environ)), daemon_key(inv.host, inv.context, environ))
+
+
+def build(real: str, inv: Invocation, argv, tags, run: SharedRun) -> int:
+    """Build on the shared builder; --load into the session's engine only if the image changed."""
+    with tempfile.TemporaryDirectory(prefix="dockcache-shared-") as tmp:
+        meta = os.path.join(tmp, "metadata.json")
+        first, loading = first_and_load(argv, inv, meta)
+        rc = proc.run_child(real, first)
+        if rc != 0:
+            return rc
+        built = _config_digest(meta)
+    local = _local_ids(real, inv, tags)
+    remembered = run.state.get("sharedloads", run.daemon, tags[0])
+    if unchanged(built, local, remembered):
+        run.loaded = False
+        say(f"{tags[0]} is unchanged ({built[:19]}): load skipped")
+        return 0
+    rc = proc.run_child(real, loading)
+    run.loaded = rc == 0
+    if rc == 0 and built:
+        now = _local_ids(real, inv, tags[:1])
+        if now:
+            run.state.put("sharedloads", run.daemon, tags[0], {"config": built, "id": now[0]})
+    return rc
+
+
+def _config_digest(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            meta = json.load(fh)
+    except (OSError, ValueError):
+        return ""
+    return str(meta.get("containerimage.config.digest") or "") if isinstance(meta, dict) else ""
+
+
+def _local_ids(real: str, inv: Invocation, tags) -> list[str]:
+    """The session engine's image id for each tag; [] when any is missing (then it loads)."""
+    res = proc.run_docker(real, [*inv.globals, "image", "inspect", "--format", "{{.Id}}", *tags], timeout=30)
+    ids = res.stdout.split()
+    return ids if res.returncode == 0 and len(ids) == len(tags) else []
