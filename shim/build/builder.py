@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from shim.build.shared import Target, first_and_load, socket_of, target_for, unchanged, why_local
 from shim.core import proc
 from shim.core.daemon import daemon_key
-from shim.core.grammar import BuildArgs, Invocation, config_dir
+from shim.core.grammar import BuildArgs, Invocation, config_dir, insert_before
 from shim.core.notice import say
 from shim.core.state import State, docker_config_dir, state_dir
 
@@ -55,12 +55,15 @@ def unreachable(address: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
 
 def choose(config, build: BuildArgs, environ: Mapping[str, str]) -> tuple[Target | None, str | None]:
     """(the shared builder this build goes to, None) or (None, why not; None = nothing to say)."""
+    local = why_local(build, environ)
+    return (None, local) if local else reachable_target(config)
+
+
+def reachable_target(config) -> tuple[Target | None, str | None]:
+    """build.builder's builder when it answers; else (None, why; None when "auto" finds none)."""
     target = target_for(config["build.builder"])
     if target is None:
         return None, "build.builder = off: the session's own builder"
-    local = why_local(build, environ)
-    if local:
-        return None, local
     if target.address:
         problem = unreachable(target.address)
         if problem:
@@ -112,21 +115,35 @@ def prepare_run(real: str, inv: Invocation, target: Target, environ: Mapping[str
 
 
 def build(real: str, inv: Invocation, argv, tags, run: SharedRun) -> int:
-    """Build on the shared builder; --load into the session's engine only if the image changed."""
+    """Build on the shared builder; --load into the session's engine only if the image changed.
+
+    An engine without the tag gets one build with --load; otherwise the build runs first
+    with its image kept in the builder, and loads only when its digest is not the one the
+    engine holds (docker/buildx#626: a load streams the whole image, changed or not)."""
+    _, loading = first_and_load(argv, inv, "")
+    local = _local_ids(real, inv, tags)
+    if not local:
+        return _load(real, inv, loading, tags, run, "")
     with tempfile.TemporaryDirectory(prefix="dockcache-shared-") as tmp:
         meta = os.path.join(tmp, "metadata.json")
-        first, loading = first_and_load(argv, inv, meta)
+        first, _ = first_and_load(argv, inv, meta)
         rc = proc.run_child(real, first)
         if rc != 0:
             return rc
         built = _config_digest(meta)
-    local = _local_ids(real, inv, tags)
-    remembered = run.state.get("sharedloads", run.daemon, tags[0])
-    if unchanged(built, local, remembered):
+    if unchanged(built, local, run.state.get("sharedloads", run.daemon, tags[0])):
         run.loaded = False
         say(f"{tags[0]} is unchanged ({built[:19]}): load skipped")
         return 0
-    rc = proc.run_child(real, loading)
+    return _load(real, inv, loading, tags, run, built)
+
+
+def _load(real: str, inv: Invocation, loading, tags, run: SharedRun, built: str) -> int:
+    """The build with --load; remembered as (config digest, the engine's id) for next time."""
+    with tempfile.TemporaryDirectory(prefix="dockcache-shared-") as tmp:
+        meta = os.path.join(tmp, "metadata.json")
+        rc = proc.run_child(real, insert_before(loading, inv.args_start, ["--metadata-file", meta]))
+        built = built or _config_digest(meta)
     run.loaded = rc == 0
     if rc == 0 and built:
         now = _local_ids(real, inv, tags[:1])
@@ -141,7 +158,9 @@ def _config_digest(path: str) -> str:
             meta = json.load(fh)
     except (OSError, ValueError):
         return ""
-    return str(meta.get("containerimage.config.digest") or "") if isinstance(meta, dict) else ""
+    if not isinstance(meta, dict):
+        return ""
+    return str(meta.get("containerimage.config.digest") or meta.get("containerimage.digest") or "")
 
 
 def _local_ids(real: str, inv: Invocation, tags) -> list[str]:

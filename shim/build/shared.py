@@ -71,7 +71,8 @@ def loads_always(build: BuildArgs) -> bool:
     a second build; an untagged build has no local image to compare with; a user --load
     already loads."""
     return bool(build.context == "-" or build.file == "-" or build.iidfile or build.load
-                or not build.tags or any(k == "--quiet" for k, _v in build.options))
+                or not build.tags or any(k == "--quiet" or (k == "--progress" and v == "quiet")
+                                         for k, v in build.options))
 
 
 def plan_shared(argv, inv: Invocation, build: BuildArgs, target: Target, key: str,
@@ -89,10 +90,16 @@ def plan_shared(argv, inv: Invocation, build: BuildArgs, target: Target, key: st
 
 
 def first_and_load(argv, inv: Invocation, metadata: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(a build whose image stays in the builder, unnamed, its digests in `metadata`;
-    the same build with --load). `name=` keeps the user's tag out of the shared builder's
-    image store (buildx would otherwise name the image after -t)."""
-    first = insert_before(argv, inv.args_start, ["--output", "type=image,name=", "--metadata-file", metadata])
+    """(a build whose image stays in the builder, its digests in `metadata`; the same build
+    with --load).
+
+    `--provenance=false`: an attestation makes the result an index whose digest changes
+    with every build (it records the build's times); without it the metadata carries the
+    image's config digest, which an unchanged build repeats. A user's own --provenance or
+    --attest comes later in argv and wins (then every build loads). The OCI worker keeps no
+    image store, so the image is not kept under the user's tag in the shared builder."""
+    first = insert_before(argv, inv.args_start,
+                          ["--provenance=false", "--output", "type=image", "--metadata-file", metadata])
     return first, insert_before(argv, inv.args_start, ["--load"])
 
 
