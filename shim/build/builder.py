@@ -17,7 +17,8 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shim.build.shared import Target, first_and_load, socket_of, target_for, unchanged, why_local
+from shim.build.shared import (Target, first_and_load, from_images, socket_of, tag_forms, target_for,
+                               unchanged, why_local)
 from shim.core import proc
 from shim.core.daemon import daemon_key
 from shim.core.grammar import BuildArgs, Invocation, config_dir, insert_before
@@ -101,6 +102,25 @@ def _points_at(path: str, address: str) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
     return any(isinstance(n, dict) and n.get("Endpoint") == address for n in nodes)
+
+
+def session_base(build: BuildArgs, run: SharedRun, cwd: str) -> str | None:
+    """A FROM image this session's engine got from a shared build: the shared builder
+    cannot see the engine's images (it pulls FROM images from registries), so such a build
+    stays here. Read from the Dockerfile; a name only in the engine that dockcache never
+    loaded (`docker load`, a build with the shared builder off) is not known here."""
+    if build.context in (None, "-") or build.file == "-" or "://" in (build.context or ""):
+        return None
+    path = os.path.join(cwd, build.file) if build.file else os.path.join(cwd, build.context, "Dockerfile")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read(1_000_000)
+    except OSError:
+        return None
+    for image in from_images(text):
+        if any(run.state.get("sharedloads", run.daemon, t) for t in tag_forms(image)):
+            return image
+    return None
 
 
 def prepare_run(real: str, inv: Invocation, target: Target, environ: Mapping[str, str],

@@ -133,6 +133,9 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
     run = builder.prepare_run(real, inv, target, environ, dry_run=dry_run)
     if run is None:
         return None, "the shared builder's buildx builder could not be made: this engine builds"
+    base = builder.session_base(build, run, os.getcwd())
+    if base:
+        return None, f"FROM {base}: an image of this session's engine, which the shared builder cannot see"
     caps = BuildCaps("full", "the host's shared BuildKit (buildx remote driver)", "remote", caps.buildx)
     return Prepared(plan_shared(args, inv, build, target, key, caps), None, None, None, config, caps,
                     shared=run), None

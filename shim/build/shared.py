@@ -64,6 +64,34 @@ def why_local(build: BuildArgs, environ: Mapping[str, str]) -> str | None:
     return None
 
 
+def from_images(dockerfile: str) -> list[str]:
+    """The images a Dockerfile's FROM lines name: not its own stages, not scratch, not a
+    name built from an ARG (unknown until BuildKit expands it)."""
+    stages: set[str] = set()
+    out = []
+    for raw in dockerfile.splitlines():
+        words = raw.split()
+        if len(words) < 2 or words[0].upper() != "FROM":
+            continue
+        rest = [w for w in words[1:] if not w.startswith("--")]
+        if not rest:
+            continue
+        image = rest[0]
+        if len(rest) >= 3 and rest[1].upper() == "AS":
+            stages.add(rest[2].lower())
+        if image.lower() not in stages and image != "scratch" and "$" not in image:
+            out.append(image)
+    return out
+
+
+def tag_forms(ref: str) -> tuple[str, ...]:
+    """A reference as a user may have tagged it (`x` is `x:latest`)."""
+    last = ref.rsplit("/", 1)[-1]
+    if "@" in ref or ":" in last:
+        return (ref, ref.removesuffix(":latest")) if ref.endswith(":latest") else (ref,)
+    return ref, f"{ref}:latest"
+
+
 def loads_always(build: BuildArgs) -> bool:
     """Build once with --load, no comparison: the build cannot run twice unseen.
 

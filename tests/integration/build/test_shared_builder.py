@@ -208,6 +208,19 @@ def test_b_cannot_get_an_image_of_a_by_reference(sessions, engines, tmp_path):
     assert cp.returncode != 0 and "failed to resolve source metadata" in cp.stderr and "private:1" in cp.stderr
 
 
+def test_from_an_image_this_session_built_stays_on_its_engine(sessions, engines, tmp_path):
+    """The shared builder pulls FROM images from registries: a base this session built
+    and loaded is only in its engine, so the build that uses it stays there."""
+    a = engines["a"]
+    base_ctx, token = project(tmp_path, SLOW)
+    base = f"{a.prefix}/base:1"
+    build(sessions["a"], a, base_ctx, base)
+    app_ctx, _ = project(tmp_path, f"FROM {base}\nCOPY app.txt /app.txt\n")
+    build(sessions["a"], a, app_ctx, f"{a.prefix}/app:1")
+    assert metrics(sessions["a"])[-1].get("builder") is None
+    assert a.docker("run", "--rm", "--network", "none", f"{a.prefix}/app:1", "cat", "/slow").stdout.strip() == token
+
+
 def test_an_unreachable_builder_falls_back_with_one_line(sessions, engines, tmp_path):
     env = {**sessions["a"], "DOCKCACHE_BUILD_BUILDER": f"unix://{tmp_path}/nobody.sock"}
     ctx, _ = project(tmp_path, SLOW)

@@ -208,3 +208,21 @@ def test_use_sets_the_key_and_keeps_the_rest(before):
     assert after.startswith("# mine") or "# mine" not in before
     if "key" in before:
         assert data["build"]["key"] == "k"
+
+
+def test_from_images_skips_stages_scratch_and_args():
+    text = "FROM --platform=$X base:1 AS b\nFROM b\nfrom scratch\nFROM ${IMG}\nFROM mybase\n"
+    assert shared.from_images(text) == ["base:1", "mybase"]
+
+
+def test_a_build_from_an_image_this_session_loaded_stays_here(tmp_path, monkeypatch):
+    from shim.core.state import State
+
+    (tmp_path / "Dockerfile").write_text("FROM mybase\nRUN true\n")
+    run = builder.SharedRun(TARGET, State(tmp_path / "s"), "daemon-1")
+    _inv, build = args(["build", "-t", "app", "."])
+    assert builder.session_base(build, run, str(tmp_path)) is None
+    run.state.put("sharedloads", "daemon-1", "mybase:latest", {"config": "c", "id": "i"})
+    assert builder.session_base(build, run, str(tmp_path)) == "mybase"
+    other = builder.SharedRun(TARGET, run.state, "daemon-2")  # another session's engine: not its image
+    assert builder.session_base(build, other, str(tmp_path)) is None
