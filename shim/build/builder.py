@@ -36,6 +36,9 @@ class SharedRun:
     state: State
     daemon: str  # the session's engine (loads are remembered per daemon)
     loaded: bool | None = None  # metrics: None = not compared
+    layouts: object = None  # Path: a containerd-store engine gets thin loads (thinload.py)
+    thin: bool | None = None  # metrics: the load left out layers the engine held
+    bases: tuple = ()  # the Dockerfile's FROM images: their layers are in the engine already
 
 
 def unreachable(address: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
@@ -117,7 +120,8 @@ def session_base(build: BuildArgs, run: SharedRun, cwd: str) -> str | None:
             text = fh.read(1_000_000)
     except OSError:
         return None
-    for image in from_images(text):
+    run.bases = tuple(from_images(text))
+    for image in run.bases:
         if any(run.state.get("sharedloads", run.daemon, t) for t in tag_forms(image)):
             return image
     return None
@@ -142,6 +146,8 @@ def build(real: str, inv: Invocation, argv, tags, run: SharedRun) -> int:
     engine holds (docker/buildx#626: a load streams the whole image, changed or not)."""
     _, loading = first_and_load(argv, inv, "")
     local = _local_ids(real, inv, tags)
+    if run.layouts is not None:
+        return _thin(real, inv, argv, tags, run, local)
     if not local:
         return _load(real, inv, loading, tags, run, "")
     with tempfile.TemporaryDirectory(prefix="dockcache-shared-") as tmp:
@@ -170,6 +176,83 @@ def _load(real: str, inv: Invocation, loading, tags, run: SharedRun, built: str)
         if now:
             run.state.put("sharedloads", run.daemon, tags[0], {"config": built, "id": now[0]})
     return rc
+
+
+def _thin(real: str, inv: Invocation, argv, tags, run: SharedRun, local: list[str]) -> int:
+    """One build into our OCI layout, then (if the image changed) a load of only the layers
+    this engine lacks; the full layout when that leaves no image."""
+    from shim.build.thinload import Layout, layers
+
+    layout = Layout(run.layouts, tags[0])
+    with layout.locked():
+        layout.seed()
+        before = layout.blob_names()  # blobs sent before: layers the engine may already hold
+        out = f"type=oci,tar=false,dest={layout.dir},name={tags[0]}"
+        rc = proc.run_child(real, insert_before(argv, inv.args_start, ["--provenance=false", "--output", out]))
+        if rc != 0:
+            return rc
+        got = layout.image()
+        if got is None:  # no layout written: load the plain way
+            return _load(real, inv, first_and_load(argv, inv, "")[1], tags, run, "")
+        entry, manifest = got
+        config = manifest["config"]["digest"]
+        if unchanged(config, local, run.state.get("sharedloads", run.daemon, tags[0])):
+            run.loaded = False
+            say(f"{tags[0]} is unchanged ({config[:19]}): load skipped")
+            layout.keep_only(entry["digest"], manifest)
+            return 0
+        known = set((run.state.get("daemonlayers", run.daemon, "layers") or {}).get("digests", []))
+        omit = {d for d in layers(manifest) if d in known}
+        if not omit.issuperset(d for d in layers(manifest) if d in before):  # maybe the FROM image's
+            omit |= _base_layers(real, inv, run.bases, layout, manifest)
+        loaded = _load_layout(real, inv, layout, entry, manifest, omit, tags[0])
+        run.thin = bool(omit) and loaded
+        if not loaded and omit:
+            loaded = _load_layout(real, inv, layout, entry, manifest, set(), tags[0])
+        run.loaded = loaded
+        if not loaded:
+            say(f"{tags[0]}: built on the shared builder, but its load into this engine failed")
+            return 1
+        for extra in tags[1:]:
+            proc.run_docker(real, [*inv.globals, "tag", tags[0], extra], timeout=30)
+        run.state.put("sharedloads", run.daemon, tags[0], {"config": config, "id": entry["digest"]})
+        remembered = [*layers(manifest), *(d for d in known if d not in layers(manifest))][:2000]
+        run.state.put("daemonlayers", run.daemon, "layers", {"digests": remembered})
+        layout.keep_only(entry["digest"], manifest)
+    return 0
+
+
+def _base_layers(real: str, inv: Invocation, bases, layout, manifest: dict) -> set[str]:
+    """The image's layers whose content the engine holds as its FROM images' layers
+    (same diff id); one `docker image inspect` of those images. Empty when unknown."""
+    if not bases:
+        return set()
+    res = proc.run_docker(real, [*inv.globals, "image", "inspect", "--format", "{{json .RootFS.Layers}}", *bases],
+                          timeout=30)
+    held = {d for line in res.stdout.splitlines() for d in _json_list(line)}
+    try:
+        config = json.loads(layout._blob(manifest["config"]["digest"]).read_text())
+        diff_ids = config["rootfs"]["diff_ids"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {layer["digest"] for layer, diff in zip(manifest["layers"], diff_ids) if diff in held}
+
+
+def _json_list(text: str) -> list[str]:
+    try:
+        got = json.loads(text)
+    except ValueError:
+        return []
+    return [x for x in got if isinstance(x, str)] if isinstance(got, list) else []
+
+
+def _load_layout(real: str, inv: Invocation, layout, entry: dict, manifest: dict, omit: set, tag: str) -> bool:
+    """docker load of the layout without `omit`; True when the tag now names this image."""
+    with tempfile.TemporaryDirectory(prefix="dockcache-load-") as tmp:
+        path = os.path.join(tmp, "image.tar")
+        layout.write_tar(path, entry, manifest, omit)
+        res = proc.run_docker(real, [*inv.globals, "load", "-q", "-i", path], timeout=900)
+    return res.returncode == 0 and _local_ids(real, inv, [tag]) == [entry["digest"]]
 
 
 def _config_digest(path: str) -> str:

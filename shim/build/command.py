@@ -136,9 +136,14 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
     base = builder.session_base(build, run, os.getcwd())
     if base:
         return None, f"FROM {base}: an image of this session's engine, which the shared builder cannot see"
+    if caps.mode == "full" and caps.driver == "docker":  # the containerd image store loads OCI layouts
+        run.layouts = Path(f"{config['build.store']}-load")
     caps = BuildCaps("full", "the host's shared BuildKit (buildx remote driver)", "remote", caps.buildx)
-    return Prepared(plan_shared(args, inv, build, target, key, caps), None, None, None, config, caps,
-                    shared=run), None
+    plan = plan_shared(args, inv, build, target, key, caps)
+    if run.layouts and plan.load_check:
+        plan = _noted(plan, "containerd image store: the build exports an OCI layout (only blobs it lacks) "
+                            "and the load sends only layers this engine lacks")
+    return Prepared(plan, None, None, None, config, caps, shared=run), None
 
 
 def open_store(config: Config) -> CacheStore:
@@ -275,7 +280,7 @@ def _record(environ: Mapping[str, str], prep: Prepared, rc: int, seconds: float)
         "kind": "build", "key": prep.plan.key, "imports": list(prep.plan.imports),
         "export": prep.plan.export, "engine": prep.caps.mode, "rc": rc, "ms": round(seconds * 1000, 2),
         **_published_fields(prep.published),
-        **({"builder": "shared", "loaded": prep.shared.loaded} if prep.shared else {})})
+        **({"builder": "shared", "loaded": prep.shared.loaded, "thin": prep.shared.thin} if prep.shared else {})})
 
 
 def _published_fields(done: Published | None) -> dict:

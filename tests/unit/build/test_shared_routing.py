@@ -226,3 +226,52 @@ def test_a_build_from_an_image_this_session_loaded_stays_here(tmp_path, monkeypa
     assert builder.session_base(build, run, str(tmp_path)) == "mybase"
     other = builder.SharedRun(TARGET, run.state, "daemon-2")  # another session's engine: not its image
     assert builder.session_base(build, other, str(tmp_path)) is None
+
+
+def _layout_with_image(root, tag, layers_data):
+    import hashlib
+    import json as _json
+
+    from shim.build.thinload import Layout
+
+    lay = Layout(root, tag)
+    lay.blobs.mkdir(parents=True)
+    (lay.dir / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+
+    def put(data: bytes) -> str:
+        d = "sha256:" + hashlib.sha256(data).hexdigest()
+        (lay.blobs / d.split(":")[1]).write_bytes(data)
+        return d
+
+    config = put(b'{"rootfs": {"diff_ids": []}}')
+    layer_digests = [put(x) for x in layers_data]
+    manifest = {"config": {"digest": config}, "layers": [{"digest": d} for d in layer_digests]}
+    mdig = put(_json.dumps(manifest).encode())
+    entry = {"digest": mdig, "mediaType": "application/vnd.oci.image.manifest.v1+json"}
+    (lay.dir / "index.json").write_text(_json.dumps({"manifests": [entry]}))
+    return lay, entry, manifest
+
+
+def test_thin_tar_leaves_out_held_layers_and_the_layout_keeps_one_image(tmp_path):
+    import tarfile
+
+    lay, entry, manifest = _layout_with_image(tmp_path, "x:1", [b"base", b"app"])
+    base, app = (x["digest"] for x in manifest["layers"])
+    assert lay.image() == (entry, manifest)
+    lay.write_tar(str(tmp_path / "t.tar"), entry, manifest, {base})
+    names = tarfile.open(tmp_path / "t.tar").getnames()
+    assert "index.json" in names and "oci-layout" in names
+    assert f"blobs/sha256/{app.split(':')[1]}" in names and f"blobs/sha256/{base.split(':')[1]}" not in names
+    (lay.blobs / ("0" * 64)).write_text("old build")
+    lay.keep_only(entry["digest"], manifest)
+    assert ("sha256:" + "0" * 64) not in lay.blob_names() and base in lay.blob_names()
+
+
+def test_a_new_layout_is_seeded_with_links_to_its_siblings_blobs(tmp_path):
+    from shim.build.thinload import Layout
+
+    first, _e, manifest = _layout_with_image(tmp_path, "x:1", [b"base"])
+    new = Layout(tmp_path, "y:1")
+    new.seed()
+    assert new.blob_names() == first.blob_names()
+    assert os.stat(new.blobs / manifest["layers"][0]["digest"].split(":")[1]).st_nlink == 2
