@@ -165,6 +165,19 @@ def test_load_only_when_the_image_changed(sessions, engines, tmp_path):
     assert t_same < t_edit
 
 
+def test_the_old_engine_loads_with_load_and_skips_an_unchanged_image(sessions, engines, tmp_path):
+    """Engine 20.10, classic image store: no OCI layout load, so --load after the id check."""
+    old = engines["old"]
+    env = {**sessions["a"], "DOCKER_HOST": old.host, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-old")}
+    ctx, token = project(tmp_path, SLOW)
+    tag = f"{old.prefix}/old:1"
+    first = build(env, old, ctx, tag)
+    assert "using remote driver" in first.stderr and "importing to docker" in first.stderr
+    again = build(env, old, ctx, tag)
+    assert "load skipped" in again.stderr and step_named(again.stderr, token).cached
+    assert old.docker("run", "--rm", "--network", "none", tag, "cat", "/slow").stdout.strip() == token
+
+
 def test_compose_up_build_through_the_shared_builder(sessions, engines, tmp_path):
     ctx, token = project(tmp_path, SLOW)
     image = f"{engines['a'].prefix}/compose:1"
