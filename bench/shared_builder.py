@@ -9,9 +9,12 @@ project (fresh token: nothing cached anywhere at its start), built in three ways
   store    dockcache, build.builder = off: today's local store path (import/export)
   plain    the real docker, no dockcache (B has no cache of A's builds)
 
-and in each way: cold A, warm A (unchanged rebuild), warm B (the same build on the new
+and in each way: cold A, warm A (unchanged rebuild), warm B (the same build on the other
 session), then an edit and the edited rebuild on A, a further edit and the edited rebuild
-on B. The order of the ways rotates per round. Ratios (warm B / warm A, edited B /
+on B. The order of the ways rotates per round. A session (HOME, state dir) lives across
+rounds, so round 1 holds each session's one-time costs (the buildx builder made, engine
+caps probed) and later rounds are a session's steady state; the store starts empty in
+every round. Ratios (warm B / warm A, edited B /
 edited A) come from medians of one run. The load cost: a fully cached build on the
 shared builder with `--load` minus the same build with the image kept in the builder,
 for the base image's size.
@@ -53,7 +56,7 @@ class Bench:
         self.tags: list[str] = []
 
     def env(self, way: str, daemon: str, token: str) -> dict:
-        session = self.tmp / f"{token}-{way}-{daemon}"
+        session = self.tmp / f"session-{way}-{daemon}"  # a session lives across rounds; round 1 is its first build
         (session / "home").mkdir(parents=True, exist_ok=True)
         return {**os.environ, "HOME": str(session / "home"), "DOCKCACHE_STATE_DIR": str(session / "state"),
                 "DOCKCACHE_BUILD_STORE": str(self.tmp / f"{token}-store"), "DOCKCACHE_PYTHON": sys.executable,
