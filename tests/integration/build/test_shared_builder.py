@@ -187,7 +187,8 @@ def test_compose_up_build_through_the_shared_builder(sessions, engines, tmp_path
     outs = {}
     for name in ("a", "b"):
         engines[name].images.append(image)
-        env = {**sessions[name], "COMPOSE_PROJECT_NAME": f"{engines['a'].prefix}c"}
+        env = {**sessions[name], "COMPOSE_PROJECT_NAME": f"{engines['a'].prefix}c",
+               "DOCKCACHE_COMPOSE_SHARED_BUILDER": "1"}
         try:
             outs[name] = shim(env, "compose", "--progress", "plain", "up", "--build", cwd=ctx)
         finally:
@@ -196,6 +197,12 @@ def test_compose_up_build_through_the_shared_builder(sessions, engines, tmp_path
         assert token in outs[name].stdout
     assert "using remote driver" in outs["b"].stdout  # compose prints plain progress on stdout
     assert step_named(outs["b"].stdout, token).cached
+    env = {**sessions["a"], "COMPOSE_PROJECT_NAME": f"{engines['a'].prefix}c"}  # compose.shared_builder off
+    try:
+        off = shim(env, "compose", "--progress", "plain", "build", cwd=ctx)
+    finally:
+        shim(env, "compose", "down", cwd=ctx)
+    assert off.returncode == 0 and "using remote driver" not in off.stdout + off.stderr
 
 
 def test_a_secret_of_a_is_not_readable_from_b(sessions, engines, tmp_path):
