@@ -226,7 +226,12 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
 def _build(real: str, inv: Invocation, prep: Prepared) -> int:
     if prep.shared and prep.plan.load_check:
         from shim.build import builder
-        return builder.build(real, inv, prep.plan.argv, parse_build(inv).tags, prep.shared)
+        try:
+            return builder.build(real, inv, prep.plan.argv, parse_build(inv).tags, prep.shared)
+        except Exception as exc:  # noqa: BLE001 - a dockcache bug: the user's command, unchanged
+            say(f"shared builder: internal error ({type(exc).__name__}: {exc}); running docker unchanged")
+            prep.shared.loaded = None
+            return proc.run_child(real, inv.argv)
     if not prep.plan.load_check:
         return proc.run_child(real, prep.plan.argv)
     tag = parse_build(inv).tags[0]

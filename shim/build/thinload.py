@@ -72,8 +72,9 @@ class Layout:
             index = json.loads((self.dir / "index.json").read_text())
             entry = index["manifests"][-1]
             manifest = json.loads(self._blob(entry["digest"]).read_text())
+            manifest["config"]["digest"], [layer["digest"] for layer in manifest["layers"]]
         except (OSError, ValueError, KeyError, IndexError, TypeError):
-            return None
+            return None  # also an index (a user's --provenance/--sbom): the caller loads the plain way
         return entry, manifest
 
     def _blob(self, digest: str) -> Path:

@@ -275,3 +275,23 @@ def test_a_new_layout_is_seeded_with_links_to_its_siblings_blobs(tmp_path):
     new.seed()
     assert new.blob_names() == first.blob_names()
     assert os.stat(new.blobs / manifest["layers"][0]["digest"].split(":")[1]).st_nlink == 2
+
+
+def test_a_bug_in_the_shared_build_runs_the_users_command_unchanged(tmp_path, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(builder, "build", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr(proc, "run_child", lambda real, argv, env=None: ran.append(tuple(argv)) or 7)
+    inv, _b = args(["build", "-t", "x", "."])
+    prep = buildcmd.Prepared(shared.plan_shared(inv.argv, inv, _b, TARGET, "x", CAPS), None, None, None, None, CAPS,
+                             shared=builder.SharedRun(TARGET, None, "d"))
+    assert buildcmd._build("/bin/docker", inv, prep) == 7
+    assert ran == [("build", "-t", "x", ".")]
+    assert "running docker unchanged" in capsys.readouterr().err
+
+
+def test_an_index_in_the_layout_is_not_taken_for_an_image(tmp_path):
+    import json as _json
+
+    lay, entry, _m = _layout_with_image(tmp_path, "x:1", [b"l"])
+    (lay.blobs / entry["digest"].split(":")[1]).write_text(_json.dumps({"manifests": []}))
+    assert lay.image() is None
