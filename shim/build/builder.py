@@ -139,12 +139,13 @@ def prepare_run(real: str, inv: Invocation, target: Target, environ: Mapping[str
 
 
 def build(real: str, inv: Invocation, argv, tags, run: SharedRun) -> int:
-    """Build on the shared builder; --load into the session's engine only if the image changed.
+    """Build on the shared builder; load into the session's engine only if the image changed.
 
-    An engine without the tag gets one build with --load; otherwise the build runs first
-    with its image kept in the builder, and loads only when its digest is not the one the
-    engine holds (docker/buildx#626: a load streams the whole image, changed or not)."""
-    _, loading = first_and_load(argv, inv, "")
+    A containerd-store engine gets the thin load (`_thin`). Otherwise an engine without the
+    tag gets one build with --load, and one with it a build that keeps the image in the
+    builder, then --load only when its digest is not the one the engine holds
+    (docker/buildx#626: a load streams the whole image, changed or not)."""
+    loading = insert_before(argv, inv.args_start, ["--load"])
     local = _local_ids(real, inv, tags)
     if run.layouts is not None:
         return _thin(real, inv, argv, tags, run, local)
@@ -181,7 +182,7 @@ def _load(real: str, inv: Invocation, loading, tags, run: SharedRun, built: str)
 def _thin(real: str, inv: Invocation, argv, tags, run: SharedRun, local: list[str]) -> int:
     """One build into our OCI layout, then (if the image changed) a load of only the layers
     this engine lacks; the full layout when that leaves no image."""
-    from shim.build.thinload import Layout, layers
+    from shim.build.thinload import Layout
 
     layout = Layout(run.layouts, tags[0])
     with layout.locked():
@@ -193,7 +194,7 @@ def _thin(real: str, inv: Invocation, argv, tags, run: SharedRun, local: list[st
             return rc
         got = layout.image()
         if got is None:  # no layout written: load the plain way
-            return _load(real, inv, first_and_load(argv, inv, "")[1], tags, run, "")
+            return _load(real, inv, insert_before(argv, inv.args_start, ["--load"]), tags, run, "")
         entry, manifest = got
         config = manifest["config"]["digest"]
         if unchanged(config, local, run.state.get("sharedloads", run.daemon, tags[0])):
@@ -201,24 +202,33 @@ def _thin(real: str, inv: Invocation, argv, tags, run: SharedRun, local: list[st
             say(f"{tags[0]} is unchanged ({config[:19]}): load skipped")
             layout.keep_only(entry["digest"], manifest)
             return 0
-        known = set((run.state.get("daemonlayers", run.daemon, "layers") or {}).get("digests", []))
-        omit = {d for d in layers(manifest) if d in known}
-        if not omit.issuperset(d for d in layers(manifest) if d in before):  # maybe the FROM image's
-            omit |= _base_layers(real, inv, run.bases, layout, manifest)
-        loaded = _load_layout(real, inv, layout, entry, manifest, omit, tags[0])
-        run.thin = bool(omit) and loaded
-        if not loaded and omit:
-            loaded = _load_layout(real, inv, layout, entry, manifest, set(), tags[0])
-        run.loaded = loaded
-        if not loaded:
-            say(f"{tags[0]}: built on the shared builder, but its load into this engine failed")
-            return 1
-        for extra in tags[1:]:
-            proc.run_docker(real, [*inv.globals, "tag", tags[0], extra], timeout=30)
-        run.state.put("sharedloads", run.daemon, tags[0], {"config": config, "id": entry["digest"]})
-        remembered = [*layers(manifest), *(d for d in known if d not in layers(manifest))][:2000]
-        run.state.put("daemonlayers", run.daemon, "layers", {"digests": remembered})
-        layout.keep_only(entry["digest"], manifest)
+        return _thin_load(real, inv, tags, run, layout, entry, manifest, before)
+
+
+def _thin_load(real: str, inv: Invocation, tags, run: SharedRun, layout, entry: dict, manifest: dict,
+               before: set[str]) -> int:
+    """Load without the layers the engine holds (loaded there before, or its FROM images');
+    the full layout when the tag does not then name the image. Remembered for next time."""
+    from shim.build.thinload import layers
+
+    known = set((run.state.get("daemonlayers", run.daemon, "layers") or {}).get("digests", []))
+    omit = {d for d in layers(manifest) if d in known}
+    if not omit.issuperset(d for d in layers(manifest) if d in before):  # maybe the FROM image's
+        omit |= _base_layers(real, inv, run.bases, layout, manifest)
+    loaded = _load_layout(real, inv, layout, entry, manifest, omit, tags[0])
+    run.thin = bool(omit) and loaded
+    if not loaded and omit:
+        loaded = _load_layout(real, inv, layout, entry, manifest, set(), tags[0])
+    run.loaded = loaded
+    if not loaded:
+        say(f"{tags[0]}: built on the shared builder, but its load into this engine failed")
+        return 1
+    for extra in tags[1:]:
+        proc.run_docker(real, [*inv.globals, "tag", tags[0], extra], timeout=30)
+    run.state.put("sharedloads", run.daemon, tags[0], {"config": manifest["config"]["digest"], "id": entry["digest"]})
+    remembered = [*layers(manifest), *(d for d in known if d not in layers(manifest))][:2000]
+    run.state.put("daemonlayers", run.daemon, "layers", {"digests": remembered})
+    layout.keep_only(entry["digest"], manifest)
     return 0
 
 
