@@ -40,6 +40,7 @@ class Prepared:
     registry: object = None  # the Registry that probed: its login answer serves the tag move
     local: LocalBuilds | None = None  # remembers what this daemon exported
     published: Published | None = None
+    shared: object = None  # builder.SharedRun: the build goes to the host's shared BuildKit
 
 
 @dataclass
@@ -80,12 +81,15 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
     if caps.mode == "none" or build.help:
         return Prepared(plan_build(args, inv, build, caps, key=key, available=(), import_src=None,
                                    export_dest=None), None, None, None, config, caps)
+    shared, stay_note = _shared(real, args, inv, build, config, caps, key, environ, dry_run)
+    if shared:
+        return shared
     reg = _registry_facts(config, caps, key, fallbacks, build.no_cache, dry_run, login_environ(inv.globals, environ))
     registry_args = {"registry": reg.spec, "registry_keys": reg.keys, "registry_tag": reg.tag}
     if config["build.backend"] == "registry":
         plan = plan_build(args, inv, build, caps, key=key, available=(), import_src=None, export_dest=None,
                           **registry_args)
-        return Prepared(_noted(plan, reg.note), None, None, None, config, caps, reg.client)
+        return Prepared(_noted(_noted(plan, reg.note), stay_note), None, None, None, config, caps, reg.client)
     store = open_store(config)
     wanted = [] if build.no_cache else [key, *fallbacks]
     local = for_engine(inv, caps.driver, build.builder, environ)
@@ -108,8 +112,38 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
     except BaseException:  # the caller falls back to docker unchanged: leave nothing behind
         _cleanup(Prepared(None, store, snap, export_dir, config, caps))
         raise
-    plan = _noted(_noted(plan, own_note), reg.note)
+    plan = _noted(_noted(_noted(plan, own_note), reg.note), stay_note)
     return Prepared(plan, store, snap, export_dir, config, caps, reg.client, local)
+
+
+def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, config: Config, caps: BuildCaps,
+            key: str, environ: Mapping[str, str], dry_run: bool) -> tuple[Prepared | None, str | None]:
+    """The build routed to the host's shared BuildKit (builder.py), or (None, why it stays here)."""
+    from shim.build import builder
+    from shim.build.shared import NAME_PREFIX, plan_shared
+
+    if (build.builder or "").startswith(NAME_PREFIX):  # a shim behind a shim: routed already
+        return Prepared(BuildPlan(tuple(args), key, reasons=("already on dockcache's shared builder (nested shim)",)),
+                        None, None, None, config, caps), None
+    target, why = builder.choose(config, build, environ)
+    if target is None:
+        if why and "unreachable" in why and not dry_run:
+            say(why)
+        return None, why
+    run = builder.prepare_run(real, inv, target, environ, dry_run=dry_run)
+    if run is None:
+        return None, "the shared builder's buildx builder could not be made: this engine builds"
+    base = builder.session_base(build, run, os.getcwd())
+    if base:
+        return None, f"FROM {base}: an image of this session's engine, which the shared builder cannot see"
+    if caps.mode == "full" and caps.driver == "docker":  # the containerd image store loads OCI layouts
+        run.layouts = Path(f"{config['build.store']}-load")
+    caps = BuildCaps("full", "the host's shared BuildKit (buildx remote driver)", "remote", caps.buildx)
+    plan = plan_shared(args, inv, build, target, key, caps)
+    if run.layouts and plan.load_check:
+        plan = _noted(plan, "containerd image store: the build exports an OCI layout (only blobs it lacks) "
+                            "and the load sends only layers this engine lacks")
+    return Prepared(plan, None, None, None, config, caps, shared=run), None
 
 
 def open_store(config: Config) -> CacheStore:
@@ -190,6 +224,14 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
 
 
 def _build(real: str, inv: Invocation, prep: Prepared) -> int:
+    if prep.shared and prep.plan.load_check:
+        from shim.build import builder
+        try:
+            return builder.build(real, inv, prep.plan.argv, parse_build(inv).tags, prep.shared)
+        except Exception as exc:  # noqa: BLE001 - a dockcache bug: the user's command, unchanged
+            say(f"shared builder: internal error ({type(exc).__name__}: {exc}); running docker unchanged")
+            prep.shared.loaded = None
+            return proc.run_child(real, inv.argv)
     if not prep.plan.load_check:
         return proc.run_child(real, prep.plan.argv)
     tag = parse_build(inv).tags[0]
@@ -242,7 +284,8 @@ def _record(environ: Mapping[str, str], prep: Prepared, rc: int, seconds: float)
     State(state_dir(environ)).append_log("metrics", {
         "kind": "build", "key": prep.plan.key, "imports": list(prep.plan.imports),
         "export": prep.plan.export, "engine": prep.caps.mode, "rc": rc, "ms": round(seconds * 1000, 2),
-        **_published_fields(prep.published)})
+        **_published_fields(prep.published),
+        **({"builder": "shared", "loaded": prep.shared.loaded, "thin": prep.shared.thin} if prep.shared else {})})
 
 
 def _published_fields(done: Published | None) -> dict:

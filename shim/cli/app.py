@@ -18,9 +18,11 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Warm, shared
 cache_app = typer.Typer(no_args_is_help=True, help="See, size, clear and prune caches.")
 config_app = typer.Typer(no_args_is_help=True, help="Write or show configuration.")
 metrics_app = typer.Typer(no_args_is_help=True, help="What dockcache did.")
+builder_app = typer.Typer(no_args_is_help=True, help="The host's one shared BuildKit, for every session.")
 app.add_typer(cache_app, name="cache")
 app.add_typer(config_app, name="config")
 app.add_typer(metrics_app, name="metrics")
+app.add_typer(builder_app, name="builder")
 JSON = typer.Option(False, "--json", help="One JSON document instead of a table.")
 EVERYONE = typer.Option(False, "--all-installations",
                         help="Also other installations' caches on this daemon (other prefixes or host users).")
@@ -155,6 +157,42 @@ def metrics_show(since: Optional[str] = typer.Option(None, "--since", help="Only
     """Intercepted commands, caches mounted, time spent, build evidence."""
     from .metricscmd import metrics_show as run
     run(Ctx(), since=duration(since) if since else None, as_json=json)
+
+
+SOCKET = typer.Option(None, "--socket", help="The builder's unix socket (default: build.builder's, "
+                      "else /run/dockcache/buildkitd.sock).")
+
+
+@builder_app.command("up")
+def builder_up(buildkitd: Optional[str] = typer.Option(None, "--buildkitd", help="buildkitd to run (default: PATH)."),
+               socket: Optional[str] = SOCKET,
+               root: Optional[str] = typer.Option(None, "--root", help="BuildKit's state (default /var/lib/dockcache/buildkit)."),
+               mirror: List[str] = typer.Option([], "--mirror", help="REGISTRY=MIRROR, e.g. docker.io=127.0.0.1:5000 (repeatable)."),
+               json: bool = JSON):
+    """Start the shared buildkitd (or attach to the one answering on the socket)."""
+    from .buildercmd import up
+    raise typer.Exit(up(Ctx(), buildkitd=buildkitd, socket=socket, root=root, mirrors=mirror, as_json=json))
+
+
+@builder_app.command("down")
+def builder_down(socket: Optional[str] = SOCKET, json: bool = JSON):
+    """Stop the buildkitd that `builder up` started (nothing else)."""
+    from .buildercmd import down
+    raise typer.Exit(down(Ctx(), socket=socket, as_json=json))
+
+
+@builder_app.command("status")
+def builder_status(json: bool = JSON):
+    """Which builder builds go to, and whether it answers (exit 1 when it is down)."""
+    from .buildercmd import status
+    raise typer.Exit(status(Ctx(), as_json=json))
+
+
+@builder_app.command("use")
+def builder_use(value: str = typer.Argument(..., help="auto, off, unix:///PATH, tcp://HOST:PORT or a buildx builder name")):
+    """Set build.builder in the user config."""
+    from .buildercmd import use
+    raise typer.Exit(use(Ctx(), value))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

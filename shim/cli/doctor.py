@@ -16,6 +16,23 @@ from .inventory import dir_size
 from .output import CliError, emit, human_size
 
 
+def _shared_builder_check(cfg, check) -> None:
+    """The host's shared BuildKit: "auto" with none started is not a problem (builds stay here)."""
+    from shim.build.builder import unreachable
+    from shim.build.shared import target_for
+
+    target = target_for(cfg["build.builder"])
+    if target is None or not target.address:
+        check("shared builder", "off" if target is None else f"buildx builder {target.name} (by name)")
+        return
+    problem = unreachable(target.address)
+    if problem and cfg["build.builder"] == "auto":
+        check("shared builder", "none on this host (builds use each session's own builder)")
+        return
+    check("shared builder", target.address + (" (unreachable: builds fall back to this engine)" if problem else " (up)"),
+          None, None, warning=problem and "start it: `dockcache builder up`, or `dockcache builder use off`")
+
+
 def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
     checks: list[dict] = []
 
@@ -51,6 +68,7 @@ def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
               "; ".join(store.check()) or None, "run `dockcache cache prune`")
         _placement_checks(ctx, cfg, reachable, check)
         _backend_checks(cfg, caps, check)
+        _shared_builder_check(cfg, check)
         _mirror_checks(cfg, check)
     healthy = all(c["ok"] for c in checks)
     human = "\n".join(f"{'ok ' if c['ok'] else 'BAD'} {c['check']}: {c['value']}"

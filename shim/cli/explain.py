@@ -28,13 +28,13 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
     elif inv.kind == "build":
         from shim.build.command import prepare
         prep = prepare(ctx.real, argv, inv, ctx.environ, dry_run=True)
-        backend = prep.config["build.backend"]
+        backend = "shared builder" if prep.shared else prep.config["build.backend"]
         data = {"kind": "build", "key": prep.plan.key, "imports": list(prep.plan.imports),
                 "export": prep.plan.export, "engine": prep.caps.mode, "backend": backend,
                 "registry": prep.config["build.registry"] or None, "reasons": list(prep.plan.reasons),
                 "argv": ["docker", *prep.plan.argv]}
         data["reasons"].insert(0, f"build cache backend: {backend}"
-                               + (f" ({data['registry']})" if backend != "local" else ""))
+                               + (f" ({data['registry']})" if backend in ("registry", "both") else ""))
     elif inv.kind == "compose" or argv[:1] == ["compose"]:
         data = _compose(ctx, argv)
     else:

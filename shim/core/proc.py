@@ -153,3 +153,15 @@ def _foreground_of_a_terminal() -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def spawn_detached(argv: Sequence[str], log_path: str) -> int:
+    """Start a long-lived service (`dockcache builder up`) in its own session, so it outlives
+    this command and no terminal signal reaches it; its output goes to `log_path`. Its pid."""
+    import subprocess
+
+    debug("spawn", argv[0], argv[1:])
+    with open(log_path, "ab") as log:
+        child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                 start_new_session=True)
+    return child.pid

@@ -5,6 +5,7 @@
 #   provision.sh down    stop exactly the daemons this script started (by pidfile)
 #   provision.sh status  one line per daemon; exit 0 only when all three answer
 #   provision.sh env     print `export` lines for the daemon endpoints
+#   provision.sh builder-up|builder-down   only the host's shared buildkitd (`up` starts it too)
 #
 # A and B are two isolated "sessions" (Engine 26 from Debian 13 packages, unpacked into a
 # private prefix, containerd image store); OLD is Debian 12's Engine 20.10 (classic store)
@@ -330,12 +331,121 @@ images_all() {
   done
 }
 
+# ---------------------------------------------------------------- the host's shared BuildKit
+# One buildkitd for every session on the host (issue 17), built from the Go module proxy
+# with the host's Go and kept in $CACHE. v0.13.x (buildx 0.13.1's own) is not served;
+# v0.14.1 is the nearest release, and BuildKit's API keeps older clients working.
+# OCI worker (runc), containerd worker off, host networking only (never a bridge or CNI),
+# a GC policy, and the test images mirrored into the loopback registry: a standalone
+# BuildKit pulls its FROM images from a registry, never from a session's engine.
+BUILDKIT_VERSION=v0.14.1
+BUILDKIT_DIR=$CACHE/buildkit-$BUILDKIT_VERSION
+BUILDER_SOCK=$RUNDIR/buildkitd.sock
+BUILDER_KEEP=${DOCKCACHE_TEST_BUILDER_KEEP:-20GiB}
+MIRRORED=("$BUSYBOX_IMAGE=bb-v1" "$DEVTOOLS_IMAGE=$DEVTOOLS_RECIPE" "$GOTOOLS_IMAGE=$GOTOOLS_RECIPE")
+
+buildctl() { "$BUILDKIT_DIR/bin/buildctl" --addr "unix://$BUILDER_SOCK" "$@"; }
+
+install_buildkit() {
+  [ -x "$BUILDKIT_DIR/bin/buildkitd" ] && [ -x "$BUILDKIT_DIR/bin/buildctl" ] && return 0
+  local go; go=$(command -v go || echo /usr/local/go/bin/go)
+  [ -x "$go" ] || fail "no Go on this machine to build buildkitd"
+  step "build buildkitd and buildctl $BUILDKIT_VERSION with the host's Go (once; minutes)"
+  rm -rf "$BUILDKIT_DIR/bin.tmp"; mkdir -p "$BUILDKIT_DIR"
+  (cd "$BUILDKIT_DIR" && CGO_ENABLED=0 GOBIN="$BUILDKIT_DIR/bin.tmp" GOFLAGS=-buildvcs=false "$go" install \
+      "github.com/moby/buildkit/cmd/buildkitd@$BUILDKIT_VERSION" "github.com/moby/buildkit/cmd/buildctl@$BUILDKIT_VERSION") \
+    >"$CACHE/logs/buildkit-go.log" 2>&1 || { tail -n 15 "$CACHE/logs/buildkit-go.log" >&2; fail "go install of buildkit failed"; }
+  rm -rf "$BUILDKIT_DIR/bin"; mv "$BUILDKIT_DIR/bin.tmp" "$BUILDKIT_DIR/bin"
+}
+
+mirror_images() {  # the test base images into the loopback registry, once per recipe
+  local entry img recipe mark ref
+  mkdir -p "$DATADIR/mirrored"
+  for entry in "${MIRRORED[@]}"; do
+    img=${entry%=*}; recipe=${entry##*=}; mark=$DATADIR/mirrored/${img//[\/:]/_}-$recipe
+    [ -f "$mark" ] && continue
+    ref=$REGISTRY_ADDR/$img
+    step "push $img into the loopback registry (the shared builder's FROM source)"
+    { dk a tag "$img" "$ref" && dk a push -q "$ref" >/dev/null; } || fail "push of $img failed"
+    dk a image rm "$ref" >/dev/null || true  # only the extra name
+    touch "$mark"
+  done
+}
+
+builder_running() {
+  local pid; pid=$(cat "$RUNDIR/buildkitd.pid" 2>/dev/null) || return 1
+  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$RUNDIR/buildkitd.toml"
+}
+
+builder_answers() { buildctl debug workers >/dev/null 2>&1; }
+
+write_builder_config() {
+  local gid; gid=$(getent group docker | cut -d: -f3 || true); gid=${gid:-0}
+  mkdir -p "$RUNDIR" "$DATADIR/buildkitd"
+  cat > "$RUNDIR/buildkitd.toml" <<EOF
+root = "$DATADIR/buildkitd"
+insecure-entitlements = ["network.host"]
+[grpc]
+  address = ["unix://$BUILDER_SOCK"]
+  gid = $gid
+[worker.oci]
+  enabled = true
+  snapshotter = "overlayfs"
+  networkMode = "host"
+  gc = true
+  gckeepstorage = "$BUILDER_KEEP"
+[worker.containerd]
+  enabled = false
+[registry."docker.io"]
+  mirrors = ["$REGISTRY_ADDR"]
+[registry."$REGISTRY_ADDR"]
+  http = true
+EOF
+}
+
+start_builder() {
+  if builder_running && builder_answers; then return 0; fi
+  if builder_running; then stop_builder; fi
+  rm -f "$BUILDER_SOCK"
+  write_builder_config
+  step "start the shared buildkitd (unix://$BUILDER_SOCK)"
+  setsid "$BUILDKIT_DIR/bin/buildkitd" --config "$RUNDIR/buildkitd.toml" \
+    >"$CACHE/logs/buildkitd.log" 2>&1 < /dev/null &
+  echo $! > "$RUNDIR/buildkitd.pid"
+  local i
+  for i in $(seq 1 60); do builder_answers && return 0; sleep 0.5; done
+  tail -n 15 "$CACHE/logs/buildkitd.log" >&2 || true
+  fail "buildkitd did not answer within 30 s"
+}
+
+stop_builder() {
+  builder_running || { rm -f "$RUNDIR/buildkitd.pid"; return 0; }
+  local pid i; pid=$(cat "$RUNDIR/buildkitd.pid")
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 40); do [ -d "/proc/$pid" ] || break; sleep 0.25; done
+  if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -f "$RUNDIR/buildkitd.pid"
+  echo "provision: stopped buildkitd (pid $pid)" >&2
+}
+
+cmd_builder_up() {
+  [ "$(id -u)" = 0 ] || fail "must run as root (buildkitd needs it)"
+  mkdir -p "$CACHE/logs"
+  install_buildkit
+  answers a || fail "daemon a is not up: run provision.sh up"
+  registry_answers || fail "the loopback registry is not up: run provision.sh up"
+  mirror_images
+  start_builder
+  CURRENT_STEP=done
+}
+
 # ---------------------------------------------------------------- commands
 print_env() {
   echo "export DOCKCACHE_TEST_HOST_A=$(host a)"
   echo "export DOCKCACHE_TEST_HOST_B=$(host b)"
   echo "export DOCKCACHE_TEST_HOST_OLD=$(host old)"
   echo "export DOCKCACHE_TEST_REGISTRY=localhost:${REGISTRY_ADDR##*:}"
+  echo "export DOCKCACHE_TEST_BUILDER=unix://$BUILDER_SOCK"
 }
 
 cmd_up() {
@@ -347,7 +457,7 @@ cmd_up() {
   for d in "${DAEMONS[@]}"; do wait_daemon "$d"; done
   start_registry
   images_all
-  CURRENT_STEP=done
+  cmd_builder_up
   print_env
 }
 
@@ -360,13 +470,17 @@ cmd_status() {
   done
   if registry_running && registry_answers; then echo "registry: up $REGISTRY_ADDR"
   else echo "registry: down"; rc=1; fi
+  if builder_running && builder_answers; then echo "builder: up unix://$BUILDER_SOCK buildkit $BUILDKIT_VERSION"
+  else echo "builder: down"; rc=1; fi
   return $rc
 }
 
 case "${1:-}" in
   up) cmd_up ;;
-  down) for d in "${DAEMONS[@]}"; do stop_daemon "$d"; done; stop_registry ;;
+  down) stop_builder; for d in "${DAEMONS[@]}"; do stop_daemon "$d"; done; stop_registry ;;
+  builder-up) cmd_builder_up ;;
+  builder-down) stop_builder ;;
   status) cmd_status ;;
   env) print_env ;;
-  *) echo "usage: $0 up|down|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|builder-up|builder-down" >&2; exit 2 ;;
 esac

@@ -1,0 +1,87 @@
+"""`docker compose build` on the host's shared BuildKit (BUILDX_BUILDER) against the store path.
+
+  python3 bench/shared_compose.py [--base dockcache-test/gotools:latest] [--runs 3] [--json F]
+
+One service FROM a ~320 MB base: an expensive RUN, then COPY app.txt. Per way (shared:
+build.builder = the provisioned buildkitd and compose.shared_builder on; store:
+build.builder = off): cold on A,
+unchanged rebuilds on A (median of --runs), an edited rebuild on A, the same build on B.
+Compose loads every image it builds on a non-docker builder (its own --load), so the
+shared way pays a full load per service build; this measures that cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HOSTS = {d: os.environ.get(f"DOCKCACHE_TEST_HOST_{d.upper()}", f"unix:///run/dockcache-engine/{d}.sock")
+         for d in ("a", "b")}
+BUILDER = os.environ.get("DOCKCACHE_TEST_BUILDER", "unix:///run/dockcache-engine/buildkitd.sock")
+
+
+def compose(env: dict, daemon: str, ctx: Path, *args: str) -> float:
+    t = time.perf_counter()
+    cp = subprocess.run([str(REPO / "bin" / "docker"), "compose", *args], cwd=ctx, capture_output=True, text=True,
+                        env={**env, "DOCKER_HOST": HOSTS[daemon], "HOME": env[f"HOME_{daemon}"],
+                             "DOCKCACHE_STATE_DIR": env[f"STATE_{daemon}"]})
+    if cp.returncode:
+        raise SystemExit(cp.stderr[-2000:] + cp.stdout[-2000:])
+    return round(time.perf_counter() - t, 3)
+
+
+def way(tmp: Path, name: str, base: str, runs: int) -> dict:
+    token = uuid.uuid4().hex[:12]
+    ctx = tmp / f"{name}-{token}"
+    ctx.mkdir()
+    ctx.joinpath("Dockerfile").write_text(
+        f"FROM {base}\nRUN echo {token} > /slow && i=0; while [ $i -lt 2000000 ]; do i=$((i+1)); done\n"
+        "COPY app.txt /app.txt\n")
+    ctx.joinpath("app.txt").write_text(token)
+    ctx.joinpath("compose.yaml").write_text(
+        f"services:\n  app:\n    build: {{context: ., network: none}}\n    image: dcsc-{token}/app:1\n"
+        "    network_mode: none\n")
+    env = {**os.environ, "DOCKCACHE_PYTHON": sys.executable, "COMPOSE_PROJECT_NAME": f"dcsc{token}",
+           "DOCKCACHE_BUILD_STORE": str(tmp / f"{token}-store"),
+           "DOCKCACHE_BUILD_BUILDER": BUILDER if name == "shared" else "off",
+           "DOCKCACHE_COMPOSE_SHARED_BUILDER": "1" if name == "shared" else "0"}
+    for d in ("a", "b"):
+        (tmp / f"{name}-home-{d}").mkdir(exist_ok=True)
+        env[f"HOME_{d}"], env[f"STATE_{d}"] = str(tmp / f"{name}-home-{d}"), str(tmp / f"{name}-state-{d}")
+    try:
+        out = {"cold_a": compose(env, "a", ctx, "build")}
+        warm = [compose(env, "a", ctx, "build") for _ in range(runs)]
+        out["warm_a"] = {"median": statistics.median(warm), "each": warm}
+        ctx.joinpath("app.txt").write_text(uuid.uuid4().hex)
+        out["edited_a"] = compose(env, "a", ctx, "build")
+        out["warm_b"] = compose(env, "b", ctx, "build")
+    finally:
+        for d in ("a", "b"):
+            subprocess.run(["docker", "-H", HOSTS[d], "image", "rm", "-f", f"dcsc-{token}/app:1"], capture_output=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--base", default="dockcache-test/gotools:latest")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="dcsc-"))
+    res = {"base": args.base, **{name: way(tmp, name, args.base, args.runs) for name in ("store", "shared")}}
+    print(json.dumps(res, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()

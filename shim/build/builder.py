@@ -1,0 +1,283 @@
+"""The shared builder's I/O: is it there, the session's buildx builder for it, the smart load.
+
+Fail-open at every step before the build: a builder that is down or unreachable, or a
+buildx builder that cannot be made, costs one stderr line and the build takes today's
+path on the session's own engine. Once the build runs on the shared builder, its result
+is BuildKit's: a builder that dies mid-build fails that build as BuildKit reports, and
+the next build finds the socket dead and falls back (or finds it back and reconnects).
+Steady state: one socket connect and one stat, no docker call before the build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shim.build.shared import (Target, first_and_load, from_images, socket_of, tag_forms, target_for,
+                               unchanged, why_local)
+from shim.core import proc
+from shim.core.daemon import daemon_key
+from shim.core.grammar import BuildArgs, Invocation, config_dir, insert_before
+from shim.core.notice import say
+from shim.core.state import State, docker_config_dir, state_dir
+
+CONNECT_TIMEOUT = 1.0
+
+
+@dataclass
+class SharedRun:
+    """What the build needs after planning: where to remember loads."""
+
+    target: Target
+    state: State
+    daemon: str  # the session's engine (loads are remembered per daemon)
+    loaded: bool | None = None  # metrics: None = not compared
+    layouts: object = None  # Path: a containerd-store engine gets thin loads (thinload.py)
+    thin: bool | None = None  # metrics: the load left out layers the engine held
+    bases: tuple = ()  # the Dockerfile's FROM images: their layers are in the engine already
+
+
+def unreachable(address: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
+    """Why the builder at `address` cannot be reached, or None when a connect succeeds."""
+    path = socket_of(address)
+    try:
+        if path is not None:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(timeout)
+                s.connect(path)
+            return None
+        host, _, port = address[len("tcp://"):].rpartition(":")
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return None
+    except (OSError, ValueError) as exc:
+        return f"{address}: {getattr(exc, 'strerror', None) or exc}"
+
+
+def choose(config, build: BuildArgs, environ: Mapping[str, str]) -> tuple[Target | None, str | None]:
+    """(the shared builder this build goes to, None) or (None, why not; None = nothing to say)."""
+    local = why_local(build, environ)
+    return (None, local) if local else reachable_target(config)
+
+
+def reachable_target(config) -> tuple[Target | None, str | None]:
+    """build.builder's builder when it answers; else (None, why; None when "auto" finds none)."""
+    target = target_for(config["build.builder"])
+    if target is None:
+        return None, "build.builder = off: the session's own builder"
+    if target.address:
+        problem = unreachable(target.address)
+        if problem:
+            if config["build.builder"] == "auto":
+                return None, None  # no host builder was started: today's path, nothing to say
+            return None, f"shared builder unreachable ({problem}); building on this engine"
+    return target, None
+
+
+def instance_path(inv: Invocation, environ: Mapping[str, str], name: str) -> str:
+    """Where buildx keeps a builder: per docker config dir, not per daemon."""
+    return os.path.join(config_dir(inv.globals) or docker_config_dir(environ), "buildx", "instances", name)
+
+
+def ensure_builder(real: str, inv: Invocation, target: Target, environ: Mapping[str, str]) -> str | None:
+    """The buildx `remote` builder for the shared address, made once; why not, or None."""
+    if not target.address:
+        return None  # an operator's builder, used by name
+    path = instance_path(inv, environ, target.name)
+    if _points_at(path, target.address):
+        return None  # the steady state: one stat and a small read, no docker call
+    if os.path.exists(path):
+        proc.run_docker(real, [*inv.globals, "buildx", "rm", target.name], timeout=30)
+    res = proc.run_docker(real, [*inv.globals, "buildx", "create", "--driver", "remote",
+                                 "--name", target.name, target.address], timeout=60)
+    if res.returncode != 0 and not _points_at(path, target.address):  # a concurrent create won: fine
+        return f"docker buildx create --driver remote failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}"
+    return None
+
+
+def _points_at(path: str, address: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            nodes = json.load(fh).get("Nodes") or []
+    except (OSError, ValueError, AttributeError):
+        return False
+    return any(isinstance(n, dict) and n.get("Endpoint") == address for n in nodes)
+
+
+def session_base(build: BuildArgs, run: SharedRun, cwd: str) -> str | None:
+    """A FROM image this session's engine got from a shared build: the shared builder
+    cannot see the engine's images (it pulls FROM images from registries), so such a build
+    stays here. Read from the Dockerfile; a name only in the engine that dockcache never
+    loaded (`docker load`, a build with the shared builder off) is not known here."""
+    if build.context in (None, "-") or build.file == "-" or "://" in (build.context or ""):
+        return None
+    path = os.path.join(cwd, build.file) if build.file else os.path.join(cwd, build.context, "Dockerfile")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read(1_000_000)
+    except OSError:
+        return None
+    run.bases = tuple(from_images(text))
+    for image in run.bases:
+        if any(run.state.get("sharedloads", run.daemon, t) for t in tag_forms(image)):
+            return image
+    return None
+
+
+def prepare_run(real: str, inv: Invocation, target: Target, environ: Mapping[str, str],
+                *, dry_run: bool) -> SharedRun | None:
+    """The run for a routed build, or None (one line said) when the builder cannot be made."""
+    if not dry_run:
+        problem = ensure_builder(real, inv, target, environ)
+        if problem:
+            say(f"{problem}; building on this engine")
+            return None
+    return SharedRun(target, State(state_dir(environ)), daemon_key(inv.host, inv.context, environ))
+
+
+def build(real: str, inv: Invocation, argv, tags, run: SharedRun) -> int:
+    """Build on the shared builder; load into the session's engine only if the image changed.
+
+    A containerd-store engine gets the thin load (`_thin`). Otherwise an engine without the
+    tag gets one build with --load, and one with it a build that keeps the image in the
+    builder, then --load only when its digest is not the one the engine holds
+    (docker/buildx#626: a load streams the whole image, changed or not)."""
+    loading = insert_before(argv, inv.args_start, ["--load"])
+    local = _local_ids(real, inv, tags)
+    if run.layouts is not None:
+        return _thin(real, inv, argv, tags, run, local)
+    if not local:
+        return _load(real, inv, loading, tags, run, "")
+    with tempfile.TemporaryDirectory(prefix="dockcache-shared-") as tmp:
+        meta = os.path.join(tmp, "metadata.json")
+        first, _ = first_and_load(argv, inv, meta)
+        rc = proc.run_child(real, first)
+        if rc != 0:
+            return rc
+        built = _config_digest(meta)
+    if unchanged(built, local, run.state.get("sharedloads", run.daemon, tags[0])):
+        run.loaded = False
+        say(f"{tags[0]} is unchanged ({built[:19]}): load skipped")
+        return 0
+    return _load(real, inv, loading, tags, run, built)
+
+
+def _load(real: str, inv: Invocation, loading, tags, run: SharedRun, built: str) -> int:
+    """The build with --load; remembered as (config digest, the engine's id) for next time."""
+    with tempfile.TemporaryDirectory(prefix="dockcache-shared-") as tmp:
+        meta = os.path.join(tmp, "metadata.json")
+        rc = proc.run_child(real, insert_before(loading, inv.args_start, ["--metadata-file", meta]))
+        built = built or _config_digest(meta)
+    run.loaded = rc == 0
+    if rc == 0 and built:
+        now = _local_ids(real, inv, tags[:1])
+        if now:
+            run.state.put("sharedloads", run.daemon, tags[0], {"config": built, "id": now[0]})
+    return rc
+
+
+def _thin(real: str, inv: Invocation, argv, tags, run: SharedRun, local: list[str]) -> int:
+    """One build into our OCI layout, then (if the image changed) a load of only the layers
+    this engine lacks; the full layout when that leaves no image."""
+    from shim.build.thinload import Layout
+
+    layout = Layout(run.layouts, tags[0])
+    with layout.locked():
+        layout.seed()
+        before = layout.blob_names()  # blobs sent before: layers the engine may already hold
+        out = f"type=oci,tar=false,dest={layout.dir},name={tags[0]}"
+        rc = proc.run_child(real, insert_before(argv, inv.args_start, ["--provenance=false", "--output", out]))
+        if rc != 0:
+            return rc
+        got = layout.image()
+        if got is None:  # no layout written: load the plain way
+            return _load(real, inv, insert_before(argv, inv.args_start, ["--load"]), tags, run, "")
+        entry, manifest = got
+        config = manifest["config"]["digest"]
+        if unchanged(config, local, run.state.get("sharedloads", run.daemon, tags[0])):
+            run.loaded = False
+            say(f"{tags[0]} is unchanged ({config[:19]}): load skipped")
+            layout.keep_only(entry["digest"], manifest)
+            return 0
+        return _thin_load(real, inv, tags, run, layout, entry, manifest, before)
+
+
+def _thin_load(real: str, inv: Invocation, tags, run: SharedRun, layout, entry: dict, manifest: dict,
+               before: set[str]) -> int:
+    """Load without the layers the engine holds (loaded there before, or its FROM images');
+    the full layout when the tag does not then name the image. Remembered for next time."""
+    from shim.build.thinload import layers
+
+    known = set((run.state.get("daemonlayers", run.daemon, "layers") or {}).get("digests", []))
+    omit = {d for d in layers(manifest) if d in known}
+    if not omit.issuperset(d for d in layers(manifest) if d in before):  # maybe the FROM image's
+        omit |= _base_layers(real, inv, run.bases, layout, manifest)
+    loaded = _load_layout(real, inv, layout, entry, manifest, omit, tags[0])
+    run.thin = bool(omit) and loaded
+    if not loaded and omit:
+        loaded = _load_layout(real, inv, layout, entry, manifest, set(), tags[0])
+    run.loaded = loaded
+    if not loaded:
+        say(f"{tags[0]}: built on the shared builder, but its load into this engine failed")
+        return 1
+    for extra in tags[1:]:
+        proc.run_docker(real, [*inv.globals, "tag", tags[0], extra], timeout=30)
+    run.state.put("sharedloads", run.daemon, tags[0], {"config": manifest["config"]["digest"], "id": entry["digest"]})
+    remembered = [*layers(manifest), *(d for d in known if d not in layers(manifest))][:2000]
+    run.state.put("daemonlayers", run.daemon, "layers", {"digests": remembered})
+    layout.keep_only(entry["digest"], manifest)
+    return 0
+
+
+def _base_layers(real: str, inv: Invocation, bases, layout, manifest: dict) -> set[str]:
+    """The image's layers whose content the engine holds as its FROM images' layers
+    (same diff id); one `docker image inspect` of those images. Empty when unknown."""
+    if not bases:
+        return set()
+    res = proc.run_docker(real, [*inv.globals, "image", "inspect", "--format", "{{json .RootFS.Layers}}", *bases],
+                          timeout=30)
+    held = {d for line in res.stdout.splitlines() for d in _json_list(line)}
+    try:
+        config = json.loads(layout._blob(manifest["config"]["digest"]).read_text())
+        diff_ids = config["rootfs"]["diff_ids"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {layer["digest"] for layer, diff in zip(manifest["layers"], diff_ids) if diff in held}
+
+
+def _json_list(text: str) -> list[str]:
+    try:
+        got = json.loads(text)
+    except ValueError:
+        return []
+    return [x for x in got if isinstance(x, str)] if isinstance(got, list) else []
+
+
+def _load_layout(real: str, inv: Invocation, layout, entry: dict, manifest: dict, omit: set, tag: str) -> bool:
+    """docker load of the layout without `omit`; True when the tag now names this image."""
+    with tempfile.TemporaryDirectory(prefix="dockcache-load-") as tmp:
+        path = os.path.join(tmp, "image.tar")
+        layout.write_tar(path, entry, manifest, omit)
+        res = proc.run_docker(real, [*inv.globals, "load", "-q", "-i", path], timeout=900)
+    return res.returncode == 0 and _local_ids(real, inv, [tag]) == [entry["digest"]]
+
+
+def _config_digest(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            meta = json.load(fh)
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(meta, dict):
+        return ""
+    return str(meta.get("containerimage.config.digest") or meta.get("containerimage.digest") or "")
+
+
+def _local_ids(real: str, inv: Invocation, tags) -> list[str]:
+    """The session engine's image id for each tag; [] when any is missing (then it loads)."""
+    res = proc.run_docker(real, [*inv.globals, "image", "inspect", "--format", "{{.Id}}", *tags], timeout=30)
+    ids = res.stdout.split()
+    return ids if res.returncode == 0 and len(ids) == len(tags) else []

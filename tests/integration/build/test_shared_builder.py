@@ -1,0 +1,305 @@
+"""The host's shared BuildKit (issue 17), live: daemons A and B are two sessions that
+build on one buildkitd (tests/engine/provision.sh builder-up) through dockcache.
+
+Each session has its own HOME (so its own buildx builder, made once) and state dir. The
+shared builder pulls FROM images from the loopback registry (provisioning mirrors the
+test images there), never from a session's engine. Skips when no shared builder is
+provisioned here; under CI=true that fails instead, like every engine test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from shim.build.progress import step_named
+from tests.conftest import BUSYBOX, DEVTOOLS, REAL_DOCKER
+from tests.integration.helpers import REPO, shim
+
+pytestmark = pytest.mark.engine
+
+ADDRESS = os.environ.get("DOCKCACHE_TEST_BUILDER", "unix:///run/dockcache-engine/buildkitd.sock")
+BUILDKIT_BIN = Path(os.environ.get("DOCKCACHE_ENGINE_CACHE", "/var/cache/dockcache-engine")) / "buildkit-v0.14.1/bin"
+REGISTRY = os.environ.get("DOCKCACHE_TEST_REGISTRY", "localhost:5000").replace("localhost", "127.0.0.1")
+
+
+def _answers(address: str) -> bool:
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2)
+            s.connect(address[len("unix://"):])
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def sessions(shim_env, engines, tmp_path):
+    """Two sessions, A and B, each with its own HOME and state, both on the shared builder."""
+    if not _answers(ADDRESS):
+        why = f"no shared builder answers at {ADDRESS}; run tests/engine/provision.sh builder-up"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and {why}", pytrace=False)
+        pytest.skip(why)
+    out = {}
+    for name in ("a", "b"):
+        home = tmp_path / f"home-{name}"
+        home.mkdir()
+        out[name] = {**shim_env, "HOME": str(home), "DOCKER_HOST": engines[name].host,
+                     "DOCKCACHE_STATE_DIR": str(tmp_path / f"state-{name}"),
+                     "DOCKCACHE_BUILD_BUILDER": ADDRESS}
+    return out
+
+
+def project(tmp_path: Path, body: str, name: str = "p") -> tuple[Path, str]:
+    d = tmp_path / f"{name}-{uuid.uuid4().hex[:6]}"
+    d.mkdir()
+    token = uuid.uuid4().hex
+    d.joinpath("Dockerfile").write_text(body.replace("TOKEN", token))
+    d.joinpath("app.txt").write_text(uuid.uuid4().hex)
+    return d, token
+
+
+SLOW = f"FROM {BUSYBOX}\nRUN echo TOKEN > /slow && sleep 3\nCOPY app.txt /app.txt\n"
+
+
+def build(env: dict, engine, ctx: Path, tag: str, *extra: str, ok: bool = True) -> subprocess.CompletedProcess:
+    engine.images.append(tag)
+    cp = shim(env, "build", "--network", "none", "--progress", "plain", *extra, "-t", tag, str(ctx))
+    if ok:
+        assert cp.returncode == 0, cp.stderr[-3000:]
+    return cp
+
+
+def metrics(env: dict) -> list[dict]:
+    path = Path(env["DOCKCACHE_STATE_DIR"]) / "metrics.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines() if '"build"' in x]
+
+
+def image_id(engine, tag: str) -> str:
+    return engine.docker("image", "inspect", "--format", "{{.Id}}", tag).stdout.strip()
+
+
+def test_a_build_on_a_is_fully_cached_on_b(sessions, engines, tmp_path):
+    ctx, token = project(tmp_path, SLOW)
+    tag = f"{engines['a'].prefix}/shared:1"
+    cold = build(sessions["a"], engines["a"], ctx, tag)
+    assert "using remote driver" in cold.stderr and not step_named(cold.stderr, token).cached
+    warm = build(sessions["b"], engines["b"], ctx, tag)
+    assert step_named(warm.stderr, token).cached and step_named(warm.stderr, "COPY app.txt").cached
+    assert engines["b"].docker("run", "--rm", "--network", "none", tag, "cat", "/slow").stdout.strip() == token
+    for name in ("a", "b"):  # no export, no import: BuildKit's own cache is the cache
+        last = metrics(sessions[name])[-1]
+        assert last["builder"] == "shared" and last["imports"] == [] and not last["export"]
+    assert not Path(sessions["a"]["DOCKCACHE_BUILD_STORE"]).joinpath("blobs").exists()
+
+
+def test_the_cache_mount_is_warm_on_b_without_seeding(sessions, engines, tmp_path):
+    body = (f"FROM {BUSYBOX}\nCOPY app.txt /app.txt\n"
+            "RUN --mount=type=cache,id=TOKEN,target=/c "
+            "if [ -f /c/warm ]; then echo MOUNT-WARM; else echo MOUNT-COLD; sleep 2; touch /c/warm; fi\n")
+    ctx, _token = project(tmp_path, body)
+    tag = f"{engines['a'].prefix}/mount:1"
+    assert printed("MOUNT-COLD", build(sessions["a"], engines["a"], ctx, tag).stderr)
+    ctx.joinpath("app.txt").write_text(uuid.uuid4().hex)  # the RUN step runs again, on B
+    cp = build(sessions["b"], engines["b"], ctx, tag)
+    assert printed("MOUNT-WARM", cp.stderr) and not printed("MOUNT-COLD", cp.stderr), cp.stderr
+
+
+def printed(word: str, progress: str) -> bool:
+    """A RUN step printed `word` (not merely BuildKit echoing the command)."""
+    return re.search(rf"^#\d+ \d+\.\d+ {word}$", progress, re.M) is not None
+
+
+def test_concurrent_builds_from_a_and_b_same_and_different_projects(sessions, engines, tmp_path):
+    same, same_token = project(tmp_path, SLOW, "same")
+    other_a, _ = project(tmp_path, SLOW, "oa")
+    other_b, _ = project(tmp_path, SLOW, "ob")
+    jobs = [("a", same, "same"), ("b", same, "same"), ("a", other_a, "oa"), ("b", other_b, "ob")]
+    results: dict = {}
+
+    def run(i, name, ctx, what):
+        tag = f"{engines['a'].prefix}/{what}:1"
+        results[i] = (name, tag, build(sessions[name], engines[name], ctx, tag, ok=False))
+
+    threads = [threading.Thread(target=run, args=(i, *job)) for i, job in enumerate(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name, tag, cp in results.values():
+        assert cp.returncode == 0, f"{name} {tag}: {cp.stderr[-2000:]}"
+        assert image_id(engines[name], tag)
+    ran = [cp for name, tag, cp in results.values() if tag.endswith("/same:1")]
+    assert all(step_named(cp.stderr, same_token) for cp in ran)
+
+
+def test_load_only_when_the_image_changed(sessions, engines, tmp_path):
+    """A ~200 MB image: the first build loads it, an unchanged rebuild does not (same id,
+    faster), an edit loads again (new id)."""
+    a = engines["a"]
+    ctx, _ = project(tmp_path, f"FROM {DEVTOOLS}\nCOPY app.txt /app.txt\n")
+    tag = f"{a.prefix}/load:1"
+    timed = []
+    for step in ("first", "unchanged", "edited"):
+        if step == "edited":
+            ctx.joinpath("app.txt").write_text(uuid.uuid4().hex)
+        started = time.monotonic()
+        cp = build(sessions["a"], a, ctx, tag)
+        timed.append((step, time.monotonic() - started, image_id(a, tag), metrics(sessions["a"])[-1]["loaded"], cp))
+    (_, t_first, id_first, loaded_first, _), (_, t_same, id_same, loaded_same, cp_same), \
+        (_, t_edit, id_edit, loaded_edit, _) = timed
+    print(f"load evidence: first {t_first:.2f}s, unchanged {t_same:.2f}s, edited {t_edit:.2f}s")
+    assert loaded_first and not loaded_same and loaded_edit
+    assert id_same == id_first and id_edit != id_first
+    assert "load skipped" in cp_same.stderr and "importing to docker" not in cp_same.stderr
+    assert t_same < t_edit
+
+
+def test_the_old_engine_loads_with_load_and_skips_an_unchanged_image(sessions, engines, tmp_path):
+    """Engine 20.10, classic image store: no OCI layout load, so --load after the id check."""
+    old = engines["old"]
+    env = {**sessions["a"], "DOCKER_HOST": old.host, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-old")}
+    ctx, token = project(tmp_path, SLOW)
+    tag = f"{old.prefix}/old:1"
+    first = build(env, old, ctx, tag)
+    assert "using remote driver" in first.stderr and "importing to docker" in first.stderr
+    again = build(env, old, ctx, tag)
+    assert "load skipped" in again.stderr and step_named(again.stderr, token).cached
+    assert old.docker("run", "--rm", "--network", "none", tag, "cat", "/slow").stdout.strip() == token
+
+
+def test_compose_up_build_through_the_shared_builder(sessions, engines, tmp_path):
+    ctx, token = project(tmp_path, SLOW)
+    image = f"{engines['a'].prefix}/compose:1"
+    ctx.joinpath("compose.yaml").write_text(
+        f"services:\n  app:\n    build: {{context: ., network: none}}\n    image: {image}\n"
+        f"    network_mode: none\n    command: [cat, /slow]\n")
+    outs = {}
+    for name in ("a", "b"):
+        engines[name].images.append(image)
+        env = {**sessions[name], "COMPOSE_PROJECT_NAME": f"{engines['a'].prefix}c",
+               "DOCKCACHE_COMPOSE_SHARED_BUILDER": "1"}
+        try:
+            outs[name] = shim(env, "compose", "--progress", "plain", "up", "--build", cwd=ctx)
+        finally:
+            shim(env, "compose", "down", cwd=ctx)
+        assert outs[name].returncode == 0, outs[name].stderr[-2000:]
+        assert token in outs[name].stdout
+    assert "using remote driver" in outs["b"].stdout  # compose prints plain progress on stdout
+    assert step_named(outs["b"].stdout, token).cached
+    env = {**sessions["a"], "COMPOSE_PROJECT_NAME": f"{engines['a'].prefix}c"}  # compose.shared_builder off
+    try:
+        off = shim(env, "compose", "--progress", "plain", "build", cwd=ctx)
+    finally:
+        shim(env, "compose", "down", cwd=ctx)
+    assert off.returncode == 0 and "using remote driver" not in off.stdout + off.stderr
+
+
+def test_a_secret_of_a_is_not_readable_from_b(sessions, engines, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text(f"s3cr3t-{uuid.uuid4().hex}")
+    ctx_a, _ = project(tmp_path, f"FROM {BUSYBOX}\nRUN --mount=type=secret,id=tok test -s /run/secrets/tok && echo TOKEN\n")
+    build(sessions["a"], engines["a"], ctx_a, f"{engines['a'].prefix}/sa:1", "--secret", f"id=tok,src={secret}")
+    ctx_b, _b = project(tmp_path, f"FROM {BUSYBOX}\nRUN --mount=type=secret,id=tok,required=false "
+                                 "cat /run/secrets/tok 2>/dev/null; echo TOKEN-done\n")
+    cp = build(sessions["b"], engines["b"], ctx_b, f"{engines['a'].prefix}/sb:1")
+    assert printed(f"{_b}-done", cp.stderr)  # the step ran, and printed no secret
+    assert secret.read_text() not in cp.stderr
+
+
+def test_b_cannot_get_an_image_of_a_by_reference(sessions, engines, tmp_path):
+    ctx_a, _ = project(tmp_path, SLOW)
+    tag = f"{engines['a'].prefix}/private:1"
+    build(sessions["a"], engines["a"], ctx_a, tag)
+    ctx_b, _ = project(tmp_path, f"FROM {tag}\nRUN cat /slow\n")
+    cp = build(sessions["b"], engines["b"], ctx_b, f"{engines['a'].prefix}/thief:1", ok=False)
+    # The OCI worker keeps no image store: the name resolves only in registries (here the
+    # loopback mirror, which has no such image), never to what A built.
+    assert cp.returncode != 0 and "failed to resolve source metadata" in cp.stderr and "private:1" in cp.stderr
+
+
+def test_from_an_image_this_session_built_stays_on_its_engine(sessions, engines, tmp_path):
+    """The shared builder pulls FROM images from registries: a base this session built
+    and loaded is only in its engine, so the build that uses it stays there."""
+    a = engines["a"]
+    base_ctx, token = project(tmp_path, SLOW)
+    base = f"{a.prefix}/base:1"
+    build(sessions["a"], a, base_ctx, base)
+    app_ctx, _ = project(tmp_path, f"FROM {base}\nCOPY app.txt /app.txt\n")
+    build(sessions["a"], a, app_ctx, f"{a.prefix}/app:1")
+    assert metrics(sessions["a"])[-1].get("builder") is None
+    assert a.docker("run", "--rm", "--network", "none", f"{a.prefix}/app:1", "cat", "/slow").stdout.strip() == token
+
+
+def test_an_unreachable_builder_falls_back_with_one_line(sessions, engines, tmp_path):
+    env = {**sessions["a"], "DOCKCACHE_BUILD_BUILDER": f"unix://{tmp_path}/nobody.sock"}
+    ctx, _ = project(tmp_path, SLOW)
+    cp = build(env, engines["a"], ctx, f"{engines['a'].prefix}/fallback:1")
+    lines = [x for x in cp.stderr.splitlines() if x.startswith("dockcache:")]
+    assert len(lines) == 1 and "unreachable" in lines[0], lines
+    assert "using remote driver" not in cp.stderr
+    assert metrics(env)[-1].get("builder") is None and metrics(env)[-1]["export"]  # today's store path
+
+
+@pytest.fixture
+def own_builder(sessions, tmp_path):
+    """A private buildkitd started and stopped by `dockcache builder up|down`."""
+    if not (BUILDKIT_BIN / "buildkitd").exists():
+        pytest.skip(f"no buildkitd in {BUILDKIT_BIN}")
+    sock = f"/run/dockcache-engine/t{uuid.uuid4().hex[:8]}.sock"
+    root = tmp_path / "bk-root"
+    env = {**sessions["a"], "DOCKCACHE_BUILD_BUILDER": f"unix://{sock}"}
+
+    def cli(*args):
+        return subprocess.run([os.environ.get("DOCKCACHE_TEST_PYTHON", "python3"), "-m", "shim", "builder", *args],
+                              env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    up = ("up", "--buildkitd", str(BUILDKIT_BIN / "buildkitd"), "--root", str(root),
+          "--mirror", f"docker.io={REGISTRY}")
+    yield env, cli, up
+    cli("down")
+    subprocess.run(["sh", "-c", f"grep -o ' {root}[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount"],
+                   capture_output=True)
+    for suffix in ("", ".toml", ".pid", ".log"):
+        Path(sock + suffix).unlink(missing_ok=True)
+
+
+def test_builder_up_status_down_and_a_kill_mid_build(own_builder, engines, tmp_path):
+    env, cli, up = own_builder
+    started = cli(*up, "--json")
+    assert started.returncode == 0, started.stderr
+    pid = json.loads(started.stdout)["pid"]
+    assert cli("status").returncode == 0
+    assert json.loads(cli(*up, "--json").stdout)["started"] is False  # attached, not a second one
+    a = engines["a"]
+    ctx, token = project(tmp_path, f"FROM {BUSYBOX}\nCOPY app.txt /app.txt\nRUN echo TOKEN && sleep 30\n")
+    tag = f"{a.prefix}/killed:1"
+    a.images.append(tag)
+    proc = subprocess.Popen([str(REPO / "bin" / "docker"), "build", "--network", "none", "--progress", "plain",
+                             "-t", tag, str(ctx)], env=env, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    deadline = time.monotonic() + 120
+    while token not in seen and time.monotonic() < deadline:
+        seen += proc.stderr.readline()
+    assert token in seen, seen[-2000:]
+    os.kill(pid, 9)  # the builder dies mid-build
+    _rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0  # as BuildKit (its client) reports it: the build did not finish
+    cp = build(env, a, ctx, tag)  # the next build: socket dead -> this engine, one line
+    assert "unreachable" in cp.stderr and "using remote driver" not in cp.stderr
+    assert cli("status").returncode == 1
+    assert cli(*up).returncode == 0
+    ctx.joinpath("app.txt").write_text(uuid.uuid4().hex)
+    cp = build(env, a, ctx, tag)  # the builder is back: reconnects
+    assert "using remote driver" in cp.stderr
+    assert cli("down").returncode == 0 and cli("status").returncode == 1

@@ -1,0 +1,297 @@
+"""The shared builder's pure parts: which builder, whether a build goes there, the plan,
+the load comparison, build.builder validation, and fail-open with a faked docker."""
+
+import os
+import socket
+
+import pytest
+
+from shim.build import builder, shared
+from shim.build import command as buildcmd
+from shim.cli.buildercmd import buildkitd_config, with_builder
+from shim.core import proc
+from shim.core.config import ConfigError, load
+from shim.core.engine import BuildCaps
+from shim.core.grammar import parse_build, parse_invocation
+
+CAPS = BuildCaps("full", "test", "remote")
+TARGET = shared.target_for("unix:///run/x/buildkitd.sock")
+
+
+def args(argv):
+    inv = parse_invocation(argv)
+    return inv, parse_build(inv)
+
+
+@pytest.mark.parametrize("setting,address,name", [
+    ("auto", f"unix://{shared.DEFAULT_SOCKET}", None),
+    ("unix:///run/x/buildkitd.sock", "unix:///run/x/buildkitd.sock", None),
+    ("tcp://127.0.0.1:1234", "tcp://127.0.0.1:1234", None),
+    ("team-builder", "", "team-builder"),
+])
+def test_target_for_each_setting(setting, address, name):
+    target = shared.target_for(setting)
+    assert target.address == address
+    assert target.name == (name or shared.builder_name(address)) and target.name.startswith(name or "dockcache-shared-")
+    assert shared.target_for("off") is None
+
+
+@pytest.mark.parametrize("argv,why", [
+    (["build", "--builder", "mine", "."], "you chose the builder mine"),
+    (["buildx", "--builder", "mine", "build", "."], "you chose the builder mine"),
+    (["build", "-o", "type=local,dest=out", "."], "--output"),
+    (["build", "--push", "-t", "r/x", "."], "--push"),
+    (["build", "--platform", "linux/amd64,linux/arm64", "."], "several --platform"),
+])
+def test_builds_that_stay_local_say_why(argv, why):
+    _inv, build = args(argv)
+    assert why in shared.why_local(build, {})
+
+
+def test_buildx_builder_variable_keeps_the_build_local_and_plain_builds_may_go():
+    _inv, build = args(["build", "-t", "x", "."])
+    assert "you chose the builder b1" in shared.why_local(build, {"BUILDX_BUILDER": "b1"})
+    assert shared.why_local(build, {}) is None
+
+
+def test_plan_adds_only_the_builder_and_compares_before_loading():
+    inv, build = args(["build", "-t", "x", "."])
+    p = shared.plan_shared(inv.argv, inv, build, TARGET, "x", CAPS)
+    assert p.argv == ("build", "--builder", TARGET.name, "-t", "x", ".") and p.load_check
+    assert not p.export and p.imports == () and "--cache-from" not in p.argv
+
+
+@pytest.mark.parametrize("argv", [["build", "."], ["build", "-t", "x", "-"], ["build", "-q", "-t", "x", "."],
+                                  ["build", "--progress", "quiet", "-t", "x", "."],
+                                  ["build", "--iidfile", "f", "-t", "x", "."]])
+def test_builds_that_cannot_run_twice_load_at_once(argv):
+    inv, build = args(argv)
+    p = shared.plan_shared(inv.argv, inv, build, TARGET, "x", CAPS)
+    assert "--load" in p.argv and not p.load_check
+
+
+def test_a_user_load_is_not_doubled():
+    inv, build = args(["build", "--load", "-t", "x", "."])
+    p = shared.plan_shared(inv.argv, inv, build, TARGET, "x", CAPS)
+    assert p.argv.count("--load") == 1 and not p.load_check
+
+
+def test_first_build_keeps_the_image_in_the_builder_without_attestations():
+    inv, _build = args(["build", "-t", "x", "."])
+    first, loading = shared.first_and_load(inv.argv, inv, "/m.json")
+    assert first[:6] == ("build", "--provenance=false", "--output", "type=image", "--metadata-file", "/m.json")
+    assert loading == ("build", "--load", "-t", "x", ".")
+
+
+@pytest.mark.parametrize("built,local,remembered,same", [
+    ("sha256:c", ["sha256:c"], None, True),  # classic store: the id is the config digest
+    ("sha256:c", ["sha256:m"], {"config": "sha256:c", "id": "sha256:m"}, True),  # containerd store
+    ("sha256:c", ["sha256:m"], {"config": "sha256:old", "id": "sha256:m"}, False),  # rebuilt
+    ("sha256:c", ["sha256:other"], {"config": "sha256:c", "id": "sha256:m"}, False),  # retagged since
+    ("sha256:c", ["sha256:c", "sha256:x"], None, False),  # one tag points elsewhere
+    ("", ["sha256:c"], None, False),  # no digest from the build: load
+    ("sha256:c", [], None, False),  # the engine has no such tag
+])
+def test_unchanged(built, local, remembered, same):
+    assert shared.unchanged(built, local, remembered) is same
+
+
+@pytest.mark.parametrize("value", ["auto", "off", "unix:///run/dockcache/buildkitd.sock", "tcp://127.0.0.1:1234",
+                                   "tcp://[::1]:1234", "my-builder"])
+def test_build_builder_accepts(value):
+    assert load({"DOCKCACHE_BUILD_BUILDER": value})["build.builder"] == value
+
+
+@pytest.mark.parametrize("value", ["unix://relative.sock", "tcp://host", "tcp://h:0", "ssh://h", "two words", "-x"])
+def test_build_builder_rejects(value):
+    with pytest.raises(ConfigError, match="build.builder"):
+        load({"DOCKCACHE_BUILD_BUILDER": value})
+
+
+def test_unreachable_says_why_and_a_listening_socket_answers(tmp_path):
+    path = str(tmp_path / "b.sock")
+    assert "No such file" in builder.unreachable(f"unix://{path}")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(1)
+    try:
+        assert builder.unreachable(f"unix://{path}") is None
+    finally:
+        srv.close()
+    assert builder.unreachable(f"unix://{path}")  # the file is left, nobody listens: refused
+
+
+def test_auto_without_a_host_builder_is_silent_and_a_named_dead_one_says_so(tmp_path):
+    _inv, build = args(["build", "-t", "x", "."])
+    assert builder.choose(load({}), build, {}) == (None, None) or os.path.exists(shared.DEFAULT_SOCKET)
+    target, why = builder.choose(load({"DOCKCACHE_BUILD_BUILDER": f"unix://{tmp_path}/no.sock"}), build, {})
+    assert target is None and "unreachable" in why
+
+
+def test_a_dead_builder_costs_one_line_and_the_store_path_runs(tmp_path, monkeypatch, capsys):
+    """Fail-open with a faked docker: the plan is today's (store import/export)."""
+    env = {"HOME": str(tmp_path), "DOCKCACHE_STATE_DIR": str(tmp_path / "s"),
+           "DOCKCACHE_BUILD_STORE": str(tmp_path / "store"), "DOCKCACHE_BUILD_BUILDER": f"unix://{tmp_path}/no.sock"}
+    monkeypatch.setattr(buildcmd, "caps_for", lambda *a: BuildCaps("full", "t", "docker", "0.13.1"))
+    monkeypatch.chdir(tmp_path)
+    inv, _b = args(["build", "-t", "x", "."])
+    prep = buildcmd.prepare("/bin/false", list(inv.argv), inv, env)
+    try:
+        assert prep.shared is None and prep.plan.export and "--builder" not in prep.plan.argv
+        assert any("unreachable" in r for r in prep.plan.reasons)
+        err = [x for x in capsys.readouterr().err.splitlines() if x.startswith("dockcache:")]
+        assert len(err) == 1 and "unreachable" in err[0]
+    finally:
+        buildcmd._cleanup(prep)
+
+
+def test_a_live_builder_gets_the_build_and_the_buildx_builder_is_made_once(tmp_path, monkeypatch):
+    path = str(tmp_path / "b.sock")
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(path)
+    srv.listen(8)
+    calls = []
+
+    def fake(real, argv, **kw):
+        calls.append(list(argv))
+        if argv[:2] == ["buildx", "create"]:  # what buildx writes
+            inst = tmp_path / ".docker" / "buildx" / "instances"
+            inst.mkdir(parents=True, exist_ok=True)
+            name = argv[argv.index("--name") + 1]
+            (inst / name).write_text('{"Nodes": [{"Endpoint": "%s"}]}' % argv[-1])
+        return proc.Result(tuple(argv), 0, "", "")
+
+    monkeypatch.setattr(proc, "run_docker", fake)
+    monkeypatch.setattr(buildcmd, "caps_for", lambda *a: BuildCaps("full", "t", "docker", "0.13.1"))
+    monkeypatch.chdir(tmp_path)
+    env = {"HOME": str(tmp_path), "DOCKCACHE_STATE_DIR": str(tmp_path / "s"),
+           "DOCKCACHE_BUILD_STORE": str(tmp_path / "store"), "DOCKCACHE_BUILD_BUILDER": f"unix://{path}"}
+    try:
+        for _ in range(2):
+            inv, _b = args(["build", "-t", "x", "."])
+            prep = buildcmd.prepare("/bin/docker", list(inv.argv), inv, env)
+            assert prep.shared and prep.plan.argv[1:3] == ("--builder", shared.builder_name(f"unix://{path}"))
+            assert prep.store is None and prep.snapshot is None
+    finally:
+        srv.close()
+    assert [c[:2] for c in calls] == [["buildx", "create"]]  # the second build: no docker call
+
+
+def test_a_nested_shim_leaves_a_routed_build_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(buildcmd, "caps_for", lambda *a: BuildCaps("full", "t", "remote", "0.13.1"))
+    monkeypatch.chdir(tmp_path)
+    argv = ["build", "--builder", shared.builder_name("unix:///x.sock"), "-t", "x", "."]
+    inv, _b = args(argv)
+    env = {"HOME": str(tmp_path), "DOCKCACHE_STATE_DIR": str(tmp_path / "s"),
+           "DOCKCACHE_BUILD_STORE": str(tmp_path / "store")}
+    assert buildcmd.prepare("/bin/docker", argv, inv, env).plan.argv == tuple(argv)
+
+
+def test_buildkitd_config_has_gc_host_network_and_loopback_mirrors():
+    text = buildkitd_config("/run/d/b.sock", "/var/lib/b", 20 * 2**30, 999, [("docker.io", "127.0.0.1:5000")])
+    import tomllib
+    cfg = tomllib.loads(text)
+    assert cfg["grpc"] == {"address": ["unix:///run/d/b.sock"], "gid": 999}
+    oci = cfg["worker"]["oci"]
+    assert oci["gc"] and oci["gckeepstorage"] == str(20 * 2**30) and oci["networkMode"] == "host"
+    assert cfg["worker"]["containerd"]["enabled"] is False
+    assert cfg["registry"]["docker.io"]["mirrors"] == ["127.0.0.1:5000"] and cfg["registry"]["127.0.0.1:5000"]["http"]
+
+
+@pytest.mark.parametrize("before", ["", "# mine\n[run]\nmode = \"volume\"\n", "[build]\nbuilder = \"off\"\nkey = \"k\"\n",
+                                    "build.builder = \"off\"\n", "[build]\nkey = \"k\"\n"])
+def test_use_sets_the_key_and_keeps_the_rest(before):
+    import tomllib
+    after = with_builder(before, "unix:///run/b.sock")
+    data = tomllib.loads(after)
+    assert data["build"]["builder"] == "unix:///run/b.sock"
+    assert after.startswith("# mine") or "# mine" not in before
+    if "key" in before:
+        assert data["build"]["key"] == "k"
+
+
+def test_from_images_skips_stages_scratch_and_args():
+    text = "FROM --platform=$X base:1 AS b\nFROM b\nfrom scratch\nFROM ${IMG}\nFROM mybase\n"
+    assert shared.from_images(text) == ["base:1", "mybase"]
+
+
+def test_a_build_from_an_image_this_session_loaded_stays_here(tmp_path, monkeypatch):
+    from shim.core.state import State
+
+    (tmp_path / "Dockerfile").write_text("FROM mybase\nRUN true\n")
+    run = builder.SharedRun(TARGET, State(tmp_path / "s"), "daemon-1")
+    _inv, build = args(["build", "-t", "app", "."])
+    assert builder.session_base(build, run, str(tmp_path)) is None
+    run.state.put("sharedloads", "daemon-1", "mybase:latest", {"config": "c", "id": "i"})
+    assert builder.session_base(build, run, str(tmp_path)) == "mybase"
+    other = builder.SharedRun(TARGET, run.state, "daemon-2")  # another session's engine: not its image
+    assert builder.session_base(build, other, str(tmp_path)) is None
+
+
+def _layout_with_image(root, tag, layers_data):
+    import hashlib
+    import json as _json
+
+    from shim.build.thinload import Layout
+
+    lay = Layout(root, tag)
+    lay.blobs.mkdir(parents=True)
+    (lay.dir / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+
+    def put(data: bytes) -> str:
+        d = "sha256:" + hashlib.sha256(data).hexdigest()
+        (lay.blobs / d.split(":")[1]).write_bytes(data)
+        return d
+
+    config = put(b'{"rootfs": {"diff_ids": []}}')
+    layer_digests = [put(x) for x in layers_data]
+    manifest = {"config": {"digest": config}, "layers": [{"digest": d} for d in layer_digests]}
+    mdig = put(_json.dumps(manifest).encode())
+    entry = {"digest": mdig, "mediaType": "application/vnd.oci.image.manifest.v1+json"}
+    (lay.dir / "index.json").write_text(_json.dumps({"manifests": [entry]}))
+    return lay, entry, manifest
+
+
+def test_thin_tar_leaves_out_held_layers_and_the_layout_keeps_one_image(tmp_path):
+    import tarfile
+
+    lay, entry, manifest = _layout_with_image(tmp_path, "x:1", [b"base", b"app"])
+    base, app = (x["digest"] for x in manifest["layers"])
+    assert lay.image() == (entry, manifest)
+    lay.write_tar(str(tmp_path / "t.tar"), entry, manifest, {base})
+    names = tarfile.open(tmp_path / "t.tar").getnames()
+    assert "index.json" in names and "oci-layout" in names
+    assert f"blobs/sha256/{app.split(':')[1]}" in names and f"blobs/sha256/{base.split(':')[1]}" not in names
+    (lay.blobs / ("0" * 64)).write_text("old build")
+    lay.keep_only(entry["digest"], manifest)
+    assert ("sha256:" + "0" * 64) not in lay.blob_names() and base in lay.blob_names()
+
+
+def test_a_new_layout_is_seeded_with_links_to_its_siblings_blobs(tmp_path):
+    from shim.build.thinload import Layout
+
+    first, _e, manifest = _layout_with_image(tmp_path, "x:1", [b"base"])
+    new = Layout(tmp_path, "y:1")
+    new.seed()
+    assert new.blob_names() == first.blob_names()
+    assert os.stat(new.blobs / manifest["layers"][0]["digest"].split(":")[1]).st_nlink == 2
+
+
+def test_a_bug_in_the_shared_build_runs_the_users_command_unchanged(tmp_path, monkeypatch, capsys):
+    ran = []
+    monkeypatch.setattr(builder, "build", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    monkeypatch.setattr(proc, "run_child", lambda real, argv, env=None: ran.append(tuple(argv)) or 7)
+    inv, _b = args(["build", "-t", "x", "."])
+    prep = buildcmd.Prepared(shared.plan_shared(inv.argv, inv, _b, TARGET, "x", CAPS), None, None, None, None, CAPS,
+                             shared=builder.SharedRun(TARGET, None, "d"))
+    assert buildcmd._build("/bin/docker", inv, prep) == 7
+    assert ran == [("build", "-t", "x", ".")]
+    assert "running docker unchanged" in capsys.readouterr().err
+
+
+def test_an_index_in_the_layout_is_not_taken_for_an_image(tmp_path):
+    import json as _json
+
+    lay, entry, _m = _layout_with_image(tmp_path, "x:1", [b"l"])
+    (lay.blobs / entry["digest"].split(":")[1]).write_text(_json.dumps({"manifests": []}))
+    assert lay.image() is None
