@@ -107,7 +107,7 @@ def trim_run_caches(ctx, rows, human: list[str], *, grace: float = 0.0) -> dict:
     gone = {rm.name for rm in removed}
     before, after = usage_of(items), usage_of([i for i in items if i.name not in gone])
     still = over(after, total, per)
-    ctx.state.put("limits", "run", ctx.daemon, {"at": now, "usage": after, "over": still})
+    ctx.state.put("limits", "run", ctx.daemon, {"checked": now, "usage": after, "over": still})
     for rm in removed:
         human.append(f"removed {rm.name} ({human_size(rm.size)}, least recently used; {rm.reason})")
     if total or per:

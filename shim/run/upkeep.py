@@ -47,11 +47,11 @@ def due(state, daemon: str, config, *, now: float | None = None) -> bool:
         return False
     now = time.time() if now is None else now
     est = state.get("limits", "run", daemon) or {}
-    age = now - float(est.get("at", 0.0))
+    age = now - float(est.get("checked", 0.0))  # ("at" is the state record's own write time)
     if age < MEASURE_EVERY and not (est.get("over") and age >= RETRY_OVER):
         return False
-    state.put("limits", "run", daemon, {**{k: v for k, v in est.items() if k not in ("key", "endpoint")},
-                                        "at": now, "claimed": True})
+    state.put("limits", "run", daemon, {**{k: v for k, v in est.items() if k not in ("key", "endpoint", "at")},
+                                        "checked": now, "claimed": True})
     return True
 
 
