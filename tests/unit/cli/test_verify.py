@@ -148,3 +148,15 @@ def test_a_cache_in_use_is_checked_but_never_repaired(tmp_path):
     out = verify.verify_one(ctx, busy, repair=True)
     assert out.status == "broken" and "in use by web" in out.reason
     assert sum(1 for c in ctx.calls if c[0] == "run") == 1
+
+
+def test_doctor_cheap_check_flags_a_zero_length_content_file(tmp_path):
+    from shim.cli.health import cheap_problem
+
+    store = tmp_path / "_cacache" / "content-v2" / "sha512" / "ab" / "cd"
+    store.mkdir(parents=True)
+    (store / "ef").write_bytes(b"data")
+    assert cheap_problem(str(tmp_path), "npm") is None
+    (store / "00").write_bytes(b"")
+    assert "zero-length _cacache/content-v2/sha512/ab/cd/00" in cheap_problem(str(tmp_path), "npm")
+    assert cheap_problem(str(tmp_path), "maven") is None  # no content store known: only readability
