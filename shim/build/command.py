@@ -98,7 +98,8 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         src, dest = str(store.root / "snapshots"), str(store.root / "tmp")
     else:
         snap = safe_snapshot(store, wanted) if wanted else None
-        export_dir = store.new_export_dir(snap) if caps.mode == "full" and not build.cache_to else None
+        export = caps.mode == "full" and not build.cache_to and _room_for(store, key, config, environ)
+        export_dir = store.new_export_dir(snap) if export else None
         available = tuple(t for k in snap.keys for t in snap.import_tags(k)) if snap else ()
         src = str(snap.src) if snap and snap.src else None
         dest = str(export_dir) if export_dir else None
@@ -110,6 +111,17 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         raise
     plan = _noted(_noted(plan, own_note), reg.note)
     return Prepared(plan, store, snap, export_dir, config, caps, reg.client, local)
+
+
+def _room_for(store: CacheStore, key: str, config: Config, environ: Mapping[str, str]) -> bool:
+    """On a nearly full disk the store takes no new keys (keys it holds are still updated);
+    one line says so, once (core.diskspace)."""
+    from shim.core.diskspace import verdict
+
+    why, line = verdict(State(state_dir(environ)), config, str(store.root))
+    if line:
+        say(line)
+    return why is None or key in store.keys()
 
 
 def open_store(config: Config) -> CacheStore:

@@ -63,7 +63,7 @@ def _mountpoints(ctx: Ctx, names: list[str]) -> dict[str, str]:
 
 
 def _disk_check(ctx: Ctx, cfg, check) -> None:
-    from shim.run.diskguard import low_space
+    from shim.core.diskspace import low_space
 
     where = [cfg["run.bind_root"], str(ctx.store_root)]
     root = (ctx.state.get("dataroot", ctx.daemon, "root") or {}).get("root")

@@ -11,30 +11,9 @@ from __future__ import annotations
 
 import os
 
+from shim.core.diskspace import verdict
+
 REMEMBER_ROOT = 7 * 24 * 3600.0  # the daemon's data root, asked once (one `docker info`)
-
-
-def low_space(path: str, min_free: int, min_percent: float) -> str | None:
-    """Why the filesystem holding `path` (or its nearest existing parent) is nearly full."""
-    probe = path
-    while probe and not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        probe = "" if parent == probe else parent
-    try:
-        st = os.statvfs(probe or "/")
-    except OSError:
-        return None  # cannot tell: fail open
-    free, size = st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
-    if size <= 0:
-        return None
-    percent = 100.0 * free / size
-    if free < min_free or percent < min_percent:
-        return f"{probe or '/'} has {_gib(free)} free ({percent:.1f} %)"
-    return None
-
-
-def _gib(n: int) -> str:
-    return f"{n / 1024 ** 3:.1f} GiB"
 
 
 class Guard:
@@ -50,21 +29,10 @@ class Guard:
         if not where:
             return False  # the daemon's disk is not visible from here: nothing to judge
         if where not in self._verdict:
-            self._verdict[where] = low_space(where, self.config["run.min_free"], self.config["run.min_free_percent"])
-            self._say_once(where, self._verdict[where], notes)
+            why, line = verdict(self.state, self.config, where)
+            self._verdict[where] = why
+            notes += [line] if line else []
         return self._verdict[where] is not None
-
-    def _say_once(self, where: str, why: str | None, notes: list[str]) -> None:
-        said = self.state.get("diskguard", "host", where)
-        if why is None:
-            if said:
-                self.state.forget("diskguard", "host", where)  # space is back: say it again next time
-            return
-        if not said:
-            notes.append(f"disk nearly full ({why}; run.min_free {_gib(self.config['run.min_free'])}, "
-                         f"{self.config['run.min_free_percent']:g} %): no new caches until space is freed "
-                         "(existing ones are still used; `dockcache cache prune`)")
-            self.state.put("diskguard", "host", where, {"why": why})
 
     def _data_root(self) -> str:
         known = self.state.get("dataroot", self.daemon, "root", max_age=REMEMBER_ROOT)

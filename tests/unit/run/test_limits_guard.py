@@ -7,6 +7,7 @@ from collections import namedtuple
 from shim.core.config import load
 from shim.core.grammar import parse_invocation, parse_run
 from shim.core.state import State
+from shim.core import diskspace
 from shim.run import diskguard, plancache, upkeep
 from shim.run.detect import Detection
 from shim.run.plan import Facts, plan_run
@@ -42,10 +43,10 @@ def test_a_limit_you_or_the_image_set_wins(tmp_path):
 
 def test_low_space_by_bytes_or_percent(monkeypatch, tmp_path):
     monkeypatch.setattr(os, "statvfs", lambda p: VFS(100, 1024 ** 2, 10_000))  # 100 MiB of ~9.8 GiB
-    assert "1.0 %" in diskguard.low_space(str(tmp_path / "not" / "yet"), 2 * 1024 ** 3, 5.0)
-    assert diskguard.low_space(str(tmp_path), 1024, 0.5) is None
+    assert "1.0 %" in diskspace.low_space(str(tmp_path / "not" / "yet"), 2 * 1024 ** 3, 5.0)
+    assert diskspace.low_space(str(tmp_path), 1024, 0.5) is None
     monkeypatch.setattr(os, "statvfs", lambda p: VFS(9_000, 1024 ** 2, 10_000))
-    assert diskguard.low_space(str(tmp_path), 2 * 1024 ** 3, 5.0) is None
+    assert diskspace.low_space(str(tmp_path), 2 * 1024 ** 3, 5.0) is None
 
 
 def test_guard_says_so_once_until_space_is_back(monkeypatch, tmp_path):
