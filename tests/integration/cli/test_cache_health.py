@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import jsonschema
 import pytest
 
 from tests.integration.helpers import BUSYBOX, DEVTOOLS, REPO, shim, volume_files, write_json
@@ -65,12 +66,14 @@ def test_verify_reports_a_truncated_npm_tarball_and_repair_fixes_it(shim_env, en
     found = dockcache(shim_env, "cache", "verify", "--npm", "--json")
     assert found.returncode == 1, found.stderr
     report = json.loads(found.stdout)
+    jsonschema.validate(report, json.loads((REPO / "docs/cache-verify.schema.json").read_text()))
     assert report["healthy"] is False and report["caches"][0]["status"] == "broken"
     assert broken in [b["path"] for b in report["caches"][0]["broken"]]
     assert "checksum mismatch (100 bytes)" in dockcache(shim_env, "cache", "verify").stdout
 
     repaired = json.loads(ok(dockcache(shim_env, "cache", "verify", "--npm", "--repair", "--json")).stdout)
     entry = repaired["caches"][0]
+    jsonschema.validate(repaired, json.loads((REPO / "docs/cache-verify.schema.json").read_text()))
     assert entry["status"] == "repaired" and repaired["healthy"] is True
     assert any("npm cache verify" in ln or "Index entries" in ln for ln in entry["tool_output"])
     again = json.loads(ok(dockcache(shim_env, "cache", "verify", "--npm", "--json")).stdout)
