@@ -75,14 +75,14 @@ def verify_one(ctx: Ctx, row: CacheRow, *, repair: bool) -> Outcome:
 
 
 def images_for(ctx: Ctx, row: CacheRow) -> list[str]:
-    """Candidates, best first: your verify.image_<m>, the image this cache was last mounted
-    into, images other caches of this manager were mounted into, then the default."""
+    """Candidates, best first: the image this cache was last mounted into (it ran the tool),
+    verify.image_<m> (yours, else its default), then images other caches of this manager
+    were mounted into. Each is used only if the daemon has it and it has the tool."""
     key = f"verify.image_{row.manager}"
     configured = ctx.config[key] if key in ctx.config.settings else ""
-    user_set = configured if ctx.config.source(key) != "default" else ""
     mine = (ctx.state.get("cacheimage", "run", row.name) or {}).get("image", "")
     others = [r.get("image", "") for r in ctx.state.all("cacheimage") if r.get("manager") == row.manager]
-    return [i for i in dict.fromkeys([user_set, mine, *reversed(others), configured]) if i]
+    return [i for i in dict.fromkeys([mine, configured, *others]) if i]
 
 
 def _check_with_some_image(ctx: Ctx, row: CacheRow, spec: Verify, out: Outcome) -> bool:
