@@ -125,7 +125,7 @@ def test_max_size_prune_removes_least_recently_used_and_never_one_in_use(shim_en
     assert f"removed {prefix}-pip" in human and "least recently used" in human and a.volumes() == []
 
 
-def test_per_manager_limit_and_background_prune_after_a_run(shim_env, engines, tmp_path):
+def test_a_run_over_the_limit_starts_a_detached_prune_that_spares_recent_caches(shim_env, engines, tmp_path):
     a, prefix = engines["a"], engines["a"].prefix
     proj = tmp_path / "app"
     proj.mkdir()
