@@ -115,7 +115,7 @@ cache_clear.__doc__ = cache_clear.__doc__.replace("MANAGERS", ", ".join("--" + n
 def cache_verify(ctx: typer.Context,
                  repair: bool = typer.Option(False, "--repair", help="Remove the broken entries (or the one cache)."),
                  json: bool = JSON, everyone: bool = EVERYONE):
-    """Run each tool's integrity check on its caches (--npm, --pip, --go, --cargo; default all)
+    """Run each tool's integrity check on its caches (--npm, --pnpm, --pip, --go, --cargo; default all)
     in a throwaway container; exit 1 while something is broken."""
     from .verify import cache_verify as run
     raise typer.Exit(run(Ctx(everyone=everyone), _manager_flags(ctx.args), repair=repair, as_json=json))

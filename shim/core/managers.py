@@ -402,9 +402,41 @@ done
 printf 'CHECKED\t%s\n' "$n"
 """
 
+# pnpm: its store keeps every file under files/<2 hex>/<rest of the sha512 hex>[-exec], and
+# per package an -index.json naming the integrity of each of its files.
+_PNPM_CHECK = r"""
+const fs = require('fs'), path = require('path'), crypto = require('crypto');
+const cache = process.env.CACHE, out = (...a) => console.log(a.join('\t'));
+const CONTENT = /[\\/]v\d+[\\/]files[\\/]([0-9a-f]{2})[\\/]([0-9a-f]{126})(-exec)?$/;
+function walk(dir, acc) {
+  let ents; try { ents = fs.readdirSync(dir, { withFileTypes: true }); } catch (e) { return acc; }
+  for (const e of ents) { const p = path.join(dir, e.name); e.isDirectory() ? walk(p, acc) : acc.push(p); }
+  return acc;
+}
+const all = walk(cache, []), good = new Set(); let n = 0;
+for (const f of all) {
+  const m = CONTENT.exec(f); if (!m) continue; n++;
+  let got = null;
+  try { got = crypto.createHash('sha512').update(fs.readFileSync(f)).digest('hex'); }
+  catch (e) { out('BAD', path.relative(cache, f), 'unreadable (' + e.code + ')'); continue; }
+  if (got !== m[1] + m[2]) out('BAD', path.relative(cache, f), 'checksum mismatch (' + fs.statSync(f).size + ' bytes)');
+  else good.add(got);
+}
+for (const f of all.filter(f => f.endsWith('-index.json'))) {
+  n++;
+  let idx; try { idx = JSON.parse(fs.readFileSync(f, 'utf8')); } catch (e) { out('BAD', path.relative(cache, f), 'index does not parse'); continue; }
+  for (const [name, info] of Object.entries(idx.files || {})) {
+    const hex = Buffer.from(String(info.integrity || '').replace(/^sha512-/, ''), 'base64').toString('hex');
+    if (!good.has(hex)) { out('BAD', path.relative(cache, f), 'file ' + name + ' has no intact content'); break; }
+  }
+}
+out('CHECKED', n);
+"""
+
 VERIFY: dict[str, Verify] = {
     "npm": Verify(("node", "-e", _NPM_CHECK), "node", repair=("npm", "cache", "verify"),
                   store_globs=("_cacache/content-v2/**/*",), image="node:lts"),
+    "pnpm": Verify(("node", "-e", _PNPM_CHECK), "node", store_globs=("**/files/*/*",), image="node:lts"),
     "pip": Verify(("python3", "-c", _PIP_CHECK), "python3", companions=(".body",),
                   store_globs=("wheels/**/*.whl",), image="python:3"),
     "go": Verify(("python3", "-c", _GO_CHECK), "python3", companions=(".ziphash",),

@@ -51,6 +51,25 @@ def test_npm_check_finds_truncated_content_and_orphaned_index(tmp_path):
     assert ["CHECKED", "4"] in lines
 
 
+def test_pnpm_check_finds_a_corrupted_store_file_and_the_index_naming_it(tmp_path):
+    files = tmp_path / "store" / "v3" / "files"
+    digests = {}
+    for name, data in (("a.js", b"a"), ("b.js", b"b")):
+        h = hashlib.sha512(data).hexdigest()
+        (files / h[:2]).mkdir(parents=True, exist_ok=True)
+        (files / h[:2] / h[2:]).write_bytes(data)
+        digests[name] = h
+    index = {"files": {n: {"integrity": "sha512-" + base64.b64encode(bytes.fromhex(h)).decode()}
+                       for n, h in digests.items()}}
+    (files / "aa").mkdir()
+    (files / "aa" / ("0" * 126 + "-index.json")).write_text(json.dumps(index))
+    assert bad(run_check("pnpm", tmp_path)) == []
+    hb = digests["b.js"]
+    (files / hb[:2] / hb[2:]).write_bytes(b"")
+    assert bad(run_check("pnpm", tmp_path)) == [f"store/v3/files/{hb[:2]}/{hb[2:]}",
+                                                "store/v3/files/aa/" + "0" * 126 + "-index.json"]
+
+
 def test_pip_check_finds_broken_wheels_and_unparsable_http_entries(tmp_path):
     wheels = tmp_path / "wheels" / "ab"
     wheels.mkdir(parents=True)
