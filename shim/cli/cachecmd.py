@@ -131,7 +131,8 @@ def _prune_local(ctx: Ctx, older_than: float | None, max_size: int | None, human
     if removed_vols:
         human.append(f"caches removed: {', '.join(removed_vols)} ({human_size(vol_freed)} freed)")
     from .limits import configured, trim_run_caches  # run.max_size, managers.NAME.max_size
-    limits = trim_run_caches(ctx, _rows(ctx, include_missing=False), human) if configured(ctx.config) else None
+    limits = (trim_run_caches(ctx, _rows(ctx, include_missing=False, need_engine=False), human)
+              if configured(ctx.config) else None)
     return {"build": {"removed_keys": list(res.removed_keys), "removed_blobs": res.removed_blobs,
                       "freed_bytes": res.freed_bytes, "size_before": res.size_before, "size_after": res.size_after},
             "volumes_removed": removed_vols, "volumes_freed_bytes": vol_freed, "run_limits": limits,

@@ -125,6 +125,20 @@ def test_max_size_prune_removes_least_recently_used_and_never_one_in_use(shim_en
     assert f"removed {prefix}-pip" in human and "least recently used" in human and a.volumes() == []
 
 
+def test_a_per_manager_limit_trims_only_that_manager(shim_env, engines, tmp_path):
+    a, prefix = engines["a"], engines["a"].prefix
+    proj = tmp_path / "app"
+    proj.mkdir()
+    fill(shim_env, proj, "npm --version", "npm_config_cache", 300)
+    fill(shim_env, proj, "pip --version", "PIP_CACHE_DIR", 100)
+    cfg = tmp_path / "limits.toml"
+    cfg.write_text('[managers.npm]\nmax_size = "100KiB"\n[managers.pip]\nmax_size = "1MiB"\n')
+    cp = ok(dockcache(shim_env, "cache", "prune", "--json", extra={"DOCKCACHE_CONFIG": str(cfg)}))
+    limits = json.loads(cp.stdout)["run_limits"]
+    assert [(r["name"], r["reason"]) for r in limits["removed"]] == [(f"{prefix}-npm", "managers.npm.max_size")]
+    assert sorted(a.volumes()) == [f"{prefix}-pip"]
+
+
 def test_a_run_over_the_limit_starts_a_detached_prune_that_spares_recent_caches(shim_env, engines, tmp_path):
     a, prefix = engines["a"], engines["a"].prefix
     proj = tmp_path / "app"
