@@ -102,7 +102,8 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         src, dest = str(store.root / "snapshots"), str(store.root / "tmp")
     else:
         snap = safe_snapshot(store, wanted) if wanted else None
-        export_dir = store.new_export_dir(snap) if caps.mode == "full" and not build.cache_to else None
+        export = caps.mode == "full" and not build.cache_to and _room_for(store, key, config, environ)
+        export_dir = store.new_export_dir(snap) if export else None
         available = tuple(t for k in snap.keys for t in snap.import_tags(k)) if snap else ()
         src = str(snap.src) if snap and snap.src else None
         dest = str(export_dir) if export_dir else None
@@ -144,6 +145,17 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
         plan = _noted(plan, "containerd image store: the build exports an OCI layout (only blobs it lacks) "
                             "and the load sends only layers this engine lacks")
     return Prepared(plan, None, None, None, config, caps, shared=run), None
+
+
+def _room_for(store: CacheStore, key: str, config: Config, environ: Mapping[str, str]) -> bool:
+    """On a nearly full disk the store takes no new keys (keys it holds are still updated);
+    one line says so, once (core.diskspace)."""
+    from shim.core.diskspace import verdict
+
+    why, line = verdict(State(state_dir(environ)), config, str(store.root))
+    if line:
+        say(line)
+    return why is None or key in store.keys()
 
 
 def open_store(config: Config) -> CacheStore:

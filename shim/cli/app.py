@@ -113,6 +113,24 @@ def _custom_names() -> list[str]:
 cache_clear.__doc__ = cache_clear.__doc__.replace("MANAGERS", ", ".join("--" + n for n in BY_NAME))
 
 
+@cache_app.command("verify", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def cache_verify(ctx: typer.Context,
+                 repair: bool = typer.Option(False, "--repair", help="Remove the broken entries (or the one cache)."),
+                 json: bool = JSON, everyone: bool = EVERYONE):
+    """Run each tool's integrity check on its caches (--npm, --pnpm, --pip, --go, --cargo; default all)
+    in a throwaway container; exit 1 while something is broken."""
+    from .verify import cache_verify as run
+    raise typer.Exit(run(Ctx(everyone=everyone), _manager_flags(ctx.args), repair=repair, as_json=json))
+
+
+def _manager_flags(args: list[str]) -> list[str]:
+    known = [*BY_NAME, *_custom_names()] if args else []
+    for arg in args:
+        if not arg.startswith("--") or arg[2:] not in known:
+            raise UsageError(f"unknown option {arg}; managers: {', '.join('--' + n for n in known)}")
+    return [a[2:] for a in args]
+
+
 @cache_app.command("prune")
 def cache_prune(older_than: Optional[str] = typer.Option(
                     None, "--older-than", help="Remove caches last used longer ago than this (30d, 12h, 90m)."),

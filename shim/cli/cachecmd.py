@@ -176,14 +176,20 @@ def _prune_local(ctx: Ctx, older_than: float | None, max_size: int | None, human
     except StoreError as exc:
         raise CliError(str(exc)) from None
     ctx.audit("prune", "build-store", removed_keys=list(res.removed_keys), freed=res.freed_bytes)
-    removed_vols = _prune_volumes(ctx, older_than) if older_than is not None else []
+    old_rows = _prune_volumes(ctx, older_than) if older_than is not None else []
+    removed_vols, vol_freed = [r.name for r in old_rows], sum(r.size or 0 for r in old_rows)
     human.append(f"build store: {human_size(res.size_before)} -> {human_size(res.size_after)}, "
-                 f"{len(res.removed_keys)} keys and {res.removed_blobs} blobs removed")
+                 f"{len(res.removed_keys)} keys and {res.removed_blobs} blobs removed, "
+                 f"{human_size(res.freed_bytes)} freed")
     if removed_vols:
-        human.append("volumes removed: " + ", ".join(removed_vols))
+        human.append(f"caches removed: {', '.join(removed_vols)} ({human_size(vol_freed)} freed)")
+    from .limits import configured, trim_run_caches  # run.max_size, managers.NAME.max_size
+    limits = (trim_run_caches(ctx, _rows(ctx, include_missing=False, need_engine=False), human)
+              if configured(ctx.config) else None)
     return {"build": {"removed_keys": list(res.removed_keys), "removed_blobs": res.removed_blobs,
                       "freed_bytes": res.freed_bytes, "size_before": res.size_before, "size_after": res.size_after},
-            "volumes_removed": removed_vols}
+            "volumes_removed": removed_vols, "volumes_freed_bytes": vol_freed, "run_limits": limits,
+            "freed_bytes": res.freed_bytes + vol_freed + (limits["freed_bytes"] if limits else 0)}
 
 
 REGISTRY_GC_NOTE = ("tags are deleted now; blob space returns only after the registry's own garbage "
@@ -217,10 +223,10 @@ def _prune_registry(ctx: Ctx, older_than: float | None, max_size: int | None, dr
             "max_age_seconds": age, "max_size": size, "note": REGISTRY_GC_NOTE}
 
 
-def _prune_volumes(ctx: Ctx, older_than: float) -> list[str]:
+def _prune_volumes(ctx: Ctx, older_than: float) -> list[CacheRow]:
     now, out = time.time(), []
     for r in _rows(ctx, include_missing=False):
         last = r.last_used or r.created or now
         if r.kind in ("volume", "bind") and not r.in_use_by and now - last > older_than and _remove(ctx, r):
-            out.append(r.name)
+            out.append(r)
     return out

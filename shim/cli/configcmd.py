@@ -27,6 +27,10 @@ HEADER = """# dockcache configuration (user file). A project can override any ke
 #   path = "/cache/mytool"
 #   env = { MYTOOL_CACHE = "{cache}" }
 # build.backend: "local", "registry" or "both"; build.registry = "HOST:PORT/REPO"
+# run.max_size (all run caches) and [managers.NAME] max_size ("0" = no limit): ccache and sccache
+#   get it as their own limit, other caches are trimmed least recently used first by
+#   `dockcache cache prune` and a background prune after runs. run.min_free(_percent): below
+#   this, no new caches. [verify] image_NAME: a local image with the tool for `cache verify`.
 # [mirrors]: npm, pypi, go, cargo, maven = the mirror URL ("" = none); ca_bundle = a PEM file
 #   on this host for a mirror behind a private CA (off by default). See README.md.
 """

@@ -67,6 +67,8 @@ def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
         check("build store", f"{ctx.store_root} ({human_size(store.size())}, {len(store.keys())} keys)",
               "; ".join(store.check()) or None, "run `dockcache cache prune`")
         _placement_checks(ctx, cfg, reachable, check)
+        from .health import cache_checks  # every cache, its size, a cheap health check; the disk guard
+        cache_checks(ctx, cfg, reachable, check)
         _backend_checks(cfg, caps, check)
         _shared_builder_check(cfg, check)
         _mirror_checks(cfg, check)

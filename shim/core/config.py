@@ -20,7 +20,7 @@ TYPE_CHECKING = False  # typing costs ~15 ms to import; the hot path avoids it
 if TYPE_CHECKING:
     from typing import Any
 
-from shim.core.managers import BY_NAME, MANAGERS, Manager, Marker
+from shim.core.managers import BY_NAME, MANAGERS, VERIFY, Manager, Marker
 from shim.core.safety import check_container_path, check_name, check_sensitive
 
 PROJECT_FILE = ".dockcache.toml"
@@ -50,6 +50,9 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     "run.bind_root": (str, "~/.cache/dockcache/run"),
     "run.readonly": (bool, False),
     "run.host_caches": (bool, False),  # mount the host's own tool caches (~/.npm, ~/.cache/pip, ...)
+    "run.max_size": ("size", "0"),  # all run caches together; 0 = no limit (`cache prune`, shim/cli/limits.py)
+    "run.min_free": ("size", "2GiB"),  # disk guard: below this free, no new caches (shim/run/diskguard.py)
+    "run.min_free_percent": (float, 5.0),  # ... or below this share of the filesystem
     "build.enabled": (bool, True),
     "build.store": (str, "~/.cache/dockcache/build"),
     "build.max_size": ("size", "20GiB"),
@@ -77,6 +80,9 @@ for _name in BY_NAME:
     SCHEMA[f"managers.{_name}.enabled"] = (bool, True)
     SCHEMA[f"managers.{_name}.volume"] = (str, "")
     SCHEMA[f"managers.{_name}.host_cache"] = (bool, False)
+    SCHEMA[f"managers.{_name}.max_size"] = ("size", "0")  # 0 = no limit of its own
+for _name, _verify in VERIFY.items():
+    SCHEMA[f"verify.image_{_name}"] = (str, _verify.image)  # only if the daemon has it (never pulled)
 
 ENV_KEYS = {
     "DOCKCACHE_MODE": "run.mode", "DOCKCACHE_SCOPE": "run.scope",
@@ -92,6 +98,8 @@ ENV_KEYS = {
     "DOCKCACHE_MIRROR_NPM": "mirrors.npm", "DOCKCACHE_MIRROR_PYPI": "mirrors.pypi",
     "DOCKCACHE_MIRROR_GO": "mirrors.go", "DOCKCACHE_MIRROR_CARGO": "mirrors.cargo",
     "DOCKCACHE_MIRROR_MAVEN": "mirrors.maven", "DOCKCACHE_MIRROR_CA_BUNDLE": "mirrors.ca_bundle",
+    "DOCKCACHE_MAX_SIZE": "run.max_size", "DOCKCACHE_MIN_FREE": "run.min_free",
+    "DOCKCACHE_MIN_FREE_PERCENT": "run.min_free_percent",
 }
 
 

@@ -287,3 +287,199 @@ class CustomCache:
     name: str
     path: str
     env: tuple[tuple[str, str], ...] = field(default=())
+
+
+# --- Health and size limits (issue #20): data read by shim/cli/verify.py, shim/cli/health.py
+# and the run plan. Kept beside the rows rather than in them, so the rows stay one shape.
+
+@dataclass(frozen=True)
+class Verify:
+    """How `dockcache cache verify` checks one manager's cache in a throwaway container.
+
+    `check` runs with the cache mounted read-only at the run flow's path ($CACHE, and the
+    row's variables set); it prints `BAD<TAB>path<TAB>why` per broken entry (path relative
+    to the cache), `CHECKED<TAB>n`, and `UNAVAILABLE<TAB>what` when the image lacks a tool.
+    `repair` is the tool's own repair command (cache writable); empty means dockcache removes
+    the BAD paths (with their `companions`: the same path plus each suffix)."""
+
+    check: tuple[str, ...]  # entrypoint and arguments; exit 126/127 = the image lacks it
+    tool: str  # what the image must have, for the message when it does not
+    repair: tuple[str, ...] = ()
+    companions: tuple[str, ...] = ()
+    store_globs: tuple[str, ...] = ()  # content-addressed files: zero length = broken (doctor)
+    image: str = ""  # default for verify.image_<name>; used only if the daemon already has it
+
+
+# npm: cacache stores content under content-v2/<algo>/<hex digest>; the index names the
+# integrity each key needs. This is the checksum `npm cache verify` checks, computed without
+# writing: `npm cache verify` itself removes corrupted content and rebuilds the index, so it
+# is the repair (it reports "Corrupted content removed: N", exit 0 either way).
+_NPM_CHECK = r"""
+const fs = require('fs'), path = require('path'), crypto = require('crypto');
+const cache = process.env.CACHE, root = path.join(cache, '_cacache'), content = path.join(root, 'content-v2');
+const out = (...a) => console.log(a.join('\t'));
+function walk(dir, acc) {
+  let ents; try { ents = fs.readdirSync(dir, { withFileTypes: true }); } catch (e) { return acc; }
+  for (const e of ents) { const p = path.join(dir, e.name); e.isDirectory() ? walk(p, acc) : acc.push(p); }
+  return acc;
+}
+const good = new Set(); let n = 0;
+for (const f of walk(content, [])) {
+  n++;
+  const parts = path.relative(content, f).split(path.sep), algo = parts[0], want = parts.slice(1).join('');
+  let got = null;
+  try { got = crypto.createHash(algo).update(fs.readFileSync(f)).digest('hex'); }
+  catch (e) { out('BAD', path.relative(cache, f), 'unreadable (' + e.code + ')'); continue; }
+  if (got !== want) out('BAD', path.relative(cache, f), 'checksum mismatch (' + fs.statSync(f).size + ' bytes)');
+  else good.add(algo + '-' + Buffer.from(want, 'hex').toString('base64'));
+}
+for (const f of walk(path.join(root, 'index-v5'), [])) {
+  const latest = new Map();
+  for (const line of fs.readFileSync(f, 'utf8').split('\n')) {
+    try { const e = JSON.parse(line.slice(line.indexOf('\t') + 1)); latest.set(e.key, e); } catch (e) {}
+  }
+  for (const e of latest.values()) {
+    n++;
+    if (e.integrity && !String(e.integrity).split(/\s+/).some(i => good.has(i.split('?')[0])))
+      out('BAD', path.relative(cache, f), 'index entry ' + e.key + ' has no intact content');
+  }
+}
+out('CHECKED', n);
+"""
+
+# pip has no checksum of its own: wheels (built or downloaded) must be valid zips, http
+# cache entries must parse as pip wrote them ("cc=4," + msgpack, via pip's own msgpack).
+_PIP_CHECK = r"""
+import os, sys, zipfile
+root = os.environ["CACHE"]
+try:
+    from pip._vendor import msgpack
+except Exception:
+    msgpack = None
+n = 0
+def bad(p, why): print("BAD", os.path.relpath(p, root), why, sep="\t")
+def zip_ok(p):
+    try:
+        with zipfile.ZipFile(p) as z:
+            return z.testzip() is None
+    except Exception:
+        return False
+for d, _, files in os.walk(root):
+    for name in files:
+        p, n = os.path.join(d, name), n + 1
+        try:
+            with open(p, "rb") as fh:
+                head = fh.read(5)
+        except OSError as e:
+            bad(p, f"unreadable ({e.strerror})"); continue
+        rel = os.path.relpath(p, root).split(os.sep)
+        if name.endswith(".whl") and not zip_ok(p):
+            bad(p, "not a valid zip (wheel)")
+        elif rel[0] in ("http", "http-v2") and name.endswith(".body"):
+            if head[:2] == b"PK" and not zip_ok(p):
+                bad(p, "downloaded archive is not a valid zip")
+        elif rel[0] in ("http", "http-v2"):
+            if not head.startswith(b"cc="):
+                bad(p, "cache entry pip cannot parse")
+            elif msgpack is not None:
+                try:
+                    with open(p, "rb") as fh:
+                        msgpack.loads(fh.read().split(b",", 1)[1], raw=False)
+                except Exception:
+                    bad(p, "cache entry pip cannot parse")
+print("CHECKED", n, sep="\t")
+"""
+
+# Go: each module zip in the download cache has its dirhash ("h1:") in a .ziphash beside it;
+# the hash is golang.org/x/mod/sumdb/dirhash.Hash1 (`go mod verify` checks the same, but
+# needs a module that requires them).
+_GO_CHECK = r"""
+import base64, hashlib, os, zipfile
+root = os.environ["CACHE"]
+n = 0
+for d, _, files in os.walk(root):
+    for name in files:
+        if not (name.endswith(".zip") and os.sep + "cache" + os.sep + "download" + os.sep in d + os.sep):
+            continue
+        p, n = os.path.join(d, name), n + 1
+        rel = os.path.relpath(p, root)
+        try:
+            with zipfile.ZipFile(p) as z:
+                lines = [f"{hashlib.sha256(z.read(i)).hexdigest()}  {i.filename}\n"
+                         for i in sorted(z.infolist(), key=lambda i: i.filename)]
+        except Exception as e:
+            print("BAD", rel, f"not a valid zip ({type(e).__name__})", sep="\t"); continue
+        got = "h1:" + base64.b64encode(hashlib.sha256("".join(lines).encode()).digest()).decode()
+        try:
+            want = open(p[:-4] + ".ziphash").read().strip()
+        except OSError:
+            continue  # go writes the hash after the zip; a zip without one is not complete yet
+        if want != got:
+            print("BAD", rel, f"content hash {got} differs from its .ziphash {want}", sep="\t")
+print("CHECKED", n, sep="\t")
+"""
+
+# cargo: downloaded .crate files are gzip'd tars (their checksums live in the registry index).
+_CARGO_CHECK = r"""
+command -v gzip >/dev/null || { printf 'UNAVAILABLE\tgzip\n'; exit 0; }
+n=0
+for f in $(find "$CACHE" -name '*.crate' -type f); do
+  n=$((n+1)); gzip -t "$f" 2>/dev/null || printf 'BAD\t%s\tnot a valid gzip archive\n' "${f#$CACHE/}"
+done
+printf 'CHECKED\t%s\n' "$n"
+"""
+
+# pnpm: its store keeps every file under files/<2 hex>/<rest of the sha512 hex>[-exec], and
+# per package an -index.json naming the integrity of each of its files.
+_PNPM_CHECK = r"""
+const fs = require('fs'), path = require('path'), crypto = require('crypto');
+const cache = process.env.CACHE, out = (...a) => console.log(a.join('\t'));
+const CONTENT = /[\\/]v\d+[\\/]files[\\/]([0-9a-f]{2})[\\/]([0-9a-f]{126})(-exec)?$/;
+function walk(dir, acc) {
+  let ents; try { ents = fs.readdirSync(dir, { withFileTypes: true }); } catch (e) { return acc; }
+  for (const e of ents) { const p = path.join(dir, e.name); e.isDirectory() ? walk(p, acc) : acc.push(p); }
+  return acc;
+}
+const all = walk(cache, []), good = new Set(); let n = 0;
+for (const f of all) {
+  const m = CONTENT.exec(f); if (!m) continue; n++;
+  let got = null;
+  try { got = crypto.createHash('sha512').update(fs.readFileSync(f)).digest('hex'); }
+  catch (e) { out('BAD', path.relative(cache, f), 'unreadable (' + e.code + ')'); continue; }
+  if (got !== m[1] + m[2]) out('BAD', path.relative(cache, f), 'checksum mismatch (' + fs.statSync(f).size + ' bytes)');
+  else good.add(got);
+}
+for (const f of all.filter(f => f.endsWith('-index.json'))) {
+  n++;
+  let idx; try { idx = JSON.parse(fs.readFileSync(f, 'utf8')); } catch (e) { out('BAD', path.relative(cache, f), 'index does not parse'); continue; }
+  for (const [name, info] of Object.entries(idx.files || {})) {
+    const hex = Buffer.from(String(info.integrity || '').replace(/^sha512-/, ''), 'base64').toString('hex');
+    if (!good.has(hex)) { out('BAD', path.relative(cache, f), 'file ' + name + ' has no intact content'); break; }
+  }
+}
+out('CHECKED', n);
+"""
+
+VERIFY: dict[str, Verify] = {
+    "npm": Verify(("node", "-e", _NPM_CHECK), "node", repair=("npm", "cache", "verify"),
+                  store_globs=("_cacache/content-v2/**/*",), image="node:lts"),
+    "pnpm": Verify(("node", "-e", _PNPM_CHECK), "node", store_globs=("**/files/*/*",), image="node:lts"),
+    "pip": Verify(("python3", "-c", _PIP_CHECK), "python3", companions=(".body",),
+                  store_globs=("wheels/**/*.whl",), image="python:3"),
+    "go": Verify(("python3", "-c", _GO_CHECK), "python3", companions=(".ziphash",),
+                 store_globs=("mod/cache/download/**/*.zip",), image="golang:latest"),
+    "cargo": Verify(("sh", "-c", _CARGO_CHECK), "sh and gzip",
+                    store_globs=("registry/cache/**/*.crate", "cache/**/*.crate"), image="rust:latest"),
+}
+
+# Tools with a size limit of their own: managers.<name>.max_size becomes this variable in
+# the container (ccache evicts by itself; sccache sizes its local disk cache).
+SIZE_ENV: dict[str, str] = {"ccache": "CCACHE_MAXSIZE", "sccache": "SCCACHE_CACHE_SIZE"}
+
+
+def size_env_value(name: str, limit: int) -> str:
+    """The tool's spelling of a byte limit: ccache reads M as 10^6 (its default unit is G),
+    sccache reads M as 2^20; rounded down, at least 1."""
+    if name == "ccache":
+        return f"{max(1, limit // 1000**2)}M"
+    return f"{max(1, limit // 1024**2)}M"

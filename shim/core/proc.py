@@ -165,3 +165,16 @@ def spawn_detached(argv: Sequence[str], log_path: str) -> int:
         child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                  start_new_session=True)
     return child.pid
+
+
+def spawn_background(argv: Sequence[str], env: Mapping[str, str]) -> None:
+    """Start a background job that outlives us and never touches the user's terminal:
+    its own session, no stdin/stdout/stderr, lowest priority. Never raises."""
+    import subprocess
+
+    try:
+        subprocess.Popen(list(argv), env=dict(env), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+                         preexec_fn=lambda: os.nice(19))
+    except (OSError, ValueError):
+        pass

@@ -63,7 +63,7 @@ def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping
                   state_root=str(ctx.state.root), ca_pem=_read_ca(config, notes), **image)
     plan = plan_run(args, run, config, facts)
     if not dry_run:
-        failed = ctx.prepare(plan.mounts, notes)
+        failed = ctx.prepare(plan.mounts, notes, config)
         if not _write_mirror_files(plan, notes):
             facts = _replace(facts, local_engine=False)
         if failed or not facts.local_engine:
@@ -85,7 +85,22 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
     if not notes and not inv.argv.count("--volumes-from"):
         _remember(inv, args, environ, plan, config)
     _record(environ, plan, time.monotonic() - started)
+    _upkeep(inv, environ, plan, config)
     proc.exec_docker(real, plan.argv)
+
+
+def _upkeep(inv: Invocation, environ: Mapping[str, str], plan: Plan, config: Config | None) -> None:
+    """Size limits crossed: a detached prune, started now and never waited for (run.upkeep)."""
+    if config is None or not plan.mounts:
+        return
+    from shim.core.daemon import daemon_key
+    from shim.run import upkeep
+
+    try:
+        if upkeep.due(State(state_dir(environ)), daemon_key(inv.host, inv.context, environ), config):
+            upkeep.start_prune(environ, inv.host, inv.context)
+    except Exception:  # noqa: BLE001 - housekeeping never costs the user's command
+        pass
 
 
 def _remember(inv: Invocation, args: Sequence[str], environ: Mapping[str, str], plan: Plan,
@@ -109,9 +124,19 @@ def _remember(inv: Invocation, args: Sequence[str], environ: Mapping[str, str], 
     plancache.touch(bind_dirs)
     try:
         plancache.store("docker", args, environ, os.getcwd(), plan.argv,
-                        plan_inputs(parse_run(inv), environ, config) + volumes, _metrics_line(plan), bind_dirs)
+                        plan_inputs(parse_run(inv), environ, config) + volumes, _metrics_line(plan), bind_dirs,
+                        ttl=_plan_ttl(config))
     except Exception:  # noqa: BLE001 - remembering is an optimisation only
         pass
+
+
+def _plan_ttl(config: Config | None) -> float | None:
+    """With size limits set, plan again hourly: planning is where the limit check runs
+    (a remembered plan is exec'd without it, and the hot path stays a few stats)."""
+    from shim.run.upkeep import PLAN_TTL, limits_of
+
+    total, per = limits_of(config) if config is not None else (0, {})
+    return PLAN_TTL if total or per else None
 
 
 def plan_inputs(run: RunArgs, environ: Mapping[str, str], config: Config | None = None) -> list:
@@ -293,16 +318,32 @@ class _Context:
         plat = next((v for k, v in self.run.options if k == "--platform"), None)
         return ["--platform", plat] if plat else []
 
-    def prepare(self, mounts: Sequence[CacheMount], notes: list[str]) -> list[str]:
-        """Create missing volumes/dirs (labelled) and give non-root owners write access."""
+    def prepare(self, mounts: Sequence[CacheMount], notes: list[str], config: Config | None = None) -> list[str]:
+        """Create missing volumes/dirs (labelled) and give non-root owners write access;
+        on a nearly full disk, no new ones (run.diskguard), said once."""
+        from shim.run.diskguard import Guard
+        from shim.run.upkeep import remember_image
+
         failed = []
+        guard = Guard(self.state, self.daemon, config, self.docker) if config is not None else None
         for m in mounts:
+            if guard is not None and self._is_new(m) and guard.blocks(m.kind, notes):
+                failed.append(m.source if m.host_cache else os.path.basename(m.source))
+                continue
             ok = self._prepare_bind(m) if m.kind == "bind" else self._prepare_volume(m)
+            if ok:
+                remember_image(self.state, m, self.run.image)
             if not ok:
                 failed.append(m.source if m.host_cache else os.path.basename(m.source))
                 notes.append(f"could not prepare cache {m.source} for user {m.owner}; "
                              f"{m.manager} runs without it")
         return failed
+
+    def _is_new(self, m: CacheMount) -> bool:
+        """A cache this run would create (the host's own caches are the user's: never new)."""
+        if m.kind == "bind":
+            return not m.host_cache and not os.path.isdir(m.source)
+        return not self.state.get("volumes", self.daemon, m.source)
 
     def _prepare_volume(self, m: CacheMount) -> bool:
         known = self.state.get("volumes", self.daemon, m.source) or {}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from shim.core.config import Config
 from shim.run.detect import Detection
 from shim.core.grammar import RunArgs, insert_before
-from shim.core.managers import BY_NAME, Manager
+from shim.core.managers import BY_NAME, SIZE_ENV, Manager, size_env_value
 from shim.run.mirrors import MirrorPlan, plan_mirrors
 from shim.core.state import short_hash
 
@@ -173,10 +173,20 @@ def _mount_for(mgr: Manager, run: RunArgs, config: Config, facts: Facts):
     if primary and image_env.get(primary, "").startswith("/"):
         target = posixpath.normpath(image_env[primary])
     pairs = tuple((var, tmpl.replace("{cache}", target)) for var, tmpl in env
-                  if var not in image_env)
+                  if var not in image_env) + _size_env(mgr, run, config, facts)
     if host:
         return _host_mounts(mgr, target, host, pairs, run, facts)
     return _first_mount(mgr, [target], pairs, run, config, facts)
+
+
+def _size_env(mgr: Manager, run: RunArgs, config: Config, facts: Facts) -> tuple[tuple[str, str], ...]:
+    """managers.NAME.max_size through the tool's own limit (ccache, sccache evict by themselves);
+    a limit you or the image set wins."""
+    var, key = SIZE_ENV.get(mgr.name), f"managers.{mgr.name}.max_size"
+    limit = config[key] if var and key in config.settings else 0
+    if not limit or var in user_env_names(run, facts) or var in dict(facts.image_env or ()):
+        return ()
+    return ((var, size_env_value(mgr.name, limit)),)
 
 
 def _host_dirs(mgr: Manager, run: RunArgs, config: Config, facts: Facts):

@@ -112,10 +112,14 @@ def _log(environ, metrics: str) -> None:
         pass
 
 
-def store(name: str, args, environ, cwd: str, argv, deps, metrics: str, touched=()) -> None:
+def store(name: str, args, environ, cwd: str, argv, deps, metrics: str, touched=(),
+          ttl: float | None = None) -> None:
+    """Remember a plan; `ttl` shorter than TTL makes it expire sooner (stored as an older
+    plan, so lookup stays the same few stats). `touched`: bind cache dirs marked used on each hit."""
     key = _key(name, args, environ, cwd)
     path = _path(environ, key)
-    entry = (key, time.time(), tuple(argv), tuple((p, _observe(p)) for p in deps), metrics, tuple(touched))
+    created = time.time() - (TTL - ttl if ttl is not None and ttl < TTL else 0.0)
+    entry = (key, created, tuple(argv), tuple((p, _observe(p)) for p in deps), metrics, tuple(touched))
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)

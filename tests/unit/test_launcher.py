@@ -100,8 +100,9 @@ def test_run_of_npm_project_adds_mount_and_variable(fake, tmp_path):
     final = calls[-1]["argv"]
     assert "--mount" in final and "npm_config_cache=/dockcache/npm" in final
     assert final[-3:] == ["img", "npm", "ci"]
-    # first run: image inspect + volume create; steady state: no extra docker call
-    assert [c["argv"][:2] for c in calls[:-1]] == [["image", "inspect"], ["volume", "create"]]
+    # first run: image inspect, the daemon's data root (disk guard, asked once per daemon) and
+    # volume create; steady state: no extra docker call
+    assert [c["argv"][:2] for c in calls[:-1]] == [["image", "inspect"], ["info", "--format"], ["volume", "create"]]
     cp, calls = fake("run", "--rm", "-v", f"{proj}:/app", "-w", "/app", "img", "npm", "ci")
     assert len(calls) == 1 and calls[0]["argv"] == final
 
@@ -157,7 +158,8 @@ def test_auto_mode_falls_back_to_volumes_when_the_daemon_cannot_see_the_probe(fa
     (proj / "package-lock.json").write_text("{}")
     _, calls = fake("run", "-v", f"{proj}:/app", "img", "npm", "ci",
                     extra={"DOCKCACHE_MODE": "", "FAKE_FAIL": "create --pull"})
-    assert [c["argv"][:2] for c in calls[:-1]] == [["image", "inspect"], ["create", "--pull"], ["volume", "create"]]
+    assert [c["argv"][:2] for c in calls[:-1]] == [["image", "inspect"], ["create", "--pull"], ["info", "--format"],
+                                                    ["volume", "create"]]
     assert any(a.startswith("type=volume,source=dockcache-npm,") for a in calls[-1]["argv"])
 
 
