@@ -87,11 +87,30 @@ NODE_DEPS = {"name": "app", "version": "1.0.0", "private": True,
 
 # ---------------------------------------------------------------- JavaScript
 
+DEVTOOLS = "dockcache-test/devtools:latest"
+
+
+def test_npm_ci_offline_on_another_daemon(two, tmp_path):
+    proj = project(tmp_path)
+    write_json(proj / "package.json", NODE_DEPS)
+    two.cold(DEVTOOLS, proj, "npm install --no-audit --no-fund")
+    warm = two.offline_only_with_cache(DEVTOOLS, proj, "rm -rf node_modules && npm ci --offline --no-audit --no-fund")
+    assert "added 2 packages" in warm.stdout
+
+
+def test_yarn1_offline_on_another_daemon(two, tmp_path):
+    proj = project(tmp_path)
+    write_json(proj / "package.json", NODE_DEPS)
+    two.cold(DEVTOOLS, proj, "yarn install --non-interactive")
+    assert "__metadata" not in (proj / "yarn.lock").read_text()
+    two.offline_only_with_cache(DEVTOOLS, proj, "rm -rf node_modules && "
+                                "yarn install --offline --frozen-lockfile --non-interactive")
+
 def test_pnpm_store_offline_on_another_daemon(two, tmp_path):
     proj = project(tmp_path)
     write_json(proj / "package.json", NODE_DEPS)
-    two.cold("dockcache-test/devtools:latest", proj, "pnpm install")
-    two.offline_only_with_cache("dockcache-test/devtools:latest", proj,
+    two.cold(DEVTOOLS, proj, "pnpm install")
+    two.offline_only_with_cache(DEVTOOLS, proj,
                                 "rm -rf node_modules && pnpm install --offline --frozen-lockfile")
 
 
@@ -124,6 +143,25 @@ def test_deno_npm_specifier_cached_only_on_another_daemon(two, tmp_path):
 
 
 # ---------------------------------------------------------------- Python
+
+def test_pip_wheel_built_on_one_daemon_is_used_on_another(two, tmp_path):
+    """pip has no offline mode that reads its cache; the proof is the wheel it built."""
+    proj = project(tmp_path, files={"requirements.txt": "docopt==0.6.2\n"})  # sdist only
+    install = "pip install --break-system-packages --root-user-action=ignore -r requirements.txt 2>&1"
+    assert "Building wheel for docopt" in two.cold(DEVTOOLS, proj, install).stdout
+    warm = two.warm(DEVTOOLS, proj, install, network="host")
+    assert "Using cached docopt-0.6.2-py2.py3-none-any.whl" in warm.stdout and "Building wheel" not in warm.stdout
+    control = ok(two.control(DEVTOOLS, proj, install, network="host"))
+    assert "Building wheel for docopt" in control.stdout
+
+
+def test_uv_offline_on_another_daemon(two, tmp_path):
+    proj = project(tmp_path, files={"requirements.txt": "six==1.16.0\n", "uv.lock": "version = 1\n"})
+    install = ("export SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt; uv venv -q /tmp/v && "
+               "uv pip install -q --python /tmp/v/bin/python {offline} -r requirements.txt && /tmp/v/bin/python -c 'import six'")
+    two.cold(DEVTOOLS, proj, install.format(offline=""))
+    two.offline_only_with_cache(DEVTOOLS, proj, install.format(offline="--offline"))
+
 
 POETRY_PROJECT = """[tool.poetry]
 name = "app"
