@@ -41,7 +41,7 @@ def _variables(mgr: Manager) -> str:
 
 
 def _proven(proof: dict) -> str:
-    tests = " ".join(f"`{t}`" for t in proof.get("tests", ()))
+    tests = ", ".join(f"`{t.rpartition('::')[2]}`" for t in proof.get("tests", ()))
     return f"{proof['how']} {tests}".strip()
 
 

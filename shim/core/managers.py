@@ -114,9 +114,14 @@ MANAGERS: tuple[Manager, ...] = (
         default_dirs=('.cache/uv',)
     ),
     Manager(
-        "poetry", "Poetry", (("POETRY_CACHE_DIR", "{cache}"),),
+        # Poetry keeps virtualenvs under its cache dir, named by project name and path
+        # (/app in every container): in a shared cache one project would get another's
+        # venv, and an image's prebuilt venv would vanish. They stay at Poetry's default.
+        "poetry", "Poetry",
+        (("POETRY_CACHE_DIR", "{cache}"), ("POETRY_VIRTUALENVS_PATH", "~/.cache/pypoetry/virtualenvs")),
         markers=(Marker("poetry.lock"), Marker("pyproject.toml", contains="[tool.poetry]")),
         commands=("poetry",), abi_sensitive=True,
+        offline="none needed: with poetry.lock, install reads the artifact cache",
         default_dirs=('.cache/pypoetry',)
     ),
     Manager(

@@ -350,9 +350,9 @@ manager_images() {
   manager_image "$JVMTOOLS_IMAGE" "$JVMTOOLS_RECIPE" "openjdk-17-jdk-headless maven gradle"
   manager_image "$CTOOLS_IMAGE" "$CTOOLS_RECIPE" "gcc libc6-dev ccache" "$CTOOLS_STEP"
   manager_image "$CARGONEW_IMAGE" "$CARGONEW_RECIPE" "cargo-web gcc libc6-dev" "$CARGONEW_STEP"
-  # bun and deno trust their own CA lists unless told to read the machine's
+  # bun, deno and Poetry (certifi) trust their own CA lists unless told to read the machine's
   manager_image "$SCRIPTTOOLS_IMAGE" "$SCRIPTTOOLS_RECIPE" "unzip" "$SCRIPTTOOLS_STEP" \
-    "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt DENO_CERT=/etc/ssl/certs/ca-certificates.crt"
+    "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt DENO_CERT=/etc/ssl/certs/ca-certificates.crt REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt"
   manager_image "$WEBTOOLS_IMAGE" "$WEBTOOLS_RECIPE" "ruby bundler php-cli composer unzip nuget"
 }
 
