@@ -163,7 +163,9 @@ MANAGERS: tuple[Manager, ...] = (
         default_dirs=('.nuget/packages',)
     ),
     Manager(
-        "bundler", "Bundler", (("BUNDLE_USER_CACHE", "{cache}"),),
+        # BUNDLE_USER_CACHE alone holds only index metadata: downloaded gems go to the
+        # container's GEM_HOME unless the global gem cache is on (seen on the engine).
+        "bundler", "Bundler", (("BUNDLE_USER_CACHE", "{cache}"), ("BUNDLE_GLOBAL_GEM_CACHE", "true")),
         markers=_m("Gemfile", "Gemfile.lock"), commands=("bundle", "bundler"),
         offline="--local", abi_sensitive=True,
         default_dirs=('/usr/local/bundle', '.bundle')

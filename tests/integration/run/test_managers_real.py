@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import zipfile
 from dataclasses import dataclass
 
@@ -316,16 +317,21 @@ end
 """
 
 
-def test_bundler_local_gem_source_then_offline_on_another_daemon(two, tmp_path):
-    """The cold container builds a gem, indexes it and serves it on its own loopback."""
+def test_bundler_gem_from_the_cache_on_another_daemon(two, tmp_path):
+    """The cold container builds a gem, indexes it into the project and serves it on its own
+    loopback. Bundler 2.3 must read the index from its source even with `--local` (which
+    reads only GEM_HOME's and vendor/cache's gems), so the warm run on B serves the index
+    alone, with the gem removed: only the global gem cache in BUNDLE_USER_CACHE has it."""
     proj = project(tmp_path, files={
         "gemsrc/dcprobe.gemspec": GEMSPEC, "gemsrc/lib/dcprobe.rb": 'module Dcprobe; HI = "hello gem"; end\n',
         "Gemfile": 'source "http://127.0.0.1:8808"\ngem "dcprobe", "1.0.0"\n'})
-    make = ("mkdir -p /tmp/src/gems && cd gemsrc && gem build -q dcprobe.gemspec && mv dcprobe-1.0.0.gem /tmp/src/gems/"
-            " && cd .. && gem generate_index -q -d /tmp/src && ")
-    two.cold(WEB, proj, make + SERVE.format(port=8808, dir="/tmp/src") + "bundle install", network="none")
-    assert (proj / "Gemfile.lock").exists()
-    warm = two.offline_only_with_cache(WEB, proj, "bundle install --local && bundle exec ruby -e 'require \"dcprobe\"; puts Dcprobe::HI'")
+    make = ("mkdir -p repo/gems && cd gemsrc && gem build -q dcprobe.gemspec && mv dcprobe-1.0.0.gem ../repo/gems/"
+            " && cd .. && gem generate_index -q -d repo && ")
+    serve = SERVE.format(port=8808, dir="repo")
+    two.cold(WEB, proj, make + serve + "bundle install", network="none")
+    shutil.rmtree(proj / "repo" / "gems")  # the source keeps its index, not the gem
+    warm = two.offline_only_with_cache(WEB, proj, serve + "bundle install && "
+                                       "bundle exec ruby -e 'require \"dcprobe\"; puts Dcprobe::HI'")
     assert "hello gem" in warm.stdout
 
 
@@ -347,7 +353,6 @@ def test_composer_local_repository_then_offline_on_another_daemon(two, tmp_path)
         "require": {"dc/probe": "1.0.0"}, "config": {"secure-http": False},
         "repositories": [{"type": "composer", "url": "http://127.0.0.1:8809"}, {"packagist.org": False}]})
     two.cold(WEB, proj, SERVE.format(port=8809, dir="repo") + "composer install --no-interaction", network="none")
-    import shutil
     shutil.rmtree(proj / "repo")  # the warm run has only the cache
     run = ("rm -rf vendor && composer install --no-interaction && "
            "php -r 'require \"vendor/autoload.php\"; echo Dc\\Probe::HI, PHP_EOL;'")
@@ -356,24 +361,18 @@ def test_composer_local_repository_then_offline_on_another_daemon(two, tmp_path)
 
 NUSPEC = """<?xml version="1.0"?>
 <package><metadata><id>DcProbe</id><version>1.0.0</version><authors>t</authors>
-<description>probe</description></metadata></package>
+<description>probe</description></metadata>
+<files><file src="probe.txt" target="content" /></files></package>
 """
 
 
-def nupkg(path):
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("DcProbe.nuspec", NUSPEC)
-        z.writestr("content/probe.txt", "hello nuget\n")
-
-
 def test_nuget_folder_feed_then_offline_on_another_daemon(two, tmp_path):
-    proj = project(tmp_path, files={"app.csproj": "<Project />\n"})
-    (proj / "feed").mkdir()
-    nupkg(proj / "feed" / "DcProbe.1.0.0.nupkg")
-    install = "nuget install DcProbe -Version 1.0.0 -OutputDirectory /tmp/pk -NonInteractive -Source {src}"
-    two.cold(WEB, proj, install.format(src="/app/feed"), network="none")
-    import shutil
+    """Debian's NuGet 2.8 (mono): a package packed into a folder feed by the cold run."""
+    proj = project(tmp_path, files={"app.csproj": "<Project />\n", "pkg/DcProbe.nuspec": NUSPEC,
+                                    "pkg/probe.txt": "hello nuget\n"})
+    install = "nuget install DcProbe -Version 1.0.0 -OutputDirectory /tmp/pk -NonInteractive -Source /app/feed"
+    pack = "mkdir -p feed && nuget pack pkg/DcProbe.nuspec -OutputDirectory feed -NonInteractive && "
+    two.cold(WEB, proj, pack + install, network="none")
     shutil.rmtree(proj / "feed")
-    warm = two.offline_only_with_cache(WEB, proj, install.format(src="/app/feed") +
-                                       " && cat /tmp/pk/DcProbe.1.0.0/content/probe.txt")
+    warm = two.offline_only_with_cache(WEB, proj, install + " && cat /tmp/pk/DcProbe.1.0.0/content/probe.txt")
     assert "hello nuget" in warm.stdout
