@@ -82,7 +82,7 @@ MANAGERS: tuple[Manager, ...] = (
         "yarn-berry", "Yarn 2+",
         (("YARN_ENABLE_GLOBAL_CACHE", "true"), ("YARN_GLOBAL_FOLDER", "{cache}")),
         markers=(Marker("yarn.lock", contains="__metadata"), Marker(".yarnrc.yml")),
-        offline="enableOfflineMode", note="YARN_CACHE_FOLDER is ignored by 4.x (yarnpkg/berry#6302)",
+        offline="none needed with yarn.lock (enableOfflineMode)", note="YARN_CACHE_FOLDER is ignored by 4.x (yarnpkg/berry#6302)",
         mirror="npm", mirror_env=(("YARN_NPM_REGISTRY_SERVER", "{url}"),), ca_env=("NODE_EXTRA_CA_CERTS",),
         default_dirs=('.yarn/berry',)
     ),
@@ -121,7 +121,6 @@ MANAGERS: tuple[Manager, ...] = (
         (("POETRY_CACHE_DIR", "{cache}"), ("POETRY_VIRTUALENVS_PATH", "~/.cache/pypoetry/virtualenvs")),
         markers=(Marker("poetry.lock"), Marker("pyproject.toml", contains="[tool.poetry]")),
         commands=("poetry",), abi_sensitive=True,
-        offline="none needed: with poetry.lock, install reads the artifact cache",
         default_dirs=('.cache/pypoetry',)
     ),
     Manager(
@@ -157,9 +156,12 @@ MANAGERS: tuple[Manager, ...] = (
     ),
     Manager(
         "nuget", "NuGet",
-        (("NUGET_PACKAGES", "{cache}/packages"), ("NUGET_HTTP_CACHE_PATH", "{cache}/http")),
+        # NuGet 3+ (dotnet) reads the first two; NuGet 2 (nuget.exe on mono) only its
+        # machine cache's NuGetCachePath (seen on the engine)
+        (("NUGET_PACKAGES", "{cache}/packages"), ("NUGET_HTTP_CACHE_PATH", "{cache}/http"),
+         ("NuGetCachePath", "{cache}/v2")),
         markers=_m("*.csproj", "*.fsproj", "*.sln", "packages.lock.json", "NuGet.config", "nuget.config"),
-        commands=("dotnet", "nuget"),
+        commands=("dotnet", "nuget"), offline="NuGet 2: the machine cache answers when the feed is unreachable",
         default_dirs=('.nuget/packages',)
     ),
     Manager(
@@ -167,12 +169,13 @@ MANAGERS: tuple[Manager, ...] = (
         # container's GEM_HOME unless the global gem cache is on (seen on the engine).
         "bundler", "Bundler", (("BUNDLE_USER_CACHE", "{cache}"), ("BUNDLE_GLOBAL_GEM_CACHE", "true")),
         markers=_m("Gemfile", "Gemfile.lock"), commands=("bundle", "bundler"),
-        offline="--local", abi_sensitive=True,
+        offline="none: Bundler 2.3 reads the source's index even with --local", abi_sensitive=True,
         default_dirs=('/usr/local/bundle', '.bundle')
     ),
     Manager(
         "composer", "Composer", (("COMPOSER_CACHE_DIR", "{cache}"),),
         markers=_m("composer.json", "composer.lock"), commands=("composer",),
+        offline="none needed with composer.lock",
         default_dirs=('.composer', '.cache/composer', '/tmp/cache')
     ),
     Manager(
@@ -188,12 +191,13 @@ MANAGERS: tuple[Manager, ...] = (
     ),
     Manager(
         "deno", "Deno", (("DENO_DIR", "{cache}"),),
-        markers=_m("deno.json", "deno.jsonc", "deno.lock"), commands=("deno",),
+        markers=_m("deno.json", "deno.jsonc", "deno.lock"), commands=("deno",), offline="--cached-only",
         default_dirs=('.cache/deno',)
     ),
     Manager(
         "bun", "Bun", (("BUN_INSTALL_CACHE_DIR", "{cache}"),),
         markers=_m("bun.lock", "bun.lockb", "bunfig.toml"), commands=("bun", "bunx"),
+        offline="none needed with bun.lock",
         mirror="npm", mirror_env=(("BUN_CONFIG_REGISTRY", "{url}"),), ca_env=("NODE_EXTRA_CA_CERTS",),
         default_dirs=('.bun/install/cache',)
     ),

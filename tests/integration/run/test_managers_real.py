@@ -17,6 +17,7 @@ import re
 import shutil
 import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -181,13 +182,24 @@ build-backend = "poetry.core.masonry.api"
 """
 
 
-def test_poetry_artifacts_offline_on_another_daemon(two, tmp_path):
+def test_poetry_artifact_cache_on_another_daemon(two, tmp_path):
+    """Poetry 2.1 asks the index for a release's files at install time even with a lock
+    file (so no offline install); the proof is that a fresh container on B downloads no
+    file: six's wheel comes from the artifact cache. The control downloads it."""
     proj = project(tmp_path, files={"pyproject.toml": POETRY_PROJECT})
     two.cold(SCRIPT, proj, "poetry install --no-interaction")
-    # a fresh container: no virtualenv, so six must come from Poetry's artifact cache
-    warm = two.offline_only_with_cache(SCRIPT, proj, "poetry install --no-interaction && "
-                                       "poetry run python -c 'import six; print(six.__version__)'")
-    assert "1.16.0" in warm.stdout
+    install = ("poetry install --no-interaction -vvv 2>&1 && "
+               "poetry run python -c 'import six; print(\"six\", six.__version__)'")
+    warm = two.warm(SCRIPT, proj, install, network="host")
+    assert "six 1.16.0" in warm.stdout and "Installing six (1.16.0)" in warm.stdout
+    assert downloads(warm.stdout) == []
+    control = ok(two.control(SCRIPT, proj, install, network="host"))
+    assert [f for f in downloads(control.stdout) if f.endswith("six-1.16.0-py2.py3-none-any.whl")]
+
+
+def downloads(verbose: str) -> list[str]:
+    """Files Poetry fetched, from urllib3's debug lines ("GET /packages/…/NAME.whl")."""
+    return re.findall(r'"GET /packages/\S+/(\S+) HTTP', verbose)
 
 
 def test_poetry_virtualenvs_stay_out_of_the_shared_cache(two, tmp_path):
@@ -366,13 +378,18 @@ NUSPEC = """<?xml version="1.0"?>
 """
 
 
-def test_nuget_folder_feed_then_offline_on_another_daemon(two, tmp_path):
-    """Debian's NuGet 2.8 (mono): a package packed into a folder feed by the cold run."""
+def test_nuget_http_feed_then_offline_on_another_daemon(two, tmp_path):
+    """Debian's NuGet 2.8 (mono; no dotnet SDK is installable here): a package packed and
+    served as a v2 feed by the cold container on its loopback; offline on B from the
+    machine cache (NuGetCachePath: NuGet 2 reads neither NUGET_PACKAGES nor the HTTP cache)."""
     proj = project(tmp_path, files={"app.csproj": "<Project />\n", "pkg/DcProbe.nuspec": NUSPEC,
                                     "pkg/probe.txt": "hello nuget\n"})
-    install = "nuget install DcProbe -Version 1.0.0 -OutputDirectory /tmp/pk -NonInteractive -Source /app/feed"
+    shutil.copy(Path(__file__).with_name("nuget_feed.py"), proj / "nuget_feed.py")
+    install = ("nuget install DcProbe -Version 1.0.0 -OutputDirectory /tmp/pk -NonInteractive "
+               "-Source http://127.0.0.1:8810/api/v2/")
+    serve = "(python3 nuget_feed.py feed 8810 &) ; sleep 1; "
     pack = "mkdir -p feed && nuget pack pkg/DcProbe.nuspec -OutputDirectory feed -NonInteractive && "
-    two.cold(WEB, proj, pack + install, network="none")
+    two.cold(WEB, proj, pack + serve + install, network="none")
     shutil.rmtree(proj / "feed")
     warm = two.offline_only_with_cache(WEB, proj, install + " && cat /tmp/pk/DcProbe.1.0.0/content/probe.txt")
     assert "hello nuget" in warm.stdout
