@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +41,13 @@ class Sessions:
 
     a: dict
     b: dict
+    user: tuple[str, ...] = ()  # ("--user", UID:GID, "-e", "HOME=…") for a non-root container
 
     def run(self, env, image, proj, script, network="none", extra=None):
-        argv = ["run", "--rm", "--network", network, "-v", f"{proj}:/app", "-w", "/app", image, "sh", "-c", script]
+        if self.user:  # the project is the test's: any container user may write it
+            subprocess.run(["chmod", "-R", "a+rwX", str(proj)], check=True)
+        argv = ["run", "--rm", "--network", network, *self.user, "-v", f"{proj}:/app", "-w", "/app",
+                image, "sh", "-c", script]
         return shim(env, *argv, extra=extra, timeout=900)
 
     def cold(self, image, proj, script, network="host"):
@@ -63,9 +68,16 @@ class Sessions:
 
 
 @pytest.fixture
-def two(shim_env, engines, tmp_path):
+def two(shim_env, engines, tmp_path, request):
     env = {**shim_env, "DOCKCACHE_MODE": "bind", "DOCKCACHE_BIND_ROOT": str(tmp_path / "caches")}
-    return Sessions(env, {**env, "DOCKER_HOST": engines["b"].host})
+    user = USERS[getattr(request, "param", "root")]
+    return Sessions(env, {**env, "DOCKER_HOST": engines["b"].host}, user)
+
+
+# A non-root container user (no passwd entry; HOME set, as without one it is "/" and the
+# tools fail with or without dockcache) gets caches it can write, on both daemons.
+USERS = {"root": (), "uid1000": ("--user", "1000:1000", "-e", "HOME=/tmp")}
+AS_ROOT_AND_NON_ROOT = pytest.mark.parametrize("two", list(USERS), indirect=True)
 
 
 def ok(cp):
@@ -128,6 +140,7 @@ def test_yarn_berry_global_cache_offline_on_another_daemon(two, tmp_path):
     assert warm.stdout.strip().splitlines()[-1].startswith("4.")
 
 
+@AS_ROOT_AND_NON_ROOT
 def test_bun_install_offline_on_another_daemon(two, tmp_path):
     proj = project(tmp_path)
     write_json(proj / "package.json", NODE_DEPS)
@@ -136,6 +149,7 @@ def test_bun_install_offline_on_another_daemon(two, tmp_path):
                                 "test -f node_modules/is-number/package.json")
 
 
+@AS_ROOT_AND_NON_ROOT
 def test_deno_npm_specifier_cached_only_on_another_daemon(two, tmp_path):
     proj = project(tmp_path, files={"main.ts": 'import isNumber from "npm:is-number@7.0.0";\n'
                                     'console.log("is-number", isNumber(5));\n'})
@@ -182,6 +196,7 @@ build-backend = "poetry.core.masonry.api"
 """
 
 
+@AS_ROOT_AND_NON_ROOT
 def test_poetry_artifact_cache_on_another_daemon(two, tmp_path):
     """Poetry 2.1 asks the index for a release's files at install time even with a lock
     file (so no offline install); the proof is that a fresh container on B downloads no
@@ -202,14 +217,15 @@ def downloads(verbose: str) -> list[str]:
     return re.findall(r'"GET /packages/\S+/(\S+) HTTP', verbose)
 
 
+@AS_ROOT_AND_NON_ROOT
 def test_poetry_virtualenvs_stay_out_of_the_shared_cache(two, tmp_path):
     """Poetry keeps venvs under its cache dir unless told: a shared cache would hand one
     project's venv (named by project name and its path in the container, /app in every
     container) to another project. dockcache keeps them at Poetry's own default place."""
     proj = project(tmp_path, files={"pyproject.toml": POETRY_PROJECT})
-    cp = two.cold(SCRIPT, proj, "poetry install --no-interaction -q && poetry env info --path")
-    venv = cp.stdout.strip().splitlines()[-1]
-    assert venv.startswith("/root/.cache/pypoetry/virtualenvs/"), venv
+    cp = two.cold(SCRIPT, proj, 'poetry install --no-interaction -q && echo "$HOME" && poetry env info --path')
+    home, venv = cp.stdout.strip().splitlines()[-2:]
+    assert venv.startswith(f"{home.rstrip('/')}/.cache/pypoetry/virtualenvs/"), venv
     assert not list((tmp_path / "caches").glob("*poetry*/virtualenvs/*"))
 
 
@@ -218,6 +234,7 @@ def test_poetry_virtualenvs_stay_out_of_the_shared_cache(two, tmp_path):
 GO_DEP = "github.com/google/uuid"
 
 
+@AS_ROOT_AND_NON_ROOT
 def test_go_modules_from_the_proxy_offline_with_gocache_hits_on_another_daemon(two, tmp_path):
     proj = project(tmp_path, files={
         "go.mod": f"module app\n\ngo 1.19\n\nrequire {GO_DEP} v1.6.0\n",
@@ -235,13 +252,14 @@ def compiles(build_log: str, package: str) -> bool:
     return any("/compile " in ln and f"-p {package} " in ln for ln in build_log.splitlines())
 
 
+@AS_ROOT_AND_NON_ROOT
 def test_cargo_crates_sparse_index_offline_on_another_daemon(two, tmp_path):
     proj = project(tmp_path, files={
         "Cargo.toml": '[package]\nname = "app"\nversion = "0.1.0"\nedition = "2021"\n\n'
                       '[dependencies]\nitoa = "=1.0.11"\n',
         "src/main.rs": 'fn main() { println!("itoa {}", itoa::Buffer::new().format(42)); }\n'})
     two.cold(CARGONEW, proj, "cargo --version && cargo build -q && ./target/debug/app")
-    index = [p for p in (tmp_path / "caches").glob("*-cargo/registry/index/*") if p.is_dir()]
+    index = [p for p in (tmp_path / "caches").glob("*-cargo*/registry/index/*") if p.is_dir()]
     assert index and not [p for p in index if (p / ".git").exists()]  # sparse: no git index
     warm = two.offline_only_with_cache(CARGONEW, proj, "rm -rf target && cargo build -q --offline && ./target/debug/app")
     assert "itoa 42" in warm.stdout
@@ -250,6 +268,7 @@ def test_cargo_crates_sparse_index_offline_on_another_daemon(two, tmp_path):
 C_SOURCE = '#include <stdio.h>\nint main(void) { printf("hello\\n"); return 0; }\n'
 
 
+@AS_ROOT_AND_NON_ROOT
 def test_ccache_second_compile_is_a_hit_on_another_daemon(two, tmp_path):
     proj = project(tmp_path, files={"hello.c": C_SOURCE})
     compile_ = "ccache -z >/dev/null && ccache gcc -c hello.c -o /tmp/hello.o && ccache --print-stats"
@@ -264,6 +283,7 @@ def ccache_hits(stats: str) -> int:
     return int(counts.get("direct_cache_hit", 0)) + int(counts.get("preprocessed_cache_hit", 0))
 
 
+@AS_ROOT_AND_NON_ROOT
 def test_sccache_second_compile_is_a_hit_on_another_daemon(two, tmp_path):
     proj = project(tmp_path, files={"hello.c": C_SOURCE})
     compile_ = ("sccache gcc -c hello.c -o /tmp/hello.o && sccache --show-stats --stats-format json"
@@ -297,6 +317,7 @@ JAVA_MAIN = ("package app;\npublic class Main { public static void main(String[]
              " System.out.println(org.apache.commons.lang3.StringUtils.capitalize(\"maven\")); } }\n")
 
 
+@AS_ROOT_AND_NON_ROOT
 def test_maven_offline_build_on_another_daemon(two, tmp_path):
     proj = project(tmp_path, files={"pom.xml": POM, "src/main/java/app/Main.java": JAVA_MAIN})
     two.cold(JVM, proj, "mvn -B -q compile")
@@ -358,6 +379,7 @@ def composer_repo(root, port):
     write_json(root / "packages.json", {"packages": {"dc/probe": {"1.0.0": meta}}})
 
 
+@AS_ROOT_AND_NON_ROOT
 def test_composer_local_repository_then_offline_on_another_daemon(two, tmp_path):
     proj = project(tmp_path)
     composer_repo(proj / "repo", 8809)
@@ -378,6 +400,7 @@ NUSPEC = """<?xml version="1.0"?>
 """
 
 
+@AS_ROOT_AND_NON_ROOT
 def test_nuget_http_feed_then_offline_on_another_daemon(two, tmp_path):
     """Debian's NuGet 2.8 (mono; no dotnet SDK is installable here): a package packed and
     served as a v2 feed by the cold container on its loopback; offline on B from the
