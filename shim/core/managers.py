@@ -46,6 +46,7 @@ class Manager:
     mirror_file: str = ""  # a config file the tool reads its mirror from (see shim/run/mirrors.py)
     ca_env: tuple[str, ...] = ()  # variables naming a CA bundle file the tool trusts
     default_dirs: tuple[str, ...] = ()  # where the tool caches unless told: relative to ~, or absolute
+    option_vars: tuple[str, ...] = ()  # env vars holding an option list: ours is appended to the image's
 
     @property
     def cache_path(self) -> str:
@@ -143,7 +144,7 @@ MANAGERS: tuple[Manager, ...] = (
         "maven", "Maven", (("MAVEN_OPTS", "-Dmaven.repo.local={cache}/repository"),),
         markers=_m("pom.xml", "mvnw", ".mvn"), commands=("mvn", "mvnw"), offline="-o",
         sharing="care", note="use -Daether.syncContext.named.factory=file-lock for concurrent builds",
-        mirror="maven", mirror_file="maven",
+        mirror="maven", mirror_file="maven", option_vars=("MAVEN_OPTS",),
         default_dirs=('.m2', '.m2/repository')
     ),
     Manager(

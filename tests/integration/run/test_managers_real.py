@@ -324,6 +324,19 @@ def test_maven_offline_build_on_another_daemon(two, tmp_path):
     two.offline_only_with_cache(JVM, proj, "rm -rf target && mvn -B -o -q compile && test -f target/classes/app/Main.class")
 
 
+def test_maven_image_with_its_own_maven_opts_still_uses_the_cache(two, engines, tmp_path):
+    """An image's MAVEN_OPTS (-Xmx…) keeps its options and gets the repository appended;
+    before, dockcache left it alone and mounted a cache Maven never read."""
+    image = f"{engines['a'].prefix}/jvm-opts:1"
+    ctx = project(tmp_path, "img", files={"Dockerfile": f"FROM {JVM}\nENV MAVEN_OPTS=-Xmx256m\n"})
+    for eng in (engines["a"], engines["b"]):
+        eng.images.append(image)
+        eng.docker("build", "--network", "none", "-q", "-t", image, str(ctx))
+    proj = project(tmp_path, files={"pom.xml": POM, "src/main/java/app/Main.java": JAVA_MAIN})
+    two.cold(image, proj, "mvn -B -q compile")
+    two.offline_only_with_cache(image, proj, 'echo "$MAVEN_OPTS" && rm -rf target && mvn -B -o -q compile')
+
+
 GRADLE_BUILD = """apply plugin: 'java'
 repositories { mavenCentral() }
 dependencies { compile 'org.apache.commons:commons-lang3:3.17.0' }

@@ -29,3 +29,17 @@ def test_poetry_image_virtualenvs_setting_is_kept():
 def test_every_row_points_a_variable_at_its_mount():
     for m in MANAGERS:
         assert any("{cache}" in value for _, value in m.env), m.name
+
+
+def test_maven_opts_of_the_image_keep_their_options_and_get_the_repository():
+    env = env_of(plan_for("maven", image_env=(("MAVEN_OPTS", "-Xmx512m"),)))
+    assert env["MAVEN_OPTS"] == "-Xmx512m -Dmaven.repo.local=/dockcache/maven/repository"
+
+
+def test_maven_repository_set_by_the_image_is_respected():
+    image = (("MAVEN_OPTS", "-Xmx512m -Dmaven.repo.local=/opt/m2"),)
+    assert "MAVEN_OPTS" not in env_of(plan_for("maven", image_env=image))
+
+
+def test_maven_opts_without_an_image_value():
+    assert env_of(plan_for("maven"))["MAVEN_OPTS"] == "-Dmaven.repo.local=/dockcache/maven/repository"
