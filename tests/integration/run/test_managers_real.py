@@ -5,7 +5,7 @@ Each proof is the tool's own behaviour: a cold run on daemon A with the network 
 mode, host dirs under a private bind_root) that works offline only because dockcache gave
 it the cache, or whose compile is a hit by the tool's own counters; and the same second
 run with DOCKCACHE_DISABLE=1 as the control, which must fail (or miss). Registries these
-machines can't reach (RubyGems, Packagist) are replaced by a source the cold container
+machines can't reach (RubyGems, Packagist, NuGet) are replaced by a source the cold container
 serves itself on its loopback, gone before the warm run. `pytest -m engine -k NAME` runs
 one manager's proof; README's managers table lists them (docs/manager_proofs.toml).
 """
@@ -292,6 +292,26 @@ def test_sccache_second_compile_is_a_hit_on_another_daemon(two, tmp_path):
     assert sccache_hits(cold.stdout) == 0
     assert sccache_hits(two.warm(CTOOLS, proj, compile_).stdout) == 1
     assert sccache_hits(ok(two.control(CTOOLS, proj, compile_)).stdout) == 0
+
+
+def test_sccache_as_rustc_wrapper_hits_on_another_daemon(two, tmp_path):
+    """The project's .cargo/config.toml names sccache (the table's marker): a crate compiled
+    on A is a cache hit in a fresh container on B, by sccache's own stats; with Cargo's
+    cache alone (DOCKCACHE_MANAGERS=cargo) the same build is a miss."""
+    proj = project(tmp_path, files={
+        ".cargo/config.toml": '[build]\nrustc-wrapper = "sccache"\n',
+        "Cargo.toml": '[package]\nname = "app"\nversion = "0.1.0"\nedition = "2021"\n\n'
+                      '[dependencies]\nitoa = "=1.0.11"\n',
+        "src/main.rs": 'fn main() { println!("itoa {}", itoa::Buffer::new().format(7)); }\n'})
+    stats = " && sccache --show-stats --stats-format json && sccache --stop-server >/dev/null"
+    cold = two.cold(CARGONEW, proj, "cargo build -q && ./target/debug/app" + stats)
+    assert sccache_hits(cold.stdout) == 0
+    build = "rm -rf target && cargo build -q --offline && ./target/debug/app" + stats
+    warm = two.warm(CARGONEW, proj, build)
+    assert "itoa 7" in warm.stdout and sccache_hits(warm.stdout) >= 1
+    # control: Cargo's cache only (the crate is there offline), sccache's left out: a miss
+    control = ok(two.run(two.b, CARGONEW, proj, build, extra={"DOCKCACHE_MANAGERS": "cargo"}))
+    assert sccache_hits(control.stdout) == 0
 
 
 def sccache_hits(out: str) -> int:
