@@ -36,7 +36,7 @@ def load_proofs(path: Path = PROOFS) -> dict[str, dict]:
 def _variables(mgr: Manager) -> str:
     pairs = [f"`{var}={value.replace('{cache}', mgr.cache_path)}`" for var, value in mgr.env]
     if mgr.image_home:
-        pairs.append(f"(image's own `{mgr.image_home}`: mounts {', '.join(mgr.home_subdirs)} in it)")
+        pairs.append(f"(an image's own `{mgr.image_home}`: {' and '.join(d + '/' for d in mgr.home_subdirs)} in it)")
     return "<br>".join(pairs)
 
 
