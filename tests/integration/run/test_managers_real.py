@@ -321,7 +321,7 @@ def sccache_hits(out: str) -> int:
 
 # ---------------------------------------------------------------- JVM
 
-POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+POM = """<project>
   <modelVersion>4.0.0</modelVersion>
   <groupId>app</groupId><artifactId>app</artifactId><version>1.0</version>
   <properties>
