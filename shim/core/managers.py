@@ -48,6 +48,7 @@ class Manager:
     mirror_file: str = ""  # a config file the tool reads its mirror from (see shim/run/mirrors.py)
     ca_env: tuple[str, ...] = ()  # variables naming a CA bundle file the tool trusts
     default_dirs: tuple[str, ...] = ()  # where the tool caches unless told: relative to ~, or absolute
+    option_vars: tuple[str, ...] = ()  # env vars holding an option list: ours is appended to the image's
     path: str = ""  # the cache's place in the container, when not MOUNT_ROOT/name ([caches.NAME] path)
     always: bool = False  # a [caches.NAME] with no markers or commands: every container gets it
 
@@ -86,7 +87,7 @@ MANAGERS: tuple[Manager, ...] = (
         "yarn-berry", "Yarn 2+",
         (("YARN_ENABLE_GLOBAL_CACHE", "true"), ("YARN_GLOBAL_FOLDER", "{cache}")),
         markers=(Marker("yarn.lock", contains="__metadata"), Marker(".yarnrc.yml")),
-        offline="enableOfflineMode", note="YARN_CACHE_FOLDER is ignored by 4.x (yarnpkg/berry#6302)",
+        offline="none needed with yarn.lock (enableOfflineMode)", note="YARN_CACHE_FOLDER is ignored by 4.x (yarnpkg/berry#6302)",
         mirror="npm", mirror_env=(("YARN_NPM_REGISTRY_SERVER", "{url}"),), ca_env=("NODE_EXTRA_CA_CERTS",),
         default_dirs=('.yarn/berry',)
     ),
@@ -118,7 +119,11 @@ MANAGERS: tuple[Manager, ...] = (
         default_dirs=('.cache/uv',)
     ),
     Manager(
-        "poetry", "Poetry", (("POETRY_CACHE_DIR", "{cache}"),),
+        # Poetry keeps virtualenvs under its cache dir, named by project name and path
+        # (/app in every container): in a shared cache one project would get another's
+        # venv, and an image's prebuilt venv would vanish. They stay at Poetry's default.
+        "poetry", "Poetry",
+        (("POETRY_CACHE_DIR", "{cache}"), ("POETRY_VIRTUALENVS_PATH", "~/.cache/pypoetry/virtualenvs")),
         markers=(Marker("poetry.lock"), Marker("pyproject.toml", contains="[tool.poetry]")),
         commands=("poetry",), abi_sensitive=True,
         default_dirs=('.cache/pypoetry',)
@@ -143,7 +148,7 @@ MANAGERS: tuple[Manager, ...] = (
         "maven", "Maven", (("MAVEN_OPTS", "-Dmaven.repo.local={cache}/repository"),),
         markers=_m("pom.xml", "mvnw", ".mvn"), commands=("mvn", "mvnw"), offline="-o",
         sharing="care", note="use -Daether.syncContext.named.factory=file-lock for concurrent builds",
-        mirror="maven", mirror_file="maven",
+        mirror="maven", mirror_file="maven", option_vars=("MAVEN_OPTS",),
         default_dirs=('.m2', '.m2/repository')
     ),
     Manager(
@@ -156,20 +161,26 @@ MANAGERS: tuple[Manager, ...] = (
     ),
     Manager(
         "nuget", "NuGet",
-        (("NUGET_PACKAGES", "{cache}/packages"), ("NUGET_HTTP_CACHE_PATH", "{cache}/http")),
+        # NuGet 3+ (dotnet) reads the first two; NuGet 2 (nuget.exe on mono) only its
+        # machine cache's NuGetCachePath (seen on the engine)
+        (("NUGET_PACKAGES", "{cache}/packages"), ("NUGET_HTTP_CACHE_PATH", "{cache}/http"),
+         ("NuGetCachePath", "{cache}/v2")),
         markers=_m("*.csproj", "*.fsproj", "*.sln", "packages.lock.json", "NuGet.config", "nuget.config"),
-        commands=("dotnet", "nuget"),
+        commands=("dotnet", "nuget"), offline="NuGet 2: the machine cache answers when the feed is unreachable",
         default_dirs=('.nuget/packages',)
     ),
     Manager(
-        "bundler", "Bundler", (("BUNDLE_USER_CACHE", "{cache}"),),
+        # BUNDLE_USER_CACHE alone holds only index metadata: downloaded gems go to the
+        # container's GEM_HOME unless the global gem cache is on (seen on the engine).
+        "bundler", "Bundler", (("BUNDLE_USER_CACHE", "{cache}"), ("BUNDLE_GLOBAL_GEM_CACHE", "true")),
         markers=_m("Gemfile", "Gemfile.lock"), commands=("bundle", "bundler"),
-        offline="--local", abi_sensitive=True,
+        offline="none: Bundler 2.3 reads the source's index even with --local", abi_sensitive=True,
         default_dirs=('/usr/local/bundle', '.bundle')
     ),
     Manager(
         "composer", "Composer", (("COMPOSER_CACHE_DIR", "{cache}"),),
         markers=_m("composer.json", "composer.lock"), commands=("composer",),
+        offline="none needed with composer.lock",
         default_dirs=('.composer', '.cache/composer', '/tmp/cache')
     ),
     Manager(
@@ -185,12 +196,13 @@ MANAGERS: tuple[Manager, ...] = (
     ),
     Manager(
         "deno", "Deno", (("DENO_DIR", "{cache}"),),
-        markers=_m("deno.json", "deno.jsonc", "deno.lock"), commands=("deno",),
+        markers=_m("deno.json", "deno.jsonc", "deno.lock"), commands=("deno",), offline="--cached-only",
         default_dirs=('.cache/deno',)
     ),
     Manager(
         "bun", "Bun", (("BUN_INSTALL_CACHE_DIR", "{cache}"),),
         markers=_m("bun.lock", "bun.lockb", "bunfig.toml"), commands=("bun", "bunx"),
+        offline="none needed with bun.lock",
         mirror="npm", mirror_env=(("BUN_CONFIG_REGISTRY", "{url}"),), ca_env=("NODE_EXTRA_CA_CERTS",),
         default_dirs=('.bun/install/cache',)
     ),

@@ -172,11 +172,22 @@ def _mount_for(mgr: Manager, run: RunArgs, config: Config, facts: Facts):
     primary = next((var for var, tmpl in env if tmpl == "{cache}"), None)
     if primary and image_env.get(primary, "").startswith("/"):
         target = posixpath.normpath(image_env[primary])
-    pairs = tuple((var, tmpl.replace("{cache}", target)) for var, tmpl in env
-                  if var not in image_env) + _size_env(mgr, run, config, facts)
+    pairs = tuple((var, _with_image_value(mgr, var, tmpl.replace("{cache}", target), image_env))
+                  for var, tmpl in env if var not in image_env or var in mgr.option_vars)
+    pairs = tuple((v, x) for v, x in pairs if x is not None) + _size_env(mgr, run, config, facts)
     if host:
         return _host_mounts(mgr, target, host, pairs, run, facts)
     return _first_mount(mgr, [target], pairs, run, config, facts)
+
+
+def _with_image_value(mgr: Manager, var: str, ours: str, image_env: dict[str, str]) -> str | None:
+    """An option-list variable the image set (MAVEN_OPTS=-Xmx1g) keeps its options and gets
+    ours appended: dropping ours would leave the cache mounted and unread. None: the image
+    already sets this option (its location is respected)."""
+    theirs = image_env.get(var)
+    if var not in mgr.option_vars or not theirs:
+        return ours
+    return None if ours.split("=", 1)[0] in theirs else f"{theirs} {ours}"
 
 
 def _size_env(mgr: Manager, run: RunArgs, config: Config, facts: Facts) -> tuple[tuple[str, str], ...]:

