@@ -108,10 +108,7 @@ def find(text: str, *, target: str | None, build_args: Mapping[str, str], platfo
         return Found(reason=f"Dockerfile frontend {syntax} is not one whose mounts dockcache knows")
     if not may_have_cache_mounts(text):
         return Found()
-    if parse is None:
-        import dockerfile  # BuildKit's own parser (optional dependency: the `mounts` extra)
-
-        parse = dockerfile.parse_string
+    parse = parse or _buildkit_parser()
     stages, problem = _stages(parse(text), build_args, platform)
     if problem:
         return Found(reason=problem)
@@ -128,6 +125,23 @@ def find(text: str, *, target: str | None, build_args: Mapping[str, str], platfo
             mounts.setdefault(m.id, CacheMount(**{**m.__dict__, "base": base}))
         skipped += st.skipped
     return Found(tuple(mounts.values()), tuple(skipped))
+
+
+def _buildkit_parser() -> Callable[[str], Sequence]:
+    """`dockerfile.parse_string` (the optional `mounts` extra). bin/docker starts Python with
+    -S (no site-packages scan on the hot path): the site dirs are added only here, once a
+    Dockerfile mentions `--mount`."""
+    try:
+        import dockerfile
+    except ImportError:
+        import site
+        import sys
+
+        if not sys.flags.no_site:
+            raise
+        site.main()
+        import dockerfile
+    return dockerfile.parse_string
 
 
 def _stages(commands: Sequence, build_args: Mapping[str, str], platform: str) -> tuple[list[_Stage], str | None]:

@@ -27,7 +27,8 @@ PROJECT_FILE = ".dockcache.toml"
 REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?/[a-z0-9]+([._/-][a-z0-9]+)*$")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.I)
 CHOICES = {"run.mode": ("volume", "bind"), "run.scope": ("shared", "user", "project"),
-           "build.backend": ("local", "registry", "both")}
+           "build.backend": ("local", "registry", "both"),
+           "build.cache_mounts_save": ("detached", "wait")}
 
 
 class ConfigError(Exception):
@@ -60,6 +61,8 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     "build.registry": (str, ""),
     "build.registry_max_age": ("duration", "30d"),  # `cache prune --backend registry`
     "build.registry_max_size": ("size", "50GiB"),
+    "build.cache_mounts": (bool, True),  # carry RUN --mount=type=cache contents across sessions
+    "build.cache_mounts_save": (str, "detached"),  # "wait": save before the command returns
     "compose.enabled": (bool, True),
     "mirrors.ca_bundle": (str, ""),
 }
@@ -76,7 +79,8 @@ ENV_KEYS = {
     "DOCKCACHE_BUILD_STORE": "build.store", "DOCKCACHE_BUILD_MAX_SIZE": "build.max_size",
     "DOCKCACHE_BUILD_KEY": "build.key", "DOCKCACHE_BUILD_BACKEND": "build.backend",
     "DOCKCACHE_BUILD_LOCK_TIMEOUT": "build.lock_timeout", "DOCKCACHE_BUILD_KEY_HISTORY": "build.key_history",
-    "DOCKCACHE_BUILD_REGISTRY": "build.registry", "DOCKCACHE_COMPOSE": "compose.enabled",
+    "DOCKCACHE_BUILD_REGISTRY": "build.registry", "DOCKCACHE_BUILD_CACHE_MOUNTS": "build.cache_mounts",
+    "DOCKCACHE_BUILD_CACHE_MOUNTS_SAVE": "build.cache_mounts_save", "DOCKCACHE_COMPOSE": "compose.enabled",
     "DOCKCACHE_MIRROR_NPM": "mirrors.npm", "DOCKCACHE_MIRROR_PYPI": "mirrors.pypi",
     "DOCKCACHE_MIRROR_GO": "mirrors.go", "DOCKCACHE_MIRROR_CARGO": "mirrors.cargo",
     "DOCKCACHE_MIRROR_MAVEN": "mirrors.maven", "DOCKCACHE_MIRROR_CA_BUNDLE": "mirrors.ca_bundle",

@@ -1,0 +1,127 @@
+"""Which cache mounts to seed before a build and save after it, and the two tiny builds
+that do it (../shared/BUILDKIT.md "Cache mounts"). Pure: facts in, plan and text out.
+
+Seed: one stage per mount, on the image at the root of the mount's own stage (the build
+is about to need it anyway; `scratch` has no `cp`), `USER 0` whatever the base says, the
+stored contents bound in from a named build context and copied into a cache mount with
+the same id, sharing, uid, gid and mode; ownership and mode are put back after the copy
+because a build context arrives owned by root. Save: the same mount copied out to a
+`--output type=local` dir. A new `DOCKCACHE_BUST` each time makes the step run: never
+`--no-cache`, under which BuildKit hands the step an empty mount.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from shim.build.mounts import CacheMount, Found
+from shim.build.mountstore import mount_name
+
+SEED_AT, SAVE_FROM, OUT = "/dockcache-m", "/dockcache-s", "/dockcache-out"
+
+
+@dataclass(frozen=True)
+class Planned:
+    mount: CacheMount
+    name: str  # in the store (mountstore.mount_name)
+    seed: bool
+    save: bool
+    stored: str | None = None  # the generation the store holds
+
+
+@dataclass(frozen=True)
+class MountPlan:
+    mounts: tuple[Planned, ...] = ()
+    reasons: tuple[str, ...] = ()
+    platform: str | None = None  # the user's --platform, passed on to seed and save
+
+    @property
+    def seeds(self) -> tuple[Planned, ...]:
+        return tuple(p for p in self.mounts if p.seed)
+
+    @property
+    def saves(self) -> tuple[Planned, ...]:
+        return tuple(p for p in self.mounts if p.save)
+
+
+def unusable(*, caps_mode: str, generation: str | None, no_cache: bool, enabled: bool) -> str | None:
+    """Why this build's cache mounts are left to the daemon, or None."""
+    if not enabled:
+        return "cache mounts: not carried (build.cache_mounts is off)"
+    if caps_mode != "full":
+        return "cache mounts: this engine/builder cannot seed and save them; they stay in this daemon"
+    if generation is None:
+        return ("cache mounts: carried only for the docker driver on a local socket "
+                "(this builder's identity is unknown); they stay in this daemon")
+    if no_cache:
+        return "cache mounts: --no-cache gives every step an empty mount; nothing seeded or saved"
+    return None
+
+
+def plan_mounts(found: Found, *, key: str, platform: str, user_platform: str | None,
+                stored: Mapping[str, str], held: Mapping[str, str], why_not: str | None) -> MountPlan:
+    """stored: store name -> current generation; held: store name -> generation this daemon has."""
+    if found.reason:
+        return MountPlan(reasons=(f"cache mounts: {found.reason}",))
+    reasons = [f"cache mounts: {s}" for s in found.skipped]
+    if not found.mounts:
+        return MountPlan(reasons=tuple(reasons))
+    if why_not:
+        ids = ", ".join(m.id for m in found.mounts)
+        return MountPlan(reasons=(f"cache mounts found: {ids}", *reasons, why_not))
+    out = []
+    for m in found.mounts:
+        name = mount_name(key, m.id, platform)
+        gen = stored.get(name)
+        if m.base is None or '"' in m.id or "\n" in m.id:
+            out.append(Planned(m, name, False, False, gen))
+            reasons.append(f"cache mount {m.id}: its stage starts FROM scratch (nothing to copy with); not carried")
+            continue
+        seed = gen is not None and held.get(name) != gen
+        state = ("seeded from the store before the build" if seed else
+                 "already in this daemon" if gen is not None else "nothing stored yet")
+        reasons.append(f"cache mount {m.id} -> {m.target}: {state}; saved after the build")
+        out.append(Planned(m, name, seed, True, gen))
+    return MountPlan(tuple(out), tuple(reasons), user_platform)
+
+
+def _option(m: CacheMount, at: str) -> str:
+    fields = [f"id={m.id}", f"target={at}", f"sharing={m.sharing}"]
+    fields += [f"uid={m.uid}"] if m.uid is not None else []
+    fields += [f"gid={m.gid}"] if m.gid is not None else []
+    fields += [f"mode={m.mode}"] if m.mode is not None else []
+    quoted = [f'"{f}"' if "," in f else f for f in fields]
+    return "--mount=type=cache," + ",".join(quoted)
+
+
+def _restore(m: CacheMount) -> str:
+    owner = f" && chown -R {m.uid or 0}:{m.gid or 0} {SEED_AT}" if m.uid or m.gid else ""
+    return f"{owner} && chmod {m.mode or '0755'} {SEED_AT}"
+
+
+def seed_context(i: int) -> str:
+    return f"dockcache-seed-{i}"
+
+
+def seed_dockerfile(mounts: Sequence[CacheMount]) -> str:
+    """Stage i copies named context `dockcache-seed-i` into mount i; `--output type=cacheonly`."""
+    lines: list[str] = []
+    for i, m in enumerate(mounts):
+        lines += [f"FROM {m.base} AS dockcache-{i}", "USER 0", "ARG DOCKCACHE_BUST",
+                  f"RUN {_option(m, SEED_AT)} --mount=type=bind,from={seed_context(i)},target={SAVE_FROM} "
+                  f"cp -a {SAVE_FROM}/. {SEED_AT}/{_restore(m)} && touch /dockcache-done"]
+    lines.append("FROM scratch")
+    lines += [f"COPY --from=dockcache-{i} /dockcache-done /{i}" for i in range(len(mounts))]
+    return "\n".join(lines) + "\n"
+
+
+def save_dockerfile(mounts: Sequence[CacheMount]) -> str:
+    """Mount i's contents land in `DEST/i` with `--output type=local,dest=DEST`."""
+    lines: list[str] = []
+    for i, m in enumerate(mounts):
+        lines += [f"FROM {m.base} AS dockcache-{i}", "USER 0", "ARG DOCKCACHE_BUST",
+                  f"RUN {_option(m, SEED_AT)} mkdir -p {OUT} && cp -a {SEED_AT}/. {OUT}/"]
+    lines.append("FROM scratch")
+    lines += [f"COPY --from=dockcache-{i} {OUT} /{i}" for i in range(len(mounts))]
+    return "\n".join(lines) + "\n"
