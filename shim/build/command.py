@@ -80,25 +80,13 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
 def _mount_plan(inv: Invocation, environ: Mapping[str, str], prep: Prepared) -> tuple[MountPlan, str | None]:
     """Which cache mounts to seed and save (build/mountsync.py); only files and state are read."""
     from shim.build import mountsync
-    from shim.build.local import daemon_generation
-    from shim.build.mountplan import unusable
 
     build = parse_build(inv)
     opts = build.options
-    user_platform = mountsync.option(opts, "--platform")
-    platform = user_platform or mountsync.native_platform()
-    found = mountsync.read_found(build.context, build.file, os.getcwd(), target=mountsync.option(opts, "--target"),
-                                 args=mountsync.build_args(opts, environ), platform=platform)
-    if not (found.mounts or found.skipped or found.reason):
-        return MountPlan(), None
-    local = for_engine(inv, prep.caps.driver, build.builder, environ) if prep.caps.mode == "full" else None
-    generation = daemon_generation(inv.host, inv.context, environ) if local else None
-    why_not = unusable(caps_mode=prep.caps.mode, generation=generation, no_cache=build.no_cache,
-                       enabled=prep.config["build.cache_mounts"])
-    plan = mountsync.make_plan(found, key=prep.plan.key, platform=platform, user_platform=user_platform,
-                               store=open_store(prep.config), state=State(state_dir(environ)),
-                               generation=generation, why_not=why_not)
-    return plan, generation
+    return mountsync.plan_for(inv, environ, prep.config, prep.caps, key=prep.plan.key, context=build.context,
+                              dockerfile=build.file, target=mountsync.option(opts, "--target"),
+                              args=mountsync.build_args(opts, environ), platform=mountsync.option(opts, "--platform"),
+                              builder=build.builder, no_cache=build.no_cache)
 
 
 def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str],

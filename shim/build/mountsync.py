@@ -78,6 +78,28 @@ def read_found(context: str | None, dockerfile: str | None, cwd: str, *, target:
         return Found(reason=f"the Dockerfile did not parse ({exc})")
 
 
+def plan_for(inv, environ: Mapping[str, str], config, caps, *, key: str, context: str | None,
+             dockerfile: str | None, target: str | None, args: Mapping[str, str], platform: str | None,
+             builder: str | None, no_cache: bool) -> tuple[MountPlan, str | None]:
+    """(what to seed and save, the daemon generation they go to) for one build of `key`;
+    reads the Dockerfile, the store's mount index and the state dir, runs nothing."""
+    from shim.build.local import daemon_generation, for_engine
+    from shim.build.store import CacheStore
+
+    found = read_found(context, dockerfile, os.getcwd(), target=target, args=args,
+                       platform=platform or native_platform())
+    if not (found.mounts or found.skipped or found.reason):
+        return MountPlan(), None
+    local = for_engine(inv, caps.driver, builder, environ) if caps.mode == "full" else None
+    generation = daemon_generation(inv.host, inv.context, environ) if local else None
+    why_not = mountplan.unusable(caps_mode=caps.mode, generation=generation, no_cache=no_cache,
+                                 enabled=config["build.cache_mounts"])
+    store = CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"])
+    plan = make_plan(found, key=key, platform=platform or native_platform(), user_platform=platform,
+                     store=store, state=State(state_dir(environ)), generation=generation, why_not=why_not)
+    return plan, generation
+
+
 def held(state: State, generation: str, names: Sequence[str]) -> dict[str, str]:
     out = {}
     for n in names:

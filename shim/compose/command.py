@@ -6,6 +6,7 @@ nothing after it may change it (after_docker).
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
@@ -28,13 +29,44 @@ def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str
         return
     rc = 1
     try:
+        _seed_mounts(real, p, environ)
         rc = proc.run_child(real, p.argv, env={**environ, **p.env})
         if rc == 0:
             after_docker(_publish, p)
             after_docker(_move_keys, p)
+            after_docker(_save_mounts, real, p, environ)
     finally:
         after_docker(cleanup, p)
     sys.exit(rc)
+
+
+def _seed_mounts(real: str, p: ComposePlan, environ: Mapping[str, str]) -> None:
+    """Before compose: each service's cache mounts this daemon lacks (fail-open)."""
+    from shim.build.command import open_store
+    from shim.build.mountsync import seed
+    from shim.core.config import load
+    from shim.core.state import State, state_dir
+
+    todo = {k: m for k, m in p.mounts.items() if m.plan.seeds}
+    if not todo:
+        return
+    store, state = open_store(load(environ, os.getcwd())), State(state_dir(environ))
+    for key, m in todo.items():
+        try:
+            seed(real, p.docker_globals, m.plan, store, state, m.generation)
+        except Exception as exc:  # noqa: BLE001 - fail open: the service builds with what it has
+            say(f"cache mounts of {key} not seeded: {type(exc).__name__}: {exc}")
+
+
+def _save_mounts(real: str, p: ComposePlan, environ: Mapping[str, str]) -> None:
+    from shim.build.mountsync import save_later
+    from shim.core.config import load
+
+    config = load(environ, os.getcwd())
+    for key, m in p.mounts.items():
+        if m.plan.saves:
+            save_later(real, p.docker_globals, m.plan, key=key, config=config, environ=environ,
+                       generation=m.generation, tag=m.image)
 
 
 def _publish(p: ComposePlan) -> None:

@@ -47,6 +47,15 @@ class ComposePlan:
     store: CacheStore | None = None  # where `exports` are published
     history: int = 1  # builds a key keeps in the registry
     local: LocalBuilds | None = None  # remembers what this daemon exported
+    mounts: dict = field(default_factory=dict)  # key -> ServiceMounts: cache mounts to seed and save
+    docker_globals: tuple[str, ...] = ()  # docker's own options (-H, --context) for the seed/save builds
+
+
+@dataclass(frozen=True)
+class ServiceMounts:
+    plan: object  # build.mountplan.MountPlan
+    generation: str | None
+    image: str  # the image compose tags (the save is skipped while it is unchanged)
 
 
 @dataclass
@@ -99,13 +108,39 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
            else Sources(BuildCaps("none", "no service builds"), None))
     made: dict = {}
     try:
-        return _with_override(call, args, environ, builds, keys, src, dry_run, run_caches, made)
+        p = _with_override(call, args, environ, builds, keys, src, dry_run, run_caches, made)
     except BaseException:  # the caller falls back to docker unchanged: leave nothing behind
         if src.snap:
             src.snap.release()
         for dest in made.values():
             shutil.rmtree(dest, ignore_errors=True)
         raise
+    p.docker_globals = invocation(call).globals
+    p.mounts = service_mounts(call, environ, config, src.caps, builds, keys, project)
+    p.reasons += [f"{svc}: {r}" for svc, key in keys.items() if key in p.mounts for r in p.mounts[key].plan.reasons]
+    return p
+
+
+def service_mounts(call: ComposeCall, environ, config, caps: BuildCaps, builds: dict, keys: dict,
+                   project: str) -> dict[str, ServiceMounts]:
+    """Each built service's cache mounts (build/mountsync.py reads its Dockerfile)."""
+    from shim.build.mountsync import plan_for
+
+    out = {}
+    for svc, spec in builds.items():
+        b = spec["build"]
+        context = str(b.get("context") or ".")
+        inline = "dockerfile_inline" in b
+        dockerfile = "-" if inline else os.path.join(context, str(b.get("dockerfile") or "Dockerfile"))
+        platforms = b.get("platforms") or []
+        plan, generation = plan_for(invocation(call), environ, config, caps, key=keys[svc], context=context,
+                                    dockerfile=dockerfile, target=b.get("target"),
+                                    args={k: str(v) for k, v in (b.get("args") or {}).items() if v is not None},
+                                    platform=platforms[0] if len(platforms) == 1 else None, builder=None,
+                                    no_cache=bool(b.get("no_cache")) or "--no-cache" in call.rest)
+        if plan.reasons or plan.mounts:
+            out[keys[svc]] = ServiceMounts(plan, generation, str(spec.get("image") or f"{project}-{svc}"))
+    return out
 
 
 def _version_problem(real: str, call: ComposeCall, environ) -> str | None:
