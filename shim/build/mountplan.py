@@ -74,9 +74,10 @@ def plan_mounts(found: Found, *, key: str, platform: str, user_platform: str | N
     for m in found.mounts:
         name = mount_name(key, m.id, platform)
         gen = stored.get(name)
-        if m.base is None or '"' in m.id or "\n" in m.id:
+        problem = _unsafe(m)
+        if problem:
             out.append(Planned(m, name, False, False, gen))
-            reasons.append(f"cache mount {m.id}: its stage starts FROM scratch (nothing to copy with); not carried")
+            reasons.append(f"cache mount {m.id}: {problem}; not carried")
             continue
         seed = gen is not None and held.get(name) != gen
         state = ("seeded from the store before the build" if seed else
@@ -86,13 +87,20 @@ def plan_mounts(found: Found, *, key: str, platform: str, user_platform: str | N
     return MountPlan(tuple(out), tuple(reasons), user_platform)
 
 
+def _unsafe(m: CacheMount) -> str | None:
+    if m.base is None:
+        return "its stage starts FROM scratch (nothing to copy with)"
+    if any(c in m.id or c in (m.base or "") for c in ",\"'\\$ \t\n"):
+        return "its id or base image has characters the seed step would have to quote"
+    return None
+
+
 def _option(m: CacheMount, at: str) -> str:
     fields = [f"id={m.id}", f"target={at}", f"sharing={m.sharing}"]
     fields += [f"uid={m.uid}"] if m.uid is not None else []
     fields += [f"gid={m.gid}"] if m.gid is not None else []
     fields += [f"mode={m.mode}"] if m.mode is not None else []
-    quoted = [f'"{f}"' if "," in f else f for f in fields]
-    return "--mount=type=cache," + ",".join(quoted)
+    return "--mount=type=cache," + ",".join(fields)
 
 
 def _restore(m: CacheMount) -> str:

@@ -44,7 +44,7 @@ def cache_stats(ctx: Ctx, *, as_json: bool) -> None:
 
 def select(rows: list[CacheRow], managers: list[str], *, build: bool, everything: bool) -> list[CacheRow]:
     return [r for r in rows if r.exists and (everything or r.manager in managers
-                                              or (build and r.kind == "build-key"))]
+                                              or (build and r.kind in ("build-key", "build-mount")))]
 
 
 def cache_clear(ctx: Ctx, managers: list[str], *, build: bool, everything: bool, force: bool,
@@ -80,6 +80,11 @@ def cache_clear(ctx: Ctx, managers: list[str], *, build: bool, everything: bool,
 def _remove(ctx: Ctx, row: CacheRow) -> bool:
     if row.kind == "bind":
         return _remove_dir(ctx, row)
+    if row.kind == "build-mount":
+        from shim.build.mountstore import MountStore
+        MountStore(CacheStore(ctx.store_root)).drop([row.name.split(":", 1)[1]])
+        ctx.audit("clear", f"build:{row.name}", bytes=row.size)
+        return True
     if row.kind == "build-key":
         CacheStore(ctx.store_root).drop_keys([row.name])
         ctx.audit("clear", f"build:{row.name}", bytes=row.size)
@@ -125,7 +130,7 @@ def _prune_local(ctx: Ctx, older_than: float | None, max_size: int | None, human
     ctx.audit("prune", "build-store", removed_keys=list(res.removed_keys), freed=res.freed_bytes)
     removed_vols = _prune_volumes(ctx, older_than) if older_than is not None else []
     human.append(f"build store: {human_size(res.size_before)} -> {human_size(res.size_after)}, "
-                 f"{len(res.removed_keys)} keys and {res.removed_blobs} blobs removed")
+                 f"{len(res.removed_keys)} keys/cache mounts and {res.removed_blobs} blobs removed")
     if removed_vols:
         human.append("volumes removed: " + ", ".join(removed_vols))
     return {"build": {"removed_keys": list(res.removed_keys), "removed_blobs": res.removed_blobs,

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from shim.core import engine
+from shim.build.mountstore import read_index
 from shim.build.store import CacheStore
 from shim.hot import DISABLE_VALUES
 from shim.core.realdocker import first_on_path, is_launcher
@@ -48,6 +49,9 @@ def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
         store = CacheStore(ctx.store_root)
         check("build store", f"{ctx.store_root} ({human_size(store.size())}, {len(store.keys())} keys)",
               "; ".join(store.check()) or None, "run `dockcache cache prune`")
+        mounts = read_index(ctx.store_root)
+        check("build cache mounts", f"{len(mounts)} saved, {human_size(sum(e.size for e in mounts.values()))}"
+              " (RUN --mount=type=cache contents carried across sessions)")
         bind = Path(cfg["run.bind_root"])
         check("bind cache root", f"{bind} ({human_size(dir_size(bind)) if bind.exists() else 'not created'})")
         _backend_checks(cfg, caps, check)
