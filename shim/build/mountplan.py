@@ -7,7 +7,8 @@ stored contents bound in from a named build context and copied into a cache moun
 the same id, sharing, uid, gid and mode; ownership and mode are put back after the copy
 because a build context arrives owned by root. Save: the same mount copied out to a
 `--output type=local` dir. A new `DOCKCACHE_BUST` each time makes the step run: never
-`--no-cache`, under which BuildKit hands the step an empty mount.
+`--no-cache`, under which BuildKit hands the step an empty mount. BuildKit leaves the
+cache mount out of a step's cache key, so each step names its mount id in its command.
 """
 
 from __future__ import annotations
@@ -108,6 +109,13 @@ def _restore(m: CacheMount) -> str:
     return f"{owner} && chmod {m.mode or '0755'} {SEED_AT}"
 
 
+def _distinct(m: CacheMount) -> str:
+    """BuildKit leaves cache mounts out of a step's cache key: two stages whose commands
+    read the same would be one step, and the second mount never copied. The id in the
+    command text keeps them apart."""
+    return f": {m.id} &&"
+
+
 def seed_context(i: int) -> str:
     return f"dockcache-seed-{i}"
 
@@ -118,7 +126,7 @@ def seed_dockerfile(mounts: Sequence[CacheMount]) -> str:
     for i, m in enumerate(mounts):
         lines += [f"FROM {m.base} AS dockcache-{i}", "USER 0", "ARG DOCKCACHE_BUST",
                   f"RUN {_option(m, SEED_AT)} --mount=type=bind,from={seed_context(i)},target={SAVE_FROM} "
-                  f"cp -a {SAVE_FROM}/. {SEED_AT}/{_restore(m)} && touch /dockcache-done"]
+                  f"{_distinct(m)} cp -a {SAVE_FROM}/. {SEED_AT}/{_restore(m)} && touch /dockcache-done"]
     lines.append("FROM scratch")
     lines += [f"COPY --from=dockcache-{i} /dockcache-done /{i}" for i in range(len(mounts))]
     return "\n".join(lines) + "\n"
@@ -129,7 +137,7 @@ def save_dockerfile(mounts: Sequence[CacheMount]) -> str:
     lines: list[str] = []
     for i, m in enumerate(mounts):
         lines += [f"FROM {m.base} AS dockcache-{i}", "USER 0", "ARG DOCKCACHE_BUST",
-                  f"RUN {_option(m, SEED_AT)} mkdir -p {OUT} && cp -a {SEED_AT}/. {OUT}/"]
+                  f"RUN {_option(m, SEED_AT)} {_distinct(m)} mkdir -p {OUT} && cp -a {SEED_AT}/. {OUT}/"]
     lines.append("FROM scratch")
     lines += [f"COPY --from=dockcache-{i} {OUT} /{i}" for i in range(len(mounts))]
     return "\n".join(lines) + "\n"

@@ -94,3 +94,12 @@ def test_prune_is_lru_across_keys_and_mounts(tmp_path):
     res = store.prune(max_size=150)
     assert res.removed_keys == (f"{MOUNT}old",) and list(read_index(store.root)) == ["new"]
     assert store.prune(older_than=0).removed_keys == (f"{MOUNT}new",) and store.size() == 0
+
+
+def test_each_mount_has_its_own_step_text():
+    """BuildKit keys a step without its cache mounts: identical commands would be one step."""
+    for text in (seed_dockerfile([GO, MOD]), save_dockerfile([GO, MOD])):
+        runs = [ln.split(" ", 2)[2] for ln in text.splitlines() if ln.startswith("RUN ")]
+        commands = [r.split(" ", 1)[1] if r.startswith("--mount=type=bind") else r for r in
+                    (x.split(" ", 1)[1] for x in runs)]
+        assert len(set(commands)) == 2
