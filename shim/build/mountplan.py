@@ -1,20 +1,19 @@
 """Which cache mounts to seed before a build and save after it, and the two tiny builds
 that do it (../shared/BUILDKIT.md "Cache mounts"). Pure: facts in, plan and text out.
 
-Seed: one stage per mount, on the image at the root of the mount's own stage (the build
-is about to need it anyway; `scratch` has no `cp`), `USER 0` whatever the base says, the
+Seed: one step on the image at the root of a mount's own stage (the build is about to
+need it anyway; `scratch` has no `cp`), `USER 0` whatever the base says, each mount's
 stored contents bound in from a named build context and copied into a cache mount with
 the same id, sharing, uid, gid and mode; ownership and mode are put back after the copy
 because a build context arrives owned by root. Save: the same mount copied out to a
 `--output type=local` dir. A new `DOCKCACHE_BUST` each time makes the step run: never
-`--no-cache`, under which BuildKit hands the step an empty mount. BuildKit leaves the
-cache mount out of a step's cache key, so each step names its mount id in its command.
+`--no-cache`, under which BuildKit hands the step an empty mount.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shim.build.mounts import CacheMount, Found
 from shim.build.mountstore import mount_name
@@ -71,8 +70,12 @@ def plan_mounts(found: Found, *, key: str, platform: str, user_platform: str | N
     if why_not:
         ids = ", ".join(m.id for m in found.mounts)
         return MountPlan(reasons=(f"cache mounts found: {ids}", *reasons, why_not))
+    if base_of(found.mounts) is None:
+        return MountPlan(reasons=(*reasons, "cache mounts: every stage using them starts FROM scratch "
+                                  "(no image with `cp` to seed and save them with); not carried"))
     out = []
-    for m in found.mounts:
+    base = base_of(found.mounts)
+    for m in (replace(m, base=m.base or base) for m in found.mounts):
         name = mount_name(key, m.id, platform)
         gen = stored.get(name)
         problem = _unsafe(m)
@@ -89,8 +92,6 @@ def plan_mounts(found: Found, *, key: str, platform: str, user_platform: str | N
 
 
 def _unsafe(m: CacheMount) -> str | None:
-    if m.base is None:
-        return "its stage starts FROM scratch (nothing to copy with)"
     if any(c in m.id or c in (m.base or "") for c in ",\"'\\$ \t\n"):
         return "its id or base image has characters the seed step would have to quote"
     return None
@@ -104,40 +105,34 @@ def _option(m: CacheMount, at: str) -> str:
     return "--mount=type=cache," + ",".join(fields)
 
 
-def _restore(m: CacheMount) -> str:
-    owner = f" && chown -R {m.uid or 0}:{m.gid or 0} {SEED_AT}" if m.uid or m.gid else ""
-    return f"{owner} && chmod {m.mode or '0755'} {SEED_AT}"
-
-
-def _distinct(m: CacheMount) -> str:
-    """BuildKit leaves cache mounts out of a step's cache key: two stages whose commands
-    read the same would be one step, and the second mount never copied. The id in the
-    command text keeps them apart."""
-    return f": {m.id} &&"
+def _restore(m: CacheMount, at: str) -> str:
+    owner = f" && chown -R {m.uid or 0}:{m.gid or 0} {at}" if m.uid or m.gid else ""
+    return f"{owner} && chmod {m.mode or '0755'} {at}"
 
 
 def seed_context(i: int) -> str:
     return f"dockcache-seed-{i}"
 
 
+def base_of(mounts: Sequence[CacheMount]) -> str | None:
+    """One image for the whole step: any base with `sh` and `cp` serves every mount."""
+    return next((m.base for m in mounts if m.base), None)
+
+
 def seed_dockerfile(mounts: Sequence[CacheMount]) -> str:
-    """Stage i copies named context `dockcache-seed-i` into mount i; `--output type=cacheonly`."""
-    lines: list[str] = []
-    for i, m in enumerate(mounts):
-        lines += [f"FROM {m.base} AS dockcache-{i}", "USER 0", "ARG DOCKCACHE_BUST",
-                  f"RUN {_option(m, SEED_AT)} --mount=type=bind,from={seed_context(i)},target={SAVE_FROM} "
-                  f"{_distinct(m)} cp -a {SAVE_FROM}/. {SEED_AT}/{_restore(m)} && touch /dockcache-done"]
-    lines.append("FROM scratch")
-    lines += [f"COPY --from=dockcache-{i} /dockcache-done /{i}" for i in range(len(mounts))]
-    return "\n".join(lines) + "\n"
+    """One step: named context `dockcache-seed-i` copied into mount i (`--output type=cacheonly`).
+    One step, not a stage per mount: a stage per mount cost 3-4 s more on a 1.5 GB base
+    (measured on the engine pair), one step 0.6 s."""
+    flags = " ".join(f"{_option(m, f'{SEED_AT}{i}')} --mount=type=bind,from={seed_context(i)},target={SAVE_FROM}{i}"
+                     for i, m in enumerate(mounts))
+    copies = " && ".join(f"cp -a {SAVE_FROM}{i}/. {SEED_AT}{i}/{_restore(m, f'{SEED_AT}{i}')}"
+                         for i, m in enumerate(mounts))
+    return f"FROM {base_of(mounts)}\nUSER 0\nARG DOCKCACHE_BUST\nRUN {flags} {copies}\n"
 
 
 def save_dockerfile(mounts: Sequence[CacheMount]) -> str:
     """Mount i's contents land in `DEST/i` with `--output type=local,dest=DEST`."""
-    lines: list[str] = []
-    for i, m in enumerate(mounts):
-        lines += [f"FROM {m.base} AS dockcache-{i}", "USER 0", "ARG DOCKCACHE_BUST",
-                  f"RUN {_option(m, SEED_AT)} {_distinct(m)} mkdir -p {OUT} && cp -a {SEED_AT}/. {OUT}/"]
-    lines.append("FROM scratch")
-    lines += [f"COPY --from=dockcache-{i} {OUT} /{i}" for i in range(len(mounts))]
-    return "\n".join(lines) + "\n"
+    flags = " ".join(_option(m, f"{SEED_AT}{i}") for i, m in enumerate(mounts))
+    copies = " && ".join(f"mkdir -p {OUT}/{i} && cp -a {SEED_AT}{i}/. {OUT}/{i}/" for i in range(len(mounts)))
+    return (f"FROM {base_of(mounts)} AS dockcache\nUSER 0\nARG DOCKCACHE_BUST\nRUN {flags} {copies}\n"
+            f"FROM scratch\nCOPY --from=dockcache {OUT} /\n")
