@@ -61,7 +61,8 @@ def unusable(*, caps_mode: str, generation: str | None, no_cache: bool, enabled:
 
 def plan_mounts(found: Found, *, key: str, platform: str, user_platform: str | None,
                 stored: Mapping[str, str], held: Mapping[str, str], why_not: str | None) -> MountPlan:
-    """stored: store name -> current generation; held: store name -> generation this daemon has."""
+    """stored: store name -> current generation; held: store name -> generation this daemon
+    was seeded with or saved (absent: it never had this mount from dockcache)."""
     if found.reason:
         return MountPlan(reasons=(f"cache mounts: {found.reason}",))
     reasons = [f"cache mounts: {s}" for s in found.skipped]
@@ -83,7 +84,9 @@ def plan_mounts(found: Found, *, key: str, platform: str, user_platform: str | N
             out.append(Planned(m, name, False, False, gen))
             reasons.append(f"cache mount {m.id}: {problem}; not carried")
             continue
-        seed = gen is not None and held.get(name) != gen
+        # Once per daemon: its own contents are warm for its own work, and re-seeding
+        # whenever another session published would cost a seed on every alternation.
+        seed = gen is not None and name not in held
         state = ("seeded from the store before the build" if seed else
                  "already in this daemon" if gen is not None else "nothing stored yet")
         reasons.append(f"cache mount {m.id} -> {m.target}: {state}; saved after the build")

@@ -19,8 +19,10 @@ def plan(found, stored=None, held=None, why_not=None):
 
 def test_seed_only_what_the_store_has_and_this_daemon_lacks():
     go, mod = mount_name("app", GO.id, "linux/amd64"), mount_name("app", MOD.id, "linux/amd64")
-    p = plan(Found((GO, MOD)), stored={go: "g2", mod: "m1"}, held={go: "g1", mod: "m1"})
+    p = plan(Found((GO, MOD)), stored={go: "g2", mod: "m1"}, held={mod: "m1"})
     assert [x.mount.id for x in p.seeds] == [GO.id]
+    # a daemon that holds an older generation keeps its own (no seed on every alternation)
+    assert plan(Found((GO,)), stored={go: "g2"}, held={go: "g1"}).seeds == ()
     assert len(p.saves) == 2
     assert any("seeded from the store" in r for r in p.reasons) and any("already in this daemon" in r for r in p.reasons)
     assert plan(Found((GO,))).seeds == () and "nothing stored yet" in plan(Found((GO,))).reasons[0]
