@@ -242,9 +242,12 @@ def _build(real: str, inv: Invocation, prep: Prepared) -> int:
 
 def _seed_mounts(real: str, inv: Invocation, prep: Prepared, environ: Mapping[str, str]) -> None:
     """Before docker: a failed seed costs the warm mount, never the build."""
-    if not prep.mounts.seeds:
+    if not prep.mounts.mounts:
         return
     from shim.build import mountsync
+    mountsync.say_failed_save(State(state_dir(environ)), prep.plan.key)
+    if not prep.mounts.seeds:
+        return
     started = time.monotonic()
     try:
         n = mountsync.seed(real, inv.globals, prep.mounts, open_store(prep.config), State(state_dir(environ)),

@@ -30,6 +30,7 @@ from shim.core.state import State, state_dir
 
 TRUST = 24 * 3600.0  # BuildKit's GC may drop an unused mount: after a day, seed again
 HELD = "mountseeds"  # state kind: (daemon generation, store name) -> generation it holds
+FAILED = "mountsavefailed"  # state kind: key -> why its last detached save failed (said once, next build)
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
 
@@ -182,14 +183,24 @@ def save_later(real: str, docker_globals: Sequence[str], plan: MountPlan, *, key
 
 def save_main() -> None:
     """The detached worker: `python -S -c … ROOT PAYLOAD`."""
+    payload = json.loads(sys.argv[1])
     try:
-        save(json.loads(sys.argv[1]))
-    except Exception as exc:  # noqa: BLE001 - nobody is waiting: the metrics log says it
-        try:
-            State(state_dir(os.environ)).append_log("metrics", {"kind": "mount-save", "ok": False,
-                                                                "error": f"{type(exc).__name__}: {exc}"})
-        except Exception:  # noqa: BLE001
-            pass
+        save(payload)
+    except Exception as exc:  # noqa: BLE001 - nobody is waiting: the next build says it
+        _failed(State(Path(payload["state"])), payload["key"], f"{type(exc).__name__}: {exc}")
+
+
+def _failed(state: State, key: str, why: str) -> None:
+    state.append_log("metrics", {"kind": "mount-save", "key": key, "ok": False, "error": why})
+    state.put(FAILED, "local", key, {"error": why})
+
+
+def say_failed_save(state: State, key: str) -> None:
+    """One line about a detached save that failed since the last build of this key."""
+    got = state.get(FAILED, "local", key)
+    if got:
+        state.forget(FAILED, "local", key)
+        say(f"the cache mounts of {key} were not saved after its last build ({got.get('error')})")
 
 
 def save(p: dict) -> None:
@@ -218,9 +229,11 @@ def save(p: dict) -> None:
             state.put("mountsaved", p["generation"], p["key"], {"image": image})
         if ok and store.size() > p["max_size"]:
             store.prune(max_size=p["max_size"])
-        state.append_log("metrics", {"kind": "mount-save", "key": p["key"], "ok": ok, "bytes": sum(published),
-                                     "mounts": len(published), "ms": round((time.monotonic() - started) * 1000, 2),
-                                     **({} if ok else {"error": _last_line(res.stderr)})})
+        if not ok:
+            _failed(state, p["key"], _last_line(res.stderr))
+            return
+        state.append_log("metrics", {"kind": "mount-save", "key": p["key"], "ok": True, "bytes": sum(published),
+                                     "mounts": len(published), "ms": round((time.monotonic() - started) * 1000, 2)})
     finally:
         shutil.rmtree(out, ignore_errors=True)
 

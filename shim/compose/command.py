@@ -15,6 +15,14 @@ from shim.compose.plan import ComposePlan, plan
 from shim.core import proc
 from shim.core.notice import after_docker, say
 
+def _docker(real: str, name: str, environ: Mapping[str, str]) -> str:
+    """The seed and save builds need docker itself, also under the docker-compose launcher."""
+    if name == "docker":
+        return real
+    from shim.core.realdocker import find_real
+    return find_real("docker", environ) or real
+
+
 def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], *, on_error) -> None:
     try:
         p = plan(real, name, args, environ)
@@ -29,12 +37,12 @@ def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str
         return
     rc = 1
     try:
-        _seed_mounts(real, p, environ)
+        _seed_mounts(_docker(real, name, environ), p, environ)
         rc = proc.run_child(real, p.argv, env={**environ, **p.env})
         if rc == 0:
             after_docker(_publish, p)
             after_docker(_move_keys, p)
-            after_docker(_save_mounts, real, p, environ)
+            after_docker(_save_mounts, _docker(real, name, environ), p, environ)
     finally:
         after_docker(cleanup, p)
     sys.exit(rc)
@@ -43,14 +51,18 @@ def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str
 def _seed_mounts(real: str, p: ComposePlan, environ: Mapping[str, str]) -> None:
     """Before compose: each service's cache mounts this daemon lacks (fail-open)."""
     from shim.build.command import open_store
-    from shim.build.mountsync import seed
+    from shim.build.mountsync import say_failed_save, seed
     from shim.core.config import load
     from shim.core.state import State, state_dir
 
+    state = State(state_dir(environ))
+    for key, m in p.mounts.items():
+        if m.plan.mounts:
+            say_failed_save(state, key)
     todo = {k: m for k, m in p.mounts.items() if m.plan.seeds}
     if not todo:
         return
-    store, state = open_store(load(environ, os.getcwd())), State(state_dir(environ))
+    store = open_store(load(environ, os.getcwd()))
     for key, m in todo.items():
         try:
             seed(real, p.docker_globals, m.plan, store, state, m.generation)
