@@ -118,3 +118,39 @@ def test_expand_unknown_names_raise(name):
 def test_mount_fields_read_csv_back(fields):
     value = ",".join(f'"{k}={v}"' for k, v in fields.items())
     assert mount_fields(value) == {k: v.strip() for k, v in fields.items()}
+
+
+@st.composite
+def _stage_graphs(draw):
+    """Stages that build on earlier ones (FROM, COPY --from), each with one cache mount."""
+    n = draw(st.integers(1, 6))
+    stages = []
+    for i in range(n):
+        base = draw(st.one_of(st.none(), st.integers(0, i - 1))) if i else None
+        copy = draw(st.one_of(st.none(), st.integers(0, i - 1))) if i else None
+        stages.append((base, copy))
+    return stages, draw(st.integers(0, n - 1))
+
+
+@given(_stage_graphs())
+def test_mounts_are_those_of_the_stages_the_target_reaches(graph):
+    stages, target = graph
+    lines = []
+    for i, (base, copy) in enumerate(stages):
+        lines.append(f"FROM {'s%d' % base if base is not None else 'img%d' % i} AS s{i}")
+        if copy is not None:
+            lines.append(f"COPY --from=s{copy} /x /x")
+        lines.append(f"RUN --mount=type=cache,target=/c{i} true")
+    want, todo = set(), [target]
+    while todo:
+        i = todo.pop()
+        if i not in want:
+            want.add(i)
+            todo += [d for d in stages[i] if d is not None]
+    got = find("\n".join(lines) + "\n", target=f"s{target}", build_args={}, platform=AMD64)
+    assert [m.id for m in got.mounts] == [f"/c{i}" for i in sorted(want)]
+    for m in got.mounts:
+        i = int(m.id[2:])
+        while stages[i][0] is not None:
+            i = stages[i][0]
+        assert m.base == f"img{i}"
