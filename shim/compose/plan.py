@@ -130,8 +130,9 @@ def service_mounts(call: ComposeCall, environ, config, caps: BuildCaps, builds: 
     for svc, spec in builds.items():
         b = spec["build"]
         context = str(b.get("context") or ".")
-        inline = "dockerfile_inline" in b
-        dockerfile = "-" if inline else os.path.join(context, str(b.get("dockerfile") or "Dockerfile"))
+        if "dockerfile_inline" in b:
+            continue  # not a file dockcache reads; its mounts stay in the daemon
+        dockerfile = os.path.join(context, str(b.get("dockerfile") or "Dockerfile"))
         platforms = b.get("platforms") or []
         plan, generation = plan_for(invocation(call), environ, config, caps, key=keys[svc], context=context,
                                     dockerfile=dockerfile, target=b.get("target"),
