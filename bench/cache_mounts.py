@@ -141,7 +141,7 @@ def one_round(b: Bench, case: str, i: int, packages: int, funcs: int) -> dict:
         pair = [(on, {}), (off, {"DOCKCACHE_BUILD_CACHE_MOUNTS": "0"})]
         for runs, env in (pair if n % 2 == 0 else pair[::-1]):
             runs.append(b.build("a", ctx, token, extra_env=env))
-    r["warm_on"], r["warm_off"] = statistics.median(on), statistics.median(off)
+    r["warm_on"], r["warm_off"] = round(statistics.median(on), 3), round(statistics.median(off), 3)
     return r
 
 
