@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from shim.build import mountplan
-from shim.build.mountplan import MountPlan, Planned
+from shim.build.mountplan import MountPlan
 from shim.build.mounts import CacheMount, Found, find
 from shim.build.mountstore import MountStore
 from shim.core import proc

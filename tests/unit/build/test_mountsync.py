@@ -1,6 +1,5 @@
 """The seed/save I/O around the pure plan, with docker faked (core.proc is the one place)."""
 
-import json
 from pathlib import Path
 
 from shim.build import mountsync
