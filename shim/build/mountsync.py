@@ -211,7 +211,7 @@ def save(p: dict) -> None:
     state = State(Path(p["state"]))
     image = _image_id(p) if p.get("tag") else None
     if image and _unchanged(state, p, image):
-        state.append_log("metrics", {"kind": "mount-save", "key": p["key"], "ok": True, "skipped": "image unchanged"})
+        state.append_log("metrics", {"kind": "mount-save", "key": p["key"], "ok": True, "skipped": "layers unchanged"})
         return
     store = CacheStore(Path(p["store"]), lock_timeout=p["lock_timeout"])
     ms = MountStore(store)
@@ -248,12 +248,15 @@ def _save_build(p: dict, mounts: Sequence[CacheMount], out: Path):
 
 
 def _image_id(p: dict) -> str | None:
-    res = proc.run_docker(p["real"], [*p["globals"], "image", "inspect", "--format", "{{.Id}}", p["tag"]])
-    return res.stdout.strip() or None if res.returncode == 0 else None
+    """The built image's layers: its id changes with every build on the containerd image
+    store (a new creation time), its layers only when a step ran again."""
+    res = proc.run_docker(p["real"], [*p["globals"], "image", "inspect", "--format", "{{json .RootFS.Layers}}",
+                                      p["tag"]])
+    return (res.stdout.strip() or None) if res.returncode == 0 else None
 
 
 def _unchanged(state: State, p: dict, image: str) -> bool:
-    """The same image as at this daemon's last save, and every mount it holds still the
+    """The same layers as at this daemon's last save, and every mount it holds still the
     store's newest: no step that uses a mount ran, so there is nothing new to save."""
     from shim.build.mountstore import read_index
 

@@ -92,6 +92,10 @@ def test_a_mount_filled_on_a_is_warm_for_an_edited_build_on_b(shim_env, engines,
     edit(ctx)
     assert "MOUNT-WARM" in ok(build(shim_env, b, ctx, tag, token))
     assert [m for m in metrics(shim_env) if m.get("kind") == "build"][-1]["mounts_seeded"] == 0
+    # nothing changed: no step ran, so the detached save copies nothing
+    wait_saved(shim_env, 3)
+    ok(build(shim_env, b, ctx, tag, token))
+    assert wait_saved(shim_env, 4)[-1].get("skipped") == "layers unchanged"
 
 
 def test_a_seeded_mount_keeps_uid_gid_and_mode_for_a_non_root_step(shim_env, engines, tmp_path):
