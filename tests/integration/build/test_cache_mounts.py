@@ -257,3 +257,19 @@ def test_old_engine_builds_unchanged_and_explain_says_why(shim_env, engines, tmp
                          "--build-arg", f"TOKEN={token}", str(ctx)], env={**shim_env, "DOCKER_HOST": old.host},
                         capture_output=True, text=True, timeout=120)
     assert "cache mounts found: m-" in cp.stdout and "stay in this daemon" in cp.stdout, cp.stdout + cp.stderr
+
+
+def test_save_wait_mode_and_no_cache(shim_env, engines, tmp_path):
+    """`build.cache_mounts_save = "wait"`: stored when the command returns; `--no-cache`
+    (BuildKit hands every step an empty mount): nothing seeded or saved."""
+    a = engines["a"]
+    ctx, token = project(tmp_path)
+    tag = f"{a.prefix}/wait:1"
+    env = {**shim_env, "DOCKCACHE_BUILD_CACHE_MOUNTS_SAVE": "wait"}
+    ok(build(env, a, ctx, tag, token))
+    assert len(read_index(Path(shim_env["DOCKCACHE_BUILD_STORE"]))) == 1
+    assert len([m for m in metrics(env) if m.get("kind") == "mount-save"]) == 1
+    edit(ctx)
+    assert "MOUNT-COLD" in ok(build(env, a, ctx, tag, token, "--no-cache"))
+    assert len([m for m in metrics(env) if m.get("kind") == "mount-save"]) == 1
+    assert "mounts" not in [m for m in metrics(env) if m.get("kind") == "build"][-1]
