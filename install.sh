@@ -36,12 +36,14 @@ uninstall() {
 
 install_python() {  # sets $py to the python that has dockcache installed
   if command -v pipx >/dev/null 2>&1 && [ -z "${DOCKCACHE_NO_PIPX:-}" ]; then
-    pipx install --force "$here" >/dev/null
+    # [mounts]: BuildKit's Dockerfile parser for cache mounts; where no wheel fits, without it
+    pipx install --force "$here[mounts]" >/dev/null 2>&1 || pipx install --force "$here" >/dev/null
     py=$(sed -n '1s/^#!//p' "$(pipx environment --value PIPX_BIN_DIR)/dockcache")
     mkdir -p "$prefix"; : > "$prefix/.pipx"
   else
     [ -x "$prefix/venv/bin/python" ] || python3 -m venv ${DOCKCACHE_VENV_FLAGS:-} "$prefix/venv"
-    "$prefix/venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "$here"
+    "$prefix/venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "$here[mounts]" 2>/dev/null \
+      || "$prefix/venv/bin/python" -m pip install -q --disable-pip-version-check --upgrade "$here"
     py=$prefix/venv/bin/python
   fi
 }

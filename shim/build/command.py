@@ -26,6 +26,7 @@ from shim.core.config import Config, load
 from shim.core.engine import BuildCaps, cached_caps, legacy_reason
 from shim.core.grammar import BuildArgs, Invocation, parse_build
 from shim.build.local import LocalBuilds, for_engine
+from shim.build.mountplan import MountPlan
 from shim.core.state import State, endpoint_id, state_dir
 
 
@@ -41,6 +42,9 @@ class Prepared:
     local: LocalBuilds | None = None  # remembers what this daemon exported
     published: Published | None = None
     shared: object = None  # builder.SharedRun: the build goes to the host's shared BuildKit
+    mounts: MountPlan = MountPlan()  # cache mounts to seed before and save after the build
+    generation: str | None = None  # the daemon they are seeded into (local.daemon_generation)
+    seeded: tuple[int, float] = (0, 0.0)  # mounts seeded, seconds it took
 
 
 @dataclass
@@ -65,6 +69,29 @@ def caps_for(real: str, inv: Invocation, build: BuildArgs, environ: Mapping[str,
 
 def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str],
             *, dry_run: bool = False) -> Prepared:
+    """The rewritten build and what to do around it (explain: with dry_run, nothing made)."""
+    prep = _prepare(real, args, inv, environ, dry_run=dry_run)
+    if prep.plan.key:
+        prep.mounts, prep.generation = _mount_plan(inv, environ, prep)
+        for reason in prep.mounts.reasons:
+            prep.plan = _noted(prep.plan, reason)
+    return prep
+
+
+def _mount_plan(inv: Invocation, environ: Mapping[str, str], prep: Prepared) -> tuple[MountPlan, str | None]:
+    """Which cache mounts to seed and save (build/mountsync.py); only files and state are read."""
+    from shim.build import mountsync
+
+    build = parse_build(inv)
+    opts = build.options
+    return mountsync.plan_for(inv, environ, prep.config, prep.caps, key=prep.plan.key, context=build.context,
+                              dockerfile=build.file, target=mountsync.option(opts, "--target"),
+                              args=mountsync.build_args(opts, environ), platform=mountsync.option(opts, "--platform"),
+                              builder=build.builder, no_cache=build.no_cache)
+
+
+def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str],
+             *, dry_run: bool = False) -> Prepared:
     build = parse_build(inv)
     cwd = os.getcwd()
     ctx_dir = os.path.join(cwd, build.context or ".")
@@ -218,15 +245,18 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
     except Exception as exc:  # noqa: BLE001 - fail open
         on_error(real, list(args), exc)
         return
-    if prep.plan.argv == tuple(args):
+    if prep.plan.argv == tuple(args) and not prep.mounts.mounts:
         return  # nothing to add: the caller execs docker unchanged
     if prep.caps.mode == "import-only" and not prep.plan.export:
         say(f"this engine imports the shared build cache but cannot publish to it: {prep.caps.reason}")
     rc = 1
     try:
+        _seed_mounts(real, inv, prep, environ)
         rc = _build(real, inv, prep)
         if rc == 0 and prep.plan.export and prep.export_dir:
             after_docker(_publish, prep)
+        if rc == 0 and prep.mounts.saves:
+            after_docker(_save_mounts, real, inv, prep, environ)
         if rc == 0 and prep.plan.registry_tag and prep.plan.registry_tag != prep.plan.key:
             after_docker(_move_key_tag, prep)
     finally:
@@ -264,6 +294,30 @@ def _build(real: str, inv: Invocation, prep: Prepared) -> int:
     return proc.run_child(real, second)
 
 
+def _seed_mounts(real: str, inv: Invocation, prep: Prepared, environ: Mapping[str, str]) -> None:
+    """Before docker: a failed seed costs the warm mount, never the build."""
+    if not prep.mounts.mounts:
+        return
+    from shim.build import mountsync
+    mountsync.say_failed_save(State(state_dir(environ)), prep.plan.key)
+    if not prep.mounts.seeds:
+        return
+    started = time.monotonic()
+    try:
+        n = mountsync.seed(real, inv.globals, prep.mounts, open_store(prep.config), State(state_dir(environ)),
+                           prep.generation)
+        prep.seeded = (n, time.monotonic() - started)
+    except Exception as exc:  # noqa: BLE001 - fail open
+        say(f"cache mounts not seeded: {type(exc).__name__}: {exc}")
+
+
+def _save_mounts(real: str, inv: Invocation, prep: Prepared, environ: Mapping[str, str]) -> None:
+    from shim.build import mountsync
+    tags = parse_build(inv).tags
+    mountsync.save_later(real, inv.globals, prep.mounts, key=prep.plan.key, config=prep.config,
+                         environ=environ, generation=prep.generation, tag=tags[0] if tags else None)
+
+
 def _publish(prep: Prepared) -> None:
     try:
         done = prep.store.publish(prep.export_dir, prep.plan.key)
@@ -296,8 +350,15 @@ def _record(environ: Mapping[str, str], prep: Prepared, rc: int, seconds: float)
     State(state_dir(environ)).append_log("metrics", {
         "kind": "build", "key": prep.plan.key, "imports": list(prep.plan.imports),
         "export": prep.plan.export, "engine": prep.caps.mode, "rc": rc, "ms": round(seconds * 1000, 2),
-        **_published_fields(prep.published),
+        **_published_fields(prep.published), **_mount_fields(prep),
         **({"builder": "shared", "loaded": prep.shared.loaded, "thin": prep.shared.thin} if prep.shared else {})})
+
+
+def _mount_fields(prep: Prepared) -> dict:
+    if not prep.mounts.mounts:
+        return {}
+    return {"mounts": len(prep.mounts.mounts), "mounts_seeded": prep.seeded[0],
+            "mounts_seed_ms": round(prep.seeded[1] * 1000, 2), "mounts_saved": len(prep.mounts.saves)}
 
 
 def _published_fields(done: Published | None) -> dict:

@@ -29,7 +29,9 @@ def forget_daemon(inv, environ: Mapping[str, str]) -> None:
     try:
         generation = daemon_generation(inv.host, inv.context, environ)
         if generation:
-            State(state_dir(environ)).forget_all("localbuilds", generation)
+            state = State(state_dir(environ))
+            for kind in ("localbuilds", "mountseeds", "mountsaved"):  # mountsync.py: cache mounts are gone too
+                state.forget_all(kind, generation)
     except Exception as exc:  # noqa: BLE001 - the prune runs regardless; say what was missed
         from shim.core.notice import say
         say(f"could not forget this daemon's build records ({type(exc).__name__}: {exc}); "

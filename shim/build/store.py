@@ -33,10 +33,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from shim.build import layout
+from shim.build import layout, mountstore
 from shim.build.layout import StoreError
 from shim.build.lock import Held
 
+MOUNT = "mount:"  # prune results name saved cache mounts MOUNT + their store name
 SEED_LIMIT = 20000  # above this many store blobs, an export dir gets links to the imported keys' only
 
 
@@ -156,7 +157,9 @@ class CacheStore:
         return out
 
     def size(self) -> int:
-        return self._size_of(p.name for p in self.blobs.glob("*")) if self.blobs.exists() else 0
+        """Bytes held: layer blobs plus saved cache-mount contents (mountstore.py)."""
+        blobs = self._size_of(p.name for p in self.blobs.glob("*")) if self.blobs.exists() else 0
+        return blobs + mountstore.total_size(self.root)
 
     def _size_of(self, hexes: Iterable[str]) -> int:
         total = 0
@@ -264,22 +267,31 @@ class CacheStore:
 
     def prune(self, *, max_size: int | None = None, older_than: float | None = None,
               now: float | None = None) -> PruneResult:
+        """Drop keys and saved cache mounts (`mount:NAME`), least recently used first."""
         now = time.time() if now is None else now
         with self._lock():
             before = self.size()
             manifests, _ = self._read_index()
             meta = self._read_meta()
-            order = sorted({layout.base(layout.ref(m)) for m in manifests}, key=lambda k: meta.get(k, {}).get("last_used", 0.0))
-            gone = [k for k in order if older_than is not None
-                    and now - meta.get(k, {}).get("last_used", 0.0) > older_than]
+            mounts = mountstore.read_index(self.root)
+            used = {k: meta.get(k, {}).get("last_used", 0.0) for k in {layout.base(layout.ref(m)) for m in manifests}}
+            used.update({f"{MOUNT}{n}": e.last_used for n, e in mounts.items()})
+            order = sorted(used, key=used.get)
+            gone = [k for k in order if older_than is not None and now - used[k] > older_than]
             kept = [k for k in order if k not in gone]
-            while max_size is not None and kept and self._size_for(manifests, kept) > max_size:
+            while max_size is not None and kept and self._kept_size(manifests, mounts, kept) > max_size:
                 gone.append(kept.pop(0))
-            self._drop(manifests, gone)
-            count = self._collect([m for m in manifests if layout.base(layout.ref(m)) not in gone])
+            keys = [k for k in gone if not k.startswith(MOUNT)]
+            mountstore.drop_locked(self.root, [k[len(MOUNT):] for k in gone if k.startswith(MOUNT)])
+            self._drop(manifests, keys)
+            count = self._collect([m for m in manifests if layout.base(layout.ref(m)) not in keys])
             self._clean_stale()
             after = self.size()
             return PruneResult(tuple(gone), count, before - after, before, after)
+
+    def _kept_size(self, manifests: list[dict], mounts: dict, kept: Sequence[str]) -> int:
+        return (self._size_for(manifests, [k for k in kept if not k.startswith(MOUNT)])
+                + sum(mounts[k[len(MOUNT):]].size for k in kept if k.startswith(MOUNT)))
 
     def drop_keys(self, keys: Sequence[str]) -> int:
         """Remove keys and the blobs only they reached; returns blobs removed."""
@@ -358,7 +370,12 @@ class CacheStore:
         return path
 
     def _clean_stale(self) -> None:
-        """Export and snapshot dirs whose process is gone (killed builds)."""
+        """Export and snapshot dirs whose process is gone (killed builds), and mount
+        generations the mount index no longer names."""
+        listed = {e.dirname for e in mountstore.read_index(self.root).values()}
+        for path in (self.root / "mounts").glob("*.*"):
+            if path.is_dir() and path.name not in listed:
+                shutil.rmtree(path, ignore_errors=True)
         for kind in ("tmp", "snapshots"):
             for path in (self.root / kind).glob("dockcache-*"):
                 pid = path.name.split("-")[-2]

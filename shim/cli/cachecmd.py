@@ -97,7 +97,7 @@ def bar(fraction: float, width: int = 10) -> str:
 
 def select(rows: list[CacheRow], managers: list[str], *, build: bool, everything: bool) -> list[CacheRow]:
     return [r for r in rows if r.exists and (everything or r.manager in managers
-                                              or (build and r.kind == "build-key"))]
+                                              or (build and r.kind in ("build-key", "build-mount")))]
 
 
 def cache_clear(ctx: Ctx, managers: list[str], *, build: bool, everything: bool, force: bool,
@@ -133,6 +133,11 @@ def cache_clear(ctx: Ctx, managers: list[str], *, build: bool, everything: bool,
 def _remove(ctx: Ctx, row: CacheRow) -> bool:
     if row.kind == "bind":
         return _remove_dir(ctx, row)
+    if row.kind == "build-mount":
+        from shim.build.mountstore import MountStore
+        MountStore(CacheStore(ctx.store_root)).drop([row.name.split(":", 1)[1]])
+        ctx.audit("clear", f"build:{row.name}", bytes=row.size)
+        return True
     if row.kind == "build-key":
         CacheStore(ctx.store_root).drop_keys([row.name])
         ctx.audit("clear", f"build:{row.name}", bytes=row.size)
@@ -179,7 +184,7 @@ def _prune_local(ctx: Ctx, older_than: float | None, max_size: int | None, human
     old_rows = _prune_volumes(ctx, older_than) if older_than is not None else []
     removed_vols, vol_freed = [r.name for r in old_rows], sum(r.size or 0 for r in old_rows)
     human.append(f"build store: {human_size(res.size_before)} -> {human_size(res.size_after)}, "
-                 f"{len(res.removed_keys)} keys and {res.removed_blobs} blobs removed, "
+                 f"{len(res.removed_keys)} keys/cache mounts and {res.removed_blobs} blobs removed, "
                  f"{human_size(res.freed_bytes)} freed")
     if removed_vols:
         human.append(f"caches removed: {', '.join(removed_vols)} ({human_size(vol_freed)} freed)")

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from shim.core import engine
+from shim.build.mountstore import read_index
 from shim.build.store import CacheStore
 from shim.hot import DISABLE_VALUES
 from shim.core.realdocker import first_on_path, is_launcher
@@ -69,6 +70,9 @@ def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
         _placement_checks(ctx, cfg, reachable, check)
         from .health import cache_checks  # every cache, its size, a cheap health check; the disk guard
         cache_checks(ctx, cfg, reachable, check)
+        mounts = read_index(ctx.store_root)
+        check("build cache mounts", f"{len(mounts)} saved, {human_size(sum(e.size for e in mounts.values()))}"
+              " (RUN --mount=type=cache contents carried across sessions)")
         _backend_checks(cfg, caps, check)
         _shared_builder_check(cfg, check)
         _mirror_checks(cfg, check)

@@ -32,7 +32,10 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
         data = {"kind": "build", "key": prep.plan.key, "imports": list(prep.plan.imports),
                 "export": prep.plan.export, "engine": prep.caps.mode, "backend": backend,
                 "registry": prep.config["build.registry"] or None, "reasons": list(prep.plan.reasons),
-                "argv": ["docker", *prep.plan.argv]}
+                "argv": ["docker", *prep.plan.argv],
+                "cache_mounts": [{"id": p.mount.id, "target": p.mount.target, "sharing": p.mount.sharing,
+                                  "store_name": p.name, "seed": p.seed, "save": p.save}
+                                 for p in prep.mounts.mounts]}
         data["reasons"].insert(0, f"build cache backend: {backend}"
                                + (f" ({data['registry']})" if backend in ("registry", "both") else ""))
     elif inv.kind == "compose" or argv[:1] == ["compose"]:

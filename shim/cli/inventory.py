@@ -25,7 +25,7 @@ _SIZE = re.compile(r"^([\d.]+)\s*([kMGT]?)B$")
 @dataclass
 class CacheRow:
     name: str
-    kind: str  # "volume" | "bind" | "build-key" | "registry-key"
+    kind: str  # "volume" | "bind" | "build-key" | "build-mount" | "registry-key"
     manager: str
     size: int | None
     created: float | None
@@ -245,7 +245,16 @@ def build_rows(ctx: Ctx, usage) -> list[CacheRow]:
         uses, _ = _uses(usage, f"build:{key}")
         rows.append(CacheRow(key, "build-key", "buildkit", info.size, info.created or None,
                              info.last_used or None, uses))
-    return rows
+    return rows + mount_rows(ctx)
+
+
+def mount_rows(ctx: Ctx) -> list[CacheRow]:
+    """Saved `RUN --mount=type=cache` contents (build/mountstore.py), named `mount:NAME`."""
+    from shim.build.mountstore import read_index
+    from shim.build.store import MOUNT
+
+    return [CacheRow(f"{MOUNT}{name}", "build-mount", "buildkit", e.size, e.created or None, e.last_used or None,
+                     entries=e.files) for name, e in sorted(read_index(Path(ctx.store_root)).items())]
 
 
 def registry_rows(ctx: Ctx) -> list[CacheRow]:

@@ -17,9 +17,12 @@ def metrics_show(ctx: Ctx, *, since: float | None, as_json: bool) -> None:
     mounted = Counter(c for r in recs for c in r.get("caches", []))
     builds = [r for r in recs if r.get("kind") == "build"]
     compose = [r for r in recs if r.get("kind") == "compose"]
+    saves = [r for r in recs if r.get("kind") == "mount-save"]
     data = {
         "since": iso_utc(floor) if floor else None, "commands": dict(kinds),
-        "caches_mounted": dict(mounted), "time_spent_ms": round(sum(r.get("ms", 0) for r in recs), 1),
+        "caches_mounted": dict(mounted),
+        # detached cache-mount saves run after the command returned: nobody waited for them
+        "time_spent_ms": round(sum(r.get("ms", 0) for r in recs if r.get("kind") != "mount-save"), 1),
         "builds": {"with_import": sum(1 for r in builds if r.get("imports"))
                    + sum(len(r.get("imports", [])) for r in compose),
                    "published": sum(1 for r in builds if r.get("export") and r.get("rc") == 0)
@@ -27,6 +30,12 @@ def metrics_show(ctx: Ctx, *, since: float | None, as_json: bool) -> None:
                    "failed": sum(1 for r in builds + compose if r.get("rc")),
                    "compose_runs": len(compose),
                    "observed_cached_steps": None, "observed_executed_steps": None},
+        "cache_mounts": {"seeded": sum(r.get("mounts_seeded", 0) for r in builds),
+                         "seed_ms": round(sum(r.get("mounts_seed_ms", 0) for r in builds), 1),
+                         "saves": sum(1 for r in saves if r.get("ok") and not r.get("skipped")),
+                         "saves_skipped_unchanged": sum(1 for r in saves if r.get("skipped")),
+                         "saves_failed": sum(1 for r in saves if not r.get("ok")),
+                         "saved_bytes": sum(r.get("bytes", 0) for r in saves)},
         "days": _days(ctx, floor),
     }
     human = table([[k, str(v)] for k, v in sorted(kinds.items())], ["KIND", "COMMANDS"])
@@ -34,6 +43,11 @@ def metrics_show(ctx: Ctx, *, since: float | None, as_json: bool) -> None:
     b = data["builds"]
     human += (f"\n\nbuilds: {b['with_import']} imported from the shared store, {b['published']} published, "
               f"{b['failed']} failed ({b['compose_runs']} compose runs)\ntime spent in dockcache: {data['time_spent_ms']} ms")
+    m = data["cache_mounts"]
+    if m["seeded"] or saves:
+        human += (f"\ncache mounts: {m['seeded']} seeded ({m['seed_ms']} ms), {m['saves']} saved after builds "
+                  f"({m['saved_bytes']} bytes, detached), {m['saves_skipped_unchanged']} skipped (image layers unchanged), "
+                  f"{m['saves_failed']} failed")
     human += "\n\n" + _days_chart(data["days"])
     emit(data, as_json=as_json, human=human)
 

@@ -6,6 +6,7 @@ nothing after it may change it (after_docker).
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -14,6 +15,14 @@ from collections.abc import Mapping, Sequence
 from shim.compose.plan import ComposePlan, plan
 from shim.core import proc
 from shim.core.notice import after_docker, say
+
+def _docker(real: str, name: str, environ: Mapping[str, str]) -> str:
+    """The seed and save builds need docker itself, also under the docker-compose launcher."""
+    if name == "docker":
+        return real
+    from shim.core.realdocker import find_real
+    return find_real("docker", environ) or real
+
 
 def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], *, on_error) -> None:
     try:
@@ -29,10 +38,12 @@ def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str
         return
     rc, started = 1, time.monotonic()
     try:
+        _seed_mounts(_docker(real, name, environ), p, environ)
         rc = proc.run_child(real, p.argv, env={**environ, **p.env})
         if rc == 0:
             after_docker(_publish, p)
             after_docker(_move_keys, p)
+            after_docker(_save_mounts, _docker(real, name, environ), p, environ)
     finally:
         after_docker(_record, p, environ, rc, time.monotonic() - started)
         after_docker(cleanup, p)
@@ -46,6 +57,39 @@ def _record(p: ComposePlan, environ: Mapping[str, str], rc: int, seconds: float)
 
     State(state_dir(environ)).append_log("metrics", {"kind": "compose", "published": [], **p.usage,
                                                      "rc": rc, "ms": round(seconds * 1000, 2)})
+
+
+def _seed_mounts(real: str, p: ComposePlan, environ: Mapping[str, str]) -> None:
+    """Before compose: each service's cache mounts this daemon lacks (fail-open)."""
+    from shim.build.command import open_store
+    from shim.build.mountsync import say_failed_save, seed
+    from shim.core.config import load
+    from shim.core.state import State, state_dir
+
+    state = State(state_dir(environ))
+    for key, m in p.mounts.items():
+        if m.plan.mounts:
+            say_failed_save(state, key)
+    todo = {k: m for k, m in p.mounts.items() if m.plan.seeds}
+    if not todo:
+        return
+    store = open_store(load(environ, os.getcwd()))
+    for key, m in todo.items():
+        try:
+            seed(real, p.docker_globals, m.plan, store, state, m.generation)
+        except Exception as exc:  # noqa: BLE001 - fail open: the service builds with what it has
+            say(f"cache mounts of {key} not seeded: {type(exc).__name__}: {exc}")
+
+
+def _save_mounts(real: str, p: ComposePlan, environ: Mapping[str, str]) -> None:
+    from shim.build.mountsync import save_later
+    from shim.core.config import load
+
+    config = load(environ, os.getcwd())
+    for key, m in p.mounts.items():
+        if m.plan.saves:
+            save_later(real, p.docker_globals, m.plan, key=key, config=config, environ=environ,
+                       generation=m.generation, tag=m.image)
 
 
 def _publish(p: ComposePlan) -> None:

@@ -48,6 +48,15 @@ class ComposePlan:
     history: int = 1  # builds a key keeps in the registry
     local: LocalBuilds | None = None  # remembers what this daemon exported
     usage: dict = field(default_factory=dict)  # for the metrics record: keys, imports, caches
+    mounts: dict = field(default_factory=dict)  # key -> ServiceMounts: cache mounts to seed and save
+    docker_globals: tuple[str, ...] = ()  # docker's own options (-H, --context) for the seed/save builds
+
+
+@dataclass(frozen=True)
+class ServiceMounts:
+    plan: object  # build.mountplan.MountPlan
+    generation: str | None
+    image: str  # the image compose tags (the save is skipped while it is unchanged)
 
 
 @dataclass
@@ -106,13 +115,41 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
         p = _with_override(call, args, environ, builds, keys, src, dry_run, run_caches, made)
         p.env.update(shared_env)
         p.reasons[:0] = [shared_note] if shared_note else []
-        return p
+        p.docker_globals = invocation(call).globals
+        p.mounts = service_mounts(call, environ, config, src.caps, builds, keys, project,
+                                  builder=shared_env.get("BUILDX_BUILDER"))
     except BaseException:  # the caller falls back to docker unchanged: leave nothing behind
         if src.snap:
             src.snap.release()
         for dest in made.values():
             shutil.rmtree(dest, ignore_errors=True)
         raise
+    p.reasons += [f"{svc}: {r}" for svc, key in keys.items() if key in p.mounts for r in p.mounts[key].plan.reasons]
+    return p
+
+
+def service_mounts(call: ComposeCall, environ, config, caps: BuildCaps, builds: dict, keys: dict,
+                   project: str, builder: str | None = None) -> dict[str, ServiceMounts]:
+    """Each built service's cache mounts (build/mountsync.py reads its Dockerfile); none to
+    carry on the shared builder, whose BuildKit keeps them for every session."""
+    from shim.build.mountsync import plan_for
+
+    out = {}
+    for svc, spec in builds.items():
+        b = spec["build"]
+        context = str(b.get("context") or ".")
+        if "dockerfile_inline" in b:
+            continue  # not a file dockcache reads; its mounts stay in the daemon
+        dockerfile = os.path.join(context, str(b.get("dockerfile") or "Dockerfile"))
+        platforms = b.get("platforms") or []
+        plan, generation = plan_for(invocation(call), environ, config, caps, key=keys[svc], context=context,
+                                    dockerfile=dockerfile, target=b.get("target"),
+                                    args={k: str(v) for k, v in (b.get("args") or {}).items() if v is not None},
+                                    platform=platforms[0] if len(platforms) == 1 else None, builder=builder,
+                                    no_cache=bool(b.get("no_cache")) or "--no-cache" in call.rest)
+        if plan.reasons or plan.mounts:
+            out[keys[svc]] = ServiceMounts(plan, generation, str(spec.get("image") or f"{project}-{svc}"))
+    return out
 
 
 def _shared(real: str, call: ComposeCall, config, environ, dry_run: bool) -> tuple[dict[str, str], str | None]:

@@ -27,7 +27,8 @@ PROJECT_FILE = ".dockcache.toml"
 REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?/[a-z0-9]+([._/-][a-z0-9]+)*$")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.I)
 CHOICES = {"run.mode": ("auto", "volume", "bind"), "run.scope": ("shared", "user", "project"),
-           "build.backend": ("local", "registry", "both")}
+           "build.backend": ("local", "registry", "both"),
+           "build.cache_mounts_save": ("detached", "wait")}
 
 
 class ConfigError(Exception):
@@ -68,6 +69,8 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     # starts when its socket is there; "off"; "unix:///PATH" or "tcp://HOST:PORT"; or the
     # name of a buildx builder an operator made.
     "build.builder": (str, "auto"),
+    "build.cache_mounts": (bool, True),  # carry RUN --mount=type=cache contents across sessions
+    "build.cache_mounts_save": (str, "detached"),  # "wait": save before the command returns
     "compose.enabled": (bool, True),
     # compose builds on the shared builder through BUILDX_BUILDER: compose then loads every
     # image it builds in full (~8 s for 320 MB here), so it is off unless asked for
@@ -93,6 +96,7 @@ ENV_KEYS = {
     "DOCKCACHE_BUILD_KEY": "build.key", "DOCKCACHE_BUILD_BACKEND": "build.backend",
     "DOCKCACHE_BUILD_LOCK_TIMEOUT": "build.lock_timeout", "DOCKCACHE_BUILD_KEY_HISTORY": "build.key_history",
     "DOCKCACHE_BUILD_REGISTRY": "build.registry", "DOCKCACHE_BUILD_BUILDER": "build.builder",
+    "DOCKCACHE_BUILD_CACHE_MOUNTS": "build.cache_mounts", "DOCKCACHE_BUILD_CACHE_MOUNTS_SAVE": "build.cache_mounts_save",
     "DOCKCACHE_COMPOSE": "compose.enabled",
     "DOCKCACHE_COMPOSE_SHARED_BUILDER": "compose.shared_builder",
     "DOCKCACHE_MIRROR_NPM": "mirrors.npm", "DOCKCACHE_MIRROR_PYPI": "mirrors.pypi",

@@ -178,3 +178,16 @@ def spawn_background(argv: Sequence[str], env: Mapping[str, str]) -> None:
                          preexec_fn=lambda: os.nice(19))
     except (OSError, ValueError):
         pass
+
+
+def spawn_job(argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+    """Start work that outlives this process (a cache-mount save after the build): its own
+    session (a ^C meant for the next command never reaches it), no stdio of ours (a caller
+    reading our output must not wait for it). Returns its pid."""
+    import subprocess
+
+    debug("detach", argv[0], argv[1:], env)
+    child = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+                             env=dict(os.environ if env is None else env))
+    return child.pid

@@ -1,0 +1,104 @@
+"""The seed/save I/O around the pure plan, with docker faked (core.proc is the one place)."""
+
+from pathlib import Path
+
+from shim.build import mountsync
+from shim.build.mountplan import MountPlan, Planned
+from shim.build.mounts import CacheMount
+from shim.build.mountstore import MountStore, read_index
+from shim.build.store import CacheStore
+from shim.core.proc import Result
+from shim.core.state import State
+
+M = CacheMount("/c", "/c", base="busybox")
+
+
+def payload(tmp_path, tag=None):
+    return {"real": "docker", "globals": ["-H", "unix:///x.sock"], "platform": None, "key": "app",
+            "mounts": [{**M.__dict__, "name": "app--c--linux-amd64"}], "store": str(tmp_path / "store"),
+            "lock_timeout": 5.0, "max_size": 10**9, "state": str(tmp_path / "state"), "generation": "g1",
+            "tag": tag, "key_platform": "linux-amd64"}
+
+
+def fake_docker(monkeypatch, rc=0, image="sha256:1"):
+    calls = []
+
+    def run_docker(real, argv, **kw):
+        calls.append(list(argv))
+        if "inspect" in argv:
+            return Result(tuple(argv), 0, image + "\n", "")
+        if rc == 0 and any(a.startswith("type=local,dest=") for a in argv):
+            dest = Path(next(a for a in argv if a.startswith("type=local,dest="))[len("type=local,dest="):])
+            (dest / "0").mkdir(parents=True)
+            (dest / "0" / "warm").write_text("yes")
+        return Result(tuple(argv), rc, "", "ERROR: boom\n" if rc else "")
+    monkeypatch.setattr(mountsync.proc, "run_docker", run_docker)
+    return calls
+
+
+def test_save_publishes_and_remembers_what_this_daemon_holds(tmp_path, monkeypatch):
+    calls = fake_docker(monkeypatch)
+    mountsync.save(payload(tmp_path))
+    (entry,) = read_index(tmp_path / "store").values()
+    assert (tmp_path / "store" / "mounts" / entry.dirname / "warm").read_text() == "yes"
+    assert mountsync.held(State(tmp_path / "state"), "g1", [entry.name]) == {entry.name: entry.gen}
+    build = calls[-1]
+    assert build[:4] == ["-H", "unix:///x.sock", "buildx", "build"] and "--no-cache" not in build
+    assert any(a.startswith("DOCKCACHE_BUST=") for a in build) and build[build.index("--network") + 1] == "none"
+
+
+def test_an_unchanged_image_skips_the_save(tmp_path, monkeypatch):
+    fake_docker(monkeypatch)
+    mountsync.save(payload(tmp_path, tag="app:1"))
+    calls = fake_docker(monkeypatch)
+    mountsync.save(payload(tmp_path, tag="app:1"))
+    assert [c for c in calls if "build" in c] == []
+
+
+def test_a_failed_save_keeps_the_store_and_the_next_build_says_it_once(tmp_path, monkeypatch, capsys):
+    fake_docker(monkeypatch, rc=1)
+    mountsync.save(payload(tmp_path))
+    assert read_index(tmp_path / "store") == {}
+    assert list((tmp_path / "store" / "tmp").iterdir()) == []
+    state = State(tmp_path / "state")
+    mountsync.say_failed_save(state, "app")
+    mountsync.say_failed_save(state, "app")
+    err = capsys.readouterr().err
+    assert err.count("dockcache:") == 1 and "ERROR: boom" in err
+
+
+def test_seed_binds_the_snapshot_and_forgets_nothing_on_failure(tmp_path, monkeypatch, capsys):
+    store = CacheStore(tmp_path / "store")
+    ms = MountStore(store)
+    d = ms.private_dir()
+    (d / "f").write_text("1")
+    entry = ms.publish("n", d, key="app", mount_id="/c", platform="linux-amd64")
+    plan = MountPlan((Planned(M, "n", True, True, entry.gen),))
+    state = State(tmp_path / "state")
+    calls = fake_docker(monkeypatch, rc=1)
+    assert mountsync.seed("docker", [], plan, store, state, "g1") == 0
+    assert "not seeded" in capsys.readouterr().err and mountsync.held(state, "g1", ["n"]) == {}
+    calls = fake_docker(monkeypatch)
+    assert mountsync.seed("docker", [], plan, store, state, "g1") == 1
+    ctx = [a for a in calls[-1] if a.startswith("dockcache-seed-0=")]
+    assert len(ctx) == 1 and "type=cacheonly" in calls[-1]
+    assert mountsync.held(state, "g1", ["n"]) == {"n": entry.gen}
+    assert list((tmp_path / "store" / "snapshots").iterdir()) == []  # the snapshot is gone afterwards
+
+
+def test_which_dockerfile_is_read(tmp_path):
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM a\nRUN --mount=type=cache,target=/d true\n")
+    (tmp_path / "Other").write_text("FROM a\nRUN --mount=type=cache,target=/o true\n")
+    def found(context, dockerfile):
+        return mountsync.read_found(context, dockerfile, str(tmp_path), target=None, args={}, platform="linux/amd64")
+    assert [m.id for m in found("ctx", None).mounts] == ["/d"]
+    assert [m.id for m in found("ctx", "Other").mounts] == ["/o"]
+    assert "stdin" in found("-", None).reason and "stdin" in found("ctx", "-").reason
+    assert "remote" in found("https://github.com/x/y.git", None).reason
+    assert "unreadable" in found("nope", None).reason
+
+
+def test_build_args_come_from_flags_and_the_environment():
+    opts = [("--build-arg", "A=1"), ("--build-arg", "B"), ("--build-arg", "C"), ("--tag", "x")]
+    assert mountsync.build_args(opts, {"B": "2"}) == {"A": "1", "B": "2"}
