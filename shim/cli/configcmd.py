@@ -27,6 +27,9 @@ HEADER = """# dockcache configuration (user file). A project can override any ke
 #   path = "/cache/mytool"
 #   env = { MYTOOL_CACHE = "{cache}" }
 # build.backend: "local", "registry" or "both"; build.registry = "HOST:PORT/REPO"
+# build.builder: the host's shared BuildKit. "auto" (default): the one `dockcache builder up`
+#   started, when its socket is there; "unix:///PATH", "tcp://HOST:PORT", a buildx builder
+#   name, or "off". compose.shared_builder = true sends compose builds there too.
 # [mirrors]: npm, pypi, go, cargo, maven = the mirror URL ("" = none); ca_bundle = a PEM file
 #   on this host for a mirror behind a private CA (off by default). See README.md.
 """
