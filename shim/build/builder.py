@@ -145,10 +145,10 @@ def build(real: str, inv: Invocation, argv, tags, run: SharedRun) -> int:
     tag gets one build with --load, and one with it a build that keeps the image in the
     builder, then --load only when its digest is not the one the engine holds
     (docker/buildx#626: a load streams the whole image, changed or not)."""
+    if run.layouts is not None:
+        return _thin(real, inv, argv, tags, run)
     loading = insert_before(argv, inv.args_start, ["--load"])
     local = _local_ids(real, inv, tags)
-    if run.layouts is not None:
-        return _thin(real, inv, argv, tags, run, local)
     if not local:
         return _load(real, inv, loading, tags, run, "")
     with tempfile.TemporaryDirectory(prefix="dockcache-shared-") as tmp:
@@ -179,15 +179,26 @@ def _load(real: str, inv: Invocation, loading, tags, run: SharedRun, built: str)
     return rc
 
 
-def _thin(real: str, inv: Invocation, argv, tags, run: SharedRun, local: list[str]) -> int:
+def _thin(real: str, inv: Invocation, argv, tags, run: SharedRun) -> int:
     """One build into our OCI layout, then (if the image changed) a load of only the layers
-    this engine lacks; the full layout when that leaves no image."""
+    this engine lacks; the full layout when that leaves no image. What the engine holds
+    under the tags is asked while the build runs (one CLI start less on the clock)."""
+    import threading
+
     from shim.build.thinload import Layout
 
-    layout = Layout(run.layouts, tags[0])
+    held: dict = {}
+    asking = threading.Thread(target=lambda: held.setdefault("ids", _local_ids(real, inv, tags)), daemon=True)
+    asking.start()
+    try:
+        return _thin_build(real, inv, argv, tags, run, Layout(run.layouts, tags[0]), asking, held)
+    finally:
+        asking.join()
+
+
+def _thin_build(real: str, inv: Invocation, argv, tags, run: SharedRun, layout, asking, held: dict) -> int:
     with layout.locked():
         layout.seed()
-        before = layout.blob_names()  # blobs sent before: layers the engine may already hold
         out = f"type=oci,tar=false,dest={layout.dir},name={tags[0]}"
         rc = proc.run_child(real, insert_before(argv, inv.args_start, ["--provenance=false", "--output", out]))
         if rc != 0:
@@ -197,24 +208,24 @@ def _thin(real: str, inv: Invocation, argv, tags, run: SharedRun, local: list[st
             return _load(real, inv, insert_before(argv, inv.args_start, ["--load"]), tags, run, "")
         entry, manifest = got
         config = manifest["config"]["digest"]
-        if unchanged(config, local, run.state.get("sharedloads", run.daemon, tags[0])):
+        asking.join()
+        if unchanged(config, held.get("ids", []), run.state.get("sharedloads", run.daemon, tags[0])):
             run.loaded = False
             say(f"{tags[0]} is unchanged ({config[:19]}): load skipped")
             layout.keep_only(entry["digest"], manifest)
             return 0
-        return _thin_load(real, inv, tags, run, layout, entry, manifest, before)
+        return _thin_load(real, inv, tags, run, layout, entry, manifest)
 
 
-def _thin_load(real: str, inv: Invocation, tags, run: SharedRun, layout, entry: dict, manifest: dict,
-               before: set[str]) -> int:
+def _thin_load(real: str, inv: Invocation, tags, run: SharedRun, layout, entry: dict, manifest: dict) -> int:
     """Load without the layers the engine holds (loaded there before, or its FROM images');
     the full layout when the tag does not then name the image. Remembered for next time."""
     from shim.build.thinload import layers
 
     known = set((run.state.get("daemonlayers", run.daemon, "layers") or {}).get("digests", []))
     omit = {d for d in layers(manifest) if d in known}
-    if not omit.issuperset(d for d in layers(manifest) if d in before):  # maybe the FROM image's
-        omit |= _base_layers(real, inv, run.bases, layout, manifest)
+    if layers(manifest)[:1] and layers(manifest)[0] not in known:  # a base new to this engine's loads:
+        omit |= _base_layers(real, inv, run.bases, layout, manifest)  # maybe its FROM image holds it
     loaded = _load_layout(real, inv, layout, entry, manifest, omit, tags[0])
     run.thin = bool(omit) and loaded
     if not loaded and omit:

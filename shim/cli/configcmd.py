@@ -31,6 +31,9 @@ HEADER = """# dockcache configuration (user file). A project can override any ke
 #   get it as their own limit, other caches are trimmed least recently used first by
 #   `dockcache cache prune` and a background prune after runs. run.min_free(_percent): below
 #   this, no new caches. [verify] image_NAME: a local image with the tool for `cache verify`.
+# build.builder: the host's shared BuildKit. "auto" (default): the one `dockcache builder up`
+#   started, when its socket is there; "unix:///PATH", "tcp://HOST:PORT", a buildx builder
+#   name, or "off". compose.shared_builder = true sends compose builds there too.
 # [mirrors]: npm, pypi, go, cargo, maven = the mirror URL ("" = none); ca_bundle = a PEM file
 #   on this host for a mirror behind a private CA (off by default). See README.md.
 """
