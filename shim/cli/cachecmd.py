@@ -71,6 +71,10 @@ def _stats_human(rows: list[CacheRow], totals: dict, build: dict) -> str:
     human += (f"\n\ntotal {human_size(totals['size'])} on disk (run caches {human_size(totals['run_cache_size'])}, "
               f"build store {human_size(totals['build_store_size'])}, shared blobs once) in {totals['caches']} caches, "
               f"{totals['uses']} recorded uses")
+    for r in rows:
+        if r.tool_counters:
+            c = r.tool_counters
+            human += f"\n{r.name}: {c['hits']} hits, {c['misses']} misses by the tool's own count ({c['source']})"
     if totals["saved_bytes"] is not None:
         human += (f"\nestimated savings: {human_size(totals['saved_bytes'])} read from caches instead of downloaded "
                   "(basis: sizes of entries runs read, by file access time; a lower bound)")

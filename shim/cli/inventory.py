@@ -36,6 +36,7 @@ class CacheRow:
     exists: bool = True
     path: str | None = field(default=None, repr=False)  # where its files are, if this host sees them
     evidence: dict | None = None  # `cache stats`: entries, hits, misses, savings (shim.cli.evidence)
+    tool_counters: dict | None = None  # `cache stats`: the tool's own hit counters (shim.cli.counters)
 
     def to_json(self) -> dict:
         from .output import iso_utc
@@ -311,8 +312,12 @@ def run_evidence(ctx: Ctx, rows: list[CacheRow]) -> list[tuple[CacheRow, object]
 
 def with_evidence(ctx: Ctx, rows: list[CacheRow]) -> list[CacheRow]:
     """What each run cache's own files show (shim.cli.evidence); None where not visible here."""
+    from .counters import tool_counters
+
     for r, found in run_evidence(ctx, rows):
         r.evidence, r.entries = found.totals(), found.entries
+    for r in rows:
+        r.tool_counters = tool_counters(ctx, r) if r.exists else None
     return rows
 
 

@@ -268,6 +268,14 @@ ENTRIES: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {
 }
 
 
+# Tools that count their own hits on disk: the command that prints them (run in a throwaway
+# container with the cache mounted read-only) and which of its counters are hits / misses.
+# sccache keeps its counters in its server's memory, so it has none to read afterwards.
+TOOL_COUNTERS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "ccache": (("ccache", "--print-stats"), ("direct_cache_hit", "preprocessed_cache_hit"), ("cache_miss",)),
+}
+
+
 def host_dirs(name: str, environ: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     """(dir under the cache path, absolute host dir) for each of the tool's host caches."""
     out = []

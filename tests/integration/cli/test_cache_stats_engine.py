@@ -79,3 +79,18 @@ def test_build_store_size_counts_shared_blobs_once_and_compose_counts_in_metrics
     assert len(keys) == 2 and all(k["uses"] == 1 for k in keys)
     assert data["totals"]["build_store_size"] < sum(k["size"] for k in keys)  # shared blobs once
     assert data["build"]["builds"] == 2
+
+
+def test_ccache_compiled_twice_shows_the_tools_own_hit_counters(shim_env, engines, tmp_path):
+    ctools = "dockcache-test/ctools:latest"  # tests/engine/provision.sh: gcc + ccache
+    proj = tmp_path / "c"
+    proj.mkdir()
+    (proj / "hello.c").write_text("int main(void) { return 0; }\n")
+    compile_ = ["run", "--rm", "--network", "none", "-v", f"{proj}:/src", "-w", "/src", ctools,
+                "sh", "-c", "ccache gcc -c hello.c -o /tmp/hello.o"]
+    for _ in range(2):
+        cp = shim(shim_env, *compile_)
+        assert cp.returncode == 0, cp.stderr
+    by_manager, _ = stats(shim_env)
+    counters = by_manager["ccache"]["tool_counters"]
+    assert counters["hits"] >= 1 and counters["misses"] >= 1 and counters["source"].startswith("ccache --print-stats")
