@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 import subprocess
 from pathlib import Path
 
@@ -29,3 +30,33 @@ def volume_files(engine, volume: str, sub: str = "") -> int:
 
 def write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=1))
+
+
+AS_UID_1000 = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
+
+
+@contextmanager
+def host_user_1000(engine, prefix: str):
+    """A non-root host user (uid 1000) allowed on the engine's socket, with a home and an
+    app dir of its own under a fresh /tmp dir (yielded); all undone afterwards."""
+    import os
+    import shutil
+    import tempfile
+
+    from shim.run.hostacl import encode
+
+    sock = engine.host[len("unix://"):]
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix=prefix))
+    try:
+        for d in (base, base / "home", base / "app"):
+            d.mkdir(exist_ok=True)
+            os.chown(d, 1000, 1000)
+        os.setxattr(sock, "system.posix_acl_access", encode(1000))  # uid 1000 may talk to the daemon
+        yield base
+    finally:
+        try:
+            os.removexattr(sock, "system.posix_acl_access")
+        except OSError:
+            pass
+        os.chmod(sock, 0o660)
+        shutil.rmtree(base, ignore_errors=True)

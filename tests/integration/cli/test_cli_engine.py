@@ -7,7 +7,7 @@ import sys
 import jsonschema
 import pytest
 
-from tests.integration.helpers import BUSYBOX, DEVTOOLS, REPO, shim, write_json
+from tests.integration.helpers import AS_UID_1000, BUSYBOX, DEVTOOLS, REPO, host_user_1000, shim, write_json
 
 pytestmark = pytest.mark.engine
 
@@ -124,23 +124,10 @@ def test_bind_mode_dirs_are_listed_measured_and_cleared(shim_env, engines, tmp_p
 
 def test_bind_mode_root_container_files_stay_clearable_by_a_non_root_host_user(shim_env, engines):
     """The host user is uid 1000 (with access to daemon A's socket); the container runs as root."""
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from shim.run.hostacl import encode
-
     a = engines["a"]
-    sock = a.host[len("unix://"):]
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="dc-nonroot-"))
-    as_user = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
-    try:
-        for d in (base, base / "home", base / "app"):
-            d.mkdir(exist_ok=True)
-            os.chown(d, 1000, 1000)
+    as_user = AS_UID_1000
+    with host_user_1000(a, "dc-nonroot-") as base:
         write_json(base / "app" / "package.json", {"name": "x", "version": "1.0.0", "dependencies": {"is-number": "7.0.0"}})
-        os.setxattr(sock, "system.posix_acl_access", encode(1000))  # uid 1000 may talk to daemon A
         env = {"PATH": f"{REPO / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(base / "home"),
                "DOCKER_HOST": a.host, "DOCKCACHE_STATE_DIR": str(base / "state"), "DOCKCACHE_PYTHON": "/usr/bin/python3",
                "DOCKCACHE_VOLUME_PREFIX": a.prefix, "DOCKCACHE_MODE": "bind", "DOCKCACHE_BIND_ROOT": str(base / "bind")}
@@ -159,13 +146,6 @@ def test_bind_mode_root_container_files_stay_clearable_by_a_non_root_host_user(s
             assert again.returncode == 0, again.stderr
             assert cache.stat().st_uid == 1000  # re-made by dockcache, not by docker as root
             subprocess.run([*as_user, "rm", "-rf", str(cache)], check=True)
-    finally:
-        try:
-            os.removexattr(sock, "system.posix_acl_access")
-        except OSError:
-            pass
-        os.chmod(sock, 0o660)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_doctor_takes_dockers_host_and_context_options(shim_env, engines):

@@ -7,13 +7,12 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REAL_DOCKER
-from tests.integration.helpers import DEVTOOLS, GOTOOLS, REPO, shim, write_json
+from tests.integration.helpers import AS_UID_1000, DEVTOOLS, GOTOOLS, REPO, host_user_1000, shim, write_json
 
 pytestmark = pytest.mark.engine
 DEPS = {"is-number": "7.0.0", "left-pad": "1.3.0"}
@@ -154,47 +153,28 @@ def test_caches_removed_behind_dockcaches_back_never_break_a_run(shim_env, engin
     subprocess.run([REAL_DOCKER, "-H", a.host, "compose", "down"], cwd=root, capture_output=True)
 
 
-def test_host_caches_serve_containers_and_stay_the_host_users(engines, tmp_path):
+def test_host_caches_serve_containers_and_stay_the_host_users(engines):
     """The host user (uid 1000, allowed on daemon A's socket) warms their own ~/.npm through
     a container running as them; a root container then installs offline from it; afterwards
     the user can still write into and clear everything the root container added."""
-    from shim.run.hostacl import encode
-
     a = engines["a"]
-    sock = a.host[len("unix://"):]
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="dc-hostcache-"))
-    as_user = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
-    try:
-        for d in (base, base / "home", base / "app"):
-            d.mkdir(exist_ok=True)
-            os.chown(d, 1000, 1000)
+    with host_user_1000(a, "dc-hostcache-") as base:
         write_json(base / "app" / "package.json", {"name": "x", "version": "1.0.0", "dependencies": DEPS})
         os.chown(base / "app" / "package.json", 1000, 1000)
-        os.setxattr(sock, "system.posix_acl_access", encode(1000))
         env = {**clean_env(base / "home", a.host), "DOCKCACHE_HOST_CACHES": "1",
                "DOCKCACHE_VOLUME_PREFIX": a.prefix}
 
-        def run(*argv):
-            return subprocess.run([*as_user, str(REPO / "bin" / "docker"), *argv], env=env,
+        def run(*argv, environ=env):
+            return subprocess.run([*AS_UID_1000, str(REPO / "bin" / "docker"), *argv], env=environ,
                                   capture_output=True, text=True, timeout=300)
         ok(run(*in_dir(base / "app", DEVTOOLS, "npm install --no-audit --no-fund", "host", "--user", "1000:1000")))
         npm_home = base / "home" / ".npm"
         assert any(p.is_file() for p in npm_home.rglob("*")) and npm_home.stat().st_uid == 1000
-        subprocess.run([*as_user, "rm", "-rf", str(base / "app" / "node_modules")], check=True)
+        subprocess.run([*AS_UID_1000, "rm", "-rf", str(base / "app" / "node_modules")], check=True)
         ok(run(*in_dir(base / "app", DEVTOOLS, "npm ci --offline --no-audit --no-fund && mkdir -p /dockcache/npm/by-root")))
         assert (npm_home / "by-root").stat().st_uid == 0  # root in the container wrote into the user's cache
-        off = {**env, "DOCKCACHE_DISABLE": "1"}
-        assert subprocess.run([*as_user, str(REPO / "bin" / "docker"),
-                               *in_dir(base / "app", DEVTOOLS, NPM_CI)], env=off,
-                              capture_output=True, text=True, timeout=300).returncode != 0
-        touched = subprocess.run([*as_user, "touch", str(npm_home / "by-root" / "mine")], capture_output=True, text=True)
+        assert run(*in_dir(base / "app", DEVTOOLS, NPM_CI), environ={**env, "DOCKCACHE_DISABLE": "1"}).returncode != 0
+        touched = subprocess.run([*AS_UID_1000, "touch", str(npm_home / "by-root" / "mine")], capture_output=True, text=True)
         assert touched.returncode == 0, touched.stderr  # the user writes where root created
-        cleared = subprocess.run([*as_user, "rm", "-rf", str(npm_home)], capture_output=True, text=True)
+        cleared = subprocess.run([*AS_UID_1000, "rm", "-rf", str(npm_home)], capture_output=True, text=True)
         assert cleared.returncode == 0 and not npm_home.exists(), cleared.stderr  # and clears it, no sudo
-    finally:
-        try:
-            os.removexattr(sock, "system.posix_acl_access")
-        except OSError:
-            pass
-        os.chmod(sock, 0o660)
-        subprocess.run(["rm", "-rf", str(base)])
