@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 
 from shim.build.store import CacheStore
-from shim.core.managers import BY_NAME
 
 from .context import Ctx
 

@@ -60,3 +60,16 @@ def host_user_1000(engine, prefix: str):
             pass
         os.chmod(sock, 0o660)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def ok(cp: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    return cp
+
+
+def dockcache(env: dict, *args: str, extra=None, timeout=300) -> subprocess.CompletedProcess:
+    """The management CLI with this test's environment (the interpreter running the tests)."""
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "shim", *args], env={**env, **(extra or {})}, capture_output=True,
+                          text=True, cwd=REPO, stdin=subprocess.DEVNULL, timeout=timeout)

@@ -253,7 +253,7 @@ def test_pythons_locale_coercion_never_reaches_docker(fake, tmp_path):
 def test_debug_prints_the_final_argv_of_every_rewritten_command(fake, argv):
     cp, calls = fake(*argv, extra={"DOCKCACHE_DEBUG": "1"})
     final = calls[-1]["argv"]
-    assert f'dockcache: ' in cp.stderr and json.dumps(final)[1:-1] in cp.stderr, cp.stderr
+    assert 'dockcache: ' in cp.stderr and json.dumps(final)[1:-1] in cp.stderr, cp.stderr
 
 
 @pytest.mark.parametrize("argv", [["builder", "prune", "-af"], ["system", "prune", "-f"], ["buildx", "prune"]])

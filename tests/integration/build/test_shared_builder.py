@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from shim.build.progress import step_named
-from tests.conftest import BUSYBOX, DEVTOOLS, REAL_DOCKER
+from tests.conftest import BUSYBOX, DEVTOOLS
 from tests.integration.helpers import REPO, shim
 
 pytestmark = pytest.mark.engine

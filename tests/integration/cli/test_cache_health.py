@@ -12,7 +12,7 @@ import time
 import jsonschema
 import pytest
 
-from tests.integration.helpers import BUSYBOX, DEVTOOLS, REPO, shim, volume_files, write_json
+from tests.integration.helpers import BUSYBOX, DEVTOOLS, REPO, ok, shim, volume_files, write_json
 
 pytestmark = pytest.mark.engine
 DEPS = {"is-number": "7.0.0", "left-pad": "1.3.0"}
@@ -32,11 +32,6 @@ def dockcache(env, *args, extra=None):
 
 def in_project(proj, cmd, network="none"):
     return ["run", "--rm", "--network", network, "-v", f"{proj}:/app", "-w", "/app", DEVTOOLS, "sh", "-c", cmd]
-
-
-def ok(cp):
-    assert cp.returncode == 0, cp.stdout + cp.stderr
-    return cp
 
 
 def content_path(proj, package):

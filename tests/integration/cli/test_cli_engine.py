@@ -2,19 +2,13 @@
 
 import json
 import subprocess
-import sys
 
 import jsonschema
 import pytest
 
-from tests.integration.helpers import AS_UID_1000, BUSYBOX, DEVTOOLS, REPO, host_user_1000, shim, write_json
+from tests.integration.helpers import AS_UID_1000, BUSYBOX, DEVTOOLS, REPO, dockcache, host_user_1000, shim, write_json
 
 pytestmark = pytest.mark.engine
-
-
-def dockcache(env, *args, extra=None):
-    return subprocess.run([sys.executable, "-m", "shim", *args], env={**env, **(extra or {})},
-                          capture_output=True, text=True, cwd=REPO, stdin=subprocess.DEVNULL)
 
 
 def mine(rows, prefix):

@@ -78,7 +78,7 @@ class Feed(http.server.BaseHTTPRequestHandler):
         entries = "".join(entry(pid, ver, data) for pid, ver, _, data in packages())
         feed = f'<?xml version="1.0" encoding="utf-8"?><feed xml:base="{BASE}" {NS}><id>{BASE}Packages</id><title type="text">Packages</title><updated>2026-01-01T00:00:00Z</updated>{entries}</feed>'
         if "Packages(Id=" in path:
-            return self.reply(f'<?xml version="1.0" encoding="utf-8"?>' + entry(*[(p, v, d) for p, v, _, d in packages()][0]).replace("<entry>", f'<entry xml:base="{BASE}" {NS}>', 1), "application/atom+xml;type=entry;charset=utf-8")
+            return self.reply('<?xml version="1.0" encoding="utf-8"?>' + entry(*[(p, v, d) for p, v, _, d in packages()][0]).replace("<entry>", f'<entry xml:base="{BASE}" {NS}>', 1), "application/atom+xml;type=entry;charset=utf-8")
         return self.reply(feed)
 
     do_HEAD = do_GET

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.helpers import GOTOOLS, shim, write_json
+from tests.integration.helpers import GOTOOLS, ok, shim, write_json
 
 pytestmark = pytest.mark.engine
 
@@ -78,11 +78,6 @@ def two(shim_env, engines, tmp_path, request):
 # tools fail with or without dockcache) gets caches it can write, on both daemons.
 USERS = {"root": (), "uid1000": ("--user", "1000:1000", "-e", "HOME=/tmp")}
 AS_ROOT_AND_NON_ROOT = pytest.mark.parametrize("two", list(USERS), indirect=True)
-
-
-def ok(cp):
-    assert cp.returncode == 0, cp.stdout + cp.stderr
-    return cp
 
 
 def project(tmp_path, name="app", files=None):

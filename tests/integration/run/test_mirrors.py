@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.integration.helpers import DEVTOOLS, GOTOOLS, REPO, RUSTTOOLS, shim, write_json
+from tests.integration.helpers import DEVTOOLS, GOTOOLS, REPO, RUSTTOOLS, ok, shim, write_json
 from tests.integration.mirror_server import Mirror
 
 pytestmark = pytest.mark.engine
@@ -36,11 +36,6 @@ def project(tmp_path, name="app"):
 
 def run_in(proj, script, network="host"):
     return ["run", "--rm", "--network", network, "-v", f"{proj}:/app", "-w", "/app", DEVTOOLS, "sh", "-c", script]
-
-
-def ok(cp):
-    assert cp.returncode == 0, cp.stdout + cp.stderr
-    return cp
 
 
 def test_npm_installs_through_the_configured_mirror(shim_env, engines, tmp_path, mirror):

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REAL_DOCKER
-from tests.integration.helpers import AS_UID_1000, DEVTOOLS, GOTOOLS, REPO, host_user_1000, shim, write_json
+from tests.integration.helpers import (AS_UID_1000, DEVTOOLS, GOTOOLS, REPO, dockcache,
+                                     host_user_1000, ok, shim, write_json)
 
 pytestmark = pytest.mark.engine
 DEPS = {"is-number": "7.0.0", "left-pad": "1.3.0"}
@@ -32,16 +33,6 @@ def clean_env(home: Path, host: str) -> dict:
 
 def in_dir(proj, image, cmd, network="none", *opts):
     return ["run", "--rm", "--network", network, *opts, "-v", f"{proj}:/app", "-w", "/app", image, "sh", "-c", cmd]
-
-
-def ok(cp):
-    assert cp.returncode == 0, cp.stdout + cp.stderr
-    return cp
-
-
-def dockcache(env, *args):
-    py = os.environ.get("DOCKCACHE_TEST_PYTHON", "python3")
-    return subprocess.run([py, "-m", "shim", *args], env=env, capture_output=True, text=True, cwd=REPO, timeout=120)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.integration.helpers import BUSYBOX, DEVTOOLS, REPO, RUSTTOOLS, shim, volume_files, write_json
+from tests.integration.helpers import BUSYBOX, DEVTOOLS, REPO, RUSTTOOLS, ok, shim, volume_files, write_json
 
 pytestmark = pytest.mark.engine
 DEPS = {"is-number": "7.0.0", "left-pad": "1.3.0"}
@@ -29,11 +29,6 @@ def in_project(proj, *cmd, network="none", user=None):
     if user:
         args += ["--user", user]
     return [*args, DEVTOOLS, "sh", "-c", " ".join(cmd)]
-
-
-def ok(cp):
-    assert cp.returncode == 0, cp.stdout + cp.stderr
-    return cp
 
 
 def test_npm_offline_install_works_only_with_the_cache(shim_env, engines, tmp_path):
