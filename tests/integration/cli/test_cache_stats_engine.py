@@ -64,7 +64,7 @@ def test_stats_show_packages_misses_then_hits_from_the_caches_files(shim_env, en
     assert days and days[-1]["saved_bytes"] > 0 and days[-1]["downloaded_bytes"] > 0
 
 
-def test_build_store_size_counts_shared_blobs_once_and_compose_counts_in_metrics(shim_env, engines, tmp_path):
+def test_build_store_size_counts_shared_blobs_once_and_compose_builds_count_as_uses(shim_env, engines, tmp_path):
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(f"FROM {DEVTOOLS}\nRUN echo one > /one\n")
@@ -74,11 +74,20 @@ def test_build_store_size_counts_shared_blobs_once_and_compose_counts_in_metrics
         a.images.append(image)
         cp = shim(shim_env, "build", "--network", "none", "-t", image, str(ctx))
         assert cp.returncode == 0, cp.stderr
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    (stack / "compose.yaml").write_text(f"name: {a.prefix}st\nservices:\n  svc:\n"
+                                        f"    build: {{context: {ctx}, network: none}}\n")
+    a.images.append(f"{a.prefix}st-svc")
+    for _ in range(2):  # the second imports what the first published
+        cp = subprocess.run([str(REPO / "bin" / "docker"), "compose", "build"], env=shim_env, cwd=stack,
+                            capture_output=True, text=True, timeout=600)
+        assert cp.returncode == 0, cp.stderr
     _, data = stats(shim_env)
-    keys = [r for r in data["caches"] if r["kind"] == "build-key"]
-    assert len(keys) == 2 and all(k["uses"] == 1 for k in keys)
-    assert data["totals"]["build_store_size"] < sum(k["size"] for k in keys)  # shared blobs once
-    assert data["build"]["builds"] == 2
+    keys = {r["name"]: r for r in data["caches"] if r["kind"] == "build-key"}
+    assert len(keys) == 3 and keys[f"{a.prefix}st-svc"]["uses"] == 2  # compose's uses count too
+    assert data["totals"]["build_store_size"] < sum(k["size"] for k in keys.values())  # shared blobs once
+    assert data["build"]["builds"] == 2 and data["build"]["compose_runs"] == 2
 
 
 def test_ccache_compiled_twice_shows_the_tools_own_hit_counters(shim_env, engines, tmp_path):
