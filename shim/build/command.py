@@ -299,15 +299,15 @@ def _seed_mounts(real: str, inv: Invocation, prep: Prepared, environ: Mapping[st
     if not prep.mounts.mounts:
         return
     from shim.build import mountsync
-    mountsync.say_failed_save(State(state_dir(environ)), prep.plan.key)
-    if not prep.mounts.seeds:
-        return
     started = time.monotonic()
     try:
+        mountsync.say_failed_save(State(state_dir(environ)), prep.plan.key)
+        if not prep.mounts.seeds:
+            return
         n = mountsync.seed(real, inv.globals, prep.mounts, open_store(prep.config), State(state_dir(environ)),
                            prep.generation)
         prep.seeded = (n, time.monotonic() - started)
-    except Exception as exc:  # noqa: BLE001 - fail open
+    except Exception as exc:  # noqa: BLE001 - fail open: the build runs with what the daemon has
         say(f"cache mounts not seeded: {type(exc).__name__}: {exc}")
 
 

@@ -60,7 +60,15 @@ def _record(p: ComposePlan, environ: Mapping[str, str], rc: int, seconds: float)
 
 
 def _seed_mounts(real: str, p: ComposePlan, environ: Mapping[str, str]) -> None:
-    """Before compose: each service's cache mounts this daemon lacks (fail-open)."""
+    """Before compose: each service's cache mounts this daemon lacks. Whatever fails here is
+    one line; compose runs regardless."""
+    try:
+        _seed_each(real, p, environ)
+    except Exception as exc:  # noqa: BLE001 - fail open: the stack builds with what the daemon has
+        say(f"cache mounts not seeded: {type(exc).__name__}: {exc}")
+
+
+def _seed_each(real: str, p: ComposePlan, environ: Mapping[str, str]) -> None:
     from shim.build.command import open_store
     from shim.build.mountsync import say_failed_save, seed
     from shim.core.config import load

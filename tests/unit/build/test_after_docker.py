@@ -31,3 +31,26 @@ def test_no_registry_means_no_registry_calls(monkeypatch):
     with pytest.raises(SystemExit) as done:
         compose.execute("/bin/false", "docker", ["compose", "build"], {}, on_error=None)
     assert done.value.code == 0
+
+
+def test_a_seed_that_breaks_before_compose_is_one_line_and_compose_still_runs(monkeypatch, capsys, tmp_path):
+    """Before docker too: a failing cache-mount seed (here the store cannot be opened) never
+    keeps compose from running, nor changes its exit code."""
+    from types import SimpleNamespace
+
+    import shim.build.command as build
+
+    mounts = {"k": SimpleNamespace(plan=SimpleNamespace(mounts=["m"], seeds=["m"], saves=[]), generation=None)}
+    plan = compose.ComposePlan(argv=["compose", "build"], env={"X": "1"}, mounts=mounts)
+    ran = []
+    monkeypatch.setattr(compose, "plan", lambda *a: plan)
+    monkeypatch.setattr(proc, "run_child", lambda real, argv, env=None: ran.append(argv) or 3)
+
+    def broken(_config):
+        raise OSError("store not writable")
+    monkeypatch.setattr(build, "open_store", broken)
+    with pytest.raises(SystemExit) as done:
+        compose.execute("/bin/false", "docker", ["compose", "build"], {"HOME": str(tmp_path)}, on_error=None)
+    assert done.value.code == 3 and ran == [["compose", "build"]]
+    err = capsys.readouterr().err
+    assert err.count("dockcache:") == 1 and "cache mounts not seeded: OSError: store not writable" in err
