@@ -141,7 +141,9 @@ def one_round(b: Bench, case: str, i: int, packages: int, funcs: int) -> dict:
         pair = [(on, {}), (off, {"DOCKCACHE_BUILD_CACHE_MOUNTS": "0"})]
         for runs, env in (pair if n % 2 == 0 else pair[::-1]):
             runs.append(b.build("a", ctx, token, extra_env=env))
-    r["warm_on"], r["warm_off"] = round(statistics.median(on), 3), round(statistics.median(off), 3)
+    if on:
+        r["warm_on"], r["warm_off"] = round(statistics.median(on), 3), round(statistics.median(off), 3)
+    print(f"{case} round {i + 1}: {json.dumps(r)}", file=sys.stderr, flush=True)
     return r
 
 
@@ -151,8 +153,9 @@ def summary(rounds: list[dict]) -> dict:
     out["ratios"] = {
         "new_session_over_same_session": round(med["new_session"] / med["same_session"], 2),
         "without_over_new_session": round(med["without"] / med["new_session"], 2),
-        "warm_mounts_extra_s": round(med["warm_on"] - med["warm_off"], 3),
     }
+    if "warm_on" in med:
+        out["ratios"]["warm_mounts_extra_s"] = round(med["warm_on"] - med["warm_off"], 3)
     return out
 
 

@@ -181,22 +181,44 @@ def _load(real: str, inv: Invocation, loading, tags, run: SharedRun, built: str)
 
 def _thin(real: str, inv: Invocation, argv, tags, run: SharedRun) -> int:
     """One build into our OCI layout, then (if the image changed) a load of only the layers
-    this engine lacks; the full layout when that leaves no image. What the engine holds
-    under the tags is asked while the build runs (one CLI start less on the clock)."""
+    this engine lacks; the full layout when that leaves no image. What the engine holds is
+    asked while the build runs (no CLI start on the clock after it)."""
     import threading
 
     from shim.build.thinload import Layout
 
-    held: dict = {}
-    asking = threading.Thread(target=lambda: held.setdefault("ids", _local_ids(real, inv, tags)), daemon=True)
+    facts: dict = {}
+    asking = threading.Thread(target=lambda: facts.update(_engine_facts(real, inv, tags, run)), daemon=True)
     asking.start()
     try:
-        return _thin_build(real, inv, argv, tags, run, Layout(run.layouts, tags[0]), asking, held)
+        return _thin_build(real, inv, argv, tags, run, Layout(run.layouts, tags[0]), asking, facts)
     finally:
         asking.join()
 
 
-def _thin_build(real: str, inv: Invocation, argv, tags, run: SharedRun, layout, asking, held: dict) -> int:
+LOADED = "loadedimages"  # state kind: daemon -> {"images": {engine id: its layer digests}}, newest last
+REMEMBER = 20  # images remembered per daemon
+
+
+def _loaded(run: SharedRun) -> dict[str, list[str]]:
+    got = (run.state.get(LOADED, run.daemon, "images") or {}).get("images")
+    return got if isinstance(got, dict) else {}
+
+
+def _engine_facts(real: str, inv: Invocation, tags, run: SharedRun) -> dict:
+    """The tags' ids, and the layers of images dockcache loaded here that the engine still
+    has: an image present in a containerd store keeps every blob its manifest names, so
+    those layers can be left out of a load with no check afterwards."""
+    facts: dict = {"ids": _local_ids(real, inv, tags), "held": set()}
+    loaded = _loaded(run)
+    if loaded:
+        res = proc.run_docker(real, [*inv.globals, "image", "inspect", "--format", "{{.Id}}", *loaded], timeout=30)
+        present = set(res.stdout.split()) & set(loaded)
+        facts["held"] = {d for i in present for d in loaded[i] if isinstance(d, str)}
+    return facts
+
+
+def _thin_build(real: str, inv: Invocation, argv, tags, run: SharedRun, layout, asking, facts: dict) -> int:
     with layout.locked():
         layout.seed()
         out = f"type=oci,tar=false,dest={layout.dir},name={tags[0]}"
@@ -209,27 +231,29 @@ def _thin_build(real: str, inv: Invocation, argv, tags, run: SharedRun, layout, 
         entry, manifest = got
         config = manifest["config"]["digest"]
         asking.join()
-        if unchanged(config, held.get("ids", []), run.state.get("sharedloads", run.daemon, tags[0])):
+        if unchanged(config, facts.get("ids", []), run.state.get("sharedloads", run.daemon, tags[0])):
             run.loaded = False
             say(f"{tags[0]} is unchanged ({config[:19]}): load skipped")
             layout.keep_only(entry["digest"], manifest)
             return 0
-        return _thin_load(real, inv, tags, run, layout, entry, manifest)
+        return _thin_load(real, inv, tags, run, layout, entry, manifest, facts.get("held", set()))
 
 
-def _thin_load(real: str, inv: Invocation, tags, run: SharedRun, layout, entry: dict, manifest: dict) -> int:
-    """Load without the layers the engine holds (loaded there before, or its FROM images');
-    the full layout when the tag does not then name the image. Remembered for next time."""
+def _thin_load(real: str, inv: Invocation, tags, run: SharedRun, layout, entry: dict, manifest: dict,
+               held: set) -> int:
+    """Load without the layers the engine holds: those of images dockcache loaded that are
+    still there (certain), else those its FROM images hold by content (checked after the
+    load); the full layout when the tag does not then name the image."""
     from shim.build.thinload import layers
 
-    known = set((run.state.get("daemonlayers", run.daemon, "layers") or {}).get("digests", []))
-    omit = {d for d in layers(manifest) if d in known}
-    if layers(manifest)[:1] and layers(manifest)[0] not in known:  # a base new to this engine's loads:
-        omit |= _base_layers(real, inv, run.bases, layout, manifest)  # maybe its FROM image holds it
-    loaded = _load_layout(real, inv, layout, entry, manifest, omit, tags[0])
-    run.thin = bool(omit) and loaded
-    if not loaded and omit:
-        loaded = _load_layout(real, inv, layout, entry, manifest, set(), tags[0])
+    omit = {d for d in layers(manifest) if d in held}
+    guessed = set()
+    if layers(manifest)[:1] and layers(manifest)[0] not in held:  # a base new to this engine's loads:
+        guessed = _base_layers(real, inv, run.bases, layout, manifest) - omit  # maybe its FROM image holds it
+    loaded = _load_layout(real, inv, layout, entry, manifest, omit | guessed, tags[0], check=bool(guessed))
+    run.thin = bool(omit | guessed) and loaded
+    if not loaded and (omit or guessed):
+        loaded = _load_layout(real, inv, layout, entry, manifest, set(), tags[0], check=True)
     run.loaded = loaded
     if not loaded:
         say(f"{tags[0]}: built on the shared builder, but its load into this engine failed")
@@ -237,8 +261,9 @@ def _thin_load(real: str, inv: Invocation, tags, run: SharedRun, layout, entry: 
     for extra in tags[1:]:
         proc.run_docker(real, [*inv.globals, "tag", tags[0], extra], timeout=30)
     run.state.put("sharedloads", run.daemon, tags[0], {"config": manifest["config"]["digest"], "id": entry["digest"]})
-    remembered = [*layers(manifest), *(d for d in known if d not in layers(manifest))][:2000]
-    run.state.put("daemonlayers", run.daemon, "layers", {"digests": remembered})
+    images = {i: ls for i, ls in _loaded(run).items() if i != entry["digest"]}
+    images[entry["digest"]] = layers(manifest)
+    run.state.put(LOADED, run.daemon, "images", {"images": dict(list(images.items())[-REMEMBER:])})
     layout.keep_only(entry["digest"], manifest)
     return 0
 
@@ -267,13 +292,22 @@ def _json_list(text: str) -> list[str]:
     return [x for x in got if isinstance(x, str)] if isinstance(got, list) else []
 
 
-def _load_layout(real: str, inv: Invocation, layout, entry: dict, manifest: dict, omit: set, tag: str) -> bool:
-    """docker load of the layout without `omit`; True when the tag now names this image."""
+def _load_layout(real: str, inv: Invocation, layout, entry: dict, manifest: dict, omit: set, tag: str,
+                 *, check: bool) -> bool:
+    """docker load of the layout without `omit`; True when the tag now names this image.
+
+    A containerd store that lacks an omitted blob still says "Loaded" and leaves no image,
+    so a load that left out layers the engine was only guessed to hold is checked with
+    `image inspect`; one that left out only certain layers is taken at docker's word."""
     with tempfile.TemporaryDirectory(prefix="dockcache-load-") as tmp:
         path = os.path.join(tmp, "image.tar")
         layout.write_tar(path, entry, manifest, omit)
         res = proc.run_docker(real, [*inv.globals, "load", "-q", "-i", path], timeout=900)
-    return res.returncode == 0 and _local_ids(real, inv, [tag]) == [entry["digest"]]
+    if res.returncode != 0:
+        return False
+    if check:
+        return _local_ids(real, inv, [tag]) == [entry["digest"]]
+    return not omit or "Loaded image" in res.stdout
 
 
 def _config_digest(path: str) -> str:

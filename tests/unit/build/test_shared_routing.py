@@ -295,3 +295,74 @@ def test_an_index_in_the_layout_is_not_taken_for_an_image(tmp_path):
     lay, entry, _m = _layout_with_image(tmp_path, "x:1", [b"l"])
     (lay.blobs / entry["digest"].split(":")[1]).write_text(_json.dumps({"manifests": []}))
     assert lay.image() is None
+
+
+class FakeEngine:
+    """A docker CLI stand-in for loads: which images exist, what a load does."""
+
+    def __init__(self, present=(), tag_after_load=None):
+        self.present, self.tag_after_load, self.calls = set(present), tag_after_load, []
+
+    def __call__(self, real, argv, timeout=None, **_k):
+        import subprocess
+
+        self.calls.append(tuple(argv))
+        if argv[0] == "load":
+            return subprocess.CompletedProcess(argv, 0, "Loaded image: x:1\n", "")
+        if argv[:2] == ["image", "inspect"]:
+            wanted = argv[4:]
+            if wanted == ["x:1"]:
+                ids = [self.tag_after_load] if self.tag_after_load else []
+            else:
+                ids = [i for i in wanted if i in self.present]
+            return subprocess.CompletedProcess(argv, 0 if len(ids) == len(wanted) else 1, "\n".join(ids), "")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+
+def _loaded_run(tmp_path, images):
+    from shim.core.state import State
+
+    run = builder.SharedRun(TARGET, State(tmp_path / "state"), "daemon-1")
+    run.state.put(builder.LOADED, "daemon-1", "images", {"images": images})
+    return run
+
+
+def test_layers_of_a_loaded_image_still_present_are_left_out_and_the_load_is_not_rechecked(tmp_path, monkeypatch):
+    lay, entry, manifest = _layout_with_image(tmp_path / "l", "x:1", [b"base", b"app"])
+    base, app = (x["digest"] for x in manifest["layers"])
+    run = _loaded_run(tmp_path, {"sha256:old": [base, "sha256:other"], "sha256:gone": [app]})
+    fake = FakeEngine(present={"sha256:old"})
+    monkeypatch.setattr(proc, "run_docker", fake)
+    inv, _b = args(["build", "-t", "x:1", "."])
+    facts = builder._engine_facts("/bin/docker", inv, ["x:1"], run)
+    assert facts["held"] == {base, "sha256:other"}  # the gone image's layers are not trusted
+    assert builder._thin_load("/bin/docker", inv, ["x:1"], run, lay, entry, manifest, facts["held"]) == 0
+    assert [c[0] for c in fake.calls].count("load") == 1
+    assert not any(c[:2] == ("image", "inspect") and c[-1] == "x:1" for c in fake.calls[1:])  # no check after it
+    assert run.thin is True
+    remembered = builder._loaded(run)
+    assert list(remembered)[-1] == entry["digest"] and remembered[entry["digest"]] == [base, app]
+
+
+def test_a_load_that_guessed_at_base_layers_is_checked_and_redone_in_full(tmp_path, monkeypatch):
+    lay, entry, manifest = _layout_with_image(tmp_path / "l", "x:1", [b"base", b"app"])
+    run = _loaded_run(tmp_path, {})
+    fake = FakeEngine(tag_after_load=None)  # the guessed blob was not there: no image
+    monkeypatch.setattr(proc, "run_docker", fake)
+    monkeypatch.setattr(builder, "_base_layers", lambda *a: {manifest["layers"][0]["digest"]})
+    inv, _b = args(["build", "-t", "x:1", "."])
+    assert builder._thin_load("/bin/docker", inv, ["x:1"], run, lay, entry, manifest, set()) == 1
+    loads = [c for c in fake.calls if c[0] == "load"]
+    assert len(loads) == 2  # thin, then the full layout; each checked
+    assert sum(1 for c in fake.calls if c[-1] == "x:1") == 2
+
+
+def test_remembered_images_are_capped(tmp_path, monkeypatch):
+    lay, entry, manifest = _layout_with_image(tmp_path / "l", "x:1", [b"app"])
+    many = {f"sha256:{i:064x}": [] for i in range(builder.REMEMBER + 5)}
+    run = _loaded_run(tmp_path, many)
+    monkeypatch.setattr(proc, "run_docker", FakeEngine())
+    inv, _b = args(["build", "-t", "x:1", "."])
+    assert builder._thin_load("/bin/docker", inv, ["x:1"], run, lay, entry, manifest, set()) == 0
+    kept = builder._loaded(run)
+    assert len(kept) == builder.REMEMBER and entry["digest"] in kept
