@@ -117,7 +117,7 @@ cache_clear.__doc__ = cache_clear.__doc__.replace("MANAGERS", ", ".join("--" + n
 def cache_verify(ctx: typer.Context,
                  repair: bool = typer.Option(False, "--repair", help="Remove the broken entries (or the one cache)."),
                  refetch: bool = typer.Option(True, "--refetch/--no-refetch",
-                                              help="With --repair: fetch back what was removed (npm, Go; uses the network)."),
+                                              help="With --repair: fetch back what was removed (npm, Go)."),
                  json: bool = JSON, everyone: bool = EVERYONE):
     """Run each tool's integrity check on its caches (--npm, --pnpm, --pip, --go, --cargo; default all)
     in a throwaway container; exit 1 while something is broken."""

@@ -6,9 +6,10 @@ The check mounts the cache read-only, so looking never changes it. `--repair` ru
 tool's own repair (npm: `npm cache verify`) or removes exactly the broken entries, fetches
 back what the tool can name (npm: the tarball URL, Go: module@version; the one step with
 `--network host`), checks again, and clears the one cache only if entries are still broken:
-so an offline install works again. A cache a running container uses is checked, never repaired. The image is one that has the tool: the one
-the cache was last mounted into, `verify.image_<manager>`, or its default, and only if the
-daemon already has it: dockcache never pulls.
+so an offline install works again. A cache a running container uses is checked, never
+repaired. The image is one that has the tool: the one the cache was last mounted into,
+`verify.image_<manager>`, or its default, and only if the daemon already has it: dockcache
+never pulls.
 """
 
 from __future__ import annotations
