@@ -148,6 +148,7 @@ def _repair(ctx: Ctx, row: CacheRow, spec: Verify, out: Outcome, *, refetch: boo
         ctx.audit("verify-repair", row.name, removed=out.repaired, refetched=out.refetched)
     elif _clear(ctx, row):
         out.status, out.reason, out.broken = "cleared", "entries still broken after repair: cache cleared", []
+        out.refetched = []
 
 
 def _drop_broken(ctx: Ctx, row: CacheRow, spec: Verify, out: Outcome, before: list[str]) -> None:
@@ -173,8 +174,8 @@ def _fetch_back(ctx: Ctx, row: CacheRow, recipe: Refetch, out: Outcome, wanted: 
         missed = [i for i in accepted if i not in out.refetched]
         if missed:
             return f"re-fetch failed for {_some(missed)} ({_last_line(res.stderr)}): {NEEDS_NETWORK}"
-    if rejected:
-        return f"not re-fetched (not a name dockcache passes on): {_some(rejected)}: {NEEDS_NETWORK}"
+    if rejected:  # counted, not echoed: a name that fails the pattern is no text for a terminal
+        return f"not re-fetched: {len(rejected)} entries named in a form dockcache does not pass on: {NEEDS_NETWORK}"
     return ""
 
 

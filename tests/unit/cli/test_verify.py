@@ -352,3 +352,16 @@ def test_the_json_of_a_refetching_repair_fits_the_schema(tmp_path):
     doc = {"caches": [verify.verify_one(ctx, ROW, repair=True).to_json()], "healthy": True, "repair": True}
     jsonschema.validate(doc, json.loads((REPO / "docs/cache-verify.schema.json").read_text()))
     assert doc["caches"][0]["refetched"] == [NPM_URL] and "fetchable" not in doc["caches"][0]
+
+
+def test_names_that_fail_the_pattern_are_counted_never_fetched_or_echoed(tmp_path):
+    hostile = "https://r.example/a.tgz\x1b[2J; rm -rf /"
+    first = f"BAD\t_cacache/x\tchecksum mismatch\nFETCH\t_cacache/x\t{hostile}\nCHECKED\t3\n"
+    checks = iter([Result((), 0, first, ""),
+                   Result((), 0, "CHECKED\t3\n", "")])
+    ctx = FakeCtx(tmp_path, [(("inspect",), Result((), 0, "sha", "")),
+                             (("npm", "cache", "verify"), Result((), 0, "", "")),
+                             (("run",), lambda a: next(checks))])
+    out = verify.verify_one(ctx, ROW, repair=True)
+    assert out.status == "repaired" and out.refetched == [] and not any("host" in c for c in ctx.calls)
+    assert out.reason.startswith("not re-fetched: 1 entries") and "rm -rf" not in out.reason
