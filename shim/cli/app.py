@@ -116,11 +116,14 @@ cache_clear.__doc__ = cache_clear.__doc__.replace("MANAGERS", ", ".join("--" + n
 @cache_app.command("verify", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def cache_verify(ctx: typer.Context,
                  repair: bool = typer.Option(False, "--repair", help="Remove the broken entries (or the one cache)."),
+                 refetch: bool = typer.Option(True, "--refetch/--no-refetch",
+                                              help="With --repair: fetch back what was removed (npm, Go)."),
                  json: bool = JSON, everyone: bool = EVERYONE):
     """Run each tool's integrity check on its caches (--npm, --pnpm, --pip, --go, --cargo; default all)
     in a throwaway container; exit 1 while something is broken."""
     from .verify import cache_verify as run
-    raise typer.Exit(run(Ctx(everyone=everyone), _manager_flags(ctx.args), repair=repair, as_json=json))
+    raise typer.Exit(run(Ctx(everyone=everyone), _manager_flags(ctx.args), repair=repair, as_json=json,
+                         refetch=refetch))
 
 
 def _manager_flags(args: list[str]) -> list[str]:

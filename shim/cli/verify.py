@@ -3,19 +3,22 @@ container (`--rm --network none --pull never`), with the cache mounted where the
 mounts it; the checks are data (shim/core/managers.py VERIFY).
 
 The check mounts the cache read-only, so looking never changes it. `--repair` runs the
-tool's own repair (npm: `npm cache verify`) or removes exactly the broken entries, checks
-again, and clears the one cache only if entries are still broken. A cache a running
-container uses is checked, never repaired. The image is one that has the tool: the one
-the cache was last mounted into, `verify.image_<manager>`, or its default, and only if the
-daemon already has it: dockcache never pulls.
+tool's own repair (npm: `npm cache verify`) or removes exactly the broken entries, fetches
+back what the tool can name (npm: the tarball URL, Go: module@version; the one step with
+`--network host`), checks again, and clears the one cache only if entries are still broken:
+so an offline install works again. A cache a running container uses is checked, never
+repaired. The image is one that has the tool: the one the cache was last mounted into,
+`verify.image_<manager>`, or its default, and only if the daemon already has it: dockcache
+never pulls.
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass, field
 
-from shim.core.managers import VERIFY, Verify
+from shim.core.managers import VERIFY, Refetch, Verify
 
 from .context import Ctx
 from .inventory import CacheRow, all_rows
@@ -23,6 +26,8 @@ from .output import CliError, emit, human_size
 
 LABEL = "dockcache.verify=true"
 OWNER_PREFIX = 'stat -c "OWNER\t%u:%g" "$CACHE" 2>/dev/null; exec "$@"'  # who repairs (the cache's owner)
+AGAIN_ONLINE = "removed; the next online install fetches it again"
+NEEDS_NETWORK = "the next install needs the network once"
 
 
 @dataclass
@@ -35,30 +40,33 @@ class Outcome:
     checked: int | None = None
     broken: list[dict] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
+    refetched: list[str] = field(default_factory=list)
     tool_output: list[str] = field(default_factory=list)
     reason: str = ""
     owner: str = "0:0"
+    fetchable: list[str] = field(default_factory=list)  # what the check says the tool can fetch again
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
         d.pop("owner")
+        d.pop("fetchable")
         return d
 
 
-def cache_verify(ctx: Ctx, managers: list[str], *, repair: bool, as_json: bool) -> int:
+def cache_verify(ctx: Ctx, managers: list[str], *, repair: bool, as_json: bool, refetch: bool = True) -> int:
     try:
         rows = [r for r in all_rows(ctx, include_missing=False) if r.kind in ("volume", "bind") and r.exists]
     except RuntimeError as exc:
         raise CliError(str(exc)) from None
     rows = [r for r in rows if not managers or r.manager in managers]
-    results = [verify_one(ctx, r, repair=repair) for r in rows]
+    results = [verify_one(ctx, r, repair=repair, refetch=refetch) for r in rows]
     healthy = not any(o.status == "broken" for o in results)
     emit({"caches": [o.to_json() for o in results], "healthy": healthy, "repair": repair},
          as_json=as_json, human=_human(results, rows))
     return 0 if healthy else 1
 
 
-def verify_one(ctx: Ctx, row: CacheRow, *, repair: bool) -> Outcome:
+def verify_one(ctx: Ctx, row: CacheRow, *, repair: bool, refetch: bool = True) -> Outcome:
     out = Outcome(row.name, row.manager, row.kind)
     spec = VERIFY.get(row.manager)
     if spec is None:
@@ -70,7 +78,7 @@ def verify_one(ctx: Ctx, row: CacheRow, *, repair: bool) -> Outcome:
     if row.in_use_by:
         out.reason = f"not repaired: in use by {', '.join(row.in_use_by)}"
         return out
-    _repair(ctx, row, spec, out)
+    _repair(ctx, row, spec, out, refetch=refetch)
     return out
 
 
@@ -105,12 +113,14 @@ def _check_with_some_image(ctx: Ctx, row: CacheRow, spec: Verify, out: Outcome) 
 
 
 def _parse(res, out: Outcome) -> None:
-    out.broken, out.checked = [], None
+    out.broken, out.checked, out.fetchable = [], None, []
     for line in res.stdout.splitlines():
         kind, _, rest = line.partition("\t")
         if kind == "BAD":
             path, _, why = rest.partition("\t")
             out.broken.append({"path": path, "why": why})
+        elif kind == "FETCH" and rest.partition("\t")[2] not in out.fetchable:
+            out.fetchable.append(rest.partition("\t")[2])
         elif kind == "CHECKED" and rest.strip().isdigit():
             out.checked = int(rest)
         elif kind == "OWNER" and rest.strip():
@@ -121,8 +131,27 @@ def _parse(res, out: Outcome) -> None:
         out.status = "broken" if out.broken else "ok"
 
 
-def _repair(ctx: Ctx, row: CacheRow, spec: Verify, out: Outcome) -> None:
-    before = [b["path"] for b in out.broken]
+def _repair(ctx: Ctx, row: CacheRow, spec: Verify, out: Outcome, *, refetch: bool) -> None:
+    """Remove, fetch back, check again: the check after the re-fetch also vouches for what came back."""
+    before, wanted = [b["path"] for b in out.broken], list(out.fetchable)
+    _drop_broken(ctx, row, spec, out, before)
+    if not refetch:
+        note = f"{AGAIN_ONLINE} (--no-refetch)"
+    elif spec.refetch is None or not wanted:
+        note = AGAIN_ONLINE
+    else:
+        note = _fetch_back(ctx, row, spec.refetch, out, wanted)
+    _parse(_run(ctx, row, out.image, spec.check, readonly=True), out)
+    out.repaired = [p for p in before if p not in {b["path"] for b in out.broken}]
+    if out.status == "ok":
+        out.status, out.reason = "repaired", note
+        ctx.audit("verify-repair", row.name, removed=out.repaired, refetched=out.refetched)
+    elif _clear(ctx, row):
+        out.status, out.reason, out.broken = "cleared", "entries still broken after repair: cache cleared", []
+        out.refetched = []
+
+
+def _drop_broken(ctx: Ctx, row: CacheRow, spec: Verify, out: Outcome, before: list[str]) -> None:
     if spec.repair:
         res = _run(ctx, row, out.image, spec.repair, readonly=False, user=out.owner)
         out.tool_output = [ln for ln in (res.stdout + res.stderr).splitlines()
@@ -131,13 +160,38 @@ def _repair(ctx: Ctx, row: CacheRow, spec: Verify, out: Outcome) -> None:
         paths = _safe_paths(before, spec.companions)
         script = 'cd "$CACHE" && for p in "$@"; do rm -rf -- "./$p"; done'
         _run(ctx, row, out.image, ("sh", "-c", script, "sh", *paths), readonly=False, user=out.owner)
-    _parse(_run(ctx, row, out.image, spec.check, readonly=True), out)
-    out.repaired = [p for p in before if p not in {b["path"] for b in out.broken}]
-    if out.status == "ok":
-        out.status = "repaired"
-        ctx.audit("verify-repair", row.name, removed=out.repaired)
-    elif _clear(ctx, row):
-        out.status, out.reason, out.broken = "cleared", "entries still broken after repair: cache cleared", []
+
+
+def _fetch_back(ctx: Ctx, row: CacheRow, recipe: Refetch, out: Outcome, wanted: list[str]) -> str:
+    """The tool fetches what was removed, with the network (the check never has it); returns
+    the reason line: empty when everything came back. A failure leaves the repair standing
+    (the broken bytes are gone either way), so it only says the network is needed once."""
+    argv, rejected = refetch_argv(recipe, wanted)
+    accepted = list(argv[4:])
+    if accepted:
+        res = _run(ctx, row, out.image, argv, readonly=False, user=out.owner, network="host", env=recipe.env)
+        out.refetched = [i for i in fetched_items(res.stdout) if i in accepted]
+        missed = [i for i in accepted if i not in out.refetched]
+        if missed:
+            return f"re-fetch failed for {_some(missed)} ({_last_line(res.stderr)}): {NEEDS_NETWORK}"
+    if rejected:  # counted, not echoed: a name that fails the pattern is no text for a terminal
+        return f"not re-fetched: {len(rejected)} entries named in a form dockcache does not pass on: {NEEDS_NETWORK}"
+    return ""
+
+
+def refetch_argv(recipe: Refetch, items: list[str]) -> tuple[tuple[str, ...], list[str]]:
+    """(argv, rejected): the recipe's script with the accepted items as its arguments (a check's
+    output never becomes script text; nothing starting with "-" can pass as an option)."""
+    ok = [i for i in dict.fromkeys(items) if re.fullmatch(recipe.accepts, i) and not i.startswith("-")]
+    return ("sh", "-c", recipe.script, "sh", *ok), [i for i in items if i not in ok]
+
+
+def fetched_items(stdout: str) -> list[str]:
+    return [rest for kind, _, rest in (ln.partition("\t") for ln in stdout.splitlines()) if kind == "FETCHED"]
+
+
+def _some(items: list[str]) -> str:
+    return ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
 
 
 def _clear(ctx: Ctx, row: CacheRow) -> bool:
@@ -161,14 +215,17 @@ def _safe_paths(paths: list[str], companions: tuple[str, ...]) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def _run(ctx: Ctx, row: CacheRow, image: str, argv: tuple[str, ...], *, readonly: bool, user: str = "0:0"):
+def _run(ctx: Ctx, row: CacheRow, image: str, argv: tuple[str, ...], *, readonly: bool, user: str = "0:0",
+         network: str = "none", env: tuple[tuple[str, str], ...] = ()):
+    """One throwaway container; only the re-fetch passes network="host" (never a bridge)."""
     mgr = ctx.config.manager(row.manager)
     target = mgr.cache_path if mgr else f"/dockcache/{row.manager}"
     kind = "bind" if row.kind == "bind" else "volume"
     mount = f"type={kind},source={row.name},target={target}" + (",readonly" if readonly else "")
-    env = [x for var, tmpl in (mgr.env if mgr else ()) for x in ("-e", f"{var}={tmpl.replace('{cache}', target)}")]
-    return ctx.docker("run", "--rm", "--network", "none", "--pull", "never", "--label", LABEL,
-                      "--user", user, "--mount", mount, "-e", f"CACHE={target}", *env,
+    pairs = [(var, tmpl.replace("{cache}", target)) for var, tmpl in (mgr.env if mgr else ())] + list(env)
+    flags = [x for var, value in pairs for x in ("-e", f"{var}={value}")]
+    return ctx.docker("run", "--rm", "--network", network, "--pull", "never", "--label", LABEL,
+                      "--user", user, "--mount", mount, "-e", f"CACHE={target}", *flags,
                       "--entrypoint", "sh", image, "-c", OWNER_PREFIX, "sh", *argv, timeout=3600)
 
 
@@ -189,6 +246,7 @@ def _human(results: list[Outcome], rows: list[CacheRow]) -> str:
         lines += [f"    broken: {b['path']}: {b['why']}" for b in o.broken[:20]]
         lines += [f"    … and {len(o.broken) - 20} more"] if len(o.broken) > 20 else []
         lines += [f"    removed: {p}" for p in o.repaired[:20]]
+        lines += [f"    re-fetched: {i}" for i in o.refetched[:20]]
         lines += [f"    {o.manager}: {ln}" for ln in o.tool_output]
         lines += [f"    {o.reason}"] if o.reason else []
     if any(o.status == "broken" for o in results):

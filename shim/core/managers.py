@@ -313,6 +313,20 @@ class CustomCache:
 # and the run plan. Kept beside the rows rather than in them, so the rows stay one shape.
 
 @dataclass(frozen=True)
+class Refetch:
+    """How `cache verify --repair` puts back what it removed, so an offline install works again.
+
+    The check names what the tool can fetch a broken entry by: `FETCH<TAB>path<TAB>item`.
+    `script` runs with `sh -c SCRIPT sh ITEM...` (the items as arguments, never in the script
+    text), the cache writable, as its owner, with the network; it prints `FETCHED<TAB>item`
+    per item fetched. Only items matching `accepts` in full ever reach it."""
+
+    script: str
+    accepts: str  # a regex; anything else the check says is left alone
+    env: tuple[tuple[str, str], ...] = ()  # besides the row's variables
+
+
+@dataclass(frozen=True)
 class Verify:
     """How `dockcache cache verify` checks one manager's cache in a throwaway container.
 
@@ -320,7 +334,8 @@ class Verify:
     row's variables set); it prints `BAD<TAB>path<TAB>why` per broken entry (path relative
     to the cache), `CHECKED<TAB>n`, and `UNAVAILABLE<TAB>what` when the image lacks a tool.
     `repair` is the tool's own repair command (cache writable); empty means dockcache removes
-    the BAD paths (with their `companions`: the same path plus each suffix)."""
+    the BAD paths (with their `companions`: the same path plus each suffix). With `refetch`,
+    the check also prints `FETCH<TAB>path<TAB>item` for a broken entry the tool can fetch again."""
 
     check: tuple[str, ...]  # entrypoint and arguments; exit 126/127 = the image lacks it
     tool: str  # what the image must have, for the message when it does not
@@ -328,6 +343,7 @@ class Verify:
     companions: tuple[str, ...] = ()
     store_globs: tuple[str, ...] = ()  # content-addressed files: zero length = broken (doctor)
     image: str = ""  # default for verify.image_<name>; used only if the daemon already has it
+    refetch: Refetch | None = None  # none: a removed entry comes back with the next online install
 
 
 # npm: cacache stores content under content-v2/<algo>/<hex digest>; the index names the
@@ -343,16 +359,20 @@ function walk(dir, acc) {
   for (const e of ents) { const p = path.join(dir, e.name); e.isDirectory() ? walk(p, acc) : acc.push(p); }
   return acc;
 }
-const good = new Set(); let n = 0;
+const good = new Set(), broken = new Map(); let n = 0;
 for (const f of walk(content, [])) {
   n++;
   const parts = path.relative(content, f).split(path.sep), algo = parts[0], want = parts.slice(1).join('');
+  const sri = algo + '-' + Buffer.from(want, 'hex').toString('base64');
   let got = null;
   try { got = crypto.createHash(algo).update(fs.readFileSync(f)).digest('hex'); }
-  catch (e) { out('BAD', path.relative(cache, f), 'unreadable (' + e.code + ')'); continue; }
-  if (got !== want) out('BAD', path.relative(cache, f), 'checksum mismatch (' + fs.statSync(f).size + ' bytes)');
-  else good.add(algo + '-' + Buffer.from(want, 'hex').toString('base64'));
+  catch (e) { out('BAD', path.relative(cache, f), 'unreadable (' + e.code + ')'); broken.set(sri, f); continue; }
+  if (got !== want) {
+    out('BAD', path.relative(cache, f), 'checksum mismatch (' + fs.statSync(f).size + ' bytes)');
+    broken.set(sri, f);
+  } else good.add(sri);
 }
+const KEY = 'make-fetch-happen:request-cache:';  // what npm fetched: the key is its URL
 for (const f of walk(path.join(root, 'index-v5'), [])) {
   const latest = new Map();
   for (const line of fs.readFileSync(f, 'utf8').split('\n')) {
@@ -360,12 +380,22 @@ for (const f of walk(path.join(root, 'index-v5'), [])) {
   }
   for (const e of latest.values()) {
     n++;
-    if (e.integrity && !String(e.integrity).split(/\s+/).some(i => good.has(i.split('?')[0])))
+    const sris = String(e.integrity || '').split(/\s+/).map(i => i.split('?')[0]).filter(Boolean);
+    if (sris.length && !sris.some(i => good.has(i)))
       out('BAD', path.relative(cache, f), 'index entry ' + e.key + ' has no intact content');
+    for (const i of sris.filter(i => broken.has(i) && String(e.key).startsWith(KEY)))
+      out('FETCH', path.relative(cache, broken.get(i)), String(e.key).slice(KEY.length));
   }
 }
 out('CHECKED', n);
 """
+
+# `npm cache add URL` fetches a tarball into the cache under the same key and integrity;
+# its chatter goes to stderr so only our FETCHED lines are on stdout.
+_NPM_REFETCH = Refetch(
+    """for u; do npm cache add "$u" >&2 && printf 'FETCHED\\t%s\\n' "$u"; done""",
+    r"https://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9_~%@+-][A-Za-z0-9._~%@+-]*)+\.tgz",
+)
 
 # pip has no checksum of its own: wheels (built or downloaded) must be valid zips, http
 # cache entries must parse as pip wrote them ("cc=4," + msgpack, via pip's own msgpack).
@@ -412,32 +442,58 @@ print("CHECKED", n, sep="\t")
 
 # Go: each module zip in the download cache has its dirhash ("h1:") in a .ziphash beside it;
 # the hash is golang.org/x/mod/sumdb/dirhash.Hash1 (`go mod verify` checks the same, but
-# needs a module that requires them).
+# needs a module that requires them). A broken zip's path names its module and version
+# (cache/download/<module>/@v/<version>.zip, upper case escaped as "!" + lower case).
 _GO_CHECK = r"""
-import base64, hashlib, os, zipfile
+import base64, hashlib, os, re, zipfile
 root = os.environ["CACHE"]
+def unescape(s):
+    if re.search(r"![^a-z]|!$|[A-Z]", s):
+        return None  # not a path go wrote
+    return re.sub(r"!([a-z])", lambda m: m.group(1).upper(), s)
+def module_version(rel):
+    parts = rel.split(os.sep)
+    for i in range(len(parts) - 3, 0, -1):
+        if parts[i - 1:i + 1] == ["cache", "download"] and parts[-2] == "@v":
+            mod, ver = unescape("/".join(parts[i + 1:-2])), unescape(parts[-1][:-4])
+            return f"{mod}@{ver}" if mod and ver else None
+    return None
+def why_bad(p):
+    try:
+        with zipfile.ZipFile(p) as z:
+            lines = [f"{hashlib.sha256(z.read(i)).hexdigest()}  {i.filename}\n"
+                     for i in sorted(z.infolist(), key=lambda i: i.filename)]
+    except Exception as e:
+        return f"not a valid zip ({type(e).__name__})"
+    got = "h1:" + base64.b64encode(hashlib.sha256("".join(lines).encode()).digest()).decode()
+    try:
+        want = open(p[:-4] + ".ziphash").read().strip()
+    except OSError:
+        return None  # go writes the hash after the zip; a zip without one is not complete yet
+    return None if want == got else f"content hash {got} differs from its .ziphash {want}"
 n = 0
 for d, _, files in os.walk(root):
     for name in files:
         if not (name.endswith(".zip") and os.sep + "cache" + os.sep + "download" + os.sep in d + os.sep):
             continue
         p, n = os.path.join(d, name), n + 1
-        rel = os.path.relpath(p, root)
-        try:
-            with zipfile.ZipFile(p) as z:
-                lines = [f"{hashlib.sha256(z.read(i)).hexdigest()}  {i.filename}\n"
-                         for i in sorted(z.infolist(), key=lambda i: i.filename)]
-        except Exception as e:
-            print("BAD", rel, f"not a valid zip ({type(e).__name__})", sep="\t"); continue
-        got = "h1:" + base64.b64encode(hashlib.sha256("".join(lines).encode()).digest()).decode()
-        try:
-            want = open(p[:-4] + ".ziphash").read().strip()
-        except OSError:
-            continue  # go writes the hash after the zip; a zip without one is not complete yet
-        if want != got:
-            print("BAD", rel, f"content hash {got} differs from its .ziphash {want}", sep="\t")
+        rel, why = os.path.relpath(p, root), why_bad(p)
+        if why:
+            print("BAD", rel, why, sep="\t")
+            fetch = module_version(rel)
+            if fetch:
+                print("FETCH", rel, fetch, sep="\t")
 print("CHECKED", n, sep="\t")
 """
+
+# `go mod download MODULE@VERSION` outside any module (a fresh dir) puts the zip and its
+# .ziphash back into GOMODCACHE; -mod=mod overrides an image's GOFLAGS=-mod=vendor, which
+# would refuse. HOME: go wants one, and the owner may have none in the image.
+_GO_REFETCH = Refetch(
+    """cd "$(mktemp -d)" && for m; do go mod download "$m" >&2 && printf 'FETCHED\\t%s\\n' "$m"; done""",
+    r"[a-z0-9][A-Za-z0-9._~-]*(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*@v[0-9][0-9A-Za-z.+-]*",
+    env=(("GOFLAGS", "-mod=mod"), ("HOME", "/tmp")),
+)
 
 # cargo: downloaded .crate files are gzip'd tars (their checksums live in the registry index).
 _CARGO_CHECK = r"""
@@ -482,12 +538,12 @@ out('CHECKED', n);
 
 VERIFY: dict[str, Verify] = {
     "npm": Verify(("node", "-e", _NPM_CHECK), "node", repair=("npm", "cache", "verify"),
-                  store_globs=("_cacache/content-v2/**/*",), image="node:lts"),
+                  store_globs=("_cacache/content-v2/**/*",), image="node:lts", refetch=_NPM_REFETCH),
     "pnpm": Verify(("node", "-e", _PNPM_CHECK), "node", store_globs=("**/files/*/*",), image="node:lts"),
     "pip": Verify(("python3", "-c", _PIP_CHECK), "python3", companions=(".body",),
                   store_globs=("wheels/**/*.whl",), image="python:3"),
     "go": Verify(("python3", "-c", _GO_CHECK), "python3", companions=(".ziphash",),
-                 store_globs=("mod/cache/download/**/*.zip",), image="golang:latest"),
+                 store_globs=("mod/cache/download/**/*.zip",), image="golang:latest", refetch=_GO_REFETCH),
     "cargo": Verify(("sh", "-c", _CARGO_CHECK), "sh and gzip",
                     store_globs=("registry/cache/**/*.crate", "cache/**/*.crate"), image="rust:latest"),
 }

@@ -12,7 +12,7 @@ import time
 import jsonschema
 import pytest
 
-from tests.integration.helpers import BUSYBOX, DEVTOOLS, REPO, ok, shim, volume_files, write_json
+from tests.integration.helpers import BUSYBOX, DEVTOOLS, GOTOOLS, REPO, ok, shim, volume_files, write_json
 
 pytestmark = pytest.mark.engine
 DEPS = {"is-number": "7.0.0", "left-pad": "1.3.0"}
@@ -30,8 +30,8 @@ def dockcache(env, *args, extra=None):
     return cp
 
 
-def in_project(proj, cmd, network="none"):
-    return ["run", "--rm", "--network", network, "-v", f"{proj}:/app", "-w", "/app", DEVTOOLS, "sh", "-c", cmd]
+def in_project(proj, cmd, network="none", image=DEVTOOLS):
+    return ["run", "--rm", "--network", network, "-v", f"{proj}:/app", "-w", "/app", image, "sh", "-c", cmd]
 
 
 def content_path(proj, package):
@@ -69,20 +69,65 @@ def test_verify_reports_a_truncated_npm_tarball_and_repair_fixes_it(shim_env, en
     repaired = json.loads(ok(dockcache(shim_env, "cache", "verify", "--npm", "--repair", "--json")).stdout)
     entry = repaired["caches"][0]
     jsonschema.validate(repaired, json.loads((REPO / "docs/cache-verify.schema.json").read_text()))
-    assert entry["status"] == "repaired" and repaired["healthy"] is True
+    assert entry["status"] == "repaired" and repaired["healthy"] is True and broken in entry["repaired"]
     assert any("npm cache verify" in ln or "Index entries" in ln for ln in entry["tool_output"])
+    # npm cache verify removed the bytes; the index key named the tarball's URL, and
+    # `npm cache add` put it back: the repaired cache installs offline again, nothing else fetched.
+    assert [u.rsplit("/", 1)[-1] for u in entry["refetched"]] == ["left-pad-1.3.0.tgz"], entry
+    assert entry["reason"] == ""
     again = json.loads(ok(dockcache(shim_env, "cache", "verify", "--npm", "--json")).stdout)
     assert again["caches"][0]["status"] == "ok"
-    assert volume_files(a, volume, "_cacache/content-v2") == files - 1  # only the broken entry went
-    # The bytes of a truncated tarball are gone: one online install fetches just that one back
-    # (the rest comes from the cache), and offline installs work again.
-    ok(shim(shim_env, *in_project(proj, "npm ci --no-audit --no-fund", network="host")))
     assert volume_files(a, volume, "_cacache/content-v2") == files
     assert "added 2 packages" in ok(shim(shim_env, *in_project(proj, CI))).stdout
-    # Control: the same corruption breaks an offline install (npm then drops the entry itself).
+
+    # Control: the same repair without the re-fetch leaves a healthy cache that cannot install
+    # offline (the gap the re-fetch closes); it says the next online install fetches it again.
+    truncate(a, volume, broken)
+    bare = json.loads(ok(dockcache(shim_env, "cache", "verify", "--npm", "--repair", "--no-refetch", "--json")).stdout)
+    entry = bare["caches"][0]
+    assert (entry["status"], entry["refetched"]) == ("repaired", []) and "next online install" in entry["reason"]
+    assert volume_files(a, volume, "_cacache/content-v2") == files - 1  # only the broken entry went
+    failed = shim(shim_env, *in_project(proj, CI))
+    assert failed.returncode != 0 and "ENOTCACHED" in failed.stderr + failed.stdout
+
+    # Control: the corruption itself breaks an offline install (npm then drops the entry itself).
+    ok(shim(shim_env, *in_project(proj, "npm ci --no-audit --no-fund", network="host")))
+    assert volume_files(a, volume, "_cacache/content-v2") == files
     truncate(a, volume, broken)
     failed = shim(shim_env, *in_project(proj, CI))
     assert failed.returncode != 0 and "corrupted" in failed.stderr + failed.stdout
+
+
+GO_MOD = "github.com/BurntSushi/toml"  # upper case: the cache spells it !burnt!sushi
+GO_ZIP = "mod/cache/download/github.com/!burnt!sushi/toml/@v/v1.3.2.zip"
+GO_OFFLINE = "GOPROXY=off GOFLAGS=-mod=mod go mod download -x 2>&1"
+
+
+def test_verify_repair_fetches_a_broken_go_module_zip_back(shim_env, engines, tmp_path):
+    """`go mod download` offline needs the module zips (a build can live on the extracted tree)."""
+    a = engines["a"]
+    proj = tmp_path / "app"
+    proj.mkdir()
+    (proj / "go.mod").write_text(f"module app\n\ngo 1.19\n\nrequire {GO_MOD} v1.3.2\n")
+    ok(shim(shim_env, *in_project(proj, "GOFLAGS=-mod=mod go mod download", network="host", image=GOTOOLS)))
+    ok(shim(shim_env, *in_project(proj, GO_OFFLINE, image=GOTOOLS)))
+    truncate(a, f"{a.prefix}-go", GO_ZIP)
+    found = json.loads(dockcache(shim_env, "cache", "verify", "--go", "--json").stdout)
+    assert [b["path"] for b in found["caches"][0]["broken"]] == [GO_ZIP]
+
+    repaired = json.loads(ok(dockcache(shim_env, "cache", "verify", "--go", "--repair", "--json")).stdout)
+    entry = repaired["caches"][0]
+    jsonschema.validate(repaired, json.loads((REPO / "docs/cache-verify.schema.json").read_text()))
+    assert (entry["status"], entry["repaired"], entry["refetched"], entry["reason"]) == \
+        ("repaired", [GO_ZIP], [f"{GO_MOD}@v1.3.2"], ""), entry
+    ok(shim(shim_env, *in_project(proj, GO_OFFLINE, image=GOTOOLS)))
+
+    # Control: removed without the re-fetch, the offline download fails.
+    truncate(a, f"{a.prefix}-go", GO_ZIP)
+    bare = json.loads(ok(dockcache(shim_env, "cache", "verify", "--go", "--repair", "--no-refetch", "--json")).stdout)
+    assert (bare["caches"][0]["status"], bare["caches"][0]["refetched"]) == ("repaired", [])
+    failed = shim(shim_env, *in_project(proj, GO_OFFLINE, image=GOTOOLS))
+    assert failed.returncode != 0 and "disabled by GOPROXY=off" in failed.stdout, failed.stdout
 
 
 def truncate(engine, volume, path):
