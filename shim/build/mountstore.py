@@ -1,17 +1,23 @@
 """Cache-mount contents in the build store, with the layer store's guarantees.
 
-`ROOT/mounts/NAME.GEN/` holds one saved generation of one mount (NAME: the build key's
-scope + mount id + platform, `mount_name`); `ROOT/mounts/index.json` says which
-generation is current, its size and when it was last used. A save fills a private dir
-under `ROOT/tmp` and `publish` renames it in and rewrites the index atomically under the
+`ROOT/mounts/NAME.GEN.tgz` holds one saved generation of one mount (NAME: the build key's
+scope + mount id + platform, `mount_name`), packed: a seed sends it to BuildKit as one
+file and unpacks it inside the step. Measured on the engine pair for a 47 MB go-build
+cache (592 files): 0.9 s to send the tree file by file, 6 MB packed and sent at no
+measurable cost, unpacked in ~0.3 s; compression (gzip level 1, ~8x on compiler output)
+is paid by the detached save. `ROOT/mounts/index.json` says which generation is current,
+its size on disk and when it was last used. A save fills a private dir under `ROOT/tmp`;
+`publish` packs it there, renames the pack in and rewrites the index atomically under the
 store's lock; the generation it replaces is deleted under the same lock. A seed reads a
-`snapshot`: hard links to the current generation's files, made under the lock, so a
-publish or prune meanwhile cannot empty it. The store's size cap and LRU prune count
+`snapshot`: hard links to the current generation, made under the lock, so a publish or
+prune meanwhile cannot empty it. Stores written before packing hold `NAME.GEN/` trees;
+they are read as they are. The store's size cap and LRU prune count
 these entries beside the layer keys (store.py calls the lock-free helpers below).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -42,10 +48,43 @@ class MountEntry:
     key: str
     id: str
     platform: str
+    packed: bool = False  # NAME.GEN.tgz; False: a NAME.GEN/ tree from before packing
 
     @property
     def dirname(self) -> str:
-        return f"{self.name}.{self.gen}"
+        """The generation's name under ROOT/mounts (a file when packed)."""
+        return f"{self.name}.{self.gen}" + (PACKED_SUFFIX if self.packed else "")
+
+
+PACKED_SUFFIX = ".tgz"
+PACKED_NAME = "m.tgz"  # its name in a seed's build context
+PACK_LEVEL = 1  # gzip: most of the size gain on compiler output at a fraction of level 6's time
+
+
+def remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def pack(src: Path, dest: Path) -> None:
+    """src's contents (owners, modes, links kept) as a gzip tar at dest."""
+    import tarfile
+
+    with tarfile.open(dest, "w:gz", compresslevel=PACK_LEVEL, format=tarfile.PAX_FORMAT) as tar:
+        for child in sorted(os.listdir(src)):
+            tar.add(src / child, child)
+
+
+def unpack(src: Path, dest: Path) -> None:
+    """The other way, for a base image without tar or gzip (its files only: no links out)."""
+    import tarfile
+
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(src, "r:gz") as tar:
+        tar.extractall(dest, filter="tar")
 
 
 # ------------------------------------------------------------------ lock-free helpers (store.py)
@@ -73,7 +112,7 @@ def drop_locked(root: Path, names: Iterable[str]) -> int:
     for name in names:
         gone = entries.pop(name, None)
         if gone:
-            shutil.rmtree(root / "mounts" / gone.dirname, ignore_errors=True)
+            remove_path(root / "mounts" / gone.dirname)
             freed += gone.size
     write_index(root, entries)
     return freed
@@ -122,39 +161,51 @@ class MountStore:
         return self.store._private_dir("tmp", "dockcache-mount")
 
     def snapshot(self, names: Sequence[str]) -> tuple[Path | None, dict[str, tuple[Path, str]]]:
-        """(dir to remove afterwards, name -> (linked copy of its contents, generation))."""
+        """(dir to remove afterwards, name -> (linked copy of its generation: `top/i/m.tgz`
+        when packed, else the tree `top/i`, and the generation))."""
         with self.store._lock():
             entries = read_index(self.root)
-            have = [n for n in names if n in entries and (self.root / "mounts" / entries[n].dirname).is_dir()]
+            have = [n for n in names if n in entries and (self.root / "mounts" / entries[n].dirname).exists()]
             if not have:
                 return None, {}
             top = self.store._private_dir("snapshots", "dockcache-mountsnap")
             out = {}
             for i, name in enumerate(have):
-                _link_tree(self.root / "mounts" / entries[name].dirname, top / str(i))
-                out[name] = (top / str(i), entries[name].gen)
+                src = self.root / "mounts" / entries[name].dirname
+                if entries[name].packed:
+                    (top / str(i)).mkdir()
+                    layout.link_or_copy(src, top / str(i) / PACKED_NAME)
+                    out[name] = (top / str(i) / PACKED_NAME, entries[name].gen)
+                else:
+                    _link_tree(src, top / str(i))
+                    out[name] = (top / str(i), entries[name].gen)
             self._touch(entries, have)
             return top, out
 
     def publish(self, name: str, src: Path, *, key: str, mount_id: str, platform: str) -> MountEntry:
         """Make `src` (a private dir under the store root) the current generation of `name`."""
-        size, files = tree_size(src)
+        _size, files = tree_size(src)
         gen = f"{int(time.time() * 1000):x}{os.urandom(3).hex()}"
+        packed = src.with_name(src.name + PACKED_SUFFIX)
         try:
+            pack(src, packed)
+            size = packed.stat().st_size
             with self.store._lock():
                 entries = read_index(self.root)
                 old = entries.get(name)
                 now = time.time()
-                entry = MountEntry(name, gen, size, files, old.created if old else now, now, key, mount_id, platform)
+                entry = MountEntry(name, gen, size, files, old.created if old else now, now, key, mount_id, platform,
+                                   packed=True)
                 (self.root / "mounts").mkdir(parents=True, exist_ok=True)
-                os.rename(src, self.root / "mounts" / entry.dirname)
+                os.rename(packed, self.root / "mounts" / entry.dirname)
                 entries[name] = entry
                 write_index(self.root, entries)
                 if old:
-                    shutil.rmtree(self.root / "mounts" / old.dirname, ignore_errors=True)
+                    remove_path(self.root / "mounts" / old.dirname)
                 return entry
         finally:
             shutil.rmtree(src, ignore_errors=True)
+            remove_path(packed)
 
     def drop(self, names: Sequence[str]) -> int:
         with self.store._lock():

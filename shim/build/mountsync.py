@@ -23,7 +23,7 @@ from pathlib import Path
 from shim.build import mountplan
 from shim.build.mountplan import MountPlan
 from shim.build.mounts import CacheMount, Found, find
-from shim.build.mountstore import MountStore
+from shim.build.mountstore import PACKED_NAME, MountStore, unpack
 from shim.core import proc
 from shim.core.notice import say
 from shim.core.state import State, state_dir
@@ -128,27 +128,46 @@ def seed(real: str, docker_globals: Sequence[str], plan: MountPlan, store, state
     if not todo:
         return 0
     ms = MountStore(store)
-    top, dirs = ms.snapshot([p.name for p in todo])
-    todo = tuple(p for p in todo if p.name in dirs)
+    top, got = ms.snapshot([p.name for p in todo])
+    todo = tuple(p for p in todo if p.name in got)
     try:
         if not todo:
             return 0
-        with tempfile.TemporaryDirectory(prefix="dockcache-seed-") as tmp:
-            df = Path(tmp) / "Dockerfile"
-            df.write_text(mountplan.seed_dockerfile([p.mount for p in todo]))
-            contexts = [x for i, p in enumerate(todo)
-                        for x in ("--build-context", f"{mountplan.seed_context(i)}={dirs[p.name][0]}")]
-            res = proc.run_docker(real, [*docker_globals, "buildx", "build", *_common(plan), *contexts,
-                                         "--output", "type=cacheonly", "-f", str(df), tmp], timeout=900)
+        sources = [got[p.name][0] for p in todo]
+        res = _seed_build(real, docker_globals, plan, todo, sources)
+        if res.returncode != 0 and f"exit code: {mountplan.NO_UNPACK}" in res.stderr:
+            res = _seed_build(real, docker_globals, plan, todo, [_unpacked(s) for s in sources])
         if res.returncode != 0:
             say(f"cache mounts not seeded ({_last_line(res.stderr)}); the build starts with them as they are")
             return 0
         for p in todo:
-            state.put(HELD, generation, p.name, {"gen": dirs[p.name][1]})
+            state.put(HELD, generation, p.name, {"gen": got[p.name][1]})
         return len(todo)
     finally:
         if top:
             shutil.rmtree(top, ignore_errors=True)
+
+
+def _seed_build(real: str, docker_globals: Sequence[str], plan: MountPlan, todo, sources: Sequence[Path]):
+    """The seed step: a packed generation goes as the one file in its context, a tree as itself."""
+    packed = [s.name == PACKED_NAME for s in sources]
+    with tempfile.TemporaryDirectory(prefix="dockcache-seed-") as tmp:
+        df = Path(tmp) / "Dockerfile"
+        df.write_text(mountplan.seed_dockerfile([p.mount for p in todo], packed))
+        contexts = [x for i, (s, pk) in enumerate(zip(sources, packed))
+                    for x in ("--build-context", f"{mountplan.seed_context(i)}={s.parent if pk else s}")]
+        return proc.run_docker(real, [*docker_globals, "buildx", "build", *_common(plan), *contexts,
+                                      "--output", "type=cacheonly", "-f", str(df), tmp], timeout=900)
+
+
+def _unpacked(source: Path) -> Path:
+    """A packed generation unpacked beside it, for a base image without tar or gzip."""
+    if source.name != PACKED_NAME:
+        return source
+    tree = source.parent / "tree"
+    if not tree.exists():
+        unpack(source, tree)
+    return tree
 
 
 def _common(plan: MountPlan) -> list[str]:

@@ -374,10 +374,10 @@ class CacheStore:
         generations the mount index no longer names."""
         listed = {e.dirname for e in mountstore.read_index(self.root).values()}
         for path in (self.root / "mounts").glob("*.*"):
-            if path.is_dir() and path.name not in listed:
-                shutil.rmtree(path, ignore_errors=True)
+            if path.name not in listed and (path.is_dir() or path.name.endswith(mountstore.PACKED_SUFFIX)):
+                mountstore.remove_path(path)
         for kind in ("tmp", "snapshots"):
             for path in (self.root / kind).glob("dockcache-*"):
                 pid = path.name.split("-")[-2]
                 if pid.isdigit() and not layout.alive(int(pid)):
-                    shutil.rmtree(path, ignore_errors=True)
+                    mountstore.remove_path(path)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from shim.build.mountstore import read_index
+from shim.build.mountstore import read_index, unpack
 from tests.integration.helpers import GOTOOLS, DEVTOOLS, REPO, shim
 
 pytestmark = pytest.mark.engine
@@ -96,6 +96,31 @@ def test_a_mount_filled_on_a_is_warm_for_an_edited_build_on_b(shim_env, engines,
     wait_saved(shim_env, 3)
     ok(build(shim_env, b, ctx, tag, token))
     assert wait_saved(shim_env, 4)[-1].get("skipped") == "layers unchanged"
+
+
+def test_a_base_without_tar_is_seeded_by_copying(shim_env, engines, tmp_path):
+    """The store keeps mounts packed; a base image that cannot unpack them (no tar) gets
+    the tree sent and copied instead, in the same build."""
+    a, b = engines["a"], engines["b"]
+    base = f"{a.prefix}/notar:1"
+    for e in (a, b):  # busybox without its tar, gzip and gunzip applets
+        e.images.append(base)
+        made = subprocess.run([REAL, "-H", e.host, "build", "--network", "none", "-q", "-t", base, "-"],
+                              input="FROM dockcache-test/busybox:latest\nRUN rm /bin/tar /bin/gzip /bin/gunzip\n",
+                              capture_output=True, text=True, timeout=300)
+        assert made.returncode == 0, made.stderr
+    lacks = subprocess.run([REAL, "-H", b.host, "run", "--rm", "--network", "none", base, "tar", "--help"],
+                           capture_output=True, text=True, timeout=120)
+    assert lacks.returncode != 0  # so the packed seed cannot have served B below
+    ctx, token = project(tmp_path, base=base)
+    tag = f"{a.prefix}/notar-app:1"
+    assert "MOUNT-COLD" in ok(build(shim_env, a, ctx, tag, token))
+    (saved,) = wait_saved(shim_env)
+    assert saved["bytes"] > 0
+    edit(ctx)
+    out = ok(build(shim_env, b, ctx, tag, token))
+    assert "MOUNT-WARM" in out and out.count("dockcache:") == 0, out[-2000:]
+    assert [m for m in metrics(shim_env) if m.get("kind") == "build"][-1]["mounts_seeded"] == 1
 
 
 def test_a_seeded_mount_keeps_uid_gid_and_mode_for_a_non_root_step(shim_env, engines, tmp_path):
@@ -236,7 +261,9 @@ def test_concurrent_builds_on_a_and_b_both_succeed_and_the_store_stays_whole(shi
             ok(f.result())
     wait_saved(shim_env, 2)
     (entry,) = read_index(Path(shim_env["DOCKCACHE_BUILD_STORE"])).values()
-    stored = Path(shim_env["DOCKCACHE_BUILD_STORE"]) / "mounts" / entry.dirname
+    assert entry.packed
+    stored = tmp_path / "stored"
+    unpack(Path(shim_env["DOCKCACHE_BUILD_STORE"]) / "mounts" / entry.dirname, stored)
     sets = [p for p in stored.iterdir() if p.is_dir()]
     assert len(sets) == 1 and len(list(sets[0].iterdir())) == 200
     assert (stored / "MANIFEST").read_text().split() == sorted([sets[0].name, "MANIFEST"])

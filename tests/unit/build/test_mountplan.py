@@ -3,9 +3,9 @@
 import os
 import time
 
-from shim.build.mountplan import plan_mounts, save_dockerfile, seed_dockerfile, unusable
+from shim.build.mountplan import NO_UNPACK, plan_mounts, save_dockerfile, seed_dockerfile, unusable
 from shim.build.mounts import CacheMount, Found, find
-from shim.build.mountstore import MountStore, mount_name, read_index
+from shim.build.mountstore import MountStore, mount_name, pack, read_index, unpack
 from shim.build.store import MOUNT, CacheStore
 
 GO = CacheMount("/root/.cache/go-build", "/root/.cache/go-build", base="golang:1.22")
@@ -48,6 +48,9 @@ def test_seed_and_save_builds_keep_the_mount_options_and_run_as_root():
     assert "--mount=type=cache,id=mod,target=/dockcache-m1,sharing=locked,uid=1000,gid=1000,mode=0770" in seed
     assert "from=dockcache-seed-1,target=/dockcache-s1" in seed
     assert "chown -R 1000:1000 /dockcache-m1 && chmod 0770 /dockcache-m1" in seed
+    packed = seed_dockerfile([GO, MOD], [True, False])
+    assert f"tar -xzf /dockcache-s0/m.tgz -C /dockcache-m0 || exit {NO_UNPACK}" in packed
+    assert "cp -a /dockcache-s1/. /dockcache-m1/" in packed
     save = save_dockerfile([GO])
     assert save.endswith("FROM scratch\nCOPY --from=dockcache /dockcache-out /\n")
     # the generated file is a Dockerfile whose mounts are the user's own again
@@ -82,15 +85,43 @@ def test_publish_replaces_a_generation_whole_and_a_snapshot_survives_it(tmp_path
     store = CacheStore(tmp_path / "s")
     ms, d = _filled(store, {"a": "1", "sub/b": "22"})
     first = ms.publish("n", d, key="app", mount_id="/c", platform="linux/amd64")
-    assert (first.size, first.files) == (3, 2)
+    stored = store.root / "mounts" / first.dirname
+    assert first.packed and stored.is_file() and (first.size, first.files) == (stored.stat().st_size, 2)
     top, dirs = ms.snapshot(["n", "missing"])
     ms2, d2 = _filled(store, {"c": "333"})
     second = ms2.publish("n", d2, key="app", mount_id="/c", platform="linux/amd64")
     assert second.gen != first.gen and read_index(store.root)["n"].gen == second.gen
     assert sorted(os.listdir(store.root / "mounts")) == ["index.json", second.dirname]
-    assert (dirs["n"][0] / "sub" / "b").read_text() == "22" and dirs["n"][1] == first.gen
+    unpack(dirs["n"][0], tmp_path / "out")
+    assert (tmp_path / "out" / "sub" / "b").read_text() == "22" and dirs["n"][1] == first.gen
     assert list(dirs) == ["n"] and top.is_dir()
-    assert store.size() == 3  # no layer blobs yet: the mount's bytes
+    assert store.size() == second.size  # no layer blobs yet: the mount's bytes on disk
+
+
+def test_packing_keeps_modes_links_and_empty_dirs(tmp_path):
+    src = tmp_path / "src"
+    (src / "empty").mkdir(parents=True)
+    (src / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(src / "run.sh", 0o750)
+    os.symlink("run.sh", src / "link")
+    pack(src, tmp_path / "m.tgz")
+    unpack(tmp_path / "m.tgz", tmp_path / "out")
+    out = tmp_path / "out"
+    assert (out / "empty").is_dir() and os.readlink(out / "link") == "run.sh"
+    assert os.stat(out / "run.sh").st_mode & 0o777 == 0o750
+
+
+def test_a_tree_from_before_packing_is_still_snapshotted_and_dropped(tmp_path):
+    from shim.build.mountstore import MountEntry, write_index
+
+    store = CacheStore(tmp_path / "s")
+    old = MountEntry("n", "g0", 1, 1, 0.0, 0.0, "app", "/c", "p")
+    (store.root / "mounts" / old.dirname).mkdir(parents=True)
+    (store.root / "mounts" / old.dirname / "f").write_text("1")
+    write_index(store.root, {"n": old})
+    top, dirs = MountStore(store).snapshot(["n"])
+    assert (dirs["n"][0] / "f").read_text() == "1"
+    assert MountStore(store).drop(["n"]) == 1 and not (store.root / "mounts" / old.dirname).exists()
 
 
 def test_prune_is_lru_across_keys_and_mounts(tmp_path):
@@ -99,6 +130,7 @@ def test_prune_is_lru_across_keys_and_mounts(tmp_path):
         ms, d = _filled(store, {"f": "x" * size})
         ms.publish(name, d, key="k", mount_id=name, platform="p")
         time.sleep(0.01)
-    res = store.prune(max_size=150)
+    one = read_index(store.root)["new"].size  # packed: its bytes on disk
+    res = store.prune(max_size=one + 10)
     assert res.removed_keys == (f"{MOUNT}old",) and list(read_index(store.root)) == ["new"]
     assert store.prune(older_than=0).removed_keys == (f"{MOUNT}new",) and store.size() == 0

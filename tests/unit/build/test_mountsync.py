@@ -1,8 +1,11 @@
 """The seed/save I/O around the pure plan, with docker faked (core.proc is the one place)."""
 
+import os
+
 from pathlib import Path
 
-from shim.build import mountsync
+from shim.build import mountstore, mountsync
+from shim.build import mountplan
 from shim.build.mountplan import MountPlan, Planned
 from shim.build.mounts import CacheMount
 from shim.build.mountstore import MountStore, read_index
@@ -40,7 +43,8 @@ def test_save_publishes_and_remembers_what_this_daemon_holds(tmp_path, monkeypat
     calls = fake_docker(monkeypatch)
     mountsync.save(payload(tmp_path))
     (entry,) = read_index(tmp_path / "store").values()
-    assert (tmp_path / "store" / "mounts" / entry.dirname / "warm").read_text() == "yes"
+    mountstore.unpack(tmp_path / "store" / "mounts" / entry.dirname, tmp_path / "out")
+    assert (tmp_path / "out" / "warm").read_text() == "yes"
     assert mountsync.held(State(tmp_path / "state"), "g1", [entry.name]) == {entry.name: entry.gen}
     build = calls[-1]
     assert build[:4] == ["-H", "unix:///x.sock", "buildx", "build"] and "--no-cache" not in build
@@ -102,3 +106,25 @@ def test_which_dockerfile_is_read(tmp_path):
 def test_build_args_come_from_flags_and_the_environment():
     opts = [("--build-arg", "A=1"), ("--build-arg", "B"), ("--build-arg", "C"), ("--tag", "x")]
     assert mountsync.build_args(opts, {"B": "2"}) == {"A": "1", "B": "2"}
+
+
+def test_a_base_that_cannot_unpack_gets_the_tree_copied_instead(tmp_path, monkeypatch):
+    store = CacheStore(tmp_path / "store")
+    ms = MountStore(store)
+    d = ms.private_dir()
+    (d / "f").write_text("1")
+    entry = ms.publish("n", d, key="app", mount_id="/c", platform="linux-amd64")
+    plan = MountPlan((Planned(M, "n", True, True, entry.gen),))
+    calls, sent = [], []
+
+    def run_docker(real, argv, **kw):
+        calls.append(list(argv))
+        src = next(a for a in argv if a.startswith("dockcache-seed-0=")).split("=", 1)[1]
+        sent.append(sorted(os.listdir(src)))
+        if len(calls) == 1:  # BuildKit's words for the step's exit code
+            return Result(tuple(argv), 1, "", 'ERROR: process "/bin/sh -c ..." did not complete successfully: '
+                          f"exit code: {mountplan.NO_UNPACK}\n")
+        return Result(tuple(argv), 0, "", "")
+    monkeypatch.setattr(mountsync.proc, "run_docker", run_docker)
+    assert mountsync.seed("docker", [], plan, store, State(tmp_path / "state"), "g1") == 1
+    assert sent == [["m.tgz"], ["f"]]
