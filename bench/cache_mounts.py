@@ -1,7 +1,7 @@
 """Cache mounts across sessions (#22): the edited-source rebuild a developer waits for.
 
   python3 bench/cache_mounts.py [--rounds 3] [--case go|npm|all] [--packages 60] [--funcs 400]
-                                [--overhead-runs 6] [--json F]
+                                [--overhead-runs 6] [--builder unix://…] [--json F]
 
 Two real toolchains, each a project whose expensive step keeps its state in cache mounts:
   go   gotools image, `go build` with the go-build cache and the module cache as mounts;
@@ -78,10 +78,12 @@ def edit(d: Path) -> None:
 
 
 class Bench:
-    def __init__(self):
+    def __init__(self, builder: str = "off"):
         self.tmp = Path(tempfile.mkdtemp(prefix="dccm-"))
+        self.shared = builder != "off"  # mounts live in the shared BuildKit: nothing seeded or saved
         self.env = {**os.environ, "DOCKCACHE_STATE_DIR": str(self.tmp / "state"),
-                    "DOCKCACHE_BUILD_STORE": str(self.tmp / "store"), "DOCKCACHE_PYTHON": sys.executable}
+                    "DOCKCACHE_BUILD_STORE": str(self.tmp / "store"), "DOCKCACHE_PYTHON": sys.executable,
+                    "DOCKCACHE_BUILD_BUILDER": builder}
         self.real = real_docker()
         self.tags: list[str] = []
         self.overhead_runs = 6
@@ -98,7 +100,7 @@ class Bench:
         took = time.perf_counter() - t
         if cp.returncode:
             raise SystemExit(cp.stderr[-3000:])
-        if not plain and (extra_env or {}).get("DOCKCACHE_BUILD_CACHE_MOUNTS") != "0":
+        if not plain and not self.shared and (extra_env or {}).get("DOCKCACHE_BUILD_CACHE_MOUNTS") != "0":
             self.wait_save(saves + 1)
         return round(took, 3)
 
@@ -131,8 +133,8 @@ def one_round(b: Bench, case: str, i: int, packages: int, funcs: int) -> dict:
     r["same_session"] = b.build("a", ctx, token)
     edit(ctx)
     r["new_session"] = b.build("b", ctx, token)
-    r["seed_ms"] = [m for m in b.metrics() if m.get("kind") == "build"][-1].get("mounts_seed_ms")
-    r["save_ms"] = [m for m in b.metrics() if m.get("kind") == "mount-save"][-1].get("ms")
+    r["seed_ms"] = last(b.metrics(), "build").get("mounts_seed_ms") or 0.0
+    r["save_ms"] = last(b.metrics(), "mount-save").get("ms") or 0.0
     edit(ctx)
     r["without"] = b.build("b", ctx, uuid.uuid4().hex[:12], plain=True)
     b.build("a", ctx, token)  # A's own build of this source: the runs below are all cached
@@ -145,6 +147,10 @@ def one_round(b: Bench, case: str, i: int, packages: int, funcs: int) -> dict:
         r["warm_on"], r["warm_off"] = round(statistics.median(on), 3), round(statistics.median(off), 3)
     print(f"{case} round {i + 1}: {json.dumps(r)}", file=sys.stderr, flush=True)
     return r
+
+
+def last(records: list[dict], kind: str) -> dict:
+    return ([m for m in records if m.get("kind") == kind] or [{}])[-1]
 
 
 def summary(rounds: list[dict]) -> dict:
@@ -173,11 +179,13 @@ def main() -> None:
     ap.add_argument("--packages", type=int, default=60)
     ap.add_argument("--funcs", type=int, default=400)
     ap.add_argument("--overhead-runs", type=int, default=6)
+    ap.add_argument("--builder", default="off",
+                    help="build.builder for the dockcache builds: a shared BuildKit (unix://…) instead of each daemon's own")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    b = Bench()
+    b = Bench(args.builder)
     b.overhead_runs = args.overhead_runs
-    res: dict = {"rounds": args.rounds, "go_packages": args.packages, "go_funcs": args.funcs}
+    res: dict = {"rounds": args.rounds, "go_packages": args.packages, "go_funcs": args.funcs, "builder": args.builder}
     try:
         for case in (("go", "npm") if args.case == "all" else (args.case,)):
             res[case] = summary([one_round(b, case, i, args.packages, args.funcs) for i in range(args.rounds)])

@@ -85,7 +85,16 @@ class Bench:
             raise SystemExit(cp.stderr[-2000:])
         cached, executed = counts(cp.stderr)
         return {"seconds": round(took, 3), "cached_steps": cached, "executed_steps": executed,
-                "loaded": "importing to docker" in cp.stderr}
+                "loaded": self.loaded(way, daemon, cp.stderr)}
+
+    def loaded(self, way: str, daemon: str, stderr: str):
+        """Did the image go into the session's engine: dockcache's own record (a thin load
+        prints nothing), else BuildKit's --load step."""
+        if way != "shared":
+            return "importing to docker" in stderr
+        path = self.tmp / f"session-{way}-{daemon}" / "state" / "metrics.jsonl"
+        builds = [json.loads(x) for x in path.read_text().splitlines() if '"build"' in x] if path.exists() else []
+        return {"loaded": builds[-1].get("loaded"), "thin": builds[-1].get("thin")} if builds else None
 
     def way(self, way: str, ctx: Path, token: str) -> dict:
         r = {"cold_a": self.build(way, "a", ctx, token), "warm_a": self.build(way, "a", ctx, token),
