@@ -17,8 +17,8 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shim.build.shared import (Target, first_and_load, from_images, socket_of, tag_forms, target_for,
-                               unchanged, why_local)
+from shim.build.shared import (TLS_FILES, Target, first_and_load, from_images, socket_of, tag_forms, target_for,
+                               tls_opts, unchanged, why_local)
 from shim.core import proc
 from shim.core.daemon import daemon_key
 from shim.core.grammar import BuildArgs, Invocation, config_dir, insert_before
@@ -65,7 +65,7 @@ def choose(config, build: BuildArgs, environ: Mapping[str, str]) -> tuple[Target
 
 def reachable_target(config) -> tuple[Target | None, str | None]:
     """build.builder's builder when it answers; else (None, why; None when "auto" finds none)."""
-    target = target_for(config["build.builder"])
+    target = target_for(config["build.builder"], config["build.builder_tls"])
     if target is None:
         return None, "build.builder = off: the session's own builder"
     if target.address:
@@ -89,9 +89,13 @@ def ensure_builder(real: str, inv: Invocation, target: Target, environ: Mapping[
     path = instance_path(inv, environ, target.name)
     if _points_at(path, target.address):
         return None  # the steady state: one stat and a small read, no docker call
+    missing = [f for f in TLS_FILES if target.tls and not os.path.isfile(os.path.join(target.tls, f))]
+    if missing:
+        return f"build.builder_tls {target.tls} lacks {', '.join(missing)}"
     if os.path.exists(path):
         proc.run_docker(real, [*inv.globals, "buildx", "rm", target.name], timeout=30)
     res = proc.run_docker(real, [*inv.globals, "buildx", "create", "--driver", "remote",
+                                 *(tls_opts(target.tls) if target.tls else []),
                                  "--name", target.name, target.address], timeout=60)
     if res.returncode != 0 and not _points_at(path, target.address):  # a concurrent create won: fine
         return f"docker buildx create --driver remote failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}"

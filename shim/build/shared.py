@@ -22,28 +22,41 @@ DEFAULT_SOCKET = "/run/dockcache/buildkitd.sock"  # where `dockcache builder up`
 NAME_PREFIX = "dockcache-shared-"
 
 
+TLS_FILES = ("ca.pem", "cert.pem", "key.pem")  # build.builder_tls: docker's DOCKER_CERT_PATH layout
+
+
 @dataclass(frozen=True)
 class Target:
     address: str  # unix:///… or tcp://…; "" for a buildx builder an operator named
     name: str  # the buildx builder the build gets (`--builder`)
     setting: str  # build.builder as configured (explain shows it)
+    tls: str = ""  # a tcp builder's client certificates (build.builder_tls)
 
 
-def target_for(setting: str) -> Target | None:
-    """The builder build.builder names, or None for "off"."""
+def target_for(setting: str, tls: str = "") -> Target | None:
+    """The builder build.builder names, or None for "off"; `tls` counts for tcp:// only."""
     if setting == "off":
         return None
     if setting == "auto":
         setting_address = f"unix://{DEFAULT_SOCKET}"
         return Target(setting_address, builder_name(setting_address), setting)
-    if setting.startswith(("unix://", "tcp://")):
+    if setting.startswith("tcp://"):
+        return Target(setting, builder_name(setting, tls), setting, tls)
+    if setting.startswith("unix://"):
         return Target(setting, builder_name(setting), setting)
     return Target("", setting, setting)
 
 
-def builder_name(address: str) -> str:
-    """One buildx builder per shared address (buildx keeps builders per docker config dir)."""
-    return NAME_PREFIX + short_hash(address, 12)
+def builder_name(address: str, tls: str = "") -> str:
+    """One buildx builder per shared address and certificates (buildx keeps builders per
+    docker config dir; new certificates get a new one)."""
+    return NAME_PREFIX + short_hash(address + (f"|tls={tls}" if tls else ""), 12)
+
+
+def tls_opts(tls: str) -> list[str]:
+    """The remote driver's options for a TLS builder (pure: the files are not looked at)."""
+    ca, cert, key = (f"{tls.rstrip('/')}/{f}" for f in TLS_FILES)
+    return ["--driver-opt", f"cacert={ca},cert={cert},key={key}"]
 
 
 def socket_of(address: str) -> str | None:
@@ -109,7 +122,8 @@ def plan_shared(argv, inv: Invocation, build: BuildArgs, target: Target, key: st
     always = loads_always(build)
     added = ["--builder", target.name, *(["--load"] if always and not build.load else [])]
     reasons = [f"cache key {key}", f"engine: {caps.mode} ({caps.reason})",
-               f"shared builder {target.address or target.name} (build.builder = {target.setting}): "
+               f"shared builder {target.address or target.name} (build.builder = {target.setting})"
+               + (f", TLS with the certificates in {target.tls}" if target.tls else "") + ": "
                "BuildKit's own cache serves every session; no store import or export",
                "load: always (--load)" if always else
                "load: build first, then --load only if the image differs from this engine's"]

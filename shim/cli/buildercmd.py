@@ -159,9 +159,10 @@ def down(ctx: Ctx, *, socket: str | None, as_json: bool) -> int:
 
 def status(ctx: Ctx, *, as_json: bool) -> int:
     setting = ctx.config["build.builder"]
-    target = target_for(setting)
+    target = target_for(setting, ctx.config["build.builder_tls"])
     data = {"setting": setting, "source": ctx.config.source("build.builder"),
-            "address": target.address if target else None, "buildx_builder": target.name if target else None}
+            "address": target.address if target else None, "buildx_builder": target.name if target else None,
+            "tls": (target.tls or None) if target else None}
     if target is None:
         data["state"] = "off"
     elif not target.address:
@@ -176,7 +177,8 @@ def status(ctx: Ctx, *, as_json: bool) -> int:
         data["buildx_builder_made"] = made
     human = [f"build.builder = {setting} ({data['source']})", f"state: {data['state']}"]
     if data.get("address"):
-        human.append(f"address: {data['address']}" + (f" ({data['problem']})" if data.get("problem") else ""))
+        human.append(f"address: {data['address']}" + (f" ({data['problem']})" if data.get("problem") else "")
+                     + (f", TLS certificates in {data['tls']}" if data.get("tls") else ""))
     if data.get("pid"):
         human.append(f"started by dockcache builder up: pid {data['pid']}")
     if target:

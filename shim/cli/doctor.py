@@ -22,7 +22,7 @@ def _shared_builder_check(cfg, check) -> None:
     from shim.build.builder import unreachable
     from shim.build.shared import target_for
 
-    target = target_for(cfg["build.builder"])
+    target = target_for(cfg["build.builder"], cfg["build.builder_tls"])
     if target is None or not target.address:
         check("shared builder", "off" if target is None else f"buildx builder {target.name} (by name)")
         return

@@ -69,6 +69,9 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     # starts when its socket is there; "off"; "unix:///PATH" or "tcp://HOST:PORT"; or the
     # name of a buildx builder an operator made.
     "build.builder": (str, "auto"),
+    # a tcp:// builder's TLS: a directory with ca.pem, cert.pem and key.pem (docker's
+    # DOCKER_CERT_PATH layout); the buildx builder dockcache makes for it uses them
+    "build.builder_tls": (str, ""),
     "build.cache_mounts": (bool, True),  # carry RUN --mount=type=cache contents across sessions
     "build.cache_mounts_save": (str, "detached"),  # "wait": save before the command returns
     "compose.enabled": (bool, True),
@@ -96,6 +99,7 @@ ENV_KEYS = {
     "DOCKCACHE_BUILD_KEY": "build.key", "DOCKCACHE_BUILD_BACKEND": "build.backend",
     "DOCKCACHE_BUILD_LOCK_TIMEOUT": "build.lock_timeout", "DOCKCACHE_BUILD_KEY_HISTORY": "build.key_history",
     "DOCKCACHE_BUILD_REGISTRY": "build.registry", "DOCKCACHE_BUILD_BUILDER": "build.builder",
+    "DOCKCACHE_BUILD_BUILDER_TLS": "build.builder_tls",
     "DOCKCACHE_BUILD_CACHE_MOUNTS": "build.cache_mounts", "DOCKCACHE_BUILD_CACHE_MOUNTS_SAVE": "build.cache_mounts_save",
     "DOCKCACHE_COMPOSE": "compose.enabled",
     "DOCKCACHE_COMPOSE_SHARED_BUILDER": "compose.shared_builder",

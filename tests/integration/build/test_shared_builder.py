@@ -303,3 +303,89 @@ def test_builder_up_status_down_and_a_kill_mid_build(own_builder, engines, tmp_p
     cp = build(env, a, ctx, tag)  # the builder is back: reconnects
     assert "using remote driver" in cp.stderr
     assert cli("down").returncode == 0 and cli("status").returncode == 1
+
+
+def _certs(d: Path) -> tuple[Path, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (openssl)."""
+    server, client = d / "server", d / "client"
+    server.mkdir(parents=True)
+    client.mkdir()
+
+    def ssl(*args):
+        cp = subprocess.run(["openssl", *args], cwd=d, capture_output=True, text=True, timeout=60)
+        assert cp.returncode == 0, cp.stderr
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=dockcache test CA",
+        "-keyout", "ca-key.pem", "-out", "ca.pem")
+    (d / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
+    (d / "cli.cnf").write_text("extendedKeyUsage=clientAuth\n")
+    for who, ext in (("server", "san.cnf"), ("client", "cli.cnf")):
+        ssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={who}", "-keyout", f"{who}/key.pem",
+            "-out", f"{who}.csr")
+        ssl("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+            "-days", "1", "-extfile", ext, "-out", f"{who}/cert.pem")
+    for who in (server, client):
+        (who / "ca.pem").write_bytes((d / "ca.pem").read_bytes())
+    return server, client
+
+
+@pytest.fixture
+def tls_builder(sessions, tmp_path):
+    """A private buildkitd on loopback TCP that wants TLS client certificates."""
+    if not (BUILDKIT_BIN / "buildkitd").exists():
+        pytest.skip(f"no buildkitd in {BUILDKIT_BIN}")
+    server, client = _certs(tmp_path / "certs")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = tmp_path / "bk-tls"
+    config = tmp_path / "buildkitd-tls.toml"
+    config.write_text(
+        f'root = "{root}"\n[grpc]\n  address = ["tcp://127.0.0.1:{port}"]\n[grpc.tls]\n'
+        f'  cert = "{server}/cert.pem"\n  key = "{server}/key.pem"\n  ca = "{server}/ca.pem"\n'
+        '[worker.oci]\n  enabled = true\n  networkMode = "host"\n[worker.containerd]\n  enabled = false\n'
+        f'[registry."docker.io"]\n  mirrors = ["{REGISTRY}"]\n[registry."{REGISTRY}"]\n  http = true\n')
+    log = open(tmp_path / "buildkitd-tls.log", "w")
+    daemon = subprocess.Popen([str(BUILDKIT_BIN / "buildkitd"), "--config", str(config)],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        yield f"tcp://127.0.0.1:{port}", client
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=60)
+        log.close()
+        subprocess.run(["sh", "-c", f"grep -o ' {root}[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount"],
+                       capture_output=True)
+
+
+def test_a_tcp_builder_with_tls_gets_the_build_and_refuses_a_client_without_certificates(
+        tls_builder, sessions, engines, tmp_path):
+    address, client = tls_builder
+    a = engines["a"]
+    env = {**sessions["a"], "DOCKCACHE_BUILD_BUILDER": address, "DOCKCACHE_BUILD_BUILDER_TLS": str(client)}
+    ctx, token = project(tmp_path, f"FROM {BUSYBOX}\nRUN echo TOKEN > /slow\nCOPY app.txt /app.txt\n")
+    tag = f"{a.prefix}/tls:1"
+    cp = build(env, a, ctx, tag)
+    assert "using remote driver" in cp.stderr and metrics(env)[-1]["builder"] == "shared"
+    assert a.docker("run", "--rm", "--network", "none", tag, "cat", "/slow").stdout.strip() == token
+    status = json.loads(subprocess.run([os.environ.get("DOCKCACHE_TEST_PYTHON", "python3"), "-m", "shim", "builder",
+                                        "status", "--json"], env=env, cwd=REPO, capture_output=True,
+                                       text=True, timeout=60).stdout)
+    assert status["state"] == "up" and status["tls"] == str(client)
+    # the control: the same builder without certificates is refused by buildkitd
+    name = f"notls-{uuid.uuid4().hex[:8]}"
+    docker = ["docker", "-H", a.host]
+    home = {**os.environ, "HOME": str(tmp_path / "home-notls")}
+    made = subprocess.run([*docker, "buildx", "create", "--driver", "remote", "--name", name, address],
+                          env=home, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    refused = subprocess.run([*docker, "buildx", "inspect", "--bootstrap", name], env=home,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0, refused.stdout

@@ -366,3 +366,33 @@ def test_remembered_images_are_capped(tmp_path, monkeypatch):
     assert builder._thin_load("/bin/docker", inv, ["x:1"], run, lay, entry, manifest, set()) == 0
     kept = builder._loaded(run)
     assert len(kept) == builder.REMEMBER and entry["digest"] in kept
+
+
+def test_a_tls_builder_is_made_with_its_certificates_and_new_certificates_get_a_new_builder(tmp_path, monkeypatch):
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    target = shared.target_for("tcp://127.0.0.1:1234", str(certs))
+    assert target.tls == str(certs) and target.name != shared.target_for("tcp://127.0.0.1:1234").name
+    assert target.name != shared.target_for("tcp://127.0.0.1:1234", str(tmp_path / "other")).name
+    assert shared.target_for("unix:///x.sock", str(certs)).tls == ""  # a socket's permissions guard it
+    calls = []
+    monkeypatch.setattr(proc, "run_docker", lambda real, argv, **kw: calls.append(list(argv))
+                        or proc.Result(tuple(argv), 0, "", ""))
+    inv, _b = args(["build", "-t", "x", "."])
+    env = {"HOME": str(tmp_path)}
+    problem = builder.ensure_builder("/bin/docker", inv, target, env)
+    assert problem == f"build.builder_tls {certs} lacks ca.pem, cert.pem, key.pem" and calls == []
+    for f in shared.TLS_FILES:
+        (certs / f).write_text("x")
+    builder.ensure_builder("/bin/docker", inv, target, env)
+    (create,) = calls
+    opt = create[create.index("--driver-opt") + 1]
+    assert opt == f"cacert={certs}/ca.pem,cert={certs}/cert.pem,key={certs}/key.pem"
+    assert create[-1] == "tcp://127.0.0.1:1234"
+
+
+def test_explain_says_a_build_goes_over_tls():
+    inv, b = args(["build", "-t", "x", "."])
+    target = shared.target_for("tcp://127.0.0.1:1234", "/etc/dockcache/tls")
+    plan = shared.plan_shared(inv.argv, inv, b, target, "x", CAPS)
+    assert any("TLS with the certificates in /etc/dockcache/tls" in r for r in plan.reasons)
