@@ -33,7 +33,8 @@ HEADER = """# dockcache configuration (user file). A project can override any ke
 #   this, no new caches. [verify] image_NAME: a local image with the tool for `cache verify`.
 # build.builder: the host's shared BuildKit. "auto" (default): the one `dockcache builder up`
 #   started, when its socket is there; "unix:///PATH", "tcp://HOST:PORT", a buildx builder
-#   name, or "off". compose.shared_builder = true sends compose builds there too.
+#   name, or "off". build.builder_tls: a tcp builder's client ca.pem, cert.pem, key.pem
+#   directory. compose.shared_builder = true sends compose builds there too.
 # [mirrors]: npm, pypi, go, cargo, maven = the mirror URL ("" = none); ca_bundle = a PEM file
 #   on this host for a mirror behind a private CA (off by default). See README.md.
 """
