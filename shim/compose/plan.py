@@ -27,6 +27,7 @@ from shim.compose.files import ComposeCall, files_for, invocation, only_looks, r
 from shim.compose.override import write_override
 from shim.compose.services import forget_vanished, named_services, service_caches
 from shim.compose.resolved import resolved_config
+from shim.compose.sharedbuild import compose_after
 from shim.core import proc
 from shim.core.notice import say
 from shim.core.config import load
@@ -50,6 +51,8 @@ class ComposePlan:
     usage: dict = field(default_factory=dict)  # for the metrics record: keys, imports, caches
     mounts: dict = field(default_factory=dict)  # key -> ServiceMounts: cache mounts to seed and save
     docker_globals: tuple[str, ...] = ()  # docker's own options (-H, --context) for the seed/save builds
+    service_builds: list = field(default_factory=list)  # sharedbuild.ServiceBuild: built before compose runs
+    compose_runs: bool = True  # False: the service builds were the whole command (`compose build`)
 
 
 @dataclass(frozen=True)
@@ -99,25 +102,32 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     cfg = {**cfg, "services": named_services(call, cfg["services"])}
     builds = {s: v for s, v in cfg["services"].items()
               if building and isinstance(v, dict) and isinstance(v.get("build"), dict)}
-    shared_env, shared_note = _shared(real, call, config, environ, dry_run) if builds else ({}, None)
-    if shared_env:
+    per_service, shared_note = _shared(real, call, builds, cfg, project, config, environ, dry_run)
+    if per_service:
         builds = {}  # BuildKit's own cache serves them: no store import or export
+        after = compose_after(call)
+        if after is None:  # `compose build`: the service builds are the whole command
+            return ComposePlan([], {}, reasons=[shared_note], service_builds=per_service, compose_runs=False,
+                               docker_globals=invocation(call).globals)
+        args = after
     run_caches = service_caches(real, call, cfg, project, environ, dry_run=dry_run)
     if run_caches and not dry_run and forget_vanished(real, call, run_caches, environ):
         run_caches = service_caches(real, call, cfg, project, environ)  # re-created, labelled and owned
     if not builds and not run_caches:
-        return ComposePlan(list(args), shared_env, reasons=[shared_note]) if shared_env else None
+        if per_service:
+            return ComposePlan(list(args), {}, reasons=[shared_note], service_builds=per_service,
+                               docker_globals=invocation(call).globals)
+        return None
     keys = {s: sanitize(f"{project}-{s}") for s in builds}
     src = (sources(real, call, config, environ, list(keys.values()), dry_run) if builds
            else Sources(BuildCaps("none", "no service builds"), None))
     made: dict = {}
     try:
         p = _with_override(call, args, environ, builds, keys, src, dry_run, run_caches, made)
-        p.env.update(shared_env)
         p.reasons[:0] = [shared_note] if shared_note else []
+        p.service_builds = per_service
         p.docker_globals = invocation(call).globals
-        p.mounts = service_mounts(call, environ, config, src.caps, builds, keys, project,
-                                  builder=shared_env.get("BUILDX_BUILDER"))
+        p.mounts = service_mounts(call, environ, config, src.caps, builds, keys, project)
     except BaseException:  # the caller falls back to docker unchanged: leave nothing behind
         if src.snap:
             src.snap.release()
@@ -152,34 +162,41 @@ def service_mounts(call: ComposeCall, environ, config, caps: BuildCaps, builds: 
     return out
 
 
-def _shared(real: str, call: ComposeCall, config, environ, dry_run: bool) -> tuple[dict[str, str], str | None]:
-    """Service builds on the host's shared BuildKit (compose.shared_builder): compose honours
-    BUILDX_BUILDER in `build` and `up --build` alike and loads each image it builds into the
-    engine in full (no thin load: ~8 s per 320 MB image, docs/benchmarks.md).
-    ({"BUILDX_BUILDER": name}, reason) or ({}, why not)."""
+def _shared(real: str, call: ComposeCall, builds: dict, cfg: dict, project: str, config, environ,
+            dry_run: bool) -> tuple[list, str | None]:
+    """(one docker build per service on the host's shared BuildKit, the reason), or ([], why
+    not): then the store path. Compose given BUILDX_BUILDER would load every image it builds
+    in full (~8 s per 320 MB image, docs/benchmarks.md); a docker build each loads only what
+    changed (sharedbuild.py). For `compose build` and `up|run|create --build`; `up` alone
+    builds only missing images, which compose decides."""
     from shim.build.builder import prepare_run, reachable_target
+    from shim.compose.sharedbuild import plan_builds
 
+    if not builds or (call.sub != "build" and "--build" not in call.rest):
+        return [], None
     if environ.get("BUILDX_BUILDER") or "--builder" in call.rest:
-        return {}, None  # the user chose a builder: left on it
+        return [], None  # the user chose a builder: left on it
     if not config["compose.shared_builder"]:
-        return {}, None  # compose would load every image in full: the store path is faster
+        return [], "compose.shared_builder is off: service builds take the store path"
     if _caps(real, call, environ).mode == "none":
-        return {}, None
+        return [], None
     target, why = reachable_target(config)
     if target is None:
         if why and "unreachable" in why and not dry_run:
             say(why)
-        return {}, why
+        return [], why
+    planned, why = plan_builds(call, builds, cfg, project, compose_version(real, call, environ))
+    if why:
+        return [], f"shared builder {target.address or target.name}: {why}; service builds take the store path"
     if prepare_run(real, invocation(call), target, environ, dry_run=dry_run) is None:
-        return {}, None
-    return ({"BUILDX_BUILDER": target.name},
-            f"service builds on the shared builder {target.address or target.name} (BUILDX_BUILDER); "
-            "BuildKit's own cache serves every session, compose loads what it builds")
+        return [], None
+    return planned, (f"service builds on the shared builder {target.address or target.name}, one docker build "
+                     "each, loading only what changed; then compose with --no-build: "
+                     + "; ".join(f"{b.service}: docker {' '.join(b.argv)}" for b in planned))
 
 
-def _version_problem(real: str, call: ComposeCall, environ) -> str | None:
-    """Compose v1 (and v2 before 2.4) cannot take `type=` cache entries; asked once, remembered."""
-
+def compose_version(real: str, call: ComposeCall, environ) -> str:
+    """`docker compose version --short`, asked once a day and remembered."""
     state = State(state_dir(environ))
     key = " ".join([real, *call.base])
     known = state.get("compose", key, key, max_age=24 * 3600)
@@ -187,7 +204,12 @@ def _version_problem(real: str, call: ComposeCall, environ) -> str | None:
         res = proc.run_docker(real, [*call.base, "version", "--short"], timeout=30)
         known = {"version": res.stdout.strip().lstrip("v") if res.returncode == 0 else ""}
         state.put("compose", key, key, known)
-    version = known.get("version", "")
+    return str(known.get("version", ""))
+
+
+def _version_problem(real: str, call: ComposeCall, environ) -> str | None:
+    """Compose v1 (and v2 before 2.4) cannot take `type=` cache entries."""
+    version = compose_version(real, call, environ)
     try:
         major, minor = (int(x) for x in version.split(".")[:2])
     except ValueError:

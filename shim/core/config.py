@@ -75,9 +75,9 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     "build.cache_mounts": (bool, True),  # carry RUN --mount=type=cache contents across sessions
     "build.cache_mounts_save": (str, "detached"),  # "wait": save before the command returns
     "compose.enabled": (bool, True),
-    # compose builds on the shared builder through BUILDX_BUILDER: compose then loads every
-    # image it builds in full (~8 s for 320 MB here), so it is off unless asked for
-    "compose.shared_builder": (bool, False),
+    # compose service builds on the shared builder (when build.builder finds one), one docker
+    # build each with thin loads (compose/sharedbuild.py); off: the store path
+    "compose.shared_builder": (bool, True),
     "mirrors.ca_bundle": (str, ""),
 }
 for _kind in ("npm", "pypi", "go", "cargo", "maven"):  # shim.core.mirror_urls.KINDS (not imported: hot path)

@@ -179,30 +179,48 @@ def test_the_old_engine_loads_with_load_and_skips_an_unchanged_image(sessions, e
 
 
 def test_compose_up_build_through_the_shared_builder(sessions, engines, tmp_path):
+    """Each service a docker build of its own on the shared builder (thin loads), then
+    compose with --no-build: B finds A's steps cached, an unchanged build loads nothing,
+    an edit reaches the container; compose.shared_builder = false keeps the store path."""
     ctx, token = project(tmp_path, SLOW)
     image = f"{engines['a'].prefix}/compose:1"
     ctx.joinpath("compose.yaml").write_text(
-        f"services:\n  app:\n    build: {{context: ., network: none}}\n    image: {image}\n"
-        f"    network_mode: none\n    command: [cat, /slow]\n")
-    outs = {}
+        f"services:\n  app:\n    build: {{context: ., network: none, labels: {{mine: 'yes'}}}}\n"
+        f"    image: {image}\n    network_mode: none\n    command: [cat, /slow, /app.txt]\n")
+    outs, envs = {}, {}
     for name in ("a", "b"):
         engines[name].images.append(image)
-        env = {**sessions[name], "COMPOSE_PROJECT_NAME": f"{engines['a'].prefix}c",
-               "DOCKCACHE_COMPOSE_SHARED_BUILDER": "1"}
+        envs[name] = {**sessions[name], "COMPOSE_PROJECT_NAME": f"{engines['a'].prefix}c"}
         try:
-            outs[name] = shim(env, "compose", "--progress", "plain", "up", "--build", cwd=ctx)
+            outs[name] = shim(envs[name], "compose", "--progress", "plain", "up", "--build", cwd=ctx)
         finally:
-            shim(env, "compose", "down", cwd=ctx)
+            shim(envs[name], "compose", "down", cwd=ctx)
         assert outs[name].returncode == 0, outs[name].stderr[-2000:]
-        assert token in outs[name].stdout
-    assert "using remote driver" in outs["b"].stdout  # compose prints plain progress on stdout
-    assert step_named(outs["b"].stdout, token).cached
-    env = {**sessions["a"], "COMPOSE_PROJECT_NAME": f"{engines['a'].prefix}c"}  # compose.shared_builder off
+        assert token in outs[name].stdout and "using remote driver" in outs[name].stderr
+        compose_run = [m for m in all_metrics(envs[name]) if m.get("kind") == "compose"][-1]
+        assert compose_run["service_builds"] == ["app"] and metrics(envs[name])[-1]["builder"] == "shared"
+    assert step_named(outs["b"].stderr, token).cached and metrics(envs["b"])[-1]["thin"]
+    labels = json.loads(engines["b"].docker("image", "inspect", "--format", "{{json .Config.Labels}}", image).stdout)
+    assert labels["mine"] == "yes" and labels["com.docker.compose.service"] == "app"
+    unchanged = shim(envs["b"], "compose", "build", cwd=ctx)
+    assert unchanged.returncode == 0 and "is unchanged" in unchanged.stderr and not metrics(envs["b"])[-1]["loaded"]
+    ctx.joinpath("app.txt").write_text(edited := uuid.uuid4().hex)
     try:
-        off = shim(env, "compose", "--progress", "plain", "build", cwd=ctx)
+        again = shim(envs["a"], "compose", "up", "--build", cwd=ctx)
     finally:
-        shim(env, "compose", "down", cwd=ctx)
-    assert off.returncode == 0 and "using remote driver" not in off.stdout + off.stderr
+        shim(envs["a"], "compose", "down", cwd=ctx)
+    assert again.returncode == 0 and edited in again.stdout, again.stderr[-2000:]
+    off = {**envs["a"], "DOCKCACHE_COMPOSE_SHARED_BUILDER": "0"}
+    try:
+        cp = shim(off, "compose", "--progress", "plain", "build", cwd=ctx)
+    finally:
+        shim(off, "compose", "down", cwd=ctx)
+    assert cp.returncode == 0 and "using remote driver" not in cp.stdout + cp.stderr
+
+
+def all_metrics(env: dict) -> list[dict]:
+    path = Path(env["DOCKCACHE_STATE_DIR"]) / "metrics.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()]
 
 
 def test_a_secret_of_a_is_not_readable_from_b(sessions, engines, tmp_path):

@@ -1,0 +1,94 @@
+"""Compose service builds said as docker builds (pure): what compose's own build would get,
+or why the command keeps the store path; and the compose command that runs afterwards."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from shim.compose.files import split
+from shim.compose.sharedbuild import KNOWN, compose_after, plan_builds, service_argv
+
+CFG = {"name": "shop", "secrets": {"tok": {"file": "/run/tok"}, "env": {"environment": "API_KEY"}},
+       "services": {}}
+
+
+def argv_of(spec, sub=("build",)):
+    planned, why = plan_builds(split("docker", ["compose", *sub]), {"app": spec}, CFG, "shop", "2.26.1")
+    assert why is None, why
+    return list(planned[0].argv)
+
+
+def test_a_full_build_spec_becomes_the_docker_build_compose_would_run():
+    spec = {"image": "reg.example/app:1", "platform": "linux/amd64", "build": {
+        "context": "/src/app", "dockerfile": "docker/Dockerfile", "args": {"A": "1", "UNSET": None},
+        "target": "prod", "labels": {"team": "x"}, "tags": ["app:extra"], "cache_from": ["type=local,src=/c"],
+        "no_cache": True, "pull": True, "network": "none", "extra_hosts": ["db:10.0.0.1"], "shm_size": 1048576,
+        "secrets": [{"source": "tok"}, {"source": "env", "target": "env"}], "ssh": ["default"],
+        "additional_contexts": {"shared": "/src/shared"}}}
+    argv = argv_of(spec)
+    assert argv[:3] == ["build", "-f", "/src/app/docker/Dockerfile"] and argv[-1] == "/src/app"
+    pairs = list(zip(argv, argv[1:]))
+    for pair in [("-t", "reg.example/app:1"), ("-t", "app:extra"), ("--build-arg", "A=1"), ("--target", "prod"),
+                 ("--label", "team=x"), ("--label", "com.docker.compose.project=shop"),
+                 ("--label", "com.docker.compose.service=app"), ("--label", "com.docker.compose.version=2.26.1"),
+                 ("--cache-from", "type=local,src=/c"), ("--network", "none"), ("--add-host", "db:10.0.0.1"),
+                 ("--shm-size", "1048576"), ("--platform", "linux/amd64"), ("--secret", "id=tok,src=/run/tok"),
+                 ("--secret", "id=env,env=API_KEY"), ("--ssh", "default"), ("--build-context", "shared=/src/shared")]:
+        assert pair in pairs, pair
+    assert "--no-cache" in argv and "--pull" in argv and not any("UNSET" in a for a in argv)
+    assert argv.index("-t") < argv.index("--target")  # compose's own image name first: the load's tag
+
+
+def test_an_unnamed_image_is_project_dash_service_and_cli_options_reach_every_build():
+    argv = argv_of({"build": {"context": "/p"}}, sub=("--progress", "plain", "build", "--no-cache",
+                                                       "--build-arg", "X=2", "app"))
+    assert argv[argv.index("-t") + 1] == "shop-app"
+    assert ["--progress", "plain"] == argv[argv.index("--progress"):argv.index("--progress") + 2]
+    assert "--no-cache" in argv and ("--build-arg", "X=2") in list(zip(argv, argv[1:]))
+
+
+@pytest.mark.parametrize("spec,sub,why", [
+    ({"context": "/p", "dockerfile_inline": "FROM x"}, ("build",), "dockerfile_inline"),
+    ({"context": "/p", "privileged": True}, ("build",), "privileged"),
+    ({"context": "/p", "platforms": ["linux/amd64", "linux/arm64"]}, ("build",), "several platforms"),
+    ({"context": "/p", "additional_contexts": {"b": "service:base"}}, ("build",), "another service"),
+    ({"context": "/p", "secrets": [{"source": "tok", "target": "other"}]}, ("build",), "another id"),
+    ({"context": "/p", "secrets": [{"source": "nowhere"}]}, ("build",), "neither a file"),
+    ({"context": "/p"}, ("build", "--push"), "--push"),
+    ({"context": "/p"}, ("build", "-q"), "-q"),
+])
+def test_what_a_docker_build_cannot_say_keeps_the_store_path(spec, sub, why):
+    planned, reason = plan_builds(split("docker", ["compose", *sub]), {"app": {"build": spec}}, CFG, "shop", "2")
+    assert planned == [] and why in reason
+
+
+@pytest.mark.parametrize("args,after", [
+    (["compose", "up", "--build", "-d", "web"], ["compose", "up", "--no-build", "-d", "web"]),
+    (["-H", "unix:///x", "compose", "-f", "a.yml", "up", "--build"],
+     ["-H", "unix:///x", "compose", "-f", "a.yml", "up", "--no-build"]),
+    (["compose", "run", "--build", "--rm", "app", "sh", "-c", "echo --build"],
+     ["compose", "run", "--rm", "app", "sh", "-c", "echo --build"]),
+    (["compose", "create", "--build"], ["compose", "create", "--no-build"]),
+    (["compose", "build", "app"], None),
+])
+def test_compose_runs_afterwards_without_building(args, after):
+    assert compose_after(split("docker", args)) == after
+
+
+@given(st.lists(st.sampled_from(["-d", "--build", "--wait", "web", "db", "--scale", "web=2", "-t", "5"]),
+                max_size=8))
+def test_compose_after_keeps_every_other_argument_in_order(rest):
+    call = split("docker", ["compose", "up", *rest])
+    after = compose_after(call)
+    assert after[:3] == ["compose", "up", "--no-build"]
+    source = iter(rest)
+    assert all(a in source for a in after[3:])  # the user's arguments, in their order
+    missing = list(rest)
+    for a in after[3:]:
+        missing.remove(a)
+    assert all(a == "--build" for a in missing)  # and only `--build` left out
+
+
+def test_every_known_key_is_translated():
+    spec = {"build": {k: None for k in KNOWN} | {"context": "/p"}}
+    assert isinstance(service_argv("app", spec, CFG, "shop", "2", []), list)
