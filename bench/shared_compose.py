@@ -1,13 +1,12 @@
-"""`docker compose build` on the host's shared BuildKit (BUILDX_BUILDER) against the store path.
+"""`docker compose build` on the host's shared BuildKit against the store path and plain compose.
 
   python3 bench/shared_compose.py [--base dockcache-test/gotools:latest] [--runs 3] [--json F]
 
 One service FROM a ~320 MB base: an expensive RUN, then COPY app.txt. Per way (shared:
-build.builder = the provisioned buildkitd and compose.shared_builder on; store:
-build.builder = off): cold on A,
-unchanged rebuilds on A (median of --runs), an edited rebuild on A, the same build on B.
-Compose loads every image it builds on a non-docker builder (its own --load), so the
-shared way pays a full load per service build; this measures that cost.
+build.builder = the provisioned buildkitd, compose.shared_builder on: one docker build per
+service with a thin load, then compose --no-build; store: build.builder = off; plain: the
+real docker compose, no dockcache): cold on A, unchanged rebuilds on A (median of --runs),
+an edited rebuild on A, the same build on B (a new session), and B after a further edit.
 """
 
 from __future__ import annotations
@@ -31,7 +30,8 @@ BUILDER = os.environ.get("DOCKCACHE_TEST_BUILDER", "unix:///run/dockcache-engine
 
 def compose(env: dict, daemon: str, ctx: Path, *args: str) -> float:
     t = time.perf_counter()
-    cp = subprocess.run([str(REPO / "bin" / "docker"), "compose", *args], cwd=ctx, capture_output=True, text=True,
+    docker = env.get("BENCH_DOCKER") or str(REPO / "bin" / "docker")
+    cp = subprocess.run([docker, "compose", *args], cwd=ctx, capture_output=True, text=True,
                         env={**env, "DOCKER_HOST": HOSTS[daemon], "HOME": env[f"HOME_{daemon}"],
                              "DOCKCACHE_STATE_DIR": env[f"STATE_{daemon}"]})
     if cp.returncode:
@@ -53,7 +53,8 @@ def way(tmp: Path, name: str, base: str, runs: int) -> dict:
     env = {**os.environ, "DOCKCACHE_PYTHON": sys.executable, "COMPOSE_PROJECT_NAME": f"dcsc{token}",
            "DOCKCACHE_BUILD_STORE": str(tmp / f"{token}-store"),
            "DOCKCACHE_BUILD_BUILDER": BUILDER if name == "shared" else "off",
-           "DOCKCACHE_COMPOSE_SHARED_BUILDER": "1" if name == "shared" else "0"}
+           "DOCKCACHE_COMPOSE_SHARED_BUILDER": "1" if name == "shared" else "0",
+           "BENCH_DOCKER": real_docker() if name == "plain" else ""}
     for d in ("a", "b"):
         (tmp / f"{name}-home-{d}").mkdir(exist_ok=True)
         env[f"HOME_{d}"], env[f"STATE_{d}"] = str(tmp / f"{name}-home-{d}"), str(tmp / f"{name}-state-{d}")
@@ -64,10 +65,19 @@ def way(tmp: Path, name: str, base: str, runs: int) -> dict:
         ctx.joinpath("app.txt").write_text(uuid.uuid4().hex)
         out["edited_a"] = compose(env, "a", ctx, "build")
         out["warm_b"] = compose(env, "b", ctx, "build")
+        ctx.joinpath("app.txt").write_text(uuid.uuid4().hex)
+        out["edited_b"] = compose(env, "b", ctx, "build")
     finally:
         for d in ("a", "b"):
             subprocess.run(["docker", "-H", HOSTS[d], "image", "rm", "-f", f"dcsc-{token}/app:1"], capture_output=True)
     return out
+
+
+def real_docker() -> str:
+    sys.path.insert(0, str(REPO))
+    from shim.core.realdocker import find_real
+
+    return find_real("docker", os.environ) or sys.exit("no real docker on PATH")
 
 
 def main() -> None:
@@ -77,7 +87,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="dcsc-"))
-    res = {"base": args.base, **{name: way(tmp, name, args.base, args.runs) for name in ("store", "shared")}}
+    res = {"base": args.base, **{name: way(tmp, name, args.base, args.runs) for name in ("store", "shared", "plain")}}
     print(json.dumps(res, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
