@@ -55,20 +55,30 @@ def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str
 def _with_service_builds(real: str, name: str, args: Sequence[str], environ: Mapping[str, str],
                          p: ComposePlan) -> None:
     """Each service's docker build (on the shared builder), then compose, if anything is left
-    for it; the first failing build ends the command with its exit code, as compose's would."""
-    rc, started = 0, time.monotonic()
+    for it; exits with the code compose's own build and run would give."""
+    rc, started = 1, time.monotonic()
     try:
-        for b in p.service_builds:
-            rc = _docker_build(_docker(real, name, environ), p.docker_globals, b.argv, environ)
-            if rc != 0:
-                break
-        if rc == 0 and p.compose_runs:
-            rc = proc.run_child(real, p.argv, env={**environ, **p.env})
+        rc = _service_builds(real, name, args, environ, p)
     finally:
         p.usage["service_builds"] = [b.service for b in p.service_builds]
         after_docker(_record, p, environ, rc, time.monotonic() - started)
         after_docker(cleanup, p)
     sys.exit(rc)
+
+
+def _service_builds(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], p: ComposePlan) -> int:
+    """The first failing build ends the command with its code; a dockcache bug runs compose
+    as the user typed it."""
+    docker = _docker(real, name, environ)
+    for b in p.service_builds:
+        try:
+            rc = _docker_build(docker, p.docker_globals, b.argv, environ)
+        except Exception as exc:  # noqa: BLE001 - fail open
+            say(f"service builds: internal error ({type(exc).__name__}: {exc}); running compose unchanged")
+            return proc.run_child(real, list(args))
+        if rc != 0:
+            return rc
+    return proc.run_child(real, p.argv, env={**environ, **p.env}) if p.compose_runs else 0
 
 
 def _docker_build(docker: str, docker_globals, argv, environ: Mapping[str, str]) -> int:

@@ -92,3 +92,32 @@ def test_compose_after_keeps_every_other_argument_in_order(rest):
 def test_every_known_key_is_translated():
     spec = {"build": {k: None for k in KNOWN} | {"context": "/p"}}
     assert isinstance(service_argv("app", spec, CFG, "shop", "2", []), list)
+
+
+def _plan_with(builds, compose_runs=True):
+    from shim.compose.plan import ComposePlan
+    from shim.compose.sharedbuild import ServiceBuild
+
+    return ComposePlan(["compose", "up", "--no-build"], {}, compose_runs=compose_runs,
+                       service_builds=[ServiceBuild(s, ("build", "-t", s, "."), s) for s in builds])
+
+
+def test_service_builds_stop_at_the_first_failure_and_a_dockcache_bug_runs_compose_unchanged(monkeypatch, capsys):
+    from shim.compose import command
+
+    ran, codes = [], iter([0, 3, 0])
+    monkeypatch.setattr(command, "_docker_build", lambda docker, g, argv, env: ran.append(argv[2]) or next(codes))
+    monkeypatch.setattr(command.proc, "run_child", lambda real, argv, env=None: ran.append(tuple(argv)) or 0)
+    args = ["compose", "up", "--build"]
+    assert command._service_builds("/bin/docker", "docker", args, {}, _plan_with(["a", "b", "c"])) == 3
+    assert ran == ["a", "b"]  # c is not built, compose does not run
+    ran.clear()
+    assert command._service_builds("/bin/docker", "docker", args, {}, _plan_with(["a"], compose_runs=False)) == 0
+    assert ran == ["a"]  # `compose build`: nothing after the builds
+
+    def broken(*a):
+        raise OSError("no python")
+    monkeypatch.setattr(command, "_docker_build", broken)
+    ran.clear()
+    assert command._service_builds("/bin/docker", "docker", args, {}, _plan_with(["a"])) == 0
+    assert ran == [tuple(args)] and "running compose unchanged" in capsys.readouterr().err
