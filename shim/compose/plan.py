@@ -170,7 +170,7 @@ def _shared(real: str, call: ComposeCall, builds: dict, cfg: dict, project: str,
     changed (sharedbuild.py). For `compose build` and `up|run|create --build`; `up` alone
     builds only missing images, which compose decides."""
     from shim.build.builder import prepare_run, reachable_target
-    from shim.compose.sharedbuild import plan_builds
+    from shim.compose.sharedbuild import builds_on_another, plan_builds
 
     if not builds or (call.sub != "build" and "--build" not in call.rest):
         return [], None
@@ -186,6 +186,7 @@ def _shared(real: str, call: ComposeCall, builds: dict, cfg: dict, project: str,
             say(why)
         return [], why
     planned, why = plan_builds(call, builds, cfg, project, compose_version(real, call, environ))
+    why = why or builds_on_another(builds, project, _dockerfiles(builds))
     if why:
         return [], f"shared builder {target.address or target.name}: {why}; service builds take the store path"
     if prepare_run(real, invocation(call), target, environ, dry_run=dry_run) is None:
@@ -193,6 +194,21 @@ def _shared(real: str, call: ComposeCall, builds: dict, cfg: dict, project: str,
     return planned, (f"service builds on the shared builder {target.address or target.name}, one docker build "
                      "each, loading only what changed; then compose with --no-build: "
                      + "; ".join(f"{b.service}: docker {' '.join(b.argv)}" for b in planned))
+
+
+def _dockerfiles(builds: dict) -> dict[str, str]:
+    """Each service's Dockerfile text, where it is a local file dockcache can read."""
+    out = {}
+    for svc, spec in builds.items():
+        b = spec.get("build") or {}
+        context = str(b.get("context") or ".")
+        path = os.path.join(context, str(b.get("dockerfile") or "Dockerfile"))
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                out[svc] = fh.read(1_000_000)
+        except OSError:
+            continue
+    return out
 
 
 def compose_version(real: str, call: ComposeCall, environ) -> str:

@@ -155,6 +155,20 @@ def _secrets_and_contexts(b: Mapping, cfg: Mapping) -> list[str] | str:
     return out
 
 
+def builds_on_another(builds: Mapping[str, Mapping], project: str, dockerfiles: Mapping[str, str]) -> str | None:
+    """A service whose Dockerfile starts FROM another service's image: that image lives in
+    this session's engine (the shared builder pulls FROM images from registries), so the
+    command keeps the store path. `dockerfiles`: service -> Dockerfile text (when readable)."""
+    from shim.build.shared import from_images, tag_forms
+
+    names = {form for svc, spec in builds.items() for form in tag_forms(image_name(project, svc, spec))}
+    for svc, text in dockerfiles.items():
+        for image in from_images(text):
+            if any(form in names for form in tag_forms(image)):
+                return f"service {svc} builds FROM {image}, another service's image"
+    return None
+
+
 def compose_after(call: ComposeCall) -> list[str] | None:
     """The compose command to run once the images are built: `--build` dropped (and
     `--no-build` for up/create, so a `pull_policy: build` service is not built again);

@@ -121,3 +121,13 @@ def test_service_builds_stop_at_the_first_failure_and_a_dockcache_bug_runs_compo
     ran.clear()
     assert command._service_builds("/bin/docker", "docker", args, {}, _plan_with(["a"])) == 0
     assert ran == [tuple(args)] and "running compose unchanged" in capsys.readouterr().err
+
+
+def test_a_service_built_from_another_services_image_keeps_the_store_path():
+    from shim.compose.sharedbuild import builds_on_another
+
+    builds = {"base": {"build": {"context": "/b"}}, "app": {"build": {"context": "/a"}, "image": "reg/app:2"}}
+    assert builds_on_another(builds, "shop", {"app": "FROM shop-base\nRUN x\n"}) == \
+        "service app builds FROM shop-base, another service's image"
+    assert builds_on_another(builds, "shop", {"base": "FROM reg/app:2 AS x\n"}) is not None
+    assert builds_on_another(builds, "shop", {"app": "FROM debian:12\nFROM shop-base-other\n"}) is None
