@@ -144,8 +144,8 @@ def test_concurrent_builds_from_a_and_b_same_and_different_projects(sessions, en
 
 
 def test_load_only_when_the_image_changed(sessions, engines, tmp_path):
-    """A ~200 MB image: the first build loads it, an unchanged rebuild does not (same id,
-    faster), an edit loads again (new id)."""
+    """A ~200 MB image: the first build loads it, an unchanged rebuild does not (same id),
+    an edit loads again (new id). Times are printed, not asserted (docs/benchmarks.md)."""
     a = engines["a"]
     ctx, _ = project(tmp_path, f"FROM {DEVTOOLS}\nCOPY app.txt /app.txt\n")
     tag = f"{a.prefix}/load:1"
@@ -162,7 +162,6 @@ def test_load_only_when_the_image_changed(sessions, engines, tmp_path):
     assert loaded_first and not loaded_same and loaded_edit
     assert id_same == id_first and id_edit != id_first
     assert "load skipped" in cp_same.stderr and "importing to docker" not in cp_same.stderr
-    assert t_same < t_edit
 
 
 def test_the_old_engine_loads_with_load_and_skips_an_unchanged_image(sessions, engines, tmp_path):
