@@ -43,6 +43,8 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
     else:
         data = {"kind": inv.kind, "reasons": ["dockcache does not rewrite this command"], "argv": ["docker", *argv]}
     human = "\n".join([f"command kind: {data['kind']}", *[f"- {r}" for r in data["reasons"]],
+                       *(["builds first:"] if data.get("service_builds") else []),
+                       *["  " + " ".join(b) for b in data.get("service_builds", [])],
                        "final argv:", "  " + " ".join(data["argv"])]
                       + [f"with {k}={v}" for k, v in data.get("env", {}).items()]
                       + (["override file:", json.dumps(data["override"], indent=2, sort_keys=True)]
@@ -60,8 +62,10 @@ def _compose(ctx: Ctx, argv: list[str]) -> dict:
                 "argv": ["docker", *argv]}
     def shown(text: str) -> str:  # the temp file is gone once explain returns
         return text.replace(os.path.join(p.tmpdir, "dockcache.override.json"), "<override>") if p.tmpdir else text
+    builds = [["docker", *p.docker_globals, *b.argv] for b in p.service_builds]
     try:
         return {"kind": "compose", "reasons": p.reasons or ["nothing to add"], "override": p.override,
-                "env": {k: shown(v) for k, v in p.env.items()}, "argv": ["docker", *map(shown, p.argv)]}
+                "env": {k: shown(v) for k, v in p.env.items()}, "service_builds": builds,
+                "argv": ["docker", *map(shown, p.argv)] if p.compose_runs else ["(no compose run)"]}
     finally:
         compose.cleanup(p)

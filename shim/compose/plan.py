@@ -191,9 +191,9 @@ def _shared(real: str, call: ComposeCall, builds: dict, cfg: dict, project: str,
         return [], f"shared builder {target.address or target.name}: {why}; service builds take the store path"
     if prepare_run(real, invocation(call), target, environ, dry_run=dry_run) is None:
         return [], None
-    return planned, (f"service builds on the shared builder {target.address or target.name}, one docker build "
-                     "each, loading only what changed; then compose with --no-build: "
-                     + "; ".join(f"{b.service}: docker {' '.join(b.argv)}" for b in planned))
+    return planned, (f"service builds on the shared builder {target.address or target.name}: one docker build "
+                     f"each ({', '.join(b.service for b in planned)}), loading only what changed; "
+                     "then compose with --no-build")
 
 
 def _dockerfiles(builds: dict) -> dict[str, str]:

@@ -166,6 +166,11 @@ def builds_on_another(builds: Mapping[str, Mapping], project: str, dockerfiles: 
         for image in from_images(text):
             if any(form in names for form in tag_forms(image)):
                 return f"service {svc} builds FROM {image}, another service's image"
+    for svc, spec in builds.items():
+        for where in ((spec.get("build") or {}).get("additional_contexts") or {}).values():
+            image = str(where).removeprefix("docker-image://")
+            if image != str(where) and any(form in names for form in tag_forms(image)):
+                return f"service {svc} takes {image}, another service's image, as a build context"
     return None
 
 

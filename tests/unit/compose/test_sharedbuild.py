@@ -131,3 +131,5 @@ def test_a_service_built_from_another_services_image_keeps_the_store_path():
         "service app builds FROM shop-base, another service's image"
     assert builds_on_another(builds, "shop", {"base": "FROM reg/app:2 AS x\n"}) is not None
     assert builds_on_another(builds, "shop", {"app": "FROM debian:12\nFROM shop-base-other\n"}) is None
+    builds["app"]["build"]["additional_contexts"] = {"base": "docker-image://shop-base:latest"}
+    assert "as a build context" in builds_on_another(builds, "shop", {})
