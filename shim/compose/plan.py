@@ -27,7 +27,7 @@ from shim.compose.files import ComposeCall, files_for, invocation, only_looks, r
 from shim.compose.override import write_override
 from shim.compose.services import forget_vanished, named_services, service_caches
 from shim.compose.resolved import resolved_config
-from shim.compose.sharedbuild import compose_after
+from shim.compose.sharedbuild import builds_on_another, compose_after, plan_builds
 from shim.core import proc
 from shim.core.notice import say
 from shim.core.config import load
@@ -170,7 +170,6 @@ def _shared(real: str, call: ComposeCall, builds: dict, cfg: dict, project: str,
     changed (sharedbuild.py). For `compose build` and `up|run|create --build`; `up` alone
     builds only missing images, which compose decides."""
     from shim.build.builder import prepare_run, reachable_target
-    from shim.compose.sharedbuild import builds_on_another, plan_builds
 
     if not builds or (call.sub != "build" and "--build" not in call.rest):
         return [], None

@@ -40,7 +40,6 @@ LABELS = ("com.docker.compose.project", "com.docker.compose.service", "com.docke
 class ServiceBuild:
     service: str
     argv: tuple[str, ...]  # after docker's globals: ("build", …, context)
-    image: str
 
 
 def image_name(project: str, service: str, spec: Mapping) -> str:
@@ -59,7 +58,7 @@ def plan_builds(call: ComposeCall, builds: Mapping[str, Mapping], cfg: Mapping, 
         argv = service_argv(svc, spec, cfg, project, version, cli)
         if isinstance(argv, str):
             return [], f"service {svc}: {argv}"
-        out.append(ServiceBuild(svc, tuple(argv), image_name(project, svc, spec)))
+        out.append(ServiceBuild(svc, tuple(argv)))
     return out, None
 
 

@@ -99,7 +99,7 @@ def _plan_with(builds, compose_runs=True):
     from shim.compose.sharedbuild import ServiceBuild
 
     return ComposePlan(["compose", "up", "--no-build"], {}, compose_runs=compose_runs,
-                       service_builds=[ServiceBuild(s, ("build", "-t", s, "."), s) for s in builds])
+                       service_builds=[ServiceBuild(s, ("build", "-t", s, ".")) for s in builds])
 
 
 def test_service_builds_stop_at_the_first_failure_and_a_dockcache_bug_runs_compose_unchanged(monkeypatch, capsys):
