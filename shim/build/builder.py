@@ -192,7 +192,7 @@ def _thin(real: str, inv: Invocation, argv, tags, run: SharedRun) -> int:
     from shim.build.thinload import Layout
 
     facts: dict = {}
-    asking = threading.Thread(target=lambda: facts.update(_engine_facts(real, inv, tags, run)), daemon=True)
+    asking = threading.Thread(target=_ask, args=(facts, real, inv, tags, run), daemon=True)
     asking.start()
     try:
         return _thin_build(real, inv, argv, tags, run, Layout(run.layouts, tags[0]), asking, facts)
@@ -207,6 +207,15 @@ REMEMBER = 20  # images remembered per daemon
 def _loaded(run: SharedRun) -> dict[str, list[str]]:
     got = (run.state.get(LOADED, run.daemon, "images") or {}).get("images")
     return got if isinstance(got, dict) else {}
+
+
+def _ask(facts: dict, real: str, inv: Invocation, tags, run: SharedRun) -> None:
+    """The thread's body: a failure to ask leaves no facts (then the load leaves out only
+    what it checks afterwards), never a traceback on the user's terminal."""
+    try:
+        facts.update(_engine_facts(real, inv, tags, run))
+    except Exception:  # noqa: BLE001 - knowing less only costs a bigger load
+        pass
 
 
 def _engine_facts(real: str, inv: Invocation, tags, run: SharedRun) -> dict:

@@ -396,3 +396,14 @@ def test_explain_says_a_build_goes_over_tls():
     target = shared.target_for("tcp://127.0.0.1:1234", "/etc/dockcache/tls")
     plan = shared.plan_shared(inv.argv, inv, b, target, "x", CAPS)
     assert any("TLS with the certificates in /etc/dockcache/tls" in r for r in plan.reasons)
+
+
+def test_asking_the_engine_beside_the_build_fails_quietly(tmp_path, monkeypatch):
+    def broken(*a, **k):
+        raise OSError("docker vanished")
+    monkeypatch.setattr(proc, "run_docker", broken)
+    run = _loaded_run(tmp_path, {"sha256:old": ["sha256:l"]})
+    inv, _b = args(["build", "-t", "x:1", "."])
+    facts: dict = {}
+    builder._ask(facts, "/bin/docker", inv, ["x:1"], run)
+    assert facts == {}  # the build goes on; the load then trusts nothing it has not checked
