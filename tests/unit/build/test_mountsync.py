@@ -71,13 +71,18 @@ def test_a_failed_save_keeps_the_store_and_the_next_build_says_it_once(tmp_path,
     assert err.count("dockcache:") == 1 and "ERROR: boom" in err
 
 
-def test_seed_binds_the_snapshot_and_forgets_nothing_on_failure(tmp_path, monkeypatch, capsys):
+def published(tmp_path):
+    """A store holding one saved generation of mount "n", and a plan that seeds it."""
     store = CacheStore(tmp_path / "store")
     ms = MountStore(store)
     d = ms.private_dir()
     (d / "f").write_text("1")
     entry = ms.publish("n", d, key="app", mount_id="/c", platform="linux-amd64")
-    plan = MountPlan((Planned(M, "n", True, True, entry.gen),))
+    return store, entry, MountPlan((Planned(M, "n", True, True, entry.gen),))
+
+
+def test_seed_binds_the_snapshot_and_forgets_nothing_on_failure(tmp_path, monkeypatch, capsys):
+    store, entry, plan = published(tmp_path)
     state = State(tmp_path / "state")
     calls = fake_docker(monkeypatch, rc=1)
     assert mountsync.seed("docker", [], plan, store, state, "g1") == 0
@@ -109,12 +114,7 @@ def test_build_args_come_from_flags_and_the_environment():
 
 
 def test_a_base_that_cannot_unpack_gets_the_tree_copied_instead(tmp_path, monkeypatch):
-    store = CacheStore(tmp_path / "store")
-    ms = MountStore(store)
-    d = ms.private_dir()
-    (d / "f").write_text("1")
-    entry = ms.publish("n", d, key="app", mount_id="/c", platform="linux-amd64")
-    plan = MountPlan((Planned(M, "n", True, True, entry.gen),))
+    store, _entry, plan = published(tmp_path)
     calls, sent = [], []
 
     def run_docker(real, argv, **kw):
