@@ -26,13 +26,10 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from benchenv import REPO, HOSTS, real_docker  # noqa: E402
 from shim.build.store import CacheStore  # noqa: E402
 from shim.build.progress import counts  # noqa: E402
 
-HOSTS = {d: os.environ.get(f"DOCKCACHE_TEST_HOST_{d.upper()}", f"unix:///run/dockcache-engine/{d}.sock")
-         for d in ("a", "b")}
 
 
 def build(env, host, ctx, tag, docker=str(REPO / "bin" / "docker")):
@@ -110,12 +107,6 @@ def median_of(rounds: list[dict], kind: str) -> dict:
             "cached_steps": min(r["cached_steps"] for r in runs),
             "executed_steps": max(r["executed_steps"] for r in runs)}
 
-
-def real_docker() -> str:
-    """The docker the launcher would exec."""
-    from shim.core.realdocker import find_real
-
-    return find_real("docker", os.environ) or sys.exit("no real docker on PATH")
 
 
 def _registry_backend(env: dict, run_id: str):

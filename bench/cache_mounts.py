@@ -35,10 +35,8 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-HOSTS = {d: os.environ.get(f"DOCKCACHE_TEST_HOST_{d.upper()}", f"unix:///run/dockcache-engine/{d}.sock")
-         for d in ("a", "b")}
-DOCKCACHE = str(REPO / "bin" / "docker")
+from benchenv import DOCKCACHE, HOSTS, real_docker  # noqa: E402
+
 GO_SUM = ("github.com/google/uuid v1.6.0 h1:NIvaJDMOsjHA8n1jAhLSgzrAzy1Hgr+hNrb57e+94F0=\n"
           "github.com/google/uuid v1.6.0/go.mod h1:TIyPZe4MgqvfeYDBFedMoGGpEw/LqOeaOT+nhxU+yHo=\n")
 NPM_DEPS = {"express": "4.19.2", "lodash": "4.17.21", "commander": "12.1.0", "chalk": "4.1.2"}
@@ -164,12 +162,6 @@ def summary(rounds: list[dict]) -> dict:
         out["ratios"]["warm_mounts_extra_s"] = round(med["warm_on"] - med["warm_off"], 3)
     return out
 
-
-def real_docker() -> str:
-    sys.path.insert(0, str(REPO))
-    from shim.core.realdocker import find_real
-
-    return find_real("docker", os.environ) or sys.exit("no real docker on PATH")
 
 
 def main() -> None:

@@ -18,12 +18,9 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from benchenv import REPO, HOSTS  # noqa: E402
 from shim.build.progress import counts  # noqa: E402
 
-HOSTS = {d: os.environ.get(f"DOCKCACHE_TEST_HOST_{d.upper()}", f"unix:///run/dockcache-engine/{d}.sock")
-         for d in ("a", "b")}
 
 
 REAL = "/usr/local/bin/docker"

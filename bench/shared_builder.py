@@ -33,24 +33,17 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from benchenv import BUILDER, DOCKCACHE, HOSTS, real_docker  # noqa: E402
 from shim.build.progress import counts  # noqa: E402
 from shim.build.shared import builder_name  # noqa: E402
 
-HOSTS = {d: os.environ.get(f"DOCKCACHE_TEST_HOST_{d.upper()}", f"unix:///run/dockcache-engine/{d}.sock")
-         for d in ("a", "b")}
-BUILDER = os.environ.get("DOCKCACHE_TEST_BUILDER", "unix:///run/dockcache-engine/buildkitd.sock")
-DOCKCACHE = str(REPO / "bin" / "docker")
 WAYS = ("shared", "store", "plain")
 STEPS = ("cold_a", "warm_a", "warm_b", "edited_a", "edited_b")
 
 
 class Bench:
     def __init__(self, base: str, loops: int):
-        from shim.core.realdocker import find_real
-
-        self.real = find_real("docker", os.environ) or sys.exit("no real docker on PATH")
+        self.real = real_docker()
         self.tmp = Path(tempfile.mkdtemp(prefix="dcsb-"))
         self.base, self.loops = base, loops
         self.tags: list[str] = []

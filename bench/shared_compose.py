@@ -22,10 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-HOSTS = {d: os.environ.get(f"DOCKCACHE_TEST_HOST_{d.upper()}", f"unix:///run/dockcache-engine/{d}.sock")
-         for d in ("a", "b")}
-BUILDER = os.environ.get("DOCKCACHE_TEST_BUILDER", "unix:///run/dockcache-engine/buildkitd.sock")
+from benchenv import REPO, BUILDER, HOSTS, real_docker  # noqa: E402
 
 
 def compose(env: dict, daemon: str, ctx: Path, *args: str) -> float:
@@ -72,12 +69,6 @@ def way(tmp: Path, name: str, base: str, runs: int) -> dict:
             subprocess.run(["docker", "-H", HOSTS[d], "image", "rm", "-f", f"dcsc-{token}/app:1"], capture_output=True)
     return out
 
-
-def real_docker() -> str:
-    sys.path.insert(0, str(REPO))
-    from shim.core.realdocker import find_real
-
-    return find_real("docker", os.environ) or sys.exit("no real docker on PATH")
 
 
 def main() -> None:

@@ -32,14 +32,10 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from benchenv import DOCKCACHE, HOSTS, real_docker  # noqa: E402
 from shim.build.store import CacheStore  # noqa: E402
 from shim.build.progress import counts  # noqa: E402
 
-HOSTS = {d: os.environ.get(f"DOCKCACHE_TEST_HOST_{d.upper()}", f"unix:///run/dockcache-engine/{d}.sock")
-         for d in ("a", "b")}
-DOCKCACHE = str(REPO / "bin" / "docker")
 
 
 class Bench:
@@ -140,11 +136,6 @@ def median_of(rounds: list[dict], kind: str) -> dict:
         out["export_written_bytes"] = max(r.get("export_written") or 0 for r in runs)
     return out
 
-
-def real_docker() -> str:
-    from shim.core.realdocker import find_real
-
-    return find_real("docker", os.environ) or sys.exit("no real docker on PATH")
 
 
 def main() -> None:
