@@ -406,3 +406,34 @@ def test_a_tcp_builder_with_tls_gets_the_build_and_refuses_a_client_without_cert
     refused = subprocess.run([*docker, "buildx", "inspect", "--bootstrap", name], env=home,
                              capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0, refused.stdout
+
+
+def test_a_compose_service_built_from_another_services_image_keeps_the_store_path(sessions, engines, tmp_path):
+    """The shared builder pulls FROM images from registries; `<project>-base` lives only in
+    this session's engine, so the whole command keeps the store path (and succeeds)."""
+    a = engines["a"]
+    project_name = f"{a.prefix}fb"
+    root = tmp_path / "stack"
+    (root / "base").mkdir(parents=True)
+    (root / "app").mkdir()
+    (root / "base" / "Dockerfile").write_text(f"FROM {BUSYBOX}\nRUN echo from-base > /base.txt\n")
+    (root / "app" / "Dockerfile").write_text(f"FROM {project_name}-base\nRUN cat /base.txt > /app.txt\n")
+    (root / "compose.yaml").write_text(
+        "services:\n  base:\n    build: {context: base, network: none}\n    network_mode: none\n"
+        "    command: ['true']\n  app:\n    build: {context: app, network: none}\n    network_mode: none\n"
+        "    command: [cat, /app.txt]\n    depends_on: [base]\n")
+    env = {**sessions["a"], "COMPOSE_PROJECT_NAME": project_name}
+    a.images += [f"{project_name}-base", f"{project_name}-app"]
+    # base built before, without dockcache (so nothing in dockcache's state says where it lives)
+    ok_build = shim({**env, "DOCKCACHE_DISABLE": "1"}, "compose", "build", "base", cwd=root)
+    assert ok_build.returncode == 0, ok_build.stderr[-2000:]
+    explained = subprocess.run([os.environ.get("DOCKCACHE_TEST_PYTHON", "python3"), "-m", "shim", "explain",
+                                "compose", "up", "--build"], env=env, cwd=root, capture_output=True, text=True,
+                               timeout=120)
+    assert "another service's image" in explained.stdout, explained.stdout + explained.stderr
+    try:
+        cp = shim(env, "compose", "up", "--build", cwd=root)
+    finally:
+        shim(env, "compose", "down", cwd=root)
+    assert cp.returncode == 0 and "from-base" in cp.stdout, cp.stderr[-2000:]
+    assert "using remote driver" not in cp.stdout + cp.stderr
