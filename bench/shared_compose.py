@@ -1,12 +1,15 @@
 """`docker compose build` on the host's shared BuildKit against the store path and plain compose.
 
-  python3 bench/shared_compose.py [--base dockcache-test/gotools:latest] [--runs 3] [--json F]
+  python3 bench/shared_compose.py [--base dockcache-test/gotools:latest] [--runs 3] [--services 1]
+                                  [--ways store,shared,plain] [--json F]
 
-One service FROM a ~320 MB base: an expensive RUN, then COPY app.txt. Per way (shared:
-build.builder = the provisioned buildkitd, compose.shared_builder on: one docker build per
-service with a thin load, then compose --no-build; store: build.builder = off; plain: the
-real docker compose, no dockcache): cold on A, unchanged rebuilds on A (median of --runs),
-an edited rebuild on A, the same build on B (a new session), and B after a further edit.
+--services N: N services FROM a ~320 MB base, each an expensive RUN of its own, then COPY
+app.txt (the last depends_on the first). Per way (shared: build.builder = the provisioned
+buildkitd, compose.shared_builder on: one docker build per service, side by side, with a thin
+load, then compose --no-build; shared-seq: the same with COMPOSE_PARALLEL_LIMIT=1, one build
+after another; store: build.builder = off; plain: the real docker compose, no dockcache): cold
+on A, unchanged rebuilds on A (median of --runs), an edited rebuild on A, the same build on B
+(a new session), and B after a further edit.
 """
 
 from __future__ import annotations
@@ -36,22 +39,35 @@ def compose(env: dict, daemon: str, ctx: Path, *args: str) -> float:
     return round(time.perf_counter() - t, 3)
 
 
-def way(tmp: Path, name: str, base: str, runs: int) -> dict:
+def project(ctx: Path, token: str, base: str, services: int) -> list[str]:
+    """The stack's files; its image names."""
+    ctx.mkdir()
+    lines, images = ["services:"], []
+    for i in range(services):
+        ctx.joinpath(f"Dockerfile.{i}").write_text(
+            f"FROM {base}\nRUN echo {token}-{i} > /slow && i=0; while [ $i -lt 2000000 ]; do i=$((i+1)); done\n"
+            "COPY app.txt /app.txt\n")
+        images.append(f"dcsc-{token}/app{i}:1")
+        lines += [f"  app{i}:", f"    build: {{context: ., dockerfile: Dockerfile.{i}, network: none}}",
+                  f"    image: {images[-1]}", "    network_mode: none"]
+        lines += ["    depends_on: [app0]"] if i and i == services - 1 else []
+    ctx.joinpath("compose.yaml").write_text("\n".join(lines) + "\n")
+    ctx.joinpath("app.txt").write_text(token)
+    return images
+
+
+def way(tmp: Path, name: str, base: str, runs: int, services: int) -> dict:
     token = uuid.uuid4().hex[:12]
     ctx = tmp / f"{name}-{token}"
-    ctx.mkdir()
-    ctx.joinpath("Dockerfile").write_text(
-        f"FROM {base}\nRUN echo {token} > /slow && i=0; while [ $i -lt 2000000 ]; do i=$((i+1)); done\n"
-        "COPY app.txt /app.txt\n")
-    ctx.joinpath("app.txt").write_text(token)
-    ctx.joinpath("compose.yaml").write_text(
-        f"services:\n  app:\n    build: {{context: ., network: none}}\n    image: dcsc-{token}/app:1\n"
-        "    network_mode: none\n")
+    images = project(ctx, token, base, services)
+    shared = name.startswith("shared")
     env = {**os.environ, "DOCKCACHE_PYTHON": sys.executable, "COMPOSE_PROJECT_NAME": f"dcsc{token}",
            "DOCKCACHE_BUILD_STORE": str(tmp / f"{token}-store"),
-           "DOCKCACHE_BUILD_BUILDER": BUILDER if name == "shared" else "off",
-           "DOCKCACHE_COMPOSE_SHARED_BUILDER": "1" if name == "shared" else "0",
+           "DOCKCACHE_BUILD_BUILDER": BUILDER if shared else "off",
+           "DOCKCACHE_COMPOSE_SHARED_BUILDER": "1" if shared else "0",
            "BENCH_DOCKER": real_docker() if name == "plain" else ""}
+    if name == "shared-seq":
+        env["COMPOSE_PARALLEL_LIMIT"] = "1"
     for d in ("a", "b"):
         (tmp / f"{name}-home-{d}").mkdir(exist_ok=True)
         env[f"HOME_{d}"], env[f"STATE_{d}"] = str(tmp / f"{name}-home-{d}"), str(tmp / f"{name}-state-{d}")
@@ -66,7 +82,7 @@ def way(tmp: Path, name: str, base: str, runs: int) -> dict:
         out["edited_b"] = compose(env, "b", ctx, "build")
     finally:
         for d in ("a", "b"):
-            subprocess.run(["docker", "-H", HOSTS[d], "image", "rm", "-f", f"dcsc-{token}/app:1"], capture_output=True)
+            subprocess.run([real_docker(), "-H", HOSTS[d], "image", "rm", "-f", *images], capture_output=True)
     return out
 
 
@@ -75,10 +91,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base", default="dockcache-test/gotools:latest")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--services", type=int, default=1)
+    ap.add_argument("--ways", default="store,shared,plain")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="dcsc-"))
-    res = {"base": args.base, **{name: way(tmp, name, args.base, args.runs) for name in ("store", "shared", "plain")}}
+    res = {"base": args.base, "services": args.services,
+           **{name: way(tmp, name, args.base, args.runs, args.services) for name in args.ways.split(",")}}
     print(json.dumps(res, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

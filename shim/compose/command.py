@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from shim.compose.plan import ComposePlan, plan
+from shim.compose.sharedbuild import compose_code
 from shim.core import proc
 from shim.core.notice import after_docker, say
 
@@ -67,32 +68,40 @@ def _with_service_builds(real: str, name: str, args: Sequence[str], environ: Map
 
 
 def _service_builds(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], p: ComposePlan) -> int:
-    """The first failing build ends the command with its code; a dockcache bug runs compose
+    """The builds side by side in compose's dependency order (one alone keeps the terminal);
+    the first failing build ends the command with its code; a dockcache bug runs compose
     as the user typed it."""
     docker = _docker(real, name, environ)
-    for b in p.service_builds:
-        try:
-            rc = _docker_build(docker, p.docker_globals, b.argv, environ)
-        except Exception as exc:  # noqa: BLE001 - fail open
-            say(f"service builds: internal error ({type(exc).__name__}: {exc}); running compose unchanged")
-            return proc.run_child(real, list(args))
-        if rc != 0:
-            return rc
+    try:
+        if len(p.service_builds) == 1:
+            rc = proc.run_child(*_docker_build(docker, p.docker_globals, p.service_builds[0].argv, environ))
+        else:
+            from shim.core.parallel import Job, run_all
+
+            jobs = []
+            for b in p.service_builds:
+                program, argv, env = _docker_build(docker, p.docker_globals, b.argv, environ)
+                jobs.append(Job(b.service, (program, *argv), env, b.after))
+            rc = run_all(jobs, p.build_limit)
+    except Exception as exc:  # noqa: BLE001 - fail open
+        say(f"service builds: internal error ({type(exc).__name__}: {exc}); running compose unchanged")
+        return proc.run_child(real, list(args))
+    if rc != 0:
+        return compose_code(rc)
     return proc.run_child(real, p.argv, env={**environ, **p.env}) if p.compose_runs else 0
 
 
-def _docker_build(docker: str, docker_globals, argv, environ: Mapping[str, str]) -> int:
+def _docker_build(docker: str, docker_globals, argv, environ: Mapping[str, str]):
     """`docker build` through dockcache's own build flow, as if typed (a child Python, so
-    that flow's routing, thin load, metrics and fail-open apply unchanged)."""
+    that flow's routing, thin load, metrics and fail-open apply unchanged): program, argv, env."""
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = {**environ, "DOCKCACHE_RESOLVED_REAL": docker}
     if "LC_CTYPE" in environ:  # what bin/docker does: Python's locale coercion is undone for docker
         env["DOCKCACHE_LC_CTYPE"] = environ["LC_CTYPE"]
     else:
         env["DOCKCACHE_LC_CTYPE_UNSET"] = "1"
-    return proc.run_child(sys.executable, ["-S", "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-                                           "from shim.hot import main; main()", root, "docker",
-                                           *docker_globals, *argv], env=env)
+    return sys.executable, ["-S", "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                            "from shim.hot import main; main()", root, "docker", *docker_globals, *argv], env
 
 
 def _record(p: ComposePlan, environ: Mapping[str, str], rc: int, seconds: float) -> None:

@@ -27,7 +27,7 @@ from shim.compose.files import ComposeCall, files_for, invocation, only_looks, r
 from shim.compose.override import write_override
 from shim.compose.services import forget_vanished, named_services, service_caches
 from shim.compose.resolved import resolved_config
-from shim.compose.sharedbuild import builds_on_another, compose_after, plan_builds
+from shim.compose.sharedbuild import build_limit, builds_on_another, compose_after, plan_builds
 from shim.core import proc
 from shim.core.notice import say
 from shim.core.config import load
@@ -52,6 +52,7 @@ class ComposePlan:
     mounts: dict = field(default_factory=dict)  # key -> ServiceMounts: cache mounts to seed and save
     docker_globals: tuple[str, ...] = ()  # docker's own options (-H, --context) for the seed/save builds
     service_builds: list = field(default_factory=list)  # sharedbuild.ServiceBuild: built before compose runs
+    build_limit: int = 0  # service builds at once (0: all), compose's own limit
     compose_runs: bool = True  # False: the service builds were the whole command (`compose build`)
 
 
@@ -108,7 +109,7 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
         after = compose_after(call)
         if after is None:  # `compose build`: the service builds are the whole command
             return ComposePlan([], {}, reasons=[shared_note], service_builds=per_service, compose_runs=False,
-                               docker_globals=invocation(call).globals)
+                               docker_globals=invocation(call).globals, build_limit=build_limit(call, environ))
         args = after
     run_caches = service_caches(real, call, cfg, project, environ, dry_run=dry_run)
     if run_caches and not dry_run and forget_vanished(real, call, run_caches, environ):
@@ -116,7 +117,7 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     if not builds and not run_caches:
         if per_service:
             return ComposePlan(list(args), {}, reasons=[shared_note], service_builds=per_service,
-                               docker_globals=invocation(call).globals)
+                               docker_globals=invocation(call).globals, build_limit=build_limit(call, environ))
         return None
     keys = {s: sanitize(f"{project}-{s}") for s in builds}
     src = (sources(real, call, config, environ, list(keys.values()), dry_run) if builds
@@ -125,7 +126,7 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     try:
         p = _with_override(call, args, environ, builds, keys, src, dry_run, run_caches, made)
         p.reasons[:0] = [shared_note] if shared_note else []
-        p.service_builds = per_service
+        p.service_builds, p.build_limit = per_service, build_limit(call, environ)
         p.docker_globals = invocation(call).globals
         p.mounts = service_mounts(call, environ, config, src.caps, builds, keys, project)
     except BaseException:  # the caller falls back to docker unchanged: leave nothing behind

@@ -33,6 +33,7 @@ KNOWN = frozenset("context dockerfile args target labels tags cache_from cache_t
 PASSED = frozenset("--build-arg --ssh --no-cache --pull".split())
 BUILD_VALUE = frozenset("--build-arg --builder --ssh -m --memory --progress".split())  # `--pull` takes none here
 PROGRESS = frozenset("auto tty plain quiet".split())  # compose's values docker build also takes
+BUILD_FAILED = 17  # compose's exit code for any failed build (pkg/compose/metrics.go BuildFailure)
 LABELS = ("com.docker.compose.project", "com.docker.compose.service", "com.docker.compose.version")
 
 
@@ -40,6 +41,7 @@ LABELS = ("com.docker.compose.project", "com.docker.compose.service", "com.docke
 class ServiceBuild:
     service: str
     argv: tuple[str, ...]  # after docker's globals: ("build", …, context)
+    after: frozenset[str] = frozenset()  # services built first: compose builds in dependency order
 
 
 def image_name(project: str, service: str, spec: Mapping) -> str:
@@ -58,8 +60,49 @@ def plan_builds(call: ComposeCall, builds: Mapping[str, Mapping], cfg: Mapping, 
         argv = service_argv(svc, spec, cfg, project, version, cli)
         if isinstance(argv, str):
             return [], f"service {svc}: {argv}"
-        out.append(ServiceBuild(svc, tuple(argv)))
+        out.append(ServiceBuild(svc, tuple(argv), built_before(svc, cfg.get("services") or {}, builds)))
     return out, None
+
+
+def built_before(svc: str, services: Mapping[str, Mapping], builds: Mapping) -> frozenset[str]:
+    """The built services `svc` depends on, through services that build nothing too:
+    compose (2.2x) builds in the order of its dependency graph."""
+    seen, todo = set(), list(depends_on(services.get(svc) or {}))
+    while todo:
+        dep = todo.pop()
+        if dep not in seen and dep != svc:
+            seen.add(dep)
+            todo += depends_on(services.get(dep) or {})
+    return frozenset(seen & set(builds))
+
+
+def depends_on(spec: Mapping) -> list[str]:
+    """A service's edges in compose's graph: depends_on, links, volumes_from and the
+    `service:NAME` network, ipc and pid modes."""
+    deps = spec.get("depends_on") or {}
+    out = [str(d) for d in deps]  # a mapping or, unnormalized, a list
+    out += [str(link).split(":", 1)[0] for link in spec.get("links") or []]
+    for v in spec.get("volumes_from") or []:
+        v = str(v)
+        if not v.startswith("container:"):
+            out.append(v.removeprefix("service:").split(":", 1)[0])
+    out += [str(spec[k])[8:] for k in ("network_mode", "ipc", "pid") if str(spec.get(k) or "").startswith("service:")]
+    return out
+
+
+def build_limit(call: ComposeCall, environ: Mapping[str, str]) -> int:
+    """How many service builds run at once, as compose decides it: `--parallel N`, else
+    COMPOSE_PARALLEL_LIMIT; 0 (or -1) is no limit. A terminal progress display the user asked
+    for needs the terminal to itself: one at a time."""
+    glob = dict(scan_options(call.globals, 0, GLOBAL_VALUE, interspersed=True)[0])
+    if glob.get("--progress", environ.get("BUILDKIT_PROGRESS")) == "tty":
+        return 1
+    for raw in (glob.get("--parallel"), environ.get("COMPOSE_PARALLEL_LIMIT")):
+        try:
+            return max(int(str(raw)), 0)
+        except ValueError:
+            continue
+    return 0
 
 
 def _cli_options(call: ComposeCall) -> tuple[list[str], str | None]:
@@ -171,6 +214,12 @@ def builds_on_another(builds: Mapping[str, Mapping], project: str, dockerfiles: 
             if image != str(where) and any(form in names for form in tag_forms(image)):
                 return f"service {svc} takes {image}, another service's image, as a build context"
     return None
+
+
+def compose_code(rc: int) -> int:
+    """What compose itself would exit with after the failed docker build that exited rc:
+    its build failure code; a signal's code (130 for ^C, as compose's cancel) stays."""
+    return rc if rc == 0 or rc >= 128 else BUILD_FAILED
 
 
 def compose_after(call: ComposeCall) -> list[str] | None:

@@ -217,6 +217,45 @@ def test_compose_up_build_through_the_shared_builder(sessions, engines, tmp_path
     assert cp.returncode == 0 and "using remote driver" not in cp.stdout + cp.stderr
 
 
+def test_compose_services_build_side_by_side_in_dependency_order(sessions, engines, tmp_path):
+    """Three services on the shared builder: api and worker build at the same time, web
+    (depends_on api) after api, each build's lines named by service; a failing api ends the
+    command with plain compose's exit code and web is not built."""
+    root = tmp_path / f"stack-{uuid.uuid4().hex[:6]}"
+    root.mkdir()
+    for svc in ("api", "worker", "web"):
+        root.joinpath(f"Dockerfile.{svc}").write_text(
+            f"FROM {BUSYBOX}\nARG FAIL=0\nRUN test $FAIL != {svc} && echo {uuid.uuid4().hex} > /token && "
+            "date +%s > /start && sleep 3 && date +%s > /end\n")
+    prefix = engines["a"].prefix
+    lines = ["services:"]
+    for svc in ("api", "worker", "web"):
+        lines += [f"  {svc}:", f"    build: {{context: ., dockerfile: Dockerfile.{svc}, network: none, "
+                  "args: {FAIL: \"${FAIL:-0}\"}}", f"    image: {prefix}/{svc}:1", "    network_mode: none"]
+        engines["a"].images.append(f"{prefix}/{svc}:1")
+    lines += ["    depends_on: [api]"]
+    root.joinpath("compose.yaml").write_text("\n".join(lines) + "\n")
+    env = {**sessions["a"], "COMPOSE_PROJECT_NAME": f"{prefix}s"}
+    cp = shim(env, "compose", "build", cwd=root)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    assert all(f"{svc} | " in cp.stderr for svc in ("api", "worker", "web"))
+    compose_run = [m for m in all_metrics(env) if m.get("kind") == "compose"][-1]
+    assert sorted(compose_run["service_builds"]) == ["api", "web", "worker"]
+    times = {svc: [int(x) for x in engines["a"].docker(
+        "run", "--rm", "--network", "none", f"{prefix}/{svc}:1", "cat", "/start", "/end").stdout.split()]
+        for svc in ("api", "worker", "web")}
+    assert times["worker"][0] < times["api"][1] and times["api"][0] < times["worker"][1]  # they overlapped
+    assert times["web"][0] >= times["api"][1]  # web waited for api
+    web_id = image_id(engines["a"], f"{prefix}/web:1")
+    root.joinpath("compose.yaml").write_text(root.joinpath("compose.yaml").read_text().replace(
+        "network: none,", "network: none, no_cache: true,", 1))  # api runs again, and fails
+    failed = shim({**env, "FAIL": "api"}, "compose", "build", cwd=root)
+    plain = shim({**env, "FAIL": "api", "DOCKCACHE_DISABLE": "1"}, "compose", "build", cwd=root)
+    assert failed.returncode == plain.returncode != 0, failed.stderr[-3000:]
+    assert "api | " in failed.stderr and "web | " not in failed.stderr
+    assert image_id(engines["a"], f"{prefix}/web:1") == web_id
+
+
 def all_metrics(env: dict) -> list[dict]:
     path = Path(env["DOCKCACHE_STATE_DIR"]) / "metrics.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()]

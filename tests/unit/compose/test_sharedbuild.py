@@ -94,33 +94,82 @@ def test_every_known_key_is_translated():
     assert isinstance(service_argv("app", spec, CFG, "shop", "2", []), list)
 
 
-def _plan_with(builds, compose_runs=True):
+def _plan_with(builds, compose_runs=True, after=None):
     from shim.compose.plan import ComposePlan
     from shim.compose.sharedbuild import ServiceBuild
 
     return ComposePlan(["compose", "up", "--no-build"], {}, compose_runs=compose_runs,
-                       service_builds=[ServiceBuild(s, ("build", "-t", s, ".")) for s in builds])
+                       service_builds=[ServiceBuild(s, ("build", "-t", s, "."), frozenset((after or {}).get(s, ())))
+                                       for s in builds])
 
 
-def test_service_builds_stop_at_the_first_failure_and_a_dockcache_bug_runs_compose_unchanged(monkeypatch, capsys):
+def test_service_builds_stop_at_the_first_failure_and_a_dockcache_bug_runs_compose_unchanged(
+        monkeypatch, capfd, tmp_path):
+    """Real children (a shell each, standing for the child docker build): a fails, so c,
+    which depends on a, never starts; b, beside a, is cancelled; compose does not run."""
     from shim.compose import command
 
-    ran, codes = [], iter([0, 3, 0])
-    monkeypatch.setattr(command, "_docker_build", lambda docker, g, argv, env: ran.append(argv[2]) or next(codes))
+    codes, ran = {"a": 3, "b": 0, "c": 0}, []
+    monkeypatch.setattr(command, "_docker_build", lambda docker, g, argv, env: (
+        "/bin/sh", ["-c", f"echo built {argv[2]} >> {tmp_path}/log; exit {codes[argv[2]]}"], dict(env)))
     monkeypatch.setattr(command.proc, "run_child", lambda real, argv, env=None: ran.append(tuple(argv)) or 0)
     args = ["compose", "up", "--build"]
-    assert command._service_builds("/bin/docker", "docker", args, {}, _plan_with(["a", "b", "c"])) == 3
-    assert ran == ["a", "b"]  # c is not built, compose does not run
-    ran.clear()
+    plan = _plan_with(["a", "b", "c"], after={"c": {"a"}})
+    assert command._service_builds("/bin/docker", "docker", args, {}, plan) == 17  # compose's code for it
+    built = (tmp_path / "log").read_text().splitlines()
+    assert "built a" in built and "built c" not in built and ran == []  # b: cancelled, perhaps after its echo
+    (tmp_path / "log").unlink()
     assert command._service_builds("/bin/docker", "docker", args, {}, _plan_with(["a"], compose_runs=False)) == 0
-    assert ran == ["a"]  # `compose build`: nothing after the builds
+    assert ran == [("-c", f"echo built a >> {tmp_path}/log; exit 3")]  # one build alone: the terminal's child
+    ran.clear()
+    codes["a"] = 0
+    assert command._service_builds("/bin/docker", "docker", args, {}, _plan_with(["a", "b"])) == 0
+    assert ran == [("compose", "up", "--no-build")]  # then compose, once
 
     def broken(*a):
         raise OSError("no python")
     monkeypatch.setattr(command, "_docker_build", broken)
     ran.clear()
-    assert command._service_builds("/bin/docker", "docker", args, {}, _plan_with(["a"])) == 0
-    assert ran == [tuple(args)] and "running compose unchanged" in capsys.readouterr().err
+    assert command._service_builds("/bin/docker", "docker", args, {}, _plan_with(["a", "b"])) == 0
+    assert ran == [tuple(args)] and "running compose unchanged" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize("rc, code", [(0, 0), (1, 17), (125, 17), (130, 130), (143, 143)])
+def test_a_failed_build_exits_as_compose_would(rc, code):
+    from shim.compose.sharedbuild import compose_code
+
+    assert compose_code(rc) == code  # docker build says 1; compose says 17 for any failed build
+
+
+def test_builds_wait_for_what_compose_would_build_first():
+    from shim.compose.sharedbuild import built_before
+
+    services = {"web": {"depends_on": {"api": {"condition": "service_started"}}, "build": {}},
+                "api": {"links": ["db:database"], "build": {}},
+                "db": {"network_mode": "service:cache"},  # builds nothing, but its own edge counts
+                "cache": {"build": {}, "volumes_from": ["container:x", "service:web:ro"]},
+                "solo": {"build": {}, "depends_on": ["solo"]}}
+    builds = {s: v for s, v in services.items() if "build" in v}
+    # web -> api -> db -> cache -> web: a cycle compose itself would refuse; parallel.py runs it in order
+    assert built_before("web", services, builds) == {"api", "cache"}
+    assert built_before("api", services, builds) == {"cache", "web"}
+    del services["cache"]["volumes_from"]
+    assert built_before("web", services, builds) == {"api", "cache"}  # through db, which builds nothing
+    assert built_before("api", services, builds) == {"cache"}
+    assert built_before("cache", services, builds) == frozenset()
+    assert built_before("solo", services, builds) == frozenset()
+
+
+@pytest.mark.parametrize("globals_, env, limit", [
+    ([], {}, 0), (["--parallel", "2"], {}, 2), ([], {"COMPOSE_PARALLEL_LIMIT": "3"}, 3),
+    (["--parallel=-1"], {"COMPOSE_PARALLEL_LIMIT": "3"}, 0), (["--progress", "tty"], {}, 1),
+    ([], {"BUILDKIT_PROGRESS": "tty"}, 1), (["--progress", "plain"], {"BUILDKIT_PROGRESS": "tty"}, 0),
+    ([], {"COMPOSE_PARALLEL_LIMIT": "x"}, 0)])
+def test_the_build_limit_is_composes(globals_, env, limit):
+    from shim.compose.files import split
+    from shim.compose.sharedbuild import build_limit
+
+    assert build_limit(split("docker", ["compose", *globals_, "build"]), env) == limit
 
 
 def test_a_service_built_from_another_services_image_keeps_the_store_path():

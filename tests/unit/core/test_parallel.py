@@ -1,0 +1,87 @@
+"""Service builds side by side (core/parallel.py), with real child processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from shim.core.parallel import Job, run_all
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def sh(name: str, script: str, after=()) -> Job:
+    return Job(name, ("/bin/sh", "-c", script), dict(os.environ), frozenset(after))
+
+
+def test_lines_carry_their_job_and_both_streams_stay_apart(capfd):
+    rc = run_all([sh("web", "echo one; echo two >&2; printf tail"), sh("api", "echo three")])
+    out, err = capfd.readouterr()
+    assert rc == 0
+    assert sorted(out.splitlines()) == ["api | three", "web | one", "web | tail"]
+    assert err.splitlines() == ["web | two"]
+
+
+def test_dependencies_run_first_and_independent_jobs_overlap(tmp_path, capfd):
+    log = tmp_path / "log"
+    # each job notes its start and end; b and c wait for a, c also for b
+    jobs = [sh(n, f"echo start-{n} >> {log}; sleep 0.3; echo end-{n} >> {log}", after)
+            for n, after in (("c", "ab"), ("b", "a"), ("a", ""), ("x", ""))]
+    assert run_all(jobs) == 0
+    order = log.read_text().split()
+    assert order.index("end-a") < order.index("start-b") < order.index("end-b") < order.index("start-c")
+    assert order.index("start-x") < order.index("end-a")  # x waits for nobody: beside a
+
+
+def test_the_limit_holds(tmp_path):
+    log = tmp_path / "log"
+    jobs = [sh(n, f"echo start >> {log}; sleep 0.2; echo end >> {log}") for n in "abcd"]
+    assert run_all(jobs, limit=1) == 0
+    assert log.read_text().split() == ["start", "end"] * 4  # never two at once
+
+
+def test_the_first_failure_cancels_the_rest_and_is_the_exit_code(tmp_path, capfd):
+    marker = tmp_path / "never"
+    jobs = [sh("bad", "sleep 0.2; exit 3"),
+            sh("slow", f"trap 'exit 143' TERM; sleep 5 & wait; touch {marker}"),
+            sh("later", f"touch {marker}", after=["bad"])]
+    assert run_all(jobs) == 3
+    time.sleep(0.3)
+    assert not marker.exists()  # slow was interrupted (its tail never ran), later never started
+
+
+def test_a_job_killed_by_a_signal_counts_as_shells_do():
+    assert run_all([sh("a", "kill -TERM $$"), sh("b", "true")]) == 128 + signal.SIGTERM
+
+
+def test_jobs_waiting_for_each_other_still_run_in_order(capfd):
+    assert run_all([sh("a", "echo a", "b"), sh("b", "echo b", "a")]) == 0
+    assert sorted(capfd.readouterr().out.split()) == ["a", "a", "b", "b", "|", "|"]
+
+
+def test_a_signal_sent_to_dockcache_reaches_every_running_job_once(tmp_path):
+    """Process-sent (not from a terminal): forwarded to each child, not twice."""
+    counts = [tmp_path / f"count{i}" for i in range(2)]
+    ready = [tmp_path / f"ready{i}" for i in range(2)]
+    child = ("import signal, sys, time\nn = 0\n"
+             "def seen(*a):\n    global n\n    n += 1\n"
+             "signal.signal(signal.SIGTERM, seen)\nopen(sys.argv[1], 'w').close()\n"
+             "end = time.time() + 2\nwhile time.time() < end: time.sleep(0.02)\n"
+             "open(sys.argv[2], 'w').write(str(n))\n")
+    runner = ("import sys; sys.path.insert(0, sys.argv[1]); from shim.core.parallel import Job, run_all; "
+              "import os; c = sys.argv[2]; "
+              "sys.exit(run_all([Job(f'j{i}', (sys.executable, '-c', c, sys.argv[3 + i], sys.argv[5 + i]), "
+              "dict(os.environ)) for i in range(2)]))")
+    proc = subprocess.Popen([sys.executable, "-c", runner, str(REPO), child, *map(str, ready), *map(str, counts)],
+                            stdout=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 20
+    while not all(r.exists() for r in ready):
+        assert time.time() < deadline, "children did not start"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+    assert [c.read_text() for c in counts] == ["1", "1"]
