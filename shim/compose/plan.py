@@ -27,7 +27,7 @@ from shim.compose.files import ComposeCall, files_for, invocation, only_looks, r
 from shim.compose.override import write_override
 from shim.compose.services import forget_vanished, named_services, service_caches
 from shim.compose.resolved import resolved_config
-from shim.compose.sharedbuild import build_limit, builds_on_another, compose_after, plan_builds
+from shim.compose.sharedbuild import build_limit, builds_on_another, compose_after, order_note, plan_builds
 from shim.core import proc
 from shim.core.notice import say
 from shim.core.config import load
@@ -192,8 +192,8 @@ def _shared(real: str, call: ComposeCall, builds: dict, cfg: dict, project: str,
     if prepare_run(real, invocation(call), target, environ, dry_run=dry_run) is None:
         return [], None
     return planned, (f"service builds on the shared builder {target.address or target.name}: one docker build "
-                     f"each ({', '.join(b.service for b in planned)}), loading only what changed; "
-                     "then compose with --no-build")
+                     f"each ({', '.join(b.service for b in planned)}), {order_note(planned, build_limit(call, environ))}, "
+                     "loading only what changed; then compose with --no-build")
 
 
 def _dockerfiles(builds: dict) -> dict[str, str]:

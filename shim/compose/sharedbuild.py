@@ -105,6 +105,15 @@ def build_limit(call: ComposeCall, environ: Mapping[str, str]) -> int:
     return 0
 
 
+def order_note(builds: Sequence[ServiceBuild], limit: int) -> str:
+    """How the builds run, for `explain`: "side by side (web after api)", "one at a time"."""
+    if len(builds) < 2:
+        return "alone"
+    after = "; ".join(f"{b.service} after {', '.join(sorted(b.after))}" for b in builds if b.after)
+    how = "one at a time" if limit == 1 else f"side by side, at most {limit} at once" if limit else "side by side"
+    return f"{how} ({after})" if after else how
+
+
 def _cli_options(call: ComposeCall) -> tuple[list[str], str | None]:
     """What of compose's options each docker build gets: its global `--progress`, and
     `compose build`'s own (up/run/create have none for builds)."""

@@ -134,6 +134,16 @@ def test_service_builds_stop_at_the_first_failure_and_a_dockcache_bug_runs_compo
     assert ran == [tuple(args)] and "running compose unchanged" in capfd.readouterr().err
 
 
+def test_explain_says_how_the_builds_run():
+    from shim.compose.sharedbuild import ServiceBuild, order_note
+
+    one, two = ServiceBuild("api", ("build",)), ServiceBuild("web", ("build",), frozenset({"api", "db"}))
+    assert order_note([one], 0) == "alone"
+    assert order_note([one, two], 0) == "side by side (web after api, db)"
+    assert order_note([one, two], 1) == "one at a time (web after api, db)"
+    assert order_note([one, ServiceBuild("x", ("build",))], 3) == "side by side, at most 3 at once"
+
+
 @pytest.mark.parametrize("rc, code", [(0, 0), (1, 17), (125, 17), (130, 130), (143, 143)])
 def test_a_failed_build_exits_as_compose_would(rc, code):
     from shim.compose.sharedbuild import compose_code
