@@ -10,6 +10,7 @@ Steady state: one socket connect and one stat, no docker call before the build.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -23,7 +24,7 @@ from shim.core import proc
 from shim.core.daemon import daemon_key
 from shim.core.grammar import BuildArgs, Invocation, config_dir, insert_before
 from shim.core.notice import say
-from shim.core.state import State, docker_config_dir, state_dir
+from shim.core.state import State, docker_config_dir, short_hash, state_dir
 
 CONNECT_TIMEOUT = 1.0
 
@@ -222,8 +223,8 @@ def _engine_facts(real: str, inv: Invocation, tags, run: SharedRun) -> dict:
     """The tags' ids, and the layers of images dockcache loaded here that the engine still
     has: an image present in a containerd store keeps every blob its manifest names, so
     those layers can be left out of a load with no check afterwards."""
-    facts: dict = {"ids": _local_ids(real, inv, tags), "held": set()}
     loaded = _loaded(run)
+    facts: dict = {"ids": _local_ids(real, inv, tags), "held": set(), "asked": set(loaded)}
     if loaded:
         res = proc.run_docker(real, [*inv.globals, "image", "inspect", "--format", "{{.Id}}", *loaded], timeout=30)
         present = set(res.stdout.split()) & set(loaded)
@@ -249,7 +250,38 @@ def _thin_build(real: str, inv: Invocation, argv, tags, run: SharedRun, layout, 
             say(f"{tags[0]} is unchanged ({config[:19]}): load skipped")
             layout.keep_only(entry["digest"], manifest)
             return 0
-        return _thin_load(real, inv, tags, run, layout, entry, manifest, facts.get("held", set()))
+        with _one_load_at_a_time(run):
+            held = facts.get("held", set()) | _loaded_since(run, facts.get("asked"))
+            return _thin_load(real, inv, tags, run, layout, entry, manifest, held)
+
+
+LOAD_WAIT = 120.0  # seconds a load waits for another into the same engine, then goes anyway
+
+
+@contextlib.contextmanager
+def _one_load_at_a_time(run: SharedRun):
+    """Loads into one engine take turns (compose's services build side by side): the next
+    then leaves out the layers the one before it just loaded, instead of each carrying
+    the same new base. A lock held too long (a stuck load) is not waited for."""
+    from shim.build.layout import LockTimeout
+    from shim.build.lock import Held
+
+    run.state.root.mkdir(parents=True, exist_ok=True)
+    try:
+        held = Held(str(run.state.root / f"load-{short_hash(run.daemon)}.lock"), LOAD_WAIT, run.state.root)
+    except (LockTimeout, OSError):
+        yield
+        return
+    with held:
+        yield
+
+
+def _loaded_since(run: SharedRun, asked) -> set[str]:
+    """Layers of images loaded into this engine after the engine was asked (by a build
+    that loaded while this one ran): just loaded, so present. Nothing when never asked."""
+    if asked is None:
+        return set()
+    return {d for i, ls in _loaded(run).items() if i not in asked for d in ls if isinstance(d, str)}
 
 
 def _thin_load(real: str, inv: Invocation, tags, run: SharedRun, layout, entry: dict, manifest: dict,

@@ -256,6 +256,38 @@ def test_compose_services_build_side_by_side_in_dependency_order(sessions, engin
     assert image_id(engines["a"], f"{prefix}/web:1") == web_id
 
 
+def test_side_by_side_services_carry_a_base_new_to_the_engine_once(sessions, engines, tmp_path):
+    """Three services FROM a base engine B has never seen (the shared builder pulls it from
+    a registry): their loads take turns, so one carries the base and the others leave it
+    out (thin), instead of three loads of the same layers."""
+    a, b = engines["a"], engines["b"]
+    base = f"{REGISTRY}/{a.prefix}-base:1"
+    root = tmp_path / f"newbase-{uuid.uuid4().hex[:6]}"
+    root.mkdir()
+    root.joinpath("Dockerfile.base").write_text(f"FROM {BUSYBOX}\nRUN head -c 20000000 /dev/urandom > /big\n")
+    a.images.append(base)
+    assert a.docker("build", "--network", "none", "-q", "-f", str(root / "Dockerfile.base"), "-t", base,
+                    str(root)).returncode == 0
+    assert a.docker("push", "-q", base).returncode == 0
+    assert b.docker("image", "inspect", base, check=False).returncode != 0  # new to B
+    lines = ["services:"]
+    for svc in ("x", "y", "z"):
+        root.joinpath(f"Dockerfile.{svc}").write_text(f"FROM {base}\nRUN echo {svc}-{uuid.uuid4().hex} > /svc\n")
+        lines += [f"  {svc}:", f"    build: {{context: ., dockerfile: Dockerfile.{svc}, network: none}}",
+                  f"    image: {a.prefix}/nb-{svc}:1", "    network_mode: none"]
+        b.images.append(f"{a.prefix}/nb-{svc}:1")
+    root.joinpath("compose.yaml").write_text("\n".join(lines) + "\n")
+    env = {**sessions["b"], "COMPOSE_PROJECT_NAME": f"{a.prefix}nb"}
+    cp = shim(env, "compose", "build", cwd=root)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    loads = [m for m in metrics(env) if m.get("builder") == "shared"]
+    assert len(loads) == 3 and all(m["loaded"] for m in loads)
+    assert sorted(bool(m["thin"]) for m in loads) == [False, True, True], loads
+    for svc in ("x", "y", "z"):
+        out = b.docker("run", "--rm", "--network", "none", f"{a.prefix}/nb-{svc}:1", "sh", "-c", "cat /svc; wc -c < /big")
+        assert out.returncode == 0 and out.stdout.split()[1] == "20000000", out.stderr
+
+
 def all_metrics(env: dict) -> list[dict]:
     path = Path(env["DOCKCACHE_STATE_DIR"]) / "metrics.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()]

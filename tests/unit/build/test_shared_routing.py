@@ -407,3 +407,41 @@ def test_asking_the_engine_beside_the_build_fails_quietly(tmp_path, monkeypatch)
     facts: dict = {}
     builder._ask(facts, "/bin/docker", inv, ["x:1"], run)
     assert facts == {}  # the build goes on; the load then trusts nothing it has not checked
+
+
+def test_a_load_after_another_leaves_out_what_that_one_just_loaded(tmp_path):
+    from shim.core.state import State
+
+    run = builder.SharedRun(shared.target_for("unix:///x.sock", ""), State(tmp_path), "daemon-a")
+    run.state.put(builder.LOADED, "daemon-a", "images", {"images": {"old": ["sha256:l1"], "new": ["sha256:l2"]}})
+    assert builder._loaded_since(run, {"old"}) == {"sha256:l2"}  # loaded while this build ran
+    assert builder._loaded_since(run, {"old", "new"}) == set()
+    assert builder._loaded_since(run, None) == set()  # the engine was never asked: nothing trusted
+
+
+def test_loads_take_turns_but_a_stuck_one_is_not_waited_for(tmp_path, monkeypatch):
+    import fcntl
+    import threading
+
+    from shim.core.state import State
+
+    run = builder.SharedRun(shared.target_for("unix:///x.sock", ""), State(tmp_path), "daemon-a")
+    order = []
+
+    def second():
+        with builder._one_load_at_a_time(run):
+            order.append("second")
+    with builder._one_load_at_a_time(run):
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(0.3)
+        order.append("first")
+    t.join(5)
+    assert order == ["first", "second"]
+    monkeypatch.setattr(builder, "LOAD_WAIT", 0.05)
+    lock = next(tmp_path.glob("load-*.lock"))
+    with open(lock, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # another process's stuck load
+        with builder._one_load_at_a_time(run):
+            order.append("anyway")
+    assert order[-1] == "anyway"
