@@ -109,13 +109,42 @@ install_all() {
 }
 
 # ---------------------------------------------------------------- daemons
-is_ours_running() {  # pidfile names a live dockerd that uses our config
-  local pf; pf=$(pidfile "$1")
-  [ -f "$pf" ] || return 1
-  local pid; pid=$(cat "$pf" 2>/dev/null) || return 1
+# ---------------------------------------------------------------- services we start
+# Each service (daemon, registry, buildkitd) runs in its own session, logs to
+# $CACHE/logs/NAME.log and leaves its pid in a file; only that pid is ever stopped.
+
+ours() {  # PIDFILE MARK: the pid file names a live process whose command line holds MARK
+  local pid; pid=$(cat "$1" 2>/dev/null) || return 1
   [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-  tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$RUNDIR/$1.json"
+  tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$2"
 }
+
+spawn() {  # NAME PIDFILE CMD...: start CMD detached; dockerd writes its own pid file
+  local name=$1 pf=$2; shift 2
+  mkdir -p "$CACHE/logs"
+  setsid "$@" >"$CACHE/logs/$name.log" 2>&1 < /dev/null &
+  [ -z "$pf" ] || echo $! > "$pf"
+}
+
+await() {  # NAME TRIES DELAY CHECK...: until CHECK answers; else the log's tail, status 1
+  local name=$1 tries=$2 delay=$3 i; shift 3
+  for i in $(seq 1 "$tries"); do "$@" && return 0; sleep "$delay"; done
+  tail -n 20 "$CACHE/logs/$name.log" >&2 || true
+  return 1
+}
+
+stop_pid() {  # NAME PIDFILE MARK: TERM, up to 30 s, then KILL; a stale pid file is removed
+  local pid i
+  ours "$2" "$3" || { rm -f "$2"; return 0; }
+  pid=$(cat "$2")
+  kill -TERM "$pid" 2>/dev/null || true
+  for i in $(seq 1 60); do [ -d "/proc/$pid" ] || break; sleep 0.5; done
+  if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -f "$2"
+  echo "provision: stopped $1 (pid $pid)" >&2
+}
+
+is_ours_running() { ours "$(pidfile "$1")" "$RUNDIR/$1.json"; }  # a dockerd on our config
 
 answers() { dk "$1" version --format '{{.Server.Version}}' >/dev/null 2>&1; }
 
@@ -140,33 +169,21 @@ start_daemon() {
   rm -f "$(pidfile "$d")" "$(sock "$d")"
   write_config "$d"
   step "start daemon $d ($(host "$d"))"
-  mkdir -p "$CACHE/logs"
-  PATH="$prefix/usr/bin:$prefix/usr/sbin:$PATH" setsid "$prefix/usr/sbin/dockerd" \
-    --config-file "$RUNDIR/$d.json" >"$CACHE/logs/$d.log" 2>&1 < /dev/null &
+  PATH="$prefix/usr/bin:$prefix/usr/sbin:$PATH" spawn "$d" "" "$prefix/usr/sbin/dockerd" \
+    --config-file "$RUNDIR/$d.json"
 }
 
 wait_daemon() {
-  local d=$1 i
+  local d=$1
   step "wait for daemon $d to answer"
-  for i in $(seq 1 120); do
-    answers "$d" && return 0
-    sleep 0.5
-  done
-  tail -n 20 "$CACHE/logs/$d.log" >&2 || true
+  await "$d" 120 0.5 answers "$d" && return 0
   stop_daemon "$d"
   fail "daemon $d did not answer within 60 s (log: $CACHE/logs/$d.log)"
 }
 
 stop_daemon() {
-  local d=$1 pf pid i; pf=$(pidfile "$d")
-  is_ours_running "$d" || { rm -f "$pf"; return 0; }
-  pid=$(cat "$pf")
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 60); do [ -d "/proc/$pid" ] || break; sleep 0.5; done
-  if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
-  rm -f "$pf"
-  unmount_under "$RUNDIR/$d-exec"
-  echo "provision: stopped daemon $d (pid $pid)" >&2
+  stop_pid "daemon $1" "$(pidfile "$1")" "$RUNDIR/$1.json"
+  unmount_under "$RUNDIR/$1-exec"
 }
 
 unmount_under() {  # dockerd leaves its netns bind mounts behind; only ours, deepest first
@@ -181,10 +198,7 @@ unmount_under() {  # dockerd leaves its netns bind mounts behind; only ours, dee
 # cache backend; BuildKit talks plain HTTP to localhost refs.
 REGISTRY_ADDR=${DOCKCACHE_TEST_REGISTRY_ADDR:-127.0.0.1:5000}
 
-registry_running() {
-  local pid; pid=$(cat "$RUNDIR/registry.pid" 2>/dev/null) || return 1
-  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$RUNDIR/registry.yml"
-}
+registry_running() { ours "$RUNDIR/registry.pid" "$RUNDIR/registry.yml"; }
 
 registry_answers() {
   python3 -c "import urllib.request; urllib.request.urlopen('http://$REGISTRY_ADDR/v2/', timeout=2)" 2>/dev/null
@@ -196,21 +210,11 @@ start_registry() {
   mkdir -p "$RUNDIR" "$DATADIR/registry"
   printf 'version: 0.1\nstorage:\n  filesystem: {rootdirectory: %s}\n  delete: {enabled: true}\nhttp: {addr: "%s"}\n' \
     "$DATADIR/registry" "$REGISTRY_ADDR" > "$RUNDIR/registry.yml"
-  setsid docker-registry serve "$RUNDIR/registry.yml" >"$CACHE/logs/registry.log" 2>&1 < /dev/null &
-  echo $! > "$RUNDIR/registry.pid"
-  local i
-  for i in $(seq 1 40); do registry_answers && return 0; sleep 0.25; done
-  tail -n 5 "$CACHE/logs/registry.log" >&2 || true
-  fail "the loopback registry did not answer on $REGISTRY_ADDR"
+  spawn registry "$RUNDIR/registry.pid" docker-registry serve "$RUNDIR/registry.yml"
+  await registry 40 0.25 registry_answers || fail "the loopback registry did not answer on $REGISTRY_ADDR"
 }
 
-stop_registry() {
-  registry_running || { rm -f "$RUNDIR/registry.pid"; return 0; }
-  local pid; pid=$(cat "$RUNDIR/registry.pid")
-  kill -TERM "$pid" 2>/dev/null || true
-  rm -f "$RUNDIR/registry.pid"
-  echo "provision: stopped registry (pid $pid)" >&2
-}
+stop_registry() { stop_pid registry "$RUNDIR/registry.pid" "$RUNDIR/registry.yml"; }
 
 # ---------------------------------------------------------------- images
 busybox_tar() {  # sets BB_TAR
@@ -436,10 +440,7 @@ mirror_images() {  # the test base images into the loopback registry, once per r
   done
 }
 
-builder_running() {
-  local pid; pid=$(cat "$RUNDIR/buildkitd.pid" 2>/dev/null) || return 1
-  [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' < "/proc/$pid/cmdline" | grep -q -- "$RUNDIR/buildkitd.toml"
-}
+builder_running() { ours "$RUNDIR/buildkitd.pid" "$RUNDIR/buildkitd.toml"; }
 
 builder_answers() { buildctl debug workers >/dev/null 2>&1; }
 
@@ -473,24 +474,11 @@ start_builder() {
   rm -f "$BUILDER_SOCK"
   write_builder_config
   step "start the shared buildkitd (unix://$BUILDER_SOCK)"
-  setsid "$BUILDKIT_DIR/bin/buildkitd" --config "$RUNDIR/buildkitd.toml" \
-    >"$CACHE/logs/buildkitd.log" 2>&1 < /dev/null &
-  echo $! > "$RUNDIR/buildkitd.pid"
-  local i
-  for i in $(seq 1 60); do builder_answers && return 0; sleep 0.5; done
-  tail -n 15 "$CACHE/logs/buildkitd.log" >&2 || true
-  fail "buildkitd did not answer within 30 s"
+  spawn buildkitd "$RUNDIR/buildkitd.pid" "$BUILDKIT_DIR/bin/buildkitd" --config "$RUNDIR/buildkitd.toml"
+  await buildkitd 60 0.5 builder_answers || fail "buildkitd did not answer within 30 s"
 }
 
-stop_builder() {
-  builder_running || { rm -f "$RUNDIR/buildkitd.pid"; return 0; }
-  local pid i; pid=$(cat "$RUNDIR/buildkitd.pid")
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 40); do [ -d "/proc/$pid" ] || break; sleep 0.25; done
-  if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
-  rm -f "$RUNDIR/buildkitd.pid"
-  echo "provision: stopped buildkitd (pid $pid)" >&2
-}
+stop_builder() { stop_pid buildkitd "$RUNDIR/buildkitd.pid" "$RUNDIR/buildkitd.toml"; }
 
 cmd_builder_up() {
   [ "$(id -u)" = 0 ] || fail "must run as root (buildkitd needs it)"
