@@ -59,12 +59,17 @@ class _Printer:
         self.lock = threading.Lock()
 
     def pump(self, name: str, pipe, out) -> None:
+        """Until the child closes its end; a stream of ours that is closed (`| head`) only
+        loses the lines: the pipe is still drained, so the child never blocks on it."""
         prefix = f"{name} | ".encode()
         with pipe:
             for line in iter(pipe.readline, b""):
                 with self.lock:
-                    out.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
-                    out.flush()
+                    try:
+                        out.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
+                        out.flush()
+                    except (OSError, ValueError):
+                        pass
 
 
 class _Run:

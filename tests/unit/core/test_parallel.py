@@ -85,3 +85,17 @@ def test_a_signal_sent_to_dockcache_reaches_every_running_job_once(tmp_path):
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=20) == 0
     assert [c.read_text() for c in counts] == ["1", "1"]
+
+
+def test_a_closed_stream_of_ours_loses_lines_not_jobs(tmp_path):
+    """`docker compose build | head -1`: the builds still finish with their own codes."""
+    runner = ("import sys; sys.path.insert(0, sys.argv[1]); from shim.core.parallel import Job, run_all; import os; "
+              "sys.exit(run_all([Job(n, ('/bin/sh', '-c', 'i=0; while [ $i -lt 3000 ]; do echo line $i; "
+              "i=$((i+1)); done; touch ' + sys.argv[2] + '/' + n), dict(os.environ)) for n in 'ab']))")
+    reader = subprocess.Popen([sys.executable, "-c", runner, str(REPO), str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    assert reader.stdout.readline().endswith(b"line 0\n")
+    reader.stdout.close()  # the reader goes away after one line
+    assert reader.wait(timeout=60) == 0
+    assert b"Traceback" not in reader.stderr.read()
+    assert (tmp_path / "a").exists() and (tmp_path / "b").exists()
