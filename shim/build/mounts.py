@@ -50,7 +50,7 @@ class _Stage:
     name: str
     base: str  # image reference or another stage's name/index
     env: dict[str, str | None] = field(default_factory=dict)  # None: declared, value unknown here
-    envs_set: set[str] = field(default_factory=set)  # ENV names: a child stage inherits them
+    envs_set: set[str] = field(default_factory=set)  # ENV names (a child stage inherits ENV and ARG values)
     deps: set[str] = field(default_factory=set)
     mounts: list[CacheMount] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -160,8 +160,8 @@ def _stages(commands: Sequence, build_args: Mapping[str, str], platform: str) ->
             alias = words[2].lower() if len(words) >= 3 and words[1].upper() == "AS" else str(len(stages))
             st = _Stage(alias, image)
             parent = _lookup(stages, image)
-            if parent is not None:
-                st.env.update({k: v for k, v in parent.env.items() if k in parent.envs_set})
+            if parent is not None:  # BuildKit: a stage FROM another inherits its ENV and its ARGs
+                st.env.update(parent.env)
                 st.envs_set = set(parent.envs_set)
             st.deps.add(image.lower())
             stages.append(st)
@@ -193,8 +193,10 @@ def _declare(values: Sequence[str], scope: dict, build_args: Mapping[str, str], 
                 scope[key] = expand(default, scope)
             except Unknown:
                 scope[key] = None  # a later use says so
-        else:
-            scope[key] = inherited.get(key, "")
+        elif key in inherited:
+            scope[key] = inherited[key]
+        else:  # `ARG X` alone keeps what a parent stage gave X (BuildKit appends no value)
+            scope[key] = scope.get(key, "")
 
 
 def _env(st: _Stage, values: Sequence[str]) -> None:

@@ -154,3 +154,17 @@ def test_mounts_are_those_of_the_stages_the_target_reaches(graph):
         while stages[i][0] is not None:
             i = stages[i][0]
         assert m.base == f"img{i}"
+
+
+def test_a_stage_from_another_stage_inherits_its_args():
+    # BuildKit gives a stage built FROM another stage that stage's ARG values, also when it
+    # declares the ARG again without a value (the cache id really is "ns-registry" here)
+    text = ("FROM rust AS chef\nARG NS=ns\nENV CARGO_HOME=/usr/local/cargo\n"
+            "FROM chef AS build\nRUN --mount=type=cache,id=${NS}-registry,target=$CARGO_HOME/registry cargo build\n"
+            "FROM chef AS again\nARG NS\nRUN --mount=type=cache,id=${NS}-y,target=/y true\n")
+    r = found(text, "build")
+    assert [(m.id, m.target) for m in r.mounts] == [("ns-registry", "/usr/local/cargo/registry")] and not r.skipped
+    assert [m.id for m in found(text, "again").mounts] == ["ns-y"]
+    assert [m.id for m in found(text, "again", NS="cli").mounts] == ["cli-y"]
+    # a stage FROM an image starts without them
+    assert found("FROM a AS p\nARG NS=ns\nFROM b\nARG NS\nRUN --mount=type=cache,id=${NS}-z,target=/z true\n").mounts[0].id == "-z"
