@@ -87,7 +87,7 @@ def _service_builds(real: str, name: str, args: Sequence[str], environ: Mapping[
         say(f"service builds: internal error ({type(exc).__name__}: {exc}); running compose unchanged")
         return proc.run_child(real, list(args))
     if rc != 0:
-        return compose_code(rc)
+        return compose_code(rc, proc.interrupted())
     return proc.run_child(real, p.argv, env={**environ, **p.env}) if p.compose_runs else 0
 
 

@@ -34,6 +34,7 @@ PASSED = frozenset("--build-arg --ssh --no-cache --pull".split())
 BUILD_VALUE = frozenset("--build-arg --builder --ssh -m --memory --progress".split())  # `--pull` takes none here
 PROGRESS = frozenset("auto tty plain quiet".split())  # compose's values docker build also takes
 BUILD_FAILED = 17  # compose's exit code for any failed build (pkg/compose/metrics.go BuildFailure)
+CANCELED = 130  # compose's exit code when a SIGINT or SIGTERM cancelled it
 LABELS = ("com.docker.compose.project", "com.docker.compose.service", "com.docker.compose.version")
 
 
@@ -225,9 +226,13 @@ def builds_on_another(builds: Mapping[str, Mapping], project: str, dockerfiles: 
     return None
 
 
-def compose_code(rc: int) -> int:
+def compose_code(rc: int, interrupted: int | None = None) -> int:
     """What compose itself would exit with after the failed docker build that exited rc:
-    its build failure code; a signal's code (130 for ^C, as compose's cancel) stays."""
+    its build failure code; a signal's code stays; and 130 when a SIGINT or SIGTERM reached
+    us (`interrupted`): compose cancels on either and exits 130, while the cancelled
+    docker build itself says 1."""
+    if rc != 0 and interrupted is not None:
+        return CANCELED
     return rc if rc == 0 or rc >= 128 else BUILD_FAILED
 
 

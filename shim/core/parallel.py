@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from shim.core.proc import _FORWARDED, _FROM_TERMINAL, _send, debug
+from shim.core.proc import _FORWARDED, _FROM_TERMINAL, _send, debug, seen
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,7 @@ class _Run:
             info = signal.sigtimedwait(waited, 1.0)  # SIGCHLD wakes us when a child ends
             if info is None or info.si_signo == signal.SIGCHLD:
                 continue
+            seen(info.si_signo)
             if info.si_code > 0 and info.si_signo in terminal:
                 continue  # from the terminal: the children, in our group, got it too
             for p in self.running.values():

@@ -64,6 +64,20 @@ _FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "S
 
 _FROM_TERMINAL = ("SIGINT", "SIGQUIT", "SIGWINCH", "SIGHUP")  # a terminal sends these to its foreground group
 
+_SEEN: list[int] = []  # the signals that reached us while a child of ours ran (terminal or process-sent)
+
+
+def seen(signum: int) -> None:
+    _SEEN.append(signum)
+
+
+def interrupted() -> int | None:
+    """The first SIGINT or SIGTERM that reached dockcache while docker ran as its child
+    (compose exits 130 for either, whatever its builds then exit with), else None."""
+    import signal
+
+    return next((s for s in _SEEN if s in (signal.SIGINT, signal.SIGTERM)), None)
+
 
 def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
     """Run docker as a child sharing our TTY; forward signals; return its exit code as docker would.
@@ -87,6 +101,7 @@ def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = No
     proc = None
 
     def forward(signum, _frame):  # until the mask below is in place, and where it can't be
+        seen(signum)
         if proc is None or (signum in terminal and _foreground_of_a_terminal()):
             return
         _send(proc, signum)
@@ -119,6 +134,7 @@ def _wait_forwarding(proc, sigs: list, terminal: set) -> int:
             info = signal.sigtimedwait(waited, 1.0)  # SIGCHLD wakes us as soon as docker ends
             if info is None or info.si_signo == signal.SIGCHLD:
                 continue
+            seen(info.si_signo)
             if info.si_code > 0 and info.si_signo in terminal:
                 continue  # from the terminal: the child, in our group, got it too
             _send(proc, info.si_signo)

@@ -192,3 +192,10 @@ def test_a_service_built_from_another_services_image_keeps_the_store_path():
     assert builds_on_another(builds, "shop", {"app": "FROM debian:12\nFROM shop-base-other\n"}) is None
     builds["app"]["build"]["additional_contexts"] = {"base": "docker-image://shop-base:latest"}
     assert "as a build context" in builds_on_another(builds, "shop", {})
+
+
+@pytest.mark.parametrize("rc, sig, code", [(1, 2, 130), (1, 15, 130), (17, 2, 130), (0, 2, 0), (1, None, 17)])
+def test_an_interrupted_build_exits_as_compose_s_cancel(rc, sig, code):
+    from shim.compose.sharedbuild import compose_code
+
+    assert compose_code(rc, sig) == code  # ^C: the cancelled docker build says 1, compose says 130

@@ -92,3 +92,26 @@ def test_kill_aimed_at_dockcache_in_a_terminals_foreground_is_forwarded_once(tmp
 def test_docker_s_exit_code_comes_back_unchanged(code, expected):
     rc = subprocess.run([sys.executable, "-c", RUNNER, str(REPO), "-c", code]).returncode
     assert rc == expected
+
+
+@pytest.mark.parametrize("runner", [
+    "from shim.core import proc; rc = proc.run_child(sys.executable, sys.argv[2:])",
+    "from shim.core import proc; from shim.core.parallel import Job, run_all; import os; "
+    "rc = run_all([Job('j', (sys.executable, *sys.argv[2:]), dict(os.environ))])"])
+def test_a_signal_while_docker_ran_is_remembered(tmp_path, runner):
+    """compose's exit code after an interrupted build (130) needs to know one came."""
+    child = tmp_path / "child.py"
+    child.write_text(CHILD)
+    ready, out = tmp_path / "ready", tmp_path / "out"
+    code = (f"import sys; sys.path.insert(0, sys.argv[1]); {runner}; "
+            "print(proc.interrupted()); sys.exit(rc)")
+    p = subprocess.Popen([sys.executable, "-c", code, str(REPO), str(child), str(ready), str(out)],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         start_new_session=True, text=True)
+    deadline = time.time() + 20
+    while not ready.exists():
+        assert time.time() < deadline, "child did not start"
+        time.sleep(0.02)
+    os.kill(p.pid, signal.SIGINT)
+    said, _ = p.communicate(timeout=20)
+    assert said.split()[-1] == str(int(signal.SIGINT))
