@@ -19,6 +19,7 @@ Pure: the compose config in, argv out.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ BUILD_VALUE = frozenset("--build-arg --builder --ssh -m --memory --progress".spl
 PROGRESS = frozenset("auto tty plain quiet".split())  # compose's values docker build also takes
 BUILD_FAILED = 17  # compose's exit code for any failed build (pkg/compose/metrics.go BuildFailure)
 CANCELED = 130  # compose's exit code when a SIGINT or SIGTERM cancelled it
+_CORE = re.compile(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?")
 LABELS = ("com.docker.compose.project", "com.docker.compose.service", "com.docker.compose.version")
 
 
@@ -149,7 +151,7 @@ def service_argv(svc: str, spec: Mapping, cfg: Mapping, project: str, version: s
     for k, v in (b.get("args") or {}).items():
         if v is not None:
             argv += ["--build-arg", f"{k}={v}"]
-    labels = {**(b.get("labels") or {}), LABELS[0]: project, LABELS[1]: svc, LABELS[2]: version}
+    labels = {**(b.get("labels") or {}), LABELS[0]: project, LABELS[1]: svc, LABELS[2]: label_version(version)}
     for k, v in labels.items():
         argv += ["--label", f"{k}={v}"]
     simple = _simple(b, spec)
@@ -224,6 +226,16 @@ def builds_on_another(builds: Mapping[str, Mapping], project: str, dockerfiles: 
             if image != str(where) and any(form in names for form in tag_forms(image)):
                 return f"service {svc} takes {image}, another service's image, as a build context"
     return None
+
+
+def label_version(version: str) -> str:
+    """The version compose writes in its `com.docker.compose.version` label: the core
+    major.minor.patch of its own (`v.Core()` in pkg/api/labels.go), so a distribution's
+    `2.26.1-4` or Docker Desktop's `2.27.0-desktop.1` labels as `2.26.1` / `2.27.0`."""
+    m = _CORE.match(version.strip().lstrip("v"))
+    if not m:
+        return version
+    return ".".join(part or "0" for part in m.groups())
 
 
 def compose_code(rc: int, interrupted: int | None = None) -> int:

@@ -199,3 +199,13 @@ def test_an_interrupted_build_exits_as_compose_s_cancel(rc, sig, code):
     from shim.compose.sharedbuild import compose_code
 
     assert compose_code(rc, sig) == code  # ^C: the cancelled docker build says 1, compose says 130
+
+
+@pytest.mark.parametrize("version, label", [("2.26.1", "2.26.1"), ("2.26.1-4", "2.26.1"),
+                                            ("v2.27.0-desktop.1", "2.27.0"), ("2.26", "2.26.0"), ("dev", "dev")])
+def test_the_version_label_is_compose_s_own(version, label):
+    """compose labels its images with its version's core (a Debian build says 2.26.1-4 to
+    `version --short` but labels 2.26.1)."""
+    from shim.compose.sharedbuild import label_version
+
+    assert label_version(version) == label
