@@ -148,11 +148,14 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
             key: str, environ: Mapping[str, str], dry_run: bool) -> tuple[Prepared | None, str | None]:
     """The build routed to the host's shared BuildKit (builder.py), or (None, why it stays here)."""
     from shim.build import builder
-    from shim.build.shared import NAME_PREFIX, plan_shared
+    from shim.build.shared import NAME_PREFIX, plan_shared, why_not_for_id
 
     if (build.builder or "").startswith(NAME_PREFIX):  # a shim behind a shim: routed already
         return Prepared(BuildPlan(tuple(args), key, reasons=("already on dockcache's shared builder (nested shim)",)),
                         None, None, None, config, caps), None
+    id_why = why_not_for_id(build, caps.mode, caps.driver)
+    if id_why:
+        return None, id_why
     target, why = builder.choose(config, build, environ)
     if target is None:
         if why and "unreachable" in why and not dry_run:

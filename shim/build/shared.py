@@ -105,6 +105,22 @@ def tag_forms(ref: str) -> tuple[str, ...]:
     return ref, f"{ref}:latest"
 
 
+def reports_id(build: BuildArgs) -> bool:
+    """`-q` (or `--progress quiet`) prints the image id and `--iidfile` writes it."""
+    return bool(build.iidfile or any(k == "--quiet" or (k == "--progress" and v == "quiet")
+                                     for k, v in build.options))
+
+
+def why_not_for_id(build: BuildArgs, caps_mode: str, caps_driver: str) -> str | None:
+    """On the containerd image store an image's id is its manifest digest, but a build on a
+    remote builder with --load reports the config digest: `ID=$(docker build -q .)` would name
+    no image of this engine. Such builds stay on the engine."""
+    if caps_mode == "full" and caps_driver == "docker" and reports_id(build):
+        return ("-q/--iidfile: the shared builder would report its config digest, not this engine's "
+                "image id (containerd image store); this engine builds")
+    return None
+
+
 def loads_always(build: BuildArgs) -> bool:
     """Build once with --load, no comparison: the build cannot run twice unseen.
 

@@ -445,3 +445,28 @@ def test_loads_take_turns_but_a_stuck_one_is_not_waited_for(tmp_path, monkeypatc
         with builder._one_load_at_a_time(run):
             order.append("anyway")
     assert order[-1] == "anyway"
+
+
+@pytest.mark.parametrize("argv, stays", [
+    (["build", "-q", "-t", "x", "."], True), (["build", "--quiet", "."], True),
+    (["build", "--iidfile", "/tmp/id", "-t", "x", "."], True), (["build", "--progress", "quiet", "-t", "x", "."], True),
+    (["build", "--progress", "plain", "-t", "x", "."], False), (["build", "--metadata-file", "m.json", "-t", "x", "."], False),
+])
+def test_a_build_that_reports_its_id_stays_on_a_containerd_store_engine(argv, stays):
+    """The remote builder's --load reports the config digest, while the containerd image
+    store's id is the manifest digest: `docker run $(docker build -q .)` found no image."""
+    _inv, build = args(argv)
+    assert (shared.why_not_for_id(build, "full", "docker") is not None) == stays
+    assert shared.why_not_for_id(build, "import-only", "docker") is None  # classic store: id = config digest
+
+
+def test_a_quiet_build_is_not_routed_and_asks_no_builder(tmp_path, monkeypatch):
+    monkeypatch.setattr(buildcmd, "caps_for", lambda *a: BuildCaps("full", "t", "docker", "0.13.1"))
+    monkeypatch.setattr(proc, "run_docker", lambda *a, **k: pytest.fail("no docker call"))
+    monkeypatch.chdir(tmp_path)
+    inv, _b = args(["build", "-q", "-t", "x", "."])
+    env = {"HOME": str(tmp_path), "DOCKCACHE_STATE_DIR": str(tmp_path / "s"),
+           "DOCKCACHE_BUILD_STORE": str(tmp_path / "store"), "DOCKCACHE_BUILD_BUILDER": "unix:///nonexistent.sock"}
+    prep = buildcmd.prepare("/bin/docker", list(inv.argv), inv, env)
+    assert not prep.shared and "--builder" not in prep.plan.argv
+    assert any("-q/--iidfile" in r for r in prep.plan.reasons)
