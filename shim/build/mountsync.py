@@ -11,6 +11,7 @@ one stderr line (or, detached, a metrics record), never the build's exit code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from shim.core.state import State, state_dir
 
 TRUST = 24 * 3600.0  # BuildKit's GC may drop an unused mount: after a day, seed again
 HELD = "mountseeds"  # state kind: (daemon generation, store name) -> generation it holds
+SAVE_TIMEOUT = 600.0  # a save build on a full disk hangs (buildx's local export): never for long
 FAILED = "mountsavefailed"  # state kind: key -> why its last detached save failed (said once, next build)
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
@@ -190,6 +192,7 @@ def save_later(real: str, docker_globals: Sequence[str], plan: MountPlan, *, key
                "mounts": [{**p.mount.__dict__, "name": p.name} for p in plan.saves],
                "store": str(config["build.store"]), "lock_timeout": config["build.lock_timeout"],
                "max_size": config["build.max_size"], "state": str(state_dir(environ)),
+               "min_free": config["run.min_free"], "min_free_percent": config["run.min_free_percent"],
                "generation": generation, "tag": tag, "key_platform": plan.mounts[0].name.rsplit("--", 1)[-1]}
     if config["build.cache_mounts_save"] == "wait":
         save(payload)
@@ -223,11 +226,49 @@ def say_failed_save(state: State, key: str) -> None:
 
 
 def save(p: dict) -> None:
-    """Copy the mounts out of the daemon and publish each as its newest generation."""
+    """Copy the mounts out of the daemon and publish each as its newest generation; not on
+    a nearly full disk (the disk guard: no new caches), and not while another save of the
+    same key runs (saves of a busy project would pile up behind a slow one)."""
+    from shim.core.diskspace import low_space
+
+    state = State(Path(p["state"]))
+    low = low_space(p["store"], p.get("min_free", 0), p.get("min_free_percent", 0.0))
+    if low:
+        state.append_log("metrics", {"kind": "mount-save", "key": p["key"], "ok": True,
+                                     "skipped": f"disk nearly full ({low})"})
+        return
+    with _only_save_of(p) as alone:
+        if not alone:
+            state.append_log("metrics", {"kind": "mount-save", "key": p["key"], "ok": True,
+                                         "skipped": "another save of this key is running"})
+            return
+        _save(p, state)
+
+
+@contextlib.contextmanager
+def _only_save_of(p: dict):
+    """True while this process holds the key's save lock; False when another does."""
+    import fcntl
+    from hashlib import sha256
+
+    folder = Path(p["store"]) / "mounts"
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / f".save-{sha256(p['key'].encode()).hexdigest()[:16]}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _save(p: dict, state: State) -> None:
     from shim.build.store import CacheStore
 
     started = time.monotonic()
-    state = State(Path(p["state"]))
     image = _image_id(p) if p.get("tag") else None
     if image and _unchanged(state, p, image):
         state.append_log("metrics", {"kind": "mount-save", "key": p["key"], "ok": True, "skipped": "layers unchanged"})
@@ -263,7 +304,7 @@ def _save_build(p: dict, mounts: Sequence[CacheMount], out: Path):
         df = Path(tmp) / "Dockerfile"
         df.write_text(mountplan.save_dockerfile(mounts))
         return proc.run_docker(p["real"], [*p["globals"], "buildx", "build", *_common(plan),
-                                           "--output", f"type=local,dest={out}", "-f", str(df), tmp], timeout=1800)
+                                           "--output", f"type=local,dest={out}", "-f", str(df), tmp], timeout=SAVE_TIMEOUT)
 
 
 def _image_id(p: dict) -> str | None:

@@ -71,6 +71,23 @@ def test_a_failed_save_keeps_the_store_and_the_next_build_says_it_once(tmp_path,
     assert err.count("dockcache:") == 1 and "ERROR: boom" in err
 
 
+def test_no_save_on_a_nearly_full_disk_nor_beside_another_save_of_the_key(tmp_path, monkeypatch):
+    """A save on a full disk hangs in buildx (its local export): the disk guard is asked
+    first; and a second save of a busy key leaves the running one alone."""
+    import json
+
+    calls = fake_docker(monkeypatch)
+    mountsync.save({**payload(tmp_path), "min_free": 1 << 60})  # more than any disk has
+    with mountsync._only_save_of(payload(tmp_path)) as alone:
+        assert alone
+        mountsync.save(payload(tmp_path))
+    assert [c for c in calls if "build" in c] == [] and read_index(tmp_path / "store") == {}
+    skipped = [json.loads(x)["skipped"] for x in (tmp_path / "state" / "metrics.jsonl").read_text().splitlines()]
+    assert skipped[0].startswith("disk nearly full") and skipped[1] == "another save of this key is running"
+    mountsync.save(payload(tmp_path))  # the lock is free again: this one saves
+    assert len(read_index(tmp_path / "store")) == 1
+
+
 def published(tmp_path):
     """A store holding one saved generation of mount "n", and a plan that seeds it."""
     store = CacheStore(tmp_path / "store")
