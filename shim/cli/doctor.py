@@ -57,7 +57,10 @@ def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
     caps = _engine_checks(ctx, check) if reachable else None
     try:
         cfg = ctx.config
-        check("config files", ", ".join(cfg.files) or "(defaults only)")
+        named = ctx.environ.get("DOCKCACHE_CONFIG", "")
+        check("config files", ", ".join(cfg.files) or "(defaults only)",
+              f"DOCKCACHE_CONFIG names {named}, which does not exist" if named and not os.path.isfile(named) else None,
+              "fix the path, or write the file with `dockcache config init`")
     except CliError as exc:
         check("config files", "invalid", str(exc), "fix the file and key named above")
         cfg = None

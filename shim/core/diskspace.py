@@ -23,12 +23,17 @@ def low_space(path: str, min_free: int, min_percent: float) -> str | None:
         return None
     percent = 100.0 * free / size
     if free < min_free or percent < min_percent:
-        return f"{probe or '/'} has {gib(free)} free ({percent:.1f} %)"
+        return f"{probe or '/'} has {size_text(free)} free of {size_text(size)} ({percent:.1f} %)"
     return None
 
 
 def gib(n: int) -> str:
     return f"{n / 1024 ** 3:.1f} GiB"
+
+
+def size_text(n: int) -> str:
+    """GiB, or MiB below one (a small filesystem's "0.0 GiB" said nothing)."""
+    return gib(n) if n >= 1024 ** 3 else f"{n / 1024 ** 2:.0f} MiB"
 
 
 def verdict(state, config, where: str) -> tuple[str | None, str | None]:

@@ -43,7 +43,7 @@ def test_a_limit_you_or_the_image_set_wins(tmp_path):
 
 def test_low_space_by_bytes_or_percent(monkeypatch, tmp_path):
     monkeypatch.setattr(os, "statvfs", lambda p: VFS(100, 1024 ** 2, 10_000))  # 100 MiB of ~9.8 GiB
-    assert "1.0 %" in diskspace.low_space(str(tmp_path / "not" / "yet"), 2 * 1024 ** 3, 5.0)
+    assert diskspace.low_space(str(tmp_path / "not" / "yet"), 2 * 1024 ** 3, 5.0).endswith(" has 100 MiB free of 9.8 GiB (1.0 %)")
     assert diskspace.low_space(str(tmp_path), 1024, 0.5) is None
     monkeypatch.setattr(os, "statvfs", lambda p: VFS(9_000, 1024 ** 2, 10_000))
     assert diskspace.low_space(str(tmp_path), 2 * 1024 ** 3, 5.0) is None
