@@ -224,7 +224,8 @@ def _engine_facts(real: str, inv: Invocation, tags, run: SharedRun) -> dict:
     has: an image present in a containerd store keeps every blob its manifest names, so
     those layers can be left out of a load with no check afterwards."""
     loaded = _loaded(run)
-    facts: dict = {"ids": _local_ids(real, inv, tags), "held": set(), "asked": set(loaded)}
+    facts: dict = {"ids": _local_ids(real, inv, tags), "held": set(), "asked": set(loaded),
+                   "base_diffs": _base_diffs(real, inv, run.bases)}
     if loaded:
         res = proc.run_docker(real, [*inv.globals, "image", "inspect", "--format", "{{.Id}}", *loaded], timeout=30)
         present = set(res.stdout.split()) & set(loaded)
@@ -252,7 +253,7 @@ def _thin_build(real: str, inv: Invocation, argv, tags, run: SharedRun, layout, 
             return 0
         with _one_load_at_a_time(run):
             held = facts.get("held", set()) | _loaded_since(run, facts.get("asked"))
-            return _thin_load(real, inv, tags, run, layout, entry, manifest, held)
+            return _thin_load(real, inv, tags, run, layout, entry, manifest, held, facts.get("base_diffs"))
 
 
 LOAD_WAIT = 120.0  # seconds a load waits for another into the same engine, then goes anyway
@@ -285,7 +286,7 @@ def _loaded_since(run: SharedRun, asked) -> set[str]:
 
 
 def _thin_load(real: str, inv: Invocation, tags, run: SharedRun, layout, entry: dict, manifest: dict,
-               held: set) -> int:
+               held: set, base_diffs: set | None = None) -> int:
     """Load without the layers the engine holds: those of images dockcache loaded that are
     still there (certain), else those its FROM images hold by content (checked after the
     load); the full layout when the tag does not then name the image."""
@@ -294,7 +295,9 @@ def _thin_load(real: str, inv: Invocation, tags, run: SharedRun, layout, entry: 
     omit = {d for d in layers(manifest) if d in held}
     guessed = set()
     if layers(manifest)[:1] and layers(manifest)[0] not in held:  # a base new to this engine's loads:
-        guessed = _base_layers(real, inv, run.bases, layout, manifest) - omit  # maybe its FROM image holds it
+        if base_diffs is None:  # not asked during the build
+            base_diffs = _base_diffs(real, inv, run.bases)
+        guessed = _base_layers(layout, manifest, base_diffs) - omit  # maybe its FROM image holds it
     loaded = _load_layout(real, inv, layout, entry, manifest, omit | guessed, tags[0], check=bool(guessed))
     run.thin = bool(omit | guessed) and loaded
     if not loaded and (omit or guessed):
@@ -313,14 +316,21 @@ def _thin_load(real: str, inv: Invocation, tags, run: SharedRun, layout, entry: 
     return 0
 
 
-def _base_layers(real: str, inv: Invocation, bases, layout, manifest: dict) -> set[str]:
-    """The image's layers whose content the engine holds as its FROM images' layers
-    (same diff id); one `docker image inspect` of those images. Empty when unknown."""
+def _base_diffs(real: str, inv: Invocation, bases) -> set[str]:
+    """The diff ids of the layers the engine's FROM images hold: one `docker image inspect`
+    (asked while the build runs); empty when none is there."""
     if not bases:
         return set()
     res = proc.run_docker(real, [*inv.globals, "image", "inspect", "--format", "{{json .RootFS.Layers}}", *bases],
                           timeout=30)
-    held = {d for line in res.stdout.splitlines() for d in _json_list(line)}
+    return {d for line in res.stdout.splitlines() for d in _json_list(line)}
+
+
+def _base_layers(layout, manifest: dict, held: set[str]) -> set[str]:
+    """The image's layers whose content the engine holds as its FROM images' layers
+    (same diff id, `held`). Empty when unknown."""
+    if not held:
+        return set()
     try:
         config = json.loads(layout._blob(manifest["config"]["digest"]).read_text())
         diff_ids = config["rootfs"]["diff_ids"]

@@ -470,3 +470,32 @@ def test_a_quiet_build_is_not_routed_and_asks_no_builder(tmp_path, monkeypatch):
     prep = buildcmd.prepare("/bin/docker", list(inv.argv), inv, env)
     assert not prep.shared and "--builder" not in prep.plan.argv
     assert any("-q/--iidfile" in r for r in prep.plan.reasons)
+
+
+def test_the_base_images_layers_are_asked_while_the_build_runs(tmp_path, monkeypatch):
+    """The FROM image's layers (by diff id) come with the facts asked beside the build: after
+    it, only the load and its check run."""
+    import subprocess
+
+    lay, entry, manifest = _layout_with_image(tmp_path / "l", "x:1", [b"base", b"app"])
+    (lay.blobs / manifest["config"]["digest"][7:]).write_text('{"rootfs": {"diff_ids": ["sha256:d0", "sha256:d1"]}}')
+    run = _loaded_run(tmp_path, {})
+    run.bases = ("base:1",)
+    calls, sent = [], []
+
+    def fake(real, argv, timeout=None, **_k):
+        calls.append(tuple(argv))
+        if argv[:4] == ["image", "inspect", "--format", "{{json .RootFS.Layers}}"]:
+            return subprocess.CompletedProcess(argv, 0, '["sha256:d0", "sha256:other"]\n', "")
+        if argv[0] == "load":
+            sent.append(argv[-1])
+            return subprocess.CompletedProcess(argv, 0, "Loaded image: x:1\n", "")
+        return subprocess.CompletedProcess(argv, 0, entry["digest"] if sent else "", "")
+    monkeypatch.setattr(proc, "run_docker", fake)
+    inv, _b = args(["build", "-t", "x:1", "."])
+    facts = builder._engine_facts("/bin/docker", inv, ["x:1"], run)
+    assert facts["base_diffs"] == {"sha256:d0", "sha256:other"}
+    calls.clear()
+    assert builder._thin_load("/bin/docker", inv, ["x:1"], run, lay, entry, manifest, set(), facts["base_diffs"]) == 0
+    assert [c[0] for c in calls] == ["load", "image"]  # the load, its check; no question about the base
+    assert run.thin is True
