@@ -235,7 +235,7 @@ def _engine_facts(real: str, inv: Invocation, tags, run: SharedRun) -> dict:
 
 def _thin_build(real: str, inv: Invocation, argv, tags, run: SharedRun, layout, asking, facts: dict) -> int:
     with layout.locked():
-        layout.seed()
+        layout.seed(run.bases)
         out = f"type=oci,tar=false,dest={layout.dir},name={tags[0]}"
         rc = proc.run_child(real, insert_before(argv, inv.args_start, ["--provenance=false", "--output", out]))
         if rc != 0:
@@ -244,6 +244,7 @@ def _thin_build(real: str, inv: Invocation, argv, tags, run: SharedRun, layout, 
         if got is None:  # no layout written: load the plain way
             return _load(real, inv, insert_before(argv, inv.args_start, ["--load"]), tags, run, "")
         entry, manifest = got
+        layout.holds(run.bases)
         config = manifest["config"]["digest"]
         asking.join()
         if unchanged(config, facts.get("ids", []), run.state.get("sharedloads", run.daemon, tags[0])):

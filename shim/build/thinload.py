@@ -12,8 +12,9 @@ full layout is loaded instead. The classic image store cannot load a layout: it 
 `--load` (builder.py).
 
 One layout directory per tag, beside the build store (`<build.store>-load/`); a new one
-is seeded with hard links to the blobs of the most recent others (same base image ->
-nothing sent again), and after each build only the current image's blobs are kept.
+is seeded with hard links to the blobs of the layout that last held each of its FROM
+images (`.bases/`, host-wide like the layouts) and of the most recent others (same base
+image -> nothing sent again), and after each build only the current image's blobs are kept.
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ import fcntl
 import json
 import os
 import tarfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from shim.core.state import short_hash
 
 SEED_FROM = 3  # sibling layouts a new one links blobs from
+KEEP_LAYOUTS = 64  # layouts kept beside the store: a new one beyond them removes the oldest
+KEEP_DAYS = 30  # ... and any not built into for this long
+BASES = ".bases"  # FROM image -> the layout that last held its blobs
 
 
 class Layout:
@@ -53,18 +58,38 @@ class Layout:
         except OSError:
             return set()
 
-    def seed(self) -> None:
-        """Hard links to the blobs of the newest sibling layouts, so a new tag on the same
-        base sends nothing BuildKit already sent for another."""
+    def seed(self, bases: Sequence[str] = ()) -> None:
+        """Hard links to the blobs of the layouts that last held these FROM images and of
+        the newest siblings, so a new tag on a base sends nothing BuildKit already sent for
+        another (a 320 MB base: 1.7 s of export)."""
         if (self.dir / "index.json").exists():
             return
         siblings = sorted((d for d in self.dir.parent.iterdir() if d.is_dir() and d != self.dir
                            and (d / "index.json").exists()), key=lambda d: d.stat().st_mtime, reverse=True)
+        siblings = _pruned(siblings)
+        held = [d for d in (self._holder(b) for b in bases) if d is not None and d in siblings]
         self.blobs.mkdir(parents=True, exist_ok=True)
-        for other in siblings[:SEED_FROM]:
+        for other in dict.fromkeys([*held, *siblings[:SEED_FROM]]):
             for name in os.listdir(other / "blobs" / "sha256"):
                 with contextlib.suppress(OSError):
                     os.link(other / "blobs" / "sha256" / name, self.blobs / name)
+
+    def _holder(self, base: str) -> Path | None:
+        try:
+            name = (self.dir.parent / BASES / short_hash(base, 16)).read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return self.dir.parent / name if name and "/" not in name else None
+
+    def holds(self, bases: Sequence[str]) -> None:
+        """Remember this layout as the one that holds these FROM images' blobs now."""
+        folder = self.dir.parent / BASES
+        with contextlib.suppress(OSError):
+            folder.mkdir(exist_ok=True)
+            for base in bases:
+                tmp = folder / f".{short_hash(base, 16)}.{os.getpid()}"
+                tmp.write_text(self.dir.name, encoding="utf-8")
+                os.replace(tmp, folder / short_hash(base, 16))
 
     def image(self) -> tuple[dict, dict] | None:
         """(the index entry, the manifest) of the image just exported."""
@@ -101,6 +126,58 @@ class Layout:
         for name in self.blob_names() - keep:
             with contextlib.suppress(OSError):
                 os.unlink(self._blob(name))
+
+
+def _pruned(siblings: list[Path]) -> list[Path]:
+    """The layouts left after the oldest beyond KEEP_LAYOUTS and those unused for KEEP_DAYS
+    are removed (newest first in, newest first out). One being written (its lock held) stays."""
+    import shutil
+    import time
+
+    cutoff = time.time() - KEEP_DAYS * 86400
+    kept = []
+    for i, d in enumerate(siblings):
+        try:
+            old = i >= KEEP_LAYOUTS or d.stat().st_mtime < cutoff
+        except OSError:
+            continue
+        if not old or not _remove_unless_busy(d, shutil.rmtree):
+            kept.append(d)
+    return kept
+
+
+def _remove_unless_busy(d: Path, remove) -> bool:
+    try:
+        fd = os.open(d.parent / f"{d.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        remove(d, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.unlink(d.parent / f"{d.name}.lock")
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def usage(root: Path) -> tuple[int, int]:
+    """(layouts, bytes on disk) beside the store; a blob linked into several layouts counts once."""
+    seen: dict[tuple[int, int], int] = {}
+    count = 0
+    with contextlib.suppress(OSError):
+        for d in root.iterdir():
+            if not (d / "index.json").exists():
+                continue
+            count += 1
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(d / "blobs" / "sha256"):
+                    with contextlib.suppress(OSError):
+                        st = entry.stat(follow_symlinks=False)
+                        seen[(st.st_dev, st.st_ino)] = st.st_size
+    return count, sum(seen.values())
 
 
 def layers(manifest: dict) -> list[str]:

@@ -34,6 +34,16 @@ def _shared_builder_check(cfg, check) -> None:
           None, None, warning=problem and "start it: `dockcache builder up`, or `dockcache builder use off`")
 
 
+def _layouts_check(ctx: Ctx, check) -> None:
+    """The images kept for thin loads from the shared builder (bounded in thinload.py)."""
+    from shim.build.thinload import KEEP_LAYOUTS, usage
+
+    root = Path(f"{ctx.store_root}-load")
+    if root.is_dir():
+        count, size = usage(root)
+        check("shared builder images", f"{root} ({count} of at most {KEEP_LAYOUTS}, {human_size(size)})")
+
+
 def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
     checks: list[dict] = []
 
@@ -78,6 +88,7 @@ def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
               " (RUN --mount=type=cache contents carried across sessions)")
         _backend_checks(cfg, caps, check)
         _shared_builder_check(cfg, check)
+        _layouts_check(ctx, check)
         _mirror_checks(cfg, check)
     healthy = all(c["ok"] for c in checks)
     human = "\n".join(f"{'ok ' if c['ok'] else 'BAD'} {c['check']}: {c['value']}"

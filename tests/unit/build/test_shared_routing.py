@@ -277,6 +277,51 @@ def test_a_new_layout_is_seeded_with_links_to_its_siblings_blobs(tmp_path):
     assert os.stat(new.blobs / manifest["layers"][0]["digest"].split(":")[1]).st_nlink == 2
 
 
+def test_a_new_layout_links_the_blobs_of_the_layout_that_held_its_base_however_old(tmp_path):
+    """Past the newest siblings: the layout remembered for a FROM image still seeds a new tag."""
+    from shim.build import thinload
+    from shim.build.thinload import Layout
+
+    holder, _e, manifest = _layout_with_image(tmp_path, "old:1", [b"node base"])
+    holder.holds(["node:20"])
+    for i in range(thinload.SEED_FROM + 2):  # newer layouts of other bases
+        _layout_with_image(tmp_path, f"other{i}:1", [f"other base {i}".encode()])
+        os.utime(tmp_path / Layout(tmp_path, f"other{i}:1").dir.name, (2e9 + i, 2e9 + i))
+    base = manifest["layers"][0]["digest"]
+    plain = Layout(tmp_path, "plain:1")
+    plain.seed()
+    assert base not in plain.blob_names()  # not among the newest
+    new = Layout(tmp_path, "new:1")
+    new.seed(["node:20"])
+    assert base in new.blob_names()
+    (tmp_path / thinload.BASES / os.listdir(tmp_path / thinload.BASES)[0]).write_text("../../etc")
+    Layout(tmp_path, "safe:1").seed(["node:20"])  # a bad record is ignored
+
+
+def test_layouts_beside_the_store_are_bounded(tmp_path, monkeypatch):
+    """The oldest beyond KEEP_LAYOUTS, and any unused for KEEP_DAYS, go when a new tag's
+    layout is made; one whose lock is held (a build writing it) stays."""
+    import fcntl
+
+    from shim.build import thinload
+    from shim.build.thinload import Layout
+
+    monkeypatch.setattr(thinload, "KEEP_LAYOUTS", 3)
+    names = []
+    for i in range(5):
+        lay, _e, _m = _layout_with_image(tmp_path, f"t{i}:1", [f"layer {i}".encode()])
+        os.utime(lay.dir, (2e9 + i, 2e9 + i))
+        names.append(lay.dir.name)
+    stale, _e, _m = _layout_with_image(tmp_path, "stale:1", [b"stale"])
+    os.utime(stale.dir, (1e9, 1e9))  # years ago
+    with open(tmp_path / f"{names[0]}.lock", "w") as busy:
+        fcntl.flock(busy, fcntl.LOCK_EX)  # t0, the oldest, is being written
+        Layout(tmp_path, "new:1").seed()
+    left = {d.name for d in tmp_path.iterdir() if d.is_dir()}
+    assert {names[4], names[3], names[2], names[0]} <= left  # the newest three, and the busy one
+    assert names[1] not in left and stale.dir.name not in left
+
+
 def test_a_bug_in_the_shared_build_runs_the_users_command_unchanged(tmp_path, monkeypatch, capsys):
     ran = []
     monkeypatch.setattr(builder, "build", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))

@@ -63,3 +63,18 @@ def test_prune_backends_without_a_registry(tmp_path):
     assert odd.returncode != 0 and "local, registry or all" in odd.stderr
     dry_local = cli(tmp_path, "cache", "prune", "--dry-run")
     assert dry_local.returncode == 1 and "--backend registry" in dry_local.stderr
+
+
+def test_doctor_counts_the_thin_load_images_and_a_blob_they_share_once(tmp_path):
+    root = tmp_path / "store-load"
+    for name, own in (("a", b"x" * 3000), ("b", b"y" * 5000)):
+        blobs = root / name / "blobs" / "sha256"
+        blobs.mkdir(parents=True)
+        (root / name / "index.json").write_text("{}")
+        (blobs / "own").write_bytes(own)
+    (root / "a" / "blobs" / "sha256" / "base").write_bytes(b"z" * 100_000)
+    (root / "b" / "blobs" / "sha256" / "base").hardlink_to(root / "a" / "blobs" / "sha256" / "base")
+    (root / "half-written").mkdir()  # no index.json: not an image yet
+    checks = json.loads(cli(tmp_path, "doctor", "--json").stdout)["checks"]
+    line = next(c for c in checks if c["check"] == "shared builder images")
+    assert line["value"].startswith(f"{root} (2 of at most 64, ") and "105.5 KiB" in line["value"], line
