@@ -96,8 +96,8 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
     cwd = os.getcwd()
     ctx_dir = os.path.join(cwd, build.context or ".")
     config = load(environ, ctx_dir if os.path.isdir(ctx_dir) else cwd)
-    if build.help:  # docker only prints help: probe nothing, create nothing
-        caps = BuildCaps("none", "--help: docker only prints help")
+    if build.help or build.misread:  # help only, or an argv not read for sure: probe nothing, create nothing
+        caps = BuildCaps("none", build.misread or "--help: docker only prints help")
         return Prepared(plan_build(args, inv, build, caps, key="", available=(), import_src=None,
                                    export_dest=None), None, None, None, config, caps)
     key, fallbacks = keys_for(build.tags, build.context, build.file, cwd,
@@ -249,6 +249,8 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         on_error(real, list(args), exc)
         return
     if prep.plan.argv == tuple(args) and not prep.mounts.mounts:
+        if prep.caps.mode == "none" and parse_build(inv).misread:
+            say(f"{prep.caps.reason}; the build runs unchanged")
         return  # nothing to add: the caller execs docker unchanged
     if prep.caps.mode == "import-only" and not prep.plan.export:
         say(f"this engine imports the shared build cache but cannot publish to it: {prep.caps.reason}")

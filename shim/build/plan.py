@@ -32,6 +32,8 @@ def plan_build(argv: Sequence[str], inv: Invocation, build: BuildArgs, caps: Bui
                export_dest: str | None, registry: str | None = None,
                registry_keys: Sequence[str] = (), registry_tag: str | None = None) -> BuildPlan:
     argv = tuple(argv)
+    if build.misread:
+        return BuildPlan(argv, key, reasons=(build.misread, "build runs unchanged"))
     reasons = [f"cache key {key}", f"engine: {caps.mode} ({caps.reason})"]
     if caps.mode == "none" or build.help:
         return BuildPlan(argv, key, reasons=tuple(reasons + ["build runs unchanged"]))

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from shim.core.grammar import scan_options
 
-GLOBAL_VALUE = frozenset("-f --file -p --project-name --project-directory --env-file --profile "
-                         "--ansi --progress --parallel -H --host -c --context".split())
+GLOBAL_VALUE = frozenset("-f --file -p --project-name --project-directory --workdir --env-file --profile "
+                         "--ansi --progress --parallel -H --host -c --context".split())  # --workdir: hidden, old
 # In compose's own order of preference (seen with compose 2.26 and every name present):
 DEFAULT_FILES = ("compose.yaml", "compose.yml", "docker-compose.yml", "docker-compose.yaml")
 OVERRIDE_FILES = ("compose.override.yml", "compose.override.yaml",
@@ -80,7 +80,9 @@ def files_for(call: ComposeCall, environ: Mapping[str, str], cwd: str) -> tuple[
 
 
 def project_dir(opts, cwd: str) -> str:
-    return os.path.join(cwd, next((v for k, v in opts if k == "--project-directory" and v), "") or ".")
+    """--project-directory, else the deprecated --workdir compose still takes for it."""
+    given = {k: v for k, v in opts if k in ("--project-directory", "--workdir") and v}
+    return os.path.join(cwd, given.get("--project-directory") or given.get("--workdir") or ".")
 
 
 def env_files(opts, environ: Mapping[str, str], cwd: str) -> list[str]:

@@ -37,6 +37,12 @@ def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, enviro
 
 SUB_VALUE = frozenset("--build-arg --builder --ssh -m --memory --progress --scale -t --timeout --exit-code-from "
                       "--pull --wait-timeout --attach --no-attach --attach-dependencies-of".split())
+BUILD_VALUE = frozenset("--build-arg --builder --ssh -m --memory --progress".split())  # `compose build --pull` takes none
+
+
+def sub_values(sub: str | None) -> frozenset[str]:
+    """The options of compose's subcommand `sub` that take a value."""
+    return BUILD_VALUE if sub == "build" else SUB_VALUE | RUN_VALUE if sub == "run" else SUB_VALUE
 
 
 def named_services(call: ComposeCall, services: dict) -> dict:
@@ -45,8 +51,7 @@ def named_services(call: ComposeCall, services: dict) -> dict:
     arguments were misread, and more is safer than less)."""
     from shim.core.grammar import scan_options
 
-    values = SUB_VALUE | RUN_VALUE if call.sub == "run" else SUB_VALUE
-    _opts, pos = scan_options(call.rest, 1, values, interspersed=call.sub != "run")
+    _opts, pos = scan_options(call.rest, 1, sub_values(call.sub), interspersed=call.sub != "run")
     names = [call.rest[i] for i in pos[:1 if call.sub == "run" else None]]
     if not names or any(n not in services for n in names):
         return services

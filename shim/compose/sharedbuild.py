@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from shim.compose.files import GLOBAL_VALUE, ComposeCall
-from shim.compose.services import RUN_VALUE, SUB_VALUE
+from shim.compose.services import BUILD_VALUE, sub_values
 from shim.core.grammar import scan_options
 
 # build keys translated below; any other key keeps compose's own build
@@ -32,7 +32,6 @@ KNOWN = frozenset("context dockerfile args target labels tags cache_from cache_t
                   "extra_hosts shm_size platforms secrets ssh additional_contexts".split())
 # `compose build` options a per-service docker build takes as they are, and those it cannot
 PASSED = frozenset("--build-arg --ssh --no-cache --pull".split())
-BUILD_VALUE = frozenset("--build-arg --builder --ssh -m --memory --progress".split())  # `--pull` takes none here
 PROGRESS = frozenset("auto tty plain quiet".split())  # compose's values docker build also takes
 BUILD_FAILED = 17  # compose's exit code for any failed build (pkg/compose/metrics.go BuildFailure)
 CANCELED = 130  # compose's exit code when a SIGINT or SIGTERM cancelled it
@@ -254,8 +253,7 @@ def compose_after(call: ComposeCall) -> list[str] | None:
     None for `compose build` (nothing left to do)."""
     if call.sub == "build":
         return None
-    values = SUB_VALUE | RUN_VALUE if call.sub == "run" else SUB_VALUE
-    _opts, pos = scan_options(call.rest, 1, values, interspersed=call.sub != "run")
+    _opts, pos = scan_options(call.rest, 1, sub_values(call.sub), interspersed=call.sub != "run")
     end = pos[0] if pos else len(call.rest)
     head = [a for a in call.rest[:end] if a != "--build"]
     if call.sub in ("up", "create"):

@@ -58,6 +58,7 @@ BUILD_BOOL_FLAGS = _flags("""
 --force-rm --rm --squash --help
 """)
 BUILDX_VALUE_FLAGS = _flags("--builder")
+BUILD_KNOWN = BUILD_VALUE_FLAGS | BUILD_BOOL_FLAGS | BUILDX_VALUE_FLAGS | {"-h"}
 
 RUN_KNOWN = RUN_VALUE_FLAGS | RUN_BOOL_FLAGS
 
@@ -131,6 +132,7 @@ class BuildArgs:
     iidfile: str | None
     builder: str | None
     help: bool
+    misread: str | None = None  # why the context cannot be told for sure: then dockcache adds nothing
 
 
 # ------------------------------------------------------------------ option scanning
@@ -357,7 +359,20 @@ def parse_build(inv: Invocation) -> BuildArgs:
         cache_to=values("--cache-to"), no_cache=flag("--no-cache"), outputs=values("--output"),
         load=flag("--load"), push=flag("--push"), iidfile=_last(values("--iidfile")),
         builder=_last(values("--builder")) or inv.builder, help=flag("--help") or flag("-h"),
+        misread=_build_misread(argv, inv.args_start, pos),
     )
+
+
+def _build_misread(argv: Sequence[str], start: int, pos: list[int]) -> str | None:
+    """A build takes exactly one context. An option the tables don't know (hidden, newer)
+    right before it may take a value, and then the context is the next word, not this one."""
+    before = [argv[i - 1] for i in pos if i - 1 >= start]
+    unknown = [t for t in before if t.startswith("-") and t != "--" and "=" not in t and t not in BUILD_KNOWN]
+    if unknown:
+        return f"unknown option {unknown[0]}: it may take a value, so the build context is not certain"
+    if len(pos) != 1:
+        return f"docker build takes one context; this command has {len(pos)} arguments"
+    return None
 
 
 def insert_before(argv: Sequence[str], index: int, tokens: Sequence[str]) -> tuple[str, ...]:

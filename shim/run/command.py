@@ -37,7 +37,8 @@ def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping
     """
     run = parse_run(inv)
     if run.image_index is None or run.help or run.unknown:  # nothing to add: ask docker nothing
-        return plan_run(args, run, None, Facts()), None, []
+        plan = plan_run(args, run, None, Facts())
+        return plan, None, list(plan.reasons[:1]) if run.unknown and run.image_index is not None and not run.help else []
     cwd = os.getcwd()
     found = projects(run.mounts, run.workdir, cwd)
     project = found[0].host_dir if found else None

@@ -160,7 +160,17 @@ def test_the_override_compose_records_in_its_labels_still_exists(tmp_path):
     (["compose", "run", "--rm", "-e", "A=1", "backend", "npm", "ci"], {"backend", "db"}),
     (["compose", "up", "--build"], {"web", "backend", "db", "other"}),
     (["compose", "build", "nosuch"], {"web", "backend", "db", "other"}),
+    (["compose", "build", "--pull", "db"], {"db"}),  # a switch for build, a policy for up/run/create
+    (["compose", "up", "--pull", "always", "db"], {"db"}),
 ])
 def test_only_the_named_services_and_their_dependencies_are_planned(argv, names):
     services = {"web": {"depends_on": {"backend": {}}}, "backend": {"depends_on": ["db"]}, "db": {}, "other": {}}
     assert set(compose_services.named_services(files.split("docker", argv), services)) == names
+
+
+def test_the_old_workdir_option_names_the_project_dir_as_compose_takes_it(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "compose.yaml").write_text("services: {}\n")
+    call = files.split("docker", ["compose", "--workdir", "sub", "-p", "x", "up", "--build"])
+    assert call.sub == "up" and call.globals == ["--workdir", "sub", "-p", "x"]
+    assert files.files_for(call, {}, str(tmp_path))[0] == [str(tmp_path / "sub" / "compose.yaml")]

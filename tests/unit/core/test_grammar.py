@@ -117,6 +117,24 @@ def test_buildx_builder_flag():
     assert b.builder == "bx" and b.outputs == ("type=docker",) and b.context == "ctx"
 
 
+@pytest.mark.parametrize("argv,why", [
+    (["--root", "/x", "."], "unknown option --root"),  # hidden buildx flag with a value: "/x" is not the context
+    (["--some-new", "."], "unknown option --some-new"),  # may take "." as its value
+    ([".", "extra"], "this command has 2 arguments"),
+    (["-t", "app"], "this command has 0 arguments"),
+])
+def test_a_build_whose_context_is_not_certain_is_misread(argv, why):
+    assert why in (build(*argv).misread or "")
+
+
+@pytest.mark.parametrize("argv", [
+    ["--some-new=1", "."], [".", "--some-new"], ["-q", "--pull", "--load", "-"], ["--", "."],
+    ["-t", "a", "--check", "ctx"],
+])
+def test_a_build_with_one_certain_context_is_read(argv):
+    assert build(*argv).misread is None
+
+
 def test_insert_before():
     assert insert_before(("a", "b"), 1, ["x"]) == ("a", "x", "b")
     assert insert_before(("a",), 9, ["x"]) == ("a", "x")

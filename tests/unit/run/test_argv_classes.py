@@ -32,6 +32,14 @@ def test_an_unknown_flag_leaves_the_command_alone(flag):
     assert any("unknown option" in r for r in p.reasons)
 
 
+def test_an_unknown_flag_is_said_in_one_line_and_help_in_none():
+    for argv, lines in ((["run", "--newflag", "v", "img", "npm"], 1), (["run", "--help"], 0),
+                        (["run", "--newflag", "--help"], 0), (["run", "--rm", "img", "npm"], 0)):
+        inv = parse_invocation(argv)
+        _p, _cfg, notes = command.build_plan("/bin/false", argv, inv, {"HOME": "/nonexistent"}, dry_run=True)
+        assert len([n for n in notes if "unknown option" in n]) == lines, (argv, notes)
+
+
 def test_unknown_flags_ask_docker_nothing(monkeypatch):
     monkeypatch.setattr(command.proc, "run_docker", lambda *a, **k: pytest.fail("asked docker"))
     for argv in (["run", "--newflag", "v", "img", "npm"], ["run", "--help"], ["run", "-h", "x", "img"]):
