@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +41,9 @@ class SharedRun:
     layouts: object = None  # Path: a containerd-store engine gets thin loads (thinload.py)
     thin: bool | None = None  # metrics: the load left out layers the engine held
     bases: tuple = ()  # the Dockerfile's FROM images: their layers are in the engine already
+    key: str = ""  # the build's cache key: names the layout of an untagged build
+    prints_id: bool = False  # -q / --progress quiet: the thin build prints this engine's id
+    iidfile: str | None = None  # the user's --iidfile: the thin build writes this engine's id there
 
 
 def unreachable(address: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
@@ -187,7 +191,8 @@ def _load(real: str, inv: Invocation, loading, tags, run: SharedRun, built: str)
 def _thin(real: str, inv: Invocation, argv, tags, run: SharedRun) -> int:
     """One build into our OCI layout, then (if the image changed) a load of only the layers
     this engine lacks; the full layout when that leaves no image. What the engine holds is
-    asked while the build runs (no CLI start on the clock after it)."""
+    asked while the build runs (no CLI start on the clock after it). An untagged build's
+    layout is named by its cache key and loads nameless (a dangling image, as docker's)."""
     import threading
 
     from shim.build.thinload import Layout
@@ -196,9 +201,31 @@ def _thin(real: str, inv: Invocation, argv, tags, run: SharedRun) -> int:
     asking = threading.Thread(target=_ask, args=(facts, real, inv, tags, run), daemon=True)
     asking.start()
     try:
-        return _thin_build(real, inv, argv, tags, run, Layout(run.layouts, tags[0]), asking, facts)
+        layout = Layout(run.layouts, tags[0] if tags else f"untagged {run.key}")
+        with tempfile.TemporaryFile("w+") as said:
+            rc, engine_id = _thin_build(real, inv, argv, tags, run, layout, asking, facts,
+                                        said if run.prints_id else None)
+            _report_id(run, rc, engine_id, said)
+        return rc
     finally:
         asking.join()
+
+
+def _report_id(run: SharedRun, rc: int, engine_id: str, said) -> None:
+    """`-q` and `--iidfile` name this engine's image (its manifest digest on the containerd
+    store), not the config digest BuildKit reports for an OCI export."""
+    if run.iidfile and rc == 0 and engine_id:
+        with contextlib.suppress(OSError):
+            with open(run.iidfile, "w", encoding="utf-8") as fh:
+                fh.write(engine_id)
+    if not run.prints_id:
+        return
+    if rc == 0 and engine_id:
+        sys.stdout.write(engine_id + "\n")
+    else:  # what docker printed, as it printed it
+        said.seek(0)
+        sys.stdout.write(said.read())
+    sys.stdout.flush()
 
 
 LOADED = "loadedimages"  # state kind: daemon -> {"images": {engine id: its layer digests}}, newest last
@@ -224,7 +251,7 @@ def _engine_facts(real: str, inv: Invocation, tags, run: SharedRun) -> dict:
     has: an image present in a containerd store keeps every blob its manifest names, so
     those layers can be left out of a load with no check afterwards."""
     loaded = _loaded(run)
-    facts: dict = {"ids": _local_ids(real, inv, tags), "held": set(), "asked": set(loaded),
+    facts: dict = {"ids": _local_ids(real, inv, tags) if tags else [], "held": set(), "asked": set(loaded),
                    "base_diffs": _base_diffs(real, inv, run.bases)}
     if loaded:
         res = proc.run_docker(real, [*inv.globals, "image", "inspect", "--format", "{{.Id}}", *loaded], timeout=30)
@@ -233,28 +260,39 @@ def _engine_facts(real: str, inv: Invocation, tags, run: SharedRun) -> dict:
     return facts
 
 
-def _thin_build(real: str, inv: Invocation, argv, tags, run: SharedRun, layout, asking, facts: dict) -> int:
+def _thin_build(real: str, inv: Invocation, argv, tags, run: SharedRun, layout, asking, facts: dict,
+                said) -> tuple[int, str]:
+    """(exit code, this engine's id for the image). `said`: where docker's stdout goes
+    (a quiet build's id, replaced by the engine's)."""
+    from shim.core.grammar import BUILD_VALUE_FLAGS, without_switch
+
     with layout.locked():
         layout.seed(run.bases)
-        out = f"type=oci,tar=false,dest={layout.dir},name={tags[0]}"
-        rc = proc.run_child(real, insert_before(argv, inv.args_start, ["--provenance=false", "--output", out]))
+        out = f"type=oci,tar=false,dest={layout.dir}" + (f",name={tags[0]}" if tags else "")
+        argv = without_switch(argv, inv.args_start, BUILD_VALUE_FLAGS, "--load")  # the thin load is that load
+        rc = proc.run_child(real, insert_before(argv, inv.args_start, ["--provenance=false", "--output", out]),
+                            stdout=said)
         if rc != 0:
-            return rc
+            return rc, ""
         got = layout.image()
-        if got is None:  # no layout written: load the plain way
-            return _load(real, inv, insert_before(argv, inv.args_start, ["--load"]), tags, run, "")
+        if got is None:  # no layout written: load the plain way (it prints its own id)
+            run.prints_id = False
+            return _load(real, inv, insert_before(argv, inv.args_start, ["--load"]), tags, run, ""), ""
         entry, manifest = got
         layout.holds(run.bases)
         config = manifest["config"]["digest"]
         asking.join()
-        if unchanged(config, facts.get("ids", []), run.state.get("sharedloads", run.daemon, tags[0])):
+        ids = facts.get("ids", [])
+        if tags and unchanged(config, ids, run.state.get("sharedloads", run.daemon, tags[0])):
             run.loaded = False
-            say(f"{tags[0]} is unchanged ({config[:19]}): load skipped")
+            if not run.prints_id:  # -q: the id alone
+                say(f"{tags[0]} is unchanged ({config[:19]}): load skipped")
             layout.keep_only(entry["digest"], manifest)
-            return 0
+            return 0, ids[0]
         with _one_load_at_a_time(run):
             held = facts.get("held", set()) | _loaded_since(run, facts.get("asked"))
-            return _thin_load(real, inv, tags, run, layout, entry, manifest, held, facts.get("base_diffs"))
+            rc = _thin_load(real, inv, tags, run, layout, entry, manifest, held, facts.get("base_diffs"))
+        return rc, entry["digest"]
 
 
 LOAD_WAIT = 120.0  # seconds a load waits for another into the same engine, then goes anyway
@@ -294,22 +332,25 @@ def _thin_load(real: str, inv: Invocation, tags, run: SharedRun, layout, entry: 
     from shim.build.thinload import layers
 
     omit = {d for d in layers(manifest) if d in held}
+    name = tags[0] if tags else entry["digest"]  # an untagged image is checked by its id
     guessed = set()
     if layers(manifest)[:1] and layers(manifest)[0] not in held:  # a base new to this engine's loads:
         if base_diffs is None:  # not asked during the build
             base_diffs = _base_diffs(real, inv, run.bases)
         guessed = _base_layers(layout, manifest, base_diffs) - omit  # maybe its FROM image holds it
-    loaded = _load_layout(real, inv, layout, entry, manifest, omit | guessed, tags[0], check=bool(guessed))
+    loaded = _load_layout(real, inv, layout, entry, manifest, omit | guessed, name, check=bool(guessed))
     run.thin = bool(omit | guessed) and loaded
     if not loaded and (omit or guessed):
-        loaded = _load_layout(real, inv, layout, entry, manifest, set(), tags[0], check=True)
+        loaded = _load_layout(real, inv, layout, entry, manifest, set(), name, check=True)
     run.loaded = loaded
     if not loaded:
-        say(f"{tags[0]}: built on the shared builder, but its load into this engine failed")
+        say(f"{name}: built on the shared builder, but its load into this engine failed")
         return 1
     for extra in tags[1:]:
         proc.run_docker(real, [*inv.globals, "tag", tags[0], extra], timeout=30)
-    run.state.put("sharedloads", run.daemon, tags[0], {"config": manifest["config"]["digest"], "id": entry["digest"]})
+    if tags:
+        run.state.put("sharedloads", run.daemon, tags[0],
+                      {"config": manifest["config"]["digest"], "id": entry["digest"]})
     images = {i: ls for i, ls in _loaded(run).items() if i != entry["digest"]}
     images[entry["digest"]] = layers(manifest)
     run.state.put(LOADED, run.daemon, "images", {"images": dict(list(images.items())[-REMEMBER:])})

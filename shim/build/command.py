@@ -148,14 +148,11 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
             key: str, environ: Mapping[str, str], dry_run: bool) -> tuple[Prepared | None, str | None]:
     """The build routed to the host's shared BuildKit (builder.py), or (None, why it stays here)."""
     from shim.build import builder
-    from shim.build.shared import NAME_PREFIX, plan_shared, why_not_for_id
+    from shim.build.shared import NAME_PREFIX, plan_shared, prints_id
 
     if (build.builder or "").startswith(NAME_PREFIX):  # a shim behind a shim: routed already
         return Prepared(BuildPlan(tuple(args), key, reasons=("already on dockcache's shared builder (nested shim)",)),
                         None, None, None, config, caps), None
-    id_why = why_not_for_id(build, caps.mode, caps.driver)
-    if id_why:
-        return None, id_why
     target, why = builder.choose(config, build, environ)
     if target is None:
         if why and "unreachable" in why and not dry_run:
@@ -169,8 +166,9 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
         return None, f"FROM {base}: an image of this session's engine, which the shared builder cannot see"
     if caps.mode == "full" and caps.driver == "docker":  # the containerd image store loads OCI layouts
         run.layouts = Path(f"{config['build.store']}-load")
+        run.key, run.prints_id, run.iidfile = key, prints_id(build), build.iidfile
     caps = BuildCaps("full", "the host's shared BuildKit (buildx remote driver)", "remote", caps.buildx)
-    plan = plan_shared(args, inv, build, target, key, caps)
+    plan = plan_shared(args, inv, build, target, key, caps, thin=run.layouts is not None)
     if run.layouts and plan.load_check:
         plan = _noted(plan, "containerd image store: the build exports an OCI layout (only blobs it lacks) "
                             "and the load sends only layers this engine lacks")

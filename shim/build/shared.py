@@ -105,20 +105,14 @@ def tag_forms(ref: str) -> tuple[str, ...]:
     return ref, f"{ref}:latest"
 
 
+def prints_id(build: BuildArgs) -> bool:
+    """`-q` (or `--progress quiet`) prints the image id, and nothing else, on stdout."""
+    return any(k == "--quiet" or (k == "--progress" and v == "quiet") for k, v in build.options)
+
+
 def reports_id(build: BuildArgs) -> bool:
-    """`-q` (or `--progress quiet`) prints the image id and `--iidfile` writes it."""
-    return bool(build.iidfile or any(k == "--quiet" or (k == "--progress" and v == "quiet")
-                                     for k, v in build.options))
-
-
-def why_not_for_id(build: BuildArgs, caps_mode: str, caps_driver: str) -> str | None:
-    """On the containerd image store an image's id is its manifest digest, but a build on a
-    remote builder with --load reports the config digest: `ID=$(docker build -q .)` would name
-    no image of this engine. Such builds stay on the engine."""
-    if caps_mode == "full" and caps_driver == "docker" and reports_id(build):
-        return ("-q/--iidfile: the shared builder would report its config digest, not this engine's "
-                "image id (containerd image store); this engine builds")
-    return None
+    """The image id is printed (`-q`) or written (`--iidfile`)."""
+    return bool(build.iidfile or prints_id(build))
 
 
 def loads_always(build: BuildArgs) -> bool:
@@ -127,24 +121,38 @@ def loads_always(build: BuildArgs) -> bool:
     A context or Dockerfile from stdin is read once; `-q` and a user `--iidfile` would show
     a second build; an untagged build has no local image to compare with; a user --load
     already loads."""
-    return bool(build.context == "-" or build.file == "-" or build.iidfile or build.load
-                or not build.tags or any(k == "--quiet" or (k == "--progress" and v == "quiet")
-                                         for k, v in build.options))
+    return bool(build.context == "-" or build.file == "-" or build.load or not build.tags or reports_id(build))
 
 
 def plan_shared(argv, inv: Invocation, build: BuildArgs, target: Target, key: str,
-                caps: BuildCaps) -> BuildPlan:
-    """The user's argv plus `--builder NAME` (and `--load` when it cannot be compared first)."""
-    always = loads_always(build)
+                caps: BuildCaps, *, thin: bool = False) -> BuildPlan:
+    """The user's argv plus `--builder NAME` (and `--load` when it cannot be compared first).
+
+    `thin` (a containerd-store engine): every build runs once into dockcache's OCI layout
+    and loads only what the engine lacks (builder.py), so nothing needs `--load`: not an
+    untagged build, not `-q`/`--iidfile` (the engine's id is reported), not a user's own
+    `--load` (carried out by the thin load), not a context from stdin (read once)."""
+    always = loads_always(build) and not thin
     added = ["--builder", target.name, *(["--load"] if always and not build.load else [])]
     reasons = [f"cache key {key}", f"engine: {caps.mode} ({caps.reason})",
                f"shared builder {target.address or target.name} (build.builder = {target.setting})"
                + (f", TLS with the certificates in {target.tls}" if target.tls else "") + ": "
                "BuildKit's own cache serves every session; no store import or export",
-               "load: always (--load)" if always else
-               "load: build first, then --load only if the image differs from this engine's"]
+               "load: always (--load)" if always else _load_note(build, thin)]
     return BuildPlan(insert_before(argv, inv.args_start, added), key, reasons=tuple(reasons),
                      load_check=not always)
+
+
+def _load_note(build: BuildArgs, thin: bool) -> str:
+    if not thin:
+        return "load: build first, then --load only if the image differs from this engine's"
+    said = ("untagged: a thin load of the layers this engine lacks, every build" if not build.tags else
+            "a thin load only if the image differs from this engine's")
+    if reports_id(build):
+        said += "; -q/--iidfile give this engine's image id"
+    if build.load:
+        said += "; your --load is that load"
+    return f"load: {said}"
 
 
 def first_and_load(argv, inv: Invocation, metadata: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -375,6 +375,30 @@ def _build_misread(argv: Sequence[str], start: int, pos: list[int]) -> str | Non
     return None
 
 
+def without_switch(argv: Sequence[str], start: int, value_flags: frozenset[str], name: str) -> tuple[str, ...]:
+    """argv without the long switch `name` (bare or `name=…`) where it stands as an option
+    from `start` on: not a value of another option, not after `--`. For a build whose
+    switch dockcache carries out another way (a user's `--load` on the thin load)."""
+    out, i, n = list(argv[:start]), start, len(argv)
+    while i < n:
+        tok = argv[i]
+        if tok == "--":
+            out.extend(argv[i:])
+            break
+        if tok == name or tok.startswith(name + "="):
+            i += 1
+            continue
+        if tok.startswith("--") and len(tok) > 2:
+            nxt = _long(argv, i, value_flags, [])
+        elif tok.startswith("-") and len(tok) > 1:
+            nxt = _short(argv, i, value_flags, [])
+        else:
+            nxt = i + 1
+        out.extend(argv[i:nxt])
+        i = nxt
+    return tuple(out)
+
+
 def insert_before(argv: Sequence[str], index: int, tokens: Sequence[str]) -> tuple[str, ...]:
     """argv with `tokens` inserted at `index`: the only way dockcache adds flags."""
     argv = tuple(argv)

@@ -79,7 +79,7 @@ def interrupted() -> int | None:
     return next((s for s in _SEEN if s in (signal.SIGINT, signal.SIGTERM)), None)
 
 
-def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = None) -> int:
+def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = None, *, stdout=None) -> int:
     """Run docker as a child sharing our TTY; forward signals; return its exit code as docker would.
 
     Used where dockcache has work to do after docker ends (publishing a build cache).
@@ -90,7 +90,7 @@ def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = No
     (siginfo's si_code), where the platform gives it (sigtimedwait); elsewhere by
     whether we are a terminal's foreground group. A signal sent to the whole process
     group by a process (`kill -INT -PGID`) reaches docker twice, as it would reach any
-    wrapper's child.
+    wrapper's child. `stdout`: a file that takes docker's standard output instead of ours.
     """
     import signal
     import subprocess
@@ -108,7 +108,7 @@ def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = No
 
     previous = {sig: signal.signal(sig, forward) for sig in sigs}
     try:
-        proc = subprocess.Popen([real, *argv], env=dict(os.environ if env is None else env))
+        proc = subprocess.Popen([real, *argv], env=dict(os.environ if env is None else env), stdout=stdout)
         try:
             rc = _wait_forwarding(proc, sigs, terminal) if hasattr(signal, "sigtimedwait") else _wait(proc)
         except Exception:  # noqa: BLE001 - docker is running: its exit code is still what we return

@@ -164,6 +164,38 @@ def test_load_only_when_the_image_changed(sessions, engines, tmp_path):
     assert "load skipped" in cp_same.stderr and "importing to docker" not in cp_same.stderr
 
 
+def test_quiet_iidfile_untagged_and_user_load_builds_take_the_thin_load(sessions, engines, tmp_path):
+    """On the containerd store these loaded the whole image with --load (a 320 MB image:
+    ~5 s each time) or stayed off the shared builder; now each runs once into the layout,
+    loads only what B lacks, and -q/--iidfile name B's own image."""
+    b = engines["b"]
+    ctx, token = project(tmp_path, SLOW)
+    tag = f"{b.prefix}/ids:1"
+    build(sessions["a"], engines["a"], ctx, tag)  # the builder's cache is warm
+    b.images.append(tag)
+    quiet = shim(sessions["b"], "build", "--network", "none", "-q", "-t", tag, str(ctx))
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert quiet.stdout.strip() == image_id(b, tag)  # the engine's id, not the builder's config digest
+    ran = b.docker("run", "--rm", "--network", "none", quiet.stdout.strip(), "cat", "/slow")
+    assert ran.stdout.strip() == token
+    assert metrics(sessions["b"])[-1]["builder"] == "shared"
+    ctx.joinpath("app.txt").write_text(uuid.uuid4().hex)
+    iid = tmp_path / "iid"
+    loaded = shim(sessions["b"], "buildx", "build", "--load", "--network", "none", "--progress", "plain",
+                  "--iidfile", str(iid), "-t", tag, str(ctx))
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert iid.read_text() == image_id(b, tag)
+    last = metrics(sessions["b"])[-1]
+    assert last["builder"] == "shared" and last["loaded"] and last["thin"]  # only the new layer went
+    assert "importing to docker" not in loaded.stderr  # no full --load stream
+    untagged = shim(sessions["b"], "build", "--network", "none", "-q", str(ctx))
+    assert untagged.returncode == 0, untagged.stderr[-2000:]
+    got = untagged.stdout.strip()
+    b.images.append(got)
+    assert got.startswith("sha256:") and b.docker("image", "inspect", got).returncode == 0
+    assert b.docker("run", "--rm", "--network", "none", got, "cat", "/slow").stdout.strip() == token
+
+
 def test_the_old_engine_loads_with_load_and_skips_an_unchanged_image(sessions, engines, tmp_path):
     """Engine 20.10, classic image store: no OCI layout load, so --load after the id check."""
     old = engines["old"]

@@ -492,29 +492,104 @@ def test_loads_take_turns_but_a_stuck_one_is_not_waited_for(tmp_path, monkeypatc
     assert order[-1] == "anyway"
 
 
-@pytest.mark.parametrize("argv, stays", [
-    (["build", "-q", "-t", "x", "."], True), (["build", "--quiet", "."], True),
-    (["build", "--iidfile", "/tmp/id", "-t", "x", "."], True), (["build", "--progress", "quiet", "-t", "x", "."], True),
-    (["build", "--progress", "plain", "-t", "x", "."], False), (["build", "--metadata-file", "m.json", "-t", "x", "."], False),
+@pytest.mark.parametrize("argv", [
+    ["build", "-q", "-t", "x", "."], ["build", "--iidfile", "/tmp/id", "-t", "x", "."],
+    ["buildx", "build", "--load", "-t", "x", "."], ["build", "."], ["build", "-t", "x", "-"],
 ])
-def test_a_build_that_reports_its_id_stays_on_a_containerd_store_engine(argv, stays):
-    """The remote builder's --load reports the config digest, while the containerd image
-    store's id is the manifest digest: `docker run $(docker build -q .)` found no image."""
-    _inv, build = args(argv)
-    assert (shared.why_not_for_id(build, "full", "docker") is not None) == stays
-    assert shared.why_not_for_id(build, "import-only", "docker") is None  # classic store: id = config digest
-
-
-def test_a_quiet_build_is_not_routed_and_asks_no_builder(tmp_path, monkeypatch):
+def test_builds_that_load_always_elsewhere_take_the_thin_load_on_a_containerd_store_engine(tmp_path, monkeypatch, argv):
+    """-q, --iidfile, no tag, a user's --load, a context from stdin: each runs once into the
+    layout and loads only what the engine lacks (a full --load of a 320 MB image: ~5 s)."""
     monkeypatch.setattr(buildcmd, "caps_for", lambda *a: BuildCaps("full", "t", "docker", "0.13.1"))
-    monkeypatch.setattr(proc, "run_docker", lambda *a, **k: pytest.fail("no docker call"))
+    monkeypatch.setattr(builder, "ensure_builder", lambda *a: None)
+    monkeypatch.setattr(proc, "run_docker", lambda *a, **k: pytest.fail("no docker call while planning"))
+    sock = tmp_path / "bk.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(sock))
+    server.listen(1)
     monkeypatch.chdir(tmp_path)
-    inv, _b = args(["build", "-q", "-t", "x", "."])
+    inv, build = args(argv)
     env = {"HOME": str(tmp_path), "DOCKCACHE_STATE_DIR": str(tmp_path / "s"),
-           "DOCKCACHE_BUILD_STORE": str(tmp_path / "store"), "DOCKCACHE_BUILD_BUILDER": "unix:///nonexistent.sock"}
-    prep = buildcmd.prepare("/bin/docker", list(inv.argv), inv, env)
-    assert not prep.shared and "--builder" not in prep.plan.argv
-    assert any("-q/--iidfile" in r for r in prep.plan.reasons)
+           "DOCKCACHE_BUILD_STORE": str(tmp_path / "store"), "DOCKCACHE_BUILD_BUILDER": f"unix://{sock}"}
+    try:
+        prep = buildcmd.prepare("/bin/docker", list(inv.argv), inv, env)
+    finally:
+        server.close()
+    assert prep.shared and prep.shared.layouts is not None and prep.plan.load_check
+    assert prep.plan.argv.count("--load") == argv.count("--load")  # none added
+    assert prep.shared.prints_id == ("-q" in argv) and prep.shared.iidfile == build.iidfile
+    assert any(r.startswith("load: ") and "thin load" in r for r in prep.plan.reasons)
+
+
+class LayoutWritingDocker:
+    """The build writes an image into the layout its --output names; loads succeed."""
+
+    def __init__(self, tmp_path, stdout_text="sha256:configdigest\n"):
+        self.tmp, self.stdout_text, self.builds, self.calls = tmp_path, stdout_text, [], []
+
+    def child(self, real, argv, env=None, stdout=None):
+        from pathlib import Path
+
+        self.builds.append(tuple(argv))
+        dest = next(v for v in argv if v.startswith("type=oci")).split("dest=")[1].split(",")[0]
+        self.layout = _layout_with_image(Path(dest).parent, "unused", [b"app"])
+        import shutil
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.move(str(self.layout[0].dir), dest)
+        if stdout is not None:
+            stdout.write(self.stdout_text)
+        return 0
+
+    def docker(self, real, argv, timeout=None, **_k):
+        import subprocess
+
+        self.calls.append(tuple(argv))
+        if argv[0] == "load":
+            return subprocess.CompletedProcess(argv, 0, "Loaded image ID: x\n", "")
+        return subprocess.CompletedProcess(argv, 1, "", "no such image")
+
+
+def _thin_run(tmp_path, argv, monkeypatch):
+    from shim.core.state import State
+
+    fake = LayoutWritingDocker(tmp_path)
+    monkeypatch.setattr(proc, "run_child", fake.child)
+    monkeypatch.setattr(proc, "run_docker", fake.docker)
+    inv, build = args(argv)
+    run = builder.SharedRun(TARGET, State(tmp_path / "state"), "daemon-1", layouts=tmp_path / "layouts",
+                            key="ctx-key", prints_id=shared.prints_id(build), iidfile=build.iidfile)
+    return fake, inv, build, run
+
+
+def test_an_untagged_thin_build_loads_nameless_and_a_quiet_one_prints_the_engines_id(tmp_path, monkeypatch, capsys):
+    fake, inv, build, run = _thin_run(tmp_path, ["build", "-q", "--load", "."], monkeypatch)
+    assert builder.build("/bin/docker", inv, inv.argv, build.tags, run) == 0
+    (built,) = fake.builds
+    assert "--load" not in built  # the thin load is the user's --load
+    out = built[built.index("--output") + 1]
+    assert "name=" not in out and str(tmp_path / "layouts") in out
+    manifest_digest = fake.layout[1]["digest"]
+    assert capsys.readouterr().out == manifest_digest + "\n"  # not the config digest docker printed
+    assert any(c[0] == "load" for c in fake.calls)
+    assert run.loaded is True
+
+
+def test_a_thin_build_writes_the_engines_id_into_the_users_iidfile(tmp_path, monkeypatch, capsys):
+    iid = tmp_path / "iid"
+    fake, inv, build, run = _thin_run(tmp_path, ["build", "--iidfile", str(iid), "-t", "x:1", "."], monkeypatch)
+    assert builder.build("/bin/docker", inv, inv.argv, build.tags, run) == 0
+    assert iid.read_text() == fake.layout[1]["digest"]
+    assert capsys.readouterr().out == ""  # not quiet: docker's own output went to the terminal
+
+
+def test_a_failed_quiet_thin_build_passes_dockers_output_through(tmp_path, monkeypatch, capsys):
+    fake, inv, build, run = _thin_run(tmp_path, ["build", "-q", "-t", "x:1", "."], monkeypatch)
+
+    def failing(real, argv, env=None, stdout=None):
+        stdout.write("partial\n")
+        return 3
+    monkeypatch.setattr(proc, "run_child", failing)
+    assert builder.build("/bin/docker", inv, inv.argv, build.tags, run) == 3
+    assert capsys.readouterr().out == "partial\n" and fake.calls[:1] != [("load",)]
 
 
 def test_the_base_images_layers_are_asked_while_the_build_runs(tmp_path, monkeypatch):

@@ -73,3 +73,42 @@ def test_inserting_before_image_is_a_safe_rewrite_point(case):
     r2 = parse_run(parse_invocation(out))
     assert r2.image == image and list(r2.command) == cmd
     assert ("A", "1") in r2.env and any(m.target == "/y" for m in r2.mounts)
+
+
+@st.composite
+def build_argv_with_loads(draw):
+    """A build's argv with `--load` switches among its options, and `--load` as some option's value."""
+    from shim.core.grammar import BUILD_VALUE_FLAGS
+
+    opts = []
+    for _ in range(draw(st.integers(0, 6))):
+        kind = draw(st.integers(0, 3))
+        if kind == 0:
+            opts.append(draw(st.sampled_from(["--load", "--load=true", "--load=false"])))
+        else:
+            flag = draw(st.sampled_from(sorted(BUILD_VALUE_FLAGS)))
+            v = draw(st.sampled_from(["--load", "x", "a=b"]) | value.filter(lambda s: s != "--"))
+            opts += [flag, v] if kind == 1 or not flag.startswith("--") else [f"{flag}={v}"]
+    return ["buildx", "build", *opts, "ctx"]
+
+
+@SETTINGS
+@given(build_argv_with_loads())
+def test_without_switch_removes_only_that_switch(argv):
+    from shim.core.grammar import BUILD_VALUE_FLAGS, without_switch
+
+    inv = parse_invocation(argv)
+    out = without_switch(argv, inv.args_start, BUILD_VALUE_FLAGS, "--load")
+    before, after = parse_build(inv), parse_build(parse_invocation(out))
+    assert [o for o in before.options if o[0] != "--load"] == list(after.options)
+    assert after.context == before.context == "ctx" and not after.load
+    assert without_switch(out, inv.args_start, BUILD_VALUE_FLAGS, "--load") == out  # idempotent
+
+
+@SETTINGS
+@given(st.lists(word, max_size=12))
+def test_without_switch_never_raises(argv):
+    from shim.core.grammar import BUILD_VALUE_FLAGS, without_switch
+
+    out = without_switch(argv, 0, BUILD_VALUE_FLAGS, "--load")
+    assert len(out) <= len(argv) and all(a in argv for a in out)
