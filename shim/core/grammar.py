@@ -353,13 +353,15 @@ def parse_build(inv: Invocation) -> BuildArgs:
         return any(k == name and (v is None or v.lower() in ("true", "1")) for k, v in opts)
 
     ctx = pos[0] if pos else None
+    help_only = flag("--help") or flag("-h")
     return BuildArgs(
         options=tuple(opts), context_index=ctx, context=argv[ctx] if ctx is not None else None,
         tags=values("--tag"), file=_last(values("--file")), cache_from=values("--cache-from"),
         cache_to=values("--cache-to"), no_cache=flag("--no-cache"), outputs=values("--output"),
         load=flag("--load"), push=flag("--push"), iidfile=_last(values("--iidfile")),
-        builder=_last(values("--builder")) or inv.builder, help=flag("--help") or flag("-h"),
-        misread=_build_misread(argv, inv.args_start, pos),
+        builder=_last(values("--builder")) or inv.builder, help=help_only,
+        # docker only prints help: whatever else the argv says, there is no context to misread
+        misread=None if help_only else _build_misread(argv, inv.args_start, pos),
     )
 
 

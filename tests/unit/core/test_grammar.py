@@ -135,6 +135,13 @@ def test_a_build_with_one_certain_context_is_read(argv):
     assert build(*argv).misread is None
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["-t", "app", "--help"], ["--help", "a", "b"]])
+def test_a_help_build_is_not_misread(argv):
+    """docker only prints its help: no context to be unsure of, no line to say."""
+    b = build(*argv)
+    assert b.help and b.misread is None
+
+
 def test_insert_before():
     assert insert_before(("a", "b"), 1, ["x"]) == ("a", "x", "b")
     assert insert_before(("a",), 9, ["x"]) == ("a", "x")
