@@ -369,12 +369,26 @@ def _build_misread(argv: Sequence[str], start: int, pos: list[int]) -> str | Non
     """A build takes exactly one context. An option the tables don't know (hidden, newer)
     right before it may take a value, and then the context is the next word, not this one."""
     before = [argv[i - 1] for i in pos if i - 1 >= start]
-    unknown = [t for t in before if t.startswith("-") and t != "--" and "=" not in t and t not in BUILD_KNOWN]
+    unknown = [t for t in before if t.startswith("-") and t != "--" and "=" not in t and not _known_build_flag(t)]
     if unknown:
         return f"unknown option {unknown[0]}: it may take a value, so the build context is not certain"
     if len(pos) != 1:
         return f"docker build takes one context; this command has {len(pos)} arguments"
     return None
+
+
+def _known_build_flag(tok: str) -> bool:
+    """A long flag in the tables, or a short cluster of known letters: `-q`, `-qt`, and
+    `-tapp:1` / `-f-` (pflag's value attached to its letter: the rest is that value)."""
+    if tok.startswith("--"):
+        return tok in BUILD_KNOWN
+    for letter in tok[1:]:
+        flag = "-" + letter
+        if flag not in BUILD_KNOWN:
+            return False
+        if flag in BUILD_VALUE_FLAGS:
+            return True
+    return True
 
 
 def insert_before(argv: Sequence[str], index: int, tokens: Sequence[str]) -> tuple[str, ...]:
