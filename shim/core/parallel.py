@@ -5,7 +5,8 @@ children of a non-interactive shell's background job) and its exit code is the r
 
 Several progress displays cannot share one terminal, so each child writes into a pipe
 (docker then prints plain progress) and every line reaches our stdout or stderr with the
-job's name in front, whole lines only. Signals are handled as proc.run_child does: one a
+job's name in front, whole lines only. One at a time (`limit` 1), each child has our
+stdout and stderr: a `--progress tty` display fails in a pipe. Signals are handled as proc.run_child does: one a
 terminal sent already reached every child (they are in our process group); one a process
 sent to dockcache is forwarded to each running child.
 """
@@ -121,6 +122,9 @@ class _Run:
 
     def _start(self, job: Job) -> None:
         debug("run", job.argv[0], job.argv[1:], job.env)
+        if self.limit == 1:  # one at a time: the terminal is the job's (a `--progress tty` display needs it)
+            self.running[job.name] = subprocess.Popen(list(job.argv), env=dict(job.env), preexec_fn=self.unblock)
+            return
         p = subprocess.Popen(list(job.argv), env=dict(job.env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              preexec_fn=self.unblock)
         self.running[job.name] = p

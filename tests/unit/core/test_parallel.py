@@ -99,3 +99,39 @@ def test_a_closed_stream_of_ours_loses_lines_not_jobs(tmp_path):
     assert reader.wait(timeout=60) == 0
     assert b"Traceback" not in reader.stderr.read()
     assert (tmp_path / "a").exists() and (tmp_path / "b").exists()
+
+
+def _on_a_terminal(limit: int) -> str:
+    """What jobs see of stdout/stderr when our own are a terminal (a pty here)."""
+    import pty
+
+    runner = ("import sys; sys.path.insert(0, sys.argv[1]); from shim.core.parallel import Job, run_all; import os; "
+              "sys.exit(run_all([Job(n, ('/bin/sh', '-c', "
+              "'if [ -t 1 ] && [ -t 2 ]; then echo tty; else echo pipe; fi'), dict(os.environ)) for n in 'ab'], "
+              "limit=int(sys.argv[2])))")
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-c", runner, str(REPO), str(limit)], stdin=subprocess.DEVNULL,
+                         stdout=slave, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: every writer closed the pty
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert p.wait(timeout=30) == 0
+    return out.decode()
+
+
+def test_one_at_a_time_each_job_has_our_terminal():
+    """`compose --progress tty build` (limit 1): docker's tty display needs a terminal; in a pipe
+    it fails ("failed to get console: provided file is not a console")."""
+    assert _on_a_terminal(1).split() == ["tty", "tty"]
+
+
+def test_side_by_side_jobs_write_into_pipes_named_lines():
+    assert sorted(_on_a_terminal(0).split()) == ["a", "b", "pipe", "pipe", "|", "|"]
