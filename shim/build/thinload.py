@@ -65,12 +65,16 @@ class Layout:
         if (self.dir / "index.json").exists():
             return
         siblings = sorted((d for d in self.dir.parent.iterdir() if d.is_dir() and d != self.dir
-                           and (d / "index.json").exists()), key=lambda d: d.stat().st_mtime, reverse=True)
+                           and (d / "index.json").exists()), key=_mtime, reverse=True)
         siblings = _pruned(siblings)
         held = [d for d in (self._holder(b) for b in bases) if d is not None and d in siblings]
         self.blobs.mkdir(parents=True, exist_ok=True)
         for other in dict.fromkeys([*held, *siblings[:SEED_FROM]]):
-            for name in os.listdir(other / "blobs" / "sha256"):
+            try:
+                names = os.listdir(other / "blobs" / "sha256")
+            except OSError:  # another session's prune removed it since the listing: fewer links
+                continue
+            for name in names:
                 with contextlib.suppress(OSError):
                     os.link(other / "blobs" / "sha256" / name, self.blobs / name)
 
@@ -126,6 +130,14 @@ class Layout:
         for name in self.blob_names() - keep:
             with contextlib.suppress(OSError):
                 os.unlink(self._blob(name))
+
+
+def _mtime(d: Path) -> float:
+    """0 for a layout removed since the listing (_pruned then drops it)."""
+    try:
+        return d.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _pruned(siblings: list[Path]) -> list[Path]:

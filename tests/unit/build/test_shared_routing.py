@@ -322,6 +322,31 @@ def test_layouts_beside_the_store_are_bounded(tmp_path, monkeypatch):
     assert names[1] not in left and stale.dir.name not in left
 
 
+def test_a_sibling_removed_while_a_new_layout_is_seeded_costs_nothing(tmp_path, monkeypatch):
+    """Another session's prune may remove a sibling between the listing and the links: the
+    seed links what is left (before, the FileNotFoundError made the shared build fall back
+    to the user's command on this engine)."""
+    import shutil
+
+    from shim.build import thinload
+    from shim.build.thinload import Layout
+
+    kept, _e, manifest = _layout_with_image(tmp_path, "kept:1", [b"base"])
+    gone, _e, _m = _layout_with_image(tmp_path, "gone:1", [b"other"])
+    os.utime(gone.dir, (2e9, 2e9))  # the newest: linked from first
+    real_pruned = thinload._pruned
+
+    def pruned_then_vanish(siblings):
+        out = real_pruned(siblings)
+        shutil.rmtree(gone.blobs)  # removed by another session right after the listing
+        return out
+
+    monkeypatch.setattr(thinload, "_pruned", pruned_then_vanish)
+    new = Layout(tmp_path, "new:1")
+    new.seed()
+    assert manifest["layers"][0]["digest"] in new.blob_names()
+
+
 def test_a_bug_in_the_shared_build_runs_the_users_command_unchanged(tmp_path, monkeypatch, capsys):
     ran = []
     monkeypatch.setattr(builder, "build", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
