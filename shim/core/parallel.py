@@ -34,7 +34,8 @@ class Job:
 
 
 def run_all(jobs: Sequence[Job], limit: int = 0) -> int:
-    """0 when every job succeeded; else the first failure's exit code (128+N for a signal).
+    """0 when every job succeeded; else the first failure's exit code (128+N for a signal,
+    and for a SIGINT or SIGTERM to us that left jobs unstarted).
     `limit` 0: no limit. A job waiting for an unknown name does not wait for it."""
     names = {j.name for j in jobs}
     todo = [Job(j.name, j.argv, j.env, frozenset(j.after & names - {j.name})) for j in jobs]
@@ -92,10 +93,19 @@ class _Run:
             if info is None or info.si_signo == signal.SIGCHLD:
                 continue
             seen(info.si_signo)
+            if info.si_signo in (signal.SIGINT, signal.SIGTERM):
+                self._stop(info.si_signo)
             if info.si_code > 0 and info.si_signo in terminal:
                 continue  # from the terminal: the children, in our group, got it too
             for p in self.running.values():
                 _send(p, info.si_signo)
+
+    def _stop(self, signum: int) -> None:
+        """compose cancels on SIGINT and SIGTERM: a job not started yet never starts (one
+        still running might end well after the signal); jobs left out make the result 128+N."""
+        if self.waiting and self.failed is None:
+            self.failed = 128 + signum
+        self.waiting.clear()
 
     def _reap(self) -> None:
         for name, p in list(self.running.items()):

@@ -135,3 +135,28 @@ def test_one_at_a_time_each_job_has_our_terminal():
 
 def test_side_by_side_jobs_write_into_pipes_named_lines():
     assert sorted(_on_a_terminal(0).split()) == ["a", "b", "pipe", "pipe", "|", "|"]
+
+
+def test_after_a_sigterm_no_waiting_job_starts(tmp_path):
+    """compose cancels on SIGINT/SIGTERM: a job waiting for one that still ends well (it got
+    the signal at its very end, or ignores it) must not start after it; the result says
+    the run was cut short (128+N), not that every job succeeded."""
+    got, go, marker = tmp_path / "got", tmp_path / "go", tmp_path / "later-ran"
+    first = (f"trap 'touch {got}' TERM; touch {tmp_path}/ready; "
+             f"while [ ! -e {go} ]; do sleep 0.05; done; exit 0")
+    runner = ("import sys; sys.path.insert(0, sys.argv[1]); from shim.core.parallel import Job, run_all; import os; "
+              "sys.exit(run_all([Job('first', ('/bin/sh', '-c', sys.argv[2]), dict(os.environ)), "
+              "Job('later', ('/bin/sh', '-c', 'touch ' + sys.argv[3]), dict(os.environ), frozenset({'first'}))]))")
+    proc = subprocess.Popen([sys.executable, "-c", runner, str(REPO), first, str(marker)],
+                            stdout=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 20
+    while not (tmp_path / "ready").exists():
+        assert time.time() < deadline, "first did not start"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGTERM)
+    while not got.exists():  # forwarded: dockcache has taken the signal
+        assert time.time() < deadline, "the signal was not forwarded"
+        time.sleep(0.02)
+    go.touch()  # first ends well all the same
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    assert not marker.exists()
