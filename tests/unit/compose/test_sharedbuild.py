@@ -209,3 +209,28 @@ def test_the_version_label_is_compose_s_own(version, label):
     from shim.compose.sharedbuild import label_version
 
     assert label_version(version) == label
+
+
+def test_a_sigint_during_the_builds_stops_compose_from_running_afterwards(monkeypatch):
+    """`compose up --build` and ^C while its images build: compose cancels and exits 130; a
+    build that still ended well must not be followed by `compose up` starting containers."""
+    import signal
+
+    from shim.compose import command
+
+    ran = []
+    monkeypatch.setattr(command.proc, "_SEEN", [])
+
+    def build_interrupted(real, argv, env=None):
+        ran.append(tuple(argv))
+        if argv[:1] != ["compose"]:
+            command.proc.seen(signal.SIGINT)  # the ^C reached us while the build ran; it ended well
+        return 0
+
+    monkeypatch.setattr(command.proc, "run_child", build_interrupted)
+    assert command._service_builds("/bin/docker", "docker", ["compose", "up", "--build"], {}, _plan_with(["a"])) == 130
+    assert len(ran) == 1 and ran[0][0] != "compose"
+    monkeypatch.setattr(command.proc, "_SEEN", [])
+    ran.clear()
+    assert command._service_builds("/bin/docker", "docker", ["compose", "build"], {},
+                                   _plan_with(["a"], compose_runs=False)) == 0  # built all the same: as compose
