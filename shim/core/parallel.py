@@ -51,7 +51,19 @@ def run_all(jobs: Sequence[Job], limit: int = 0) -> int:
     finally:
         run.cancel()  # only if we leave by an exception: then nothing may outlive us
         run.join()
+        _take_pending(waited)
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def _take_pending(waited: list) -> None:
+    """Signals that came after the last wait (a second ^C) count as seen while the jobs ran:
+    unblocked, SIGINT would be a KeyboardInterrupt traceback (no handler of ours is set)."""
+    while True:
+        info = signal.sigtimedwait(waited, 0)
+        if info is None:
+            return
+        if info.si_signo != signal.SIGCHLD:
+            seen(info.si_signo)
 
 
 class _Printer:

@@ -160,3 +160,19 @@ def test_after_a_sigterm_no_waiting_job_starts(tmp_path):
     go.touch()  # first ends well all the same
     assert proc.wait(timeout=20) == 128 + signal.SIGTERM
     assert not marker.exists()
+
+
+def test_a_sigint_after_the_last_wait_is_no_traceback(tmp_path):
+    """A ^C that lands after the jobs ended, before our signal mask is restored (a second ^C
+    pressed quickly): it is taken as one seen while the jobs ran, never a KeyboardInterrupt
+    traceback on the user's terminal. (The hook sends it at exactly that moment.)"""
+    runner = ("import sys; sys.path.insert(0, sys.argv[1]); import os, signal; from shim.core import parallel, proc; "
+              "real = parallel._Run.join\n"
+              "def join(self):\n    real(self); os.kill(os.getpid(), signal.SIGINT)\n"
+              "parallel._Run.join = join\n"
+              "rc = parallel.run_all([parallel.Job(n, ('/bin/true',), dict(os.environ)) for n in 'ab'])\n"
+              "print(rc, proc.interrupted())\n")
+    cp = subprocess.run([sys.executable, "-c", runner, str(REPO)], capture_output=True, text=True, timeout=60,
+                        stdin=subprocess.DEVNULL)
+    assert "Traceback" not in cp.stderr and cp.returncode == 0, cp.stderr
+    assert cp.stdout.split() == ["0", str(int(signal.SIGINT))]
