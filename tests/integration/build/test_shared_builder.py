@@ -298,6 +298,23 @@ def test_compose_progress_tty_builds_one_at_a_time_on_the_terminal(sessions, eng
     assert sorted(m.get("builder") for m in metrics(env)[-2:]) == ["shared", "shared"]
 
 
+def test_compose_progress_quiet_prints_nothing_as_compose(sessions, engines, tmp_path):
+    """`compose --progress quiet build` prints nothing on stdout; a docker build with
+    `--progress quiet` prints its image id there (and, reporting an id, stays off the
+    shared builder): compose keeps its own build."""
+    root = tmp_path / f"quiet-{uuid.uuid4().hex[:6]}"
+    root.mkdir()
+    prefix = engines["a"].prefix
+    root.joinpath("Dockerfile").write_text(f"FROM {BUSYBOX}\nRUN echo {uuid.uuid4().hex} > /x\n")
+    root.joinpath("compose.yaml").write_text(
+        f"services:\n  one:\n    build: {{context: ., network: none}}\n    image: {prefix}/quiet:1\n")
+    engines["a"].images.append(f"{prefix}/quiet:1")
+    env = {**sessions["a"], "COMPOSE_PROJECT_NAME": f"{prefix}q"}
+    cp = shim(env, "compose", "--progress", "quiet", "build", cwd=root)
+    assert cp.returncode == 0 and cp.stdout == "", cp.stdout + cp.stderr[-2000:]
+    assert image_id(engines["a"], f"{prefix}/quiet:1")
+
+
 def test_side_by_side_services_carry_a_base_new_to_the_engine_once(sessions, engines, tmp_path):
     """Three services FROM a base engine B has never seen (the shared builder pulls it from
     a registry): their loads take turns, so one carries the base and the others leave it

@@ -56,6 +56,9 @@ def test_an_unnamed_image_is_project_dash_service_and_cli_options_reach_every_bu
     ({"context": "/p", "secrets": [{"source": "nowhere"}]}, ("build",), "neither a file"),
     ({"context": "/p"}, ("build", "--push"), "--push"),
     ({"context": "/p"}, ("build", "-q"), "-q"),
+    # docker build --progress quiet prints the image id on stdout; compose prints nothing
+    ({"context": "/p"}, ("--progress", "quiet", "build"), "--progress quiet"),
+    ({"context": "/p"}, ("--progress=quiet", "up", "--build"), "--progress quiet"),
 ])
 def test_what_a_docker_build_cannot_say_keeps_the_store_path(spec, sub, why):
     planned, reason = plan_builds(split("docker", ["compose", *sub]), {"app": {"build": spec}}, CFG, "shop", "2")
