@@ -33,6 +33,7 @@ SEED_FROM = 3  # sibling layouts a new one links blobs from
 KEEP_LAYOUTS = 64  # layouts kept beside the store: a new one beyond them removes the oldest
 KEEP_DAYS = 30  # ... and any not built into for this long
 BASES = ".bases"  # FROM image -> the layout that last held its blobs
+UNFINISHED_AGE = 3600.0  # a layout without an image (a failed build) is removed after this
 
 
 class Layout:
@@ -64,13 +65,18 @@ class Layout:
         another (a 320 MB base: 1.7 s of export)."""
         if (self.dir / "index.json").exists():
             return
-        siblings = sorted((d for d in self.dir.parent.iterdir() if d.is_dir() and d != self.dir
-                           and (d / "index.json").exists()), key=lambda d: d.stat().st_mtime, reverse=True)
+        others = [d for d in self.dir.parent.iterdir() if d.is_dir() and d != self.dir and not d.name.startswith(".")]
+        siblings = sorted((d for d in others if (d / "index.json").exists()), key=_mtime, reverse=True)
         siblings = _pruned(siblings)
+        _drop_unfinished([d for d in others if d not in siblings and not (d / "index.json").exists()])
         held = [d for d in (self._holder(b) for b in bases) if d is not None and d in siblings]
         self.blobs.mkdir(parents=True, exist_ok=True)
         for other in dict.fromkeys([*held, *siblings[:SEED_FROM]]):
-            for name in os.listdir(other / "blobs" / "sha256"):
+            try:
+                names = os.listdir(other / "blobs" / "sha256")
+            except OSError:  # another session's prune removed it since the listing: fewer links
+                continue
+            for name in names:
                 with contextlib.suppress(OSError):
                     os.link(other / "blobs" / "sha256" / name, self.blobs / name)
 
@@ -128,6 +134,14 @@ class Layout:
                 os.unlink(self._blob(name))
 
 
+def _mtime(d: Path) -> float:
+    """0 for a layout removed since the listing (_pruned then drops it)."""
+    try:
+        return d.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
 def _pruned(siblings: list[Path]) -> list[Path]:
     """The layouts left after the oldest beyond KEEP_LAYOUTS and those unused for KEEP_DAYS
     are removed (newest first in, newest first out). One being written (its lock held) stays."""
@@ -144,6 +158,19 @@ def _pruned(siblings: list[Path]) -> list[Path]:
         if not old or not _remove_unless_busy(d, shutil.rmtree):
             kept.append(d)
     return kept
+
+
+def _drop_unfinished(dirs: list[Path]) -> None:
+    """Layouts with no image (their build failed) hold only links to others' blobs, and
+    would keep those on disk for ever: gone once an hour old, unless a build writes one."""
+    import shutil
+    import time
+
+    cutoff = time.time() - UNFINISHED_AGE
+    for d in dirs:
+        made = _mtime(d)
+        if made and made < cutoff:
+            _remove_unless_busy(d, shutil.rmtree)
 
 
 def _remove_unless_busy(d: Path, remove) -> bool:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from shim.compose.plan import ComposePlan, plan
-from shim.compose.sharedbuild import compose_code
+from shim.compose.sharedbuild import CANCELED, compose_code
 from shim.core import proc
 from shim.core.notice import after_docker, say
 
@@ -88,6 +88,8 @@ def _service_builds(real: str, name: str, args: Sequence[str], environ: Mapping[
         return proc.run_child(real, list(args))
     if rc != 0:
         return compose_code(rc, proc.interrupted())
+    if p.compose_runs and proc.interrupted() is not None:  # compose's cancel: no `up` after a ^C in its builds
+        return CANCELED
     return proc.run_child(real, p.argv, env={**environ, **p.env}) if p.compose_runs else 0
 
 

@@ -121,6 +121,8 @@ def _cli_options(call: ComposeCall) -> tuple[list[str], str | None]:
     `compose build`'s own (up/run/create have none for builds)."""
     glob, _pos = scan_options(call.globals, 0, GLOBAL_VALUE, interspersed=True)
     progress = [v for k, v in glob if k == "--progress" and v in PROGRESS]
+    if progress[-1:] == ["quiet"]:  # docker build's quiet prints the image id on stdout; compose's prints nothing
+        return [], "compose --progress quiet: left to compose"
     out = ["--progress", progress[-1]] if progress else []
     if call.sub != "build":
         return out, None

@@ -353,13 +353,15 @@ def parse_build(inv: Invocation) -> BuildArgs:
         return any(k == name and (v is None or v.lower() in ("true", "1")) for k, v in opts)
 
     ctx = pos[0] if pos else None
+    help_only = flag("--help") or flag("-h")
     return BuildArgs(
         options=tuple(opts), context_index=ctx, context=argv[ctx] if ctx is not None else None,
         tags=values("--tag"), file=_last(values("--file")), cache_from=values("--cache-from"),
         cache_to=values("--cache-to"), no_cache=flag("--no-cache"), outputs=values("--output"),
         load=flag("--load"), push=flag("--push"), iidfile=_last(values("--iidfile")),
-        builder=_last(values("--builder")) or inv.builder, help=flag("--help") or flag("-h"),
-        misread=_build_misread(argv, inv.args_start, pos),
+        builder=_last(values("--builder")) or inv.builder, help=help_only,
+        # docker only prints help: whatever else the argv says, there is no context to misread
+        misread=None if help_only else _build_misread(argv, inv.args_start, pos),
     )
 
 
@@ -367,7 +369,7 @@ def _build_misread(argv: Sequence[str], start: int, pos: list[int]) -> str | Non
     """A build takes exactly one context. An option the tables don't know (hidden, newer)
     right before it may take a value, and then the context is the next word, not this one."""
     before = [argv[i - 1] for i in pos if i - 1 >= start]
-    unknown = [t for t in before if t.startswith("-") and t != "--" and "=" not in t and t not in BUILD_KNOWN]
+    unknown = [t for t in before if t.startswith("-") and t != "--" and "=" not in t and not _known_build_flag(t)]
     if unknown:
         return f"unknown option {unknown[0]}: it may take a value, so the build context is not certain"
     if len(pos) != 1:
@@ -397,6 +399,20 @@ def without_switch(argv: Sequence[str], start: int, value_flags: frozenset[str],
         out.extend(argv[i:nxt])
         i = nxt
     return tuple(out)
+
+
+def _known_build_flag(tok: str) -> bool:
+    """A long flag in the tables, or a short cluster of known letters: `-q`, `-qt`, and
+    `-tapp:1` / `-f-` (pflag's value attached to its letter: the rest is that value)."""
+    if tok.startswith("--"):
+        return tok in BUILD_KNOWN
+    for letter in tok[1:]:
+        flag = "-" + letter
+        if flag not in BUILD_KNOWN:
+            return False
+        if flag in BUILD_VALUE_FLAGS:
+            return True
+    return True
 
 
 def insert_before(argv: Sequence[str], index: int, tokens: Sequence[str]) -> tuple[str, ...]:

@@ -5,7 +5,8 @@ children of a non-interactive shell's background job) and its exit code is the r
 
 Several progress displays cannot share one terminal, so each child writes into a pipe
 (docker then prints plain progress) and every line reaches our stdout or stderr with the
-job's name in front, whole lines only. Signals are handled as proc.run_child does: one a
+job's name in front, whole lines only. One at a time (`limit` 1), each child has our
+stdout and stderr: a `--progress tty` display fails in a pipe. Signals are handled as proc.run_child does: one a
 terminal sent already reached every child (they are in our process group); one a process
 sent to dockcache is forwarded to each running child.
 """
@@ -33,7 +34,8 @@ class Job:
 
 
 def run_all(jobs: Sequence[Job], limit: int = 0) -> int:
-    """0 when every job succeeded; else the first failure's exit code (128+N for a signal).
+    """0 when every job succeeded; else the first failure's exit code (128+N for a signal,
+    and for a SIGINT or SIGTERM to us that left jobs unstarted).
     `limit` 0: no limit. A job waiting for an unknown name does not wait for it."""
     names = {j.name for j in jobs}
     todo = [Job(j.name, j.argv, j.env, frozenset(j.after & names - {j.name})) for j in jobs]
@@ -49,7 +51,19 @@ def run_all(jobs: Sequence[Job], limit: int = 0) -> int:
     finally:
         run.cancel()  # only if we leave by an exception: then nothing may outlive us
         run.join()
+        _take_pending(waited)
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def _take_pending(waited: list) -> None:
+    """Signals that came after the last wait (a second ^C) count as seen while the jobs ran:
+    unblocked, SIGINT would be a KeyboardInterrupt traceback (no handler of ours is set)."""
+    while True:
+        info = signal.sigtimedwait(waited, 0)
+        if info is None:
+            return
+        if info.si_signo != signal.SIGCHLD:
+            seen(info.si_signo)
 
 
 class _Printer:
@@ -91,10 +105,19 @@ class _Run:
             if info is None or info.si_signo == signal.SIGCHLD:
                 continue
             seen(info.si_signo)
+            if info.si_signo in (signal.SIGINT, signal.SIGTERM):
+                self._stop(info.si_signo)
             if info.si_code > 0 and info.si_signo in terminal:
                 continue  # from the terminal: the children, in our group, got it too
             for p in self.running.values():
                 _send(p, info.si_signo)
+
+    def _stop(self, signum: int) -> None:
+        """compose cancels on SIGINT and SIGTERM: a job not started yet never starts (one
+        still running might end well after the signal); jobs left out make the result 128+N."""
+        if self.waiting and self.failed is None:
+            self.failed = 128 + signum
+        self.waiting.clear()
 
     def _reap(self) -> None:
         for name, p in list(self.running.items()):
@@ -121,6 +144,9 @@ class _Run:
 
     def _start(self, job: Job) -> None:
         debug("run", job.argv[0], job.argv[1:], job.env)
+        if self.limit == 1:  # one at a time: the terminal is the job's (a `--progress tty` display needs it)
+            self.running[job.name] = subprocess.Popen(list(job.argv), env=dict(job.env), preexec_fn=self.unblock)
+            return
         p = subprocess.Popen(list(job.argv), env=dict(job.env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              preexec_fn=self.unblock)
         self.running[job.name] = p

@@ -288,6 +288,65 @@ def test_compose_services_build_side_by_side_in_dependency_order(sessions, engin
     assert image_id(engines["a"], f"{prefix}/web:1") == web_id
 
 
+def _on_a_terminal(env: dict, *argv: str, cwd: Path) -> tuple[int, str]:
+    """bin/docker with a pty as its stdin, stdout and stderr: (exit code, what it printed)."""
+    import pty
+
+    master, slave = pty.openpty()
+    p = subprocess.Popen([str(REPO / "bin" / "docker"), *argv], env=env, cwd=cwd, stdin=slave, stdout=slave,
+                         stderr=slave, start_new_session=True)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every writer closed the pty
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return p.wait(timeout=600), out.decode(errors="replace")
+
+
+def test_compose_progress_tty_builds_one_at_a_time_on_the_terminal(sessions, engines, tmp_path):
+    """`compose --progress tty build` of two services: the builds take turns on the terminal
+    (docker's tty display fails in a pipe: 'failed to get console'; every build failed, 17)."""
+    root = tmp_path / f"tty-{uuid.uuid4().hex[:6]}"
+    root.mkdir()
+    prefix = engines["a"].prefix
+    lines = ["services:"]
+    for svc in ("one", "two"):
+        root.joinpath(f"Dockerfile.{svc}").write_text(f"FROM {BUSYBOX}\nRUN echo {svc}-{uuid.uuid4().hex} > /svc\n")
+        lines += [f"  {svc}:", f"    build: {{context: ., dockerfile: Dockerfile.{svc}, network: none}}",
+                  f"    image: {prefix}/tty-{svc}:1", "    network_mode: none"]
+        engines["a"].images.append(f"{prefix}/tty-{svc}:1")
+    root.joinpath("compose.yaml").write_text("\n".join(lines) + "\n")
+    env = {**sessions["a"], "COMPOSE_PROJECT_NAME": f"{prefix}tty"}
+    rc, out = _on_a_terminal(env, "compose", "--progress", "tty", "build", cwd=root)
+    assert rc == 0 and "failed to get console" not in out, out[-3000:]
+    for svc in ("one", "two"):
+        assert image_id(engines["a"], f"{prefix}/tty-{svc}:1"), svc
+    assert sorted(m.get("builder") for m in metrics(env)[-2:]) == ["shared", "shared"]
+
+
+def test_compose_progress_quiet_prints_nothing_as_compose(sessions, engines, tmp_path):
+    """`compose --progress quiet build` prints nothing on stdout; a docker build with
+    `--progress quiet` prints its image id there (and, reporting an id, stays off the
+    shared builder): compose keeps its own build."""
+    root = tmp_path / f"quiet-{uuid.uuid4().hex[:6]}"
+    root.mkdir()
+    prefix = engines["a"].prefix
+    root.joinpath("Dockerfile").write_text(f"FROM {BUSYBOX}\nRUN echo {uuid.uuid4().hex} > /x\n")
+    root.joinpath("compose.yaml").write_text(
+        f"services:\n  one:\n    build: {{context: ., network: none}}\n    image: {prefix}/quiet:1\n")
+    engines["a"].images.append(f"{prefix}/quiet:1")
+    env = {**sessions["a"], "COMPOSE_PROJECT_NAME": f"{prefix}q"}
+    cp = shim(env, "compose", "--progress", "quiet", "build", cwd=root)
+    assert cp.returncode == 0 and cp.stdout == "", cp.stdout + cp.stderr[-2000:]
+    assert image_id(engines["a"], f"{prefix}/quiet:1")
+
+
 def test_side_by_side_services_carry_a_base_new_to_the_engine_once(sessions, engines, tmp_path):
     """Three services FROM a base engine B has never seen (the shared builder pulls it from
     a registry): their loads take turns, so one carries the base and the others leave it

@@ -138,3 +138,13 @@ def test_build_help_probes_nothing_and_creates_nothing(monkeypatch, tmp_path):
         prep = buildcmd.prepare("/bin/false", argv, parse_invocation(argv), env)
         assert prep.plan.argv == tuple(argv)
     assert not (tmp_path / "store").exists()
+
+
+def test_build_help_says_nothing_of_dockcache(monkeypatch, tmp_path, capsys):
+    """docker only prints its help: no "not certain" line before it."""
+    monkeypatch.setattr(proc, "run_docker", lambda *a, **k: pytest.fail("asked docker"))
+    monkeypatch.chdir(tmp_path)
+    env = {"HOME": str(tmp_path), "DOCKCACHE_STATE_DIR": str(tmp_path / "state")}
+    for argv in (["build", "--help"], ["buildx", "build", "-h"], ["image", "build", "--help"]):
+        buildcmd.execute("/bin/false", argv, parse_invocation(argv), env, on_error=lambda *a: pytest.fail(str(a)))
+    assert capsys.readouterr().err == ""

@@ -322,6 +322,59 @@ def test_layouts_beside_the_store_are_bounded(tmp_path, monkeypatch):
     assert names[1] not in left and stale.dir.name not in left
 
 
+def test_a_layout_whose_first_build_failed_does_not_keep_blobs_forever(tmp_path):
+    """A failed first build of a tag leaves its layout seeded (hard links to its siblings'
+    blobs) but without index.json: it never counted among the layouts kept, so it was never
+    removed and kept those blobs on disk after their own layouts went (a tag per commit:
+    one more per failed build). An old one nobody writes goes; the one being written and
+    the FROM records stay."""
+    import fcntl
+
+    from shim.build import thinload
+    from shim.build.thinload import Layout
+
+    _layout_with_image(tmp_path, "base:1", [b"big base"])
+    failed, busy = Layout(tmp_path, "app:sha1"), Layout(tmp_path, "app:sha2")
+    for lay in (failed, busy):
+        lay.seed()  # then the build failed: no index.json
+        os.utime(lay.dir, (1e9, 1e9))
+    Layout(tmp_path, "base:1").holds(["node:20"])
+    with open(tmp_path / f"{busy.dir.name}.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # still being written
+        Layout(tmp_path, "new:1").seed()
+    assert not failed.dir.exists() and not (tmp_path / f"{failed.dir.name}.lock").exists()
+    assert busy.dir.exists() and (tmp_path / thinload.BASES).is_dir()
+    fresh = Layout(tmp_path, "app:sha3")
+    fresh.seed()  # a build of it may be about to start: an unfinished layout is kept for a while
+    Layout(tmp_path, "newer:1").seed()
+    assert fresh.dir.exists()
+
+
+def test_a_sibling_removed_while_a_new_layout_is_seeded_costs_nothing(tmp_path, monkeypatch):
+    """Another session's prune may remove a sibling between the listing and the links: the
+    seed links what is left (before, the FileNotFoundError made the shared build fall back
+    to the user's command on this engine)."""
+    import shutil
+
+    from shim.build import thinload
+    from shim.build.thinload import Layout
+
+    kept, _e, manifest = _layout_with_image(tmp_path, "kept:1", [b"base"])
+    gone, _e, _m = _layout_with_image(tmp_path, "gone:1", [b"other"])
+    os.utime(gone.dir, (2e9, 2e9))  # the newest: linked from first
+    real_pruned = thinload._pruned
+
+    def pruned_then_vanish(siblings):
+        out = real_pruned(siblings)
+        shutil.rmtree(gone.blobs)  # removed by another session right after the listing
+        return out
+
+    monkeypatch.setattr(thinload, "_pruned", pruned_then_vanish)
+    new = Layout(tmp_path, "new:1")
+    new.seed()
+    assert manifest["layers"][0]["digest"] in new.blob_names()
+
+
 def test_a_bug_in_the_shared_build_runs_the_users_command_unchanged(tmp_path, monkeypatch, capsys):
     ran = []
     monkeypatch.setattr(builder, "build", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))

@@ -56,6 +56,9 @@ def test_an_unnamed_image_is_project_dash_service_and_cli_options_reach_every_bu
     ({"context": "/p", "secrets": [{"source": "nowhere"}]}, ("build",), "neither a file"),
     ({"context": "/p"}, ("build", "--push"), "--push"),
     ({"context": "/p"}, ("build", "-q"), "-q"),
+    # docker build --progress quiet prints the image id on stdout; compose prints nothing
+    ({"context": "/p"}, ("--progress", "quiet", "build"), "--progress quiet"),
+    ({"context": "/p"}, ("--progress=quiet", "up", "--build"), "--progress quiet"),
 ])
 def test_what_a_docker_build_cannot_say_keeps_the_store_path(spec, sub, why):
     planned, reason = plan_builds(split("docker", ["compose", *sub]), {"app": {"build": spec}}, CFG, "shop", "2")
@@ -209,3 +212,28 @@ def test_the_version_label_is_compose_s_own(version, label):
     from shim.compose.sharedbuild import label_version
 
     assert label_version(version) == label
+
+
+def test_a_sigint_during_the_builds_stops_compose_from_running_afterwards(monkeypatch):
+    """`compose up --build` and ^C while its images build: compose cancels and exits 130; a
+    build that still ended well must not be followed by `compose up` starting containers."""
+    import signal
+
+    from shim.compose import command
+
+    ran = []
+    monkeypatch.setattr(command.proc, "_SEEN", [])
+
+    def build_interrupted(real, argv, env=None):
+        ran.append(tuple(argv))
+        if argv[:1] != ["compose"]:
+            command.proc.seen(signal.SIGINT)  # the ^C reached us while the build ran; it ended well
+        return 0
+
+    monkeypatch.setattr(command.proc, "run_child", build_interrupted)
+    assert command._service_builds("/bin/docker", "docker", ["compose", "up", "--build"], {}, _plan_with(["a"])) == 130
+    assert len(ran) == 1 and ran[0][0] != "compose"
+    monkeypatch.setattr(command.proc, "_SEEN", [])
+    ran.clear()
+    assert command._service_builds("/bin/docker", "docker", ["compose", "build"], {},
+                                   _plan_with(["a"], compose_runs=False)) == 0  # built all the same: as compose

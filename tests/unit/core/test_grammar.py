@@ -135,6 +135,25 @@ def test_a_build_with_one_certain_context_is_read(argv):
     assert build(*argv).misread is None
 
 
+@pytest.mark.parametrize("argv", [["-tapp:1", "."], ["-fDockerfile.dev", "."], ["-f-", "."], ["-qtapp", "."]])
+def test_a_known_short_flag_with_its_value_attached_is_not_unknown(argv):
+    """pflag's `-tapp:1` is `-t app:1`: the context after it is certain."""
+    b = build(*argv)
+    assert b.misread is None and b.context == "."
+
+
+@pytest.mark.parametrize("argv", [["-x", "."], ["-qx", "."]])
+def test_an_unknown_short_flag_before_the_context_is_still_misread(argv):
+    assert "unknown option" in (build(*argv).misread or "")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["-t", "app", "--help"], ["--help", "a", "b"]])
+def test_a_help_build_is_not_misread(argv):
+    """docker only prints its help: no context to be unsure of, no line to say."""
+    b = build(*argv)
+    assert b.help and b.misread is None
+
+
 def test_insert_before():
     assert insert_before(("a", "b"), 1, ["x"]) == ("a", "x", "b")
     assert insert_before(("a",), 9, ["x"]) == ("a", "x")

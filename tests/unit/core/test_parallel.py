@@ -99,3 +99,80 @@ def test_a_closed_stream_of_ours_loses_lines_not_jobs(tmp_path):
     assert reader.wait(timeout=60) == 0
     assert b"Traceback" not in reader.stderr.read()
     assert (tmp_path / "a").exists() and (tmp_path / "b").exists()
+
+
+def _on_a_terminal(limit: int) -> str:
+    """What jobs see of stdout/stderr when our own are a terminal (a pty here)."""
+    import pty
+
+    runner = ("import sys; sys.path.insert(0, sys.argv[1]); from shim.core.parallel import Job, run_all; import os; "
+              "sys.exit(run_all([Job(n, ('/bin/sh', '-c', "
+              "'if [ -t 1 ] && [ -t 2 ]; then echo tty; else echo pipe; fi'), dict(os.environ)) for n in 'ab'], "
+              "limit=int(sys.argv[2])))")
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-c", runner, str(REPO), str(limit)], stdin=subprocess.DEVNULL,
+                         stdout=slave, stderr=slave)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: every writer closed the pty
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert p.wait(timeout=30) == 0
+    return out.decode()
+
+
+def test_one_at_a_time_each_job_has_our_terminal():
+    """`compose --progress tty build` (limit 1): docker's tty display needs a terminal; in a pipe
+    it fails ("failed to get console: provided file is not a console")."""
+    assert _on_a_terminal(1).split() == ["tty", "tty"]
+
+
+def test_side_by_side_jobs_write_into_pipes_named_lines():
+    assert sorted(_on_a_terminal(0).split()) == ["a", "b", "pipe", "pipe", "|", "|"]
+
+
+def test_after_a_sigterm_no_waiting_job_starts(tmp_path):
+    """compose cancels on SIGINT/SIGTERM: a job waiting for one that still ends well (it got
+    the signal at its very end, or ignores it) must not start after it; the result says
+    the run was cut short (128+N), not that every job succeeded."""
+    got, go, marker = tmp_path / "got", tmp_path / "go", tmp_path / "later-ran"
+    first = (f"trap 'touch {got}' TERM; touch {tmp_path}/ready; "
+             f"while [ ! -e {go} ]; do sleep 0.05; done; exit 0")
+    runner = ("import sys; sys.path.insert(0, sys.argv[1]); from shim.core.parallel import Job, run_all; import os; "
+              "sys.exit(run_all([Job('first', ('/bin/sh', '-c', sys.argv[2]), dict(os.environ)), "
+              "Job('later', ('/bin/sh', '-c', 'touch ' + sys.argv[3]), dict(os.environ), frozenset({'first'}))]))")
+    proc = subprocess.Popen([sys.executable, "-c", runner, str(REPO), first, str(marker)],
+                            stdout=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 20
+    while not (tmp_path / "ready").exists():
+        assert time.time() < deadline, "first did not start"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGTERM)
+    while not got.exists():  # forwarded: dockcache has taken the signal
+        assert time.time() < deadline, "the signal was not forwarded"
+        time.sleep(0.02)
+    go.touch()  # first ends well all the same
+    assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    assert not marker.exists()
+
+
+def test_a_sigint_after_the_last_wait_is_no_traceback(tmp_path):
+    """A ^C that lands after the jobs ended, before our signal mask is restored (a second ^C
+    pressed quickly): it is taken as one seen while the jobs ran, never a KeyboardInterrupt
+    traceback on the user's terminal. (The hook sends it at exactly that moment.)"""
+    runner = ("import sys; sys.path.insert(0, sys.argv[1]); import os, signal; from shim.core import parallel, proc; "
+              "real = parallel._Run.join\n"
+              "def join(self):\n    real(self); os.kill(os.getpid(), signal.SIGINT)\n"
+              "parallel._Run.join = join\n"
+              "rc = parallel.run_all([parallel.Job(n, ('/bin/true',), dict(os.environ)) for n in 'ab'])\n"
+              "print(rc, proc.interrupted())\n")
+    cp = subprocess.run([sys.executable, "-c", runner, str(REPO)], capture_output=True, text=True, timeout=60,
+                        stdin=subprocess.DEVNULL)
+    assert "Traceback" not in cp.stderr and cp.returncode == 0, cp.stderr
+    assert cp.stdout.split() == ["0", str(int(signal.SIGINT))]
