@@ -103,7 +103,7 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
     key, fallbacks = keys_for(build.tags, build.context, build.file, cwd,
                               config["build.key"], config["build.fallback_keys"])
     caps = caps_for(real, inv, build, environ)
-    if not (config["enabled"] and config["build.enabled"]):
+    if not _enabled(config):
         caps = BuildCaps("none", "build caching is disabled in config")
     if caps.mode == "none" or build.help:
         return Prepared(plan_build(args, inv, build, caps, key=key, available=(), import_src=None,
@@ -173,6 +173,11 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
         plan = _noted(plan, "containerd image store: the build exports an OCI layout (only blobs it lacks) "
                             "and the load sends only layers this engine lacks")
     return Prepared(plan, None, None, None, config, caps, shared=run), None
+
+
+def _enabled(config: Config) -> bool:
+    """Build caching on: a user who turned it off hears nothing from dockcache."""
+    return bool(config["enabled"] and config["build.enabled"])
 
 
 def _room_for(store: CacheStore, key: str, config: Config, environ: Mapping[str, str]) -> bool:
@@ -247,7 +252,7 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         on_error(real, list(args), exc)
         return
     if prep.plan.argv == tuple(args) and not prep.mounts.mounts:
-        if prep.caps.mode == "none" and parse_build(inv).misread:
+        if prep.caps.mode == "none" and parse_build(inv).misread and _enabled(prep.config):
             say(f"{prep.caps.reason}; the build runs unchanged")
         return  # nothing to add: the caller execs docker unchanged
     if prep.caps.mode == "import-only" and not prep.plan.export:

@@ -36,14 +36,15 @@ def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping
     non-root USER that a root-owned volume would lock out, so without its facts we add nothing.
     """
     run = parse_run(inv)
+    cwd = os.getcwd()
     if run.image_index is None or run.help or run.unknown:  # nothing to add: ask docker nothing
         plan = plan_run(args, run, None, Facts())
-        return plan, None, list(plan.reasons[:1]) if run.unknown and run.image_index is not None and not run.help else []
-    cwd = os.getcwd()
+        say_it = run.unknown and run.image_index is not None and not run.help and _enabled(load(environ, cwd))
+        return plan, None, list(plan.reasons[:1]) if say_it else []
     found = projects(run.mounts, run.workdir, cwd)
     project = found[0].host_dir if found else None
     config = load(environ, project or cwd)
-    if not (config["enabled"] and config["run.enabled"]):
+    if not _enabled(config):
         return Plan(tuple(args), reasons=("run caching is disabled in config",)), config, []
     table = config.table()
     detections = tuple(combine((scan_dir(project, table) if project else []) + scan_command(run.command, table)
@@ -71,6 +72,11 @@ def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping
             plan = plan_run(args, run, config, _replace(facts, unusable=frozenset(failed)))
     notes += ctx.state.write_errors[:1]
     return plan, config, notes
+
+
+def _enabled(config: Config) -> bool:
+    """Run caching on: a user who turned it off hears nothing from dockcache."""
+    return bool(config["enabled"] and config["run.enabled"])
 
 
 def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str],

@@ -148,3 +148,15 @@ def test_build_help_says_nothing_of_dockcache(monkeypatch, tmp_path, capsys):
     for argv in (["build", "--help"], ["buildx", "build", "-h"], ["image", "build", "--help"]):
         buildcmd.execute("/bin/false", argv, parse_invocation(argv), env, on_error=lambda *a: pytest.fail(str(a)))
     assert capsys.readouterr().err == ""
+
+
+def test_a_misread_build_says_nothing_when_build_caching_is_off(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(proc, "run_docker", lambda *a, **k: pytest.fail("asked docker"))
+    monkeypatch.chdir(tmp_path)
+    argv = ["build", "--new-flag", ".", "-t", "x"]
+    (tmp_path / "off.toml").write_text("enabled = false\n")
+    for env in ({}, {"DOCKCACHE_CONFIG": str(tmp_path / "off.toml")}, {"DOCKCACHE_BUILD": "0"}):
+        env = {"HOME": str(tmp_path), "DOCKCACHE_STATE_DIR": str(tmp_path / "state"), **env}
+        buildcmd.execute("/bin/false", argv, parse_invocation(argv), env, on_error=lambda *a: pytest.fail(str(a)))
+        said = capsys.readouterr().err
+        assert ("unknown option --new-flag" in said) == (len(env) == 2), (env, said)

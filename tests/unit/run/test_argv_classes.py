@@ -78,3 +78,12 @@ def test_the_users_own_cache_at_the_tools_default_path_is_used(mount):
 def test_a_project_mount_elsewhere_in_home_blocks_nothing():
     p = plan(["run", "-v", "/src:/root/app", "img", "npm", "ci"])
     assert "npm" in [m.manager for m in p.mounts]
+
+
+def test_an_unknown_flag_says_nothing_when_run_caching_is_off(tmp_path):
+    argv = ["run", "--newflag", "v", "img", "npm"]
+    (tmp_path / "off.toml").write_text("enabled = false\n")
+    for off in ({"DOCKCACHE_CONFIG": str(tmp_path / "off.toml")}, {"DOCKCACHE_RUN": "0"}):
+        inv = parse_invocation(argv)
+        _p, _cfg, notes = command.build_plan("/bin/false", argv, inv, {"HOME": str(tmp_path), **off}, dry_run=True)
+        assert notes == [], off
