@@ -17,7 +17,7 @@ import socket
 import sys
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from shim.core.records import dataclass
 
 from shim.build.shared import (TLS_FILES, Target, first_and_load, from_images, socket_of, tag_forms, target_for,
                                tls_opts, unchanged, why_local)

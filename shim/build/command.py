@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from shim.core.records import dataclass, replace
 from pathlib import Path
 
 from shim.core import proc

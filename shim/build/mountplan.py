@@ -13,7 +13,7 @@ because a build context arrives owned by root. Save: the same mount copied out t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from shim.core.records import dataclass, replace
 
 from shim.build.mounts import CacheMount, Found
 from shim.build.mountstore import PACKED_NAME, mount_name

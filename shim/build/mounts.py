@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from shim.core.records import dataclass, field
 
 # The frontends whose RUN --mount grammar we know; any other `# syntax=` may mean anything.
 _KNOWN_SYNTAX = re.compile(r"^(docker\.io/)?docker/dockerfile(-upstream)?(:1(\.\d+){0,2}(-labs)?)?(@sha256:[0-9a-f]+)?$")

@@ -8,7 +8,7 @@ beside it; `--no-cache` skips our import but still publishes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from shim.core.records import dataclass
 
 from shim.core.engine import BuildCaps
 from shim.core.grammar import BuildArgs, Invocation, insert_before

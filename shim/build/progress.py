@@ -10,7 +10,7 @@ as `#5 0.123 …` (a timestamp first), so a bare digest transfer means a cache h
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from shim.core.records import dataclass
 
 _LINE = re.compile(r"^#(\d+) (.*)$")
 _FETCH = re.compile(r"^(extracting )?sha256:[0-9a-f]{64}\b")

@@ -32,7 +32,7 @@ import re
 import ssl
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from shim.core.records import dataclass
 
 from shim.build import registry_auth
 from shim.build.registry_auth import HUB_HOSTS

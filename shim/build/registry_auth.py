@@ -19,7 +19,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from shim.core.records import dataclass
 from pathlib import Path
 
 HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")  # names of Docker Hub's registry

@@ -11,7 +11,7 @@ builder keeps today's path, with the reason in `explain`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from shim.core.records import dataclass
 
 from shim.build.plan import BuildPlan
 from shim.core.engine import BuildCaps

@@ -30,7 +30,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from shim.core.records import dataclass
 from pathlib import Path
 
 from shim.build import layout, mountstore

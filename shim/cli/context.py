@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from shim.core.records import dataclass, field
 from pathlib import Path
 
 from shim.core import proc

@@ -16,7 +16,7 @@ labelled as such.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from shim.core.records import dataclass, field
 from collections.abc import Sequence
 
 from shim.core.managers import ENTRIES

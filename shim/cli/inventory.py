@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from shim.core.records import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 

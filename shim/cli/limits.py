@@ -11,7 +11,7 @@ last minutes (the run that started the prune is about to mount it).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from shim.core.records import dataclass
 
 from shim.run.upkeep import limits_of
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass, field
+from shim.core.records import dataclass, field
 
 from shim.core.managers import VERIFY, Refetch, Verify
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from shim.core.records import dataclass
 from pathlib import Path
 
 from shim.core.grammar import scan_options

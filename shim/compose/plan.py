@@ -16,7 +16,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from shim.core.records import dataclass, field
 from pathlib import Path
 
 from shim.build.command import login_environ, open_store, safe_snapshot

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from shim.core.records import dataclass
 
 from shim.compose.files import GLOBAL_VALUE, ComposeCall
 from shim.compose.services import BUILD_VALUE, sub_values

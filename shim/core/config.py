@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from shim.core.records import dataclass
 from pathlib import Path
 TYPE_CHECKING = False  # typing costs ~15 ms to import; the hot path avoids it
 if TYPE_CHECKING:
@@ -205,7 +205,7 @@ def load(environ: Mapping[str, str], project_dir: str | None = None) -> Config:
         value = settings[key].value
         if value.startswith("~"):
             settings[key] = Setting(home + value[1:], settings[key].source)
-    from dataclasses import replace
+    from shim.core.records import replace
 
     expanded = tuple(replace(c, host_dir=home + c.host_dir[1:]) if c.host_dir.startswith("~") else c
                      for c in caches.values())

@@ -9,7 +9,7 @@ Other drivers (docker-container, remote, kubernetes) export to every backend.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from shim.core.records import asdict, dataclass
 
 from shim.core.state import State
 

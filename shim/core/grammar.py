@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Sequence
-from dataclasses import dataclass
+from shim.core.records import dataclass
 
 
 def _flags(text: str) -> frozenset[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from shim.core.records import dataclass, field
 
 MOUNT_ROOT = "/dockcache"  # where our volumes land unless the image configured a location
 

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from shim.core.records import dataclass, field
 
 from shim.core.proc import _FORWARDED, _FROM_TERMINAL, _send, debug, seen
 

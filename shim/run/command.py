@@ -234,7 +234,7 @@ def _record(environ: Mapping[str, str], plan: Plan, seconds: float) -> None:
 
 
 def _replace(facts: Facts, **kw) -> Facts:
-    from dataclasses import replace
+    from shim.core.records import replace
     return replace(facts, **kw)
 
 

@@ -12,7 +12,7 @@ import os
 import posixpath
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from shim.core.records import dataclass
 
 from shim.core.managers import BY_NAME, MANAGERS, Manager, Marker
 

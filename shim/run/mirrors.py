@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Sequence
-from dataclasses import dataclass
+from shim.core.records import dataclass
 
 from shim.core.managers import BY_NAME, Manager
 from shim.core.state import short_hash

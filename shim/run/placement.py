@@ -15,7 +15,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from shim.core.records import dataclass
 
 REMEMBER = 30 * 24 * 3600.0  # per daemon; a new daemon (new socket) is probed again
 PROBE_TARGET = "/dockcache-probe"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from shim.core.records import dataclass, field, replace
 
 from shim.core.config import Config
 from shim.run.detect import Detection
