@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from shim.core import proc
 from shim.core.config import Config, load
-from shim.run.detect import always_on, combine, projects, scan_command, scan_dir
+from shim.run.detect import always_on, combine, marker_dirs, projects, scan_command, scan_dir
 from shim.core.grammar import Invocation, RunArgs, parse_run
 from shim.run.plan import CacheMount, Facts, Plan, plan_run
 from shim.core.state import State, docker_config_dir, endpoint_id, state_dir
@@ -46,8 +46,8 @@ def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping
     if not (config["enabled"] and config["run.enabled"]):
         return Plan(tuple(args), reasons=("run caching is disabled in config",)), config, []
     table = config.table()
-    detections = tuple(combine((scan_dir(project, table) if project else []) + scan_command(run.command, table)
-                               + always_on(table)))
+    marked = [d for here in (marker_dirs(found[0], run.workdir) if found else []) for d in scan_dir(here, table)]
+    detections = tuple(combine(marked + scan_command(run.command, table) + always_on(table)))
     if not detections:
         return Plan(tuple(args), reasons=("no package manager detected",)), config, []
     ctx = _Context(real, inv, run, environ)
@@ -152,13 +152,16 @@ def plan_inputs(run: RunArgs, environ: Mapping[str, str], config: Config | None 
     cwd = os.getcwd()
     dirs = [os.path.normpath(os.path.join(cwd, os.path.expanduser(m.source)))
             for m in run.mounts if m.type == "bind" and m.source]
+    found = projects(run.mounts, run.workdir, cwd)
+    below = marker_dirs(found[0], run.workdir)[:-1] if found else []  # the workdir's own dirs
+    marker_at = dirs + below
     literal = {mk.glob for mgr in table for mk in mgr.markers if "*" not in mk.glob}
     globs = tuple(sorted({mk.glob for mgr in table for mk in mgr.markers if "*" in mk.glob}))
     docker_cfg = docker_config_dir(environ)
     deps: list = [os.path.join(cwd, f) for f in run.env_files] + [str(user_config_path(environ)),
                                                                   os.path.join(docker_cfg, "config.json")]
-    for d in dirs:
-        deps += [d] if not os.path.isdir(d) else []  # a bind source that appears later
+    for d in marker_at:
+        deps += [d] if not os.path.isdir(d) else []  # a bind source (or workdir) that appears later
         deps += [os.path.join(d, name) for name in sorted(literal)] + [(d, *globs)]
     for start in dirs or [cwd]:
         here = start
