@@ -260,6 +260,7 @@ class _Context:
         self.endpoint = endpoint_id(inv.host, inv.context, environ)
         self.daemon = daemon_key(inv.host, inv.context, environ)  # volumes belong to one daemon
         self.state = State(state_dir(environ))
+        self.why = ""  # the last failed docker call's own words, for prepare's note
 
     def docker(self, *args: str, timeout: float = 60.0) -> proc.Result:
         return proc.run_docker(self.real, [*self.inv.globals, *args], timeout=timeout)
@@ -339,8 +340,10 @@ class _Context:
                 remember_image(self.state, m, self.run.image)
             if not ok:
                 failed.append(m.source if m.host_cache else os.path.basename(m.source))
-                notes.append(f"could not prepare cache {m.source} for user {m.owner}; "
-                             f"{m.manager} runs without it")
+                whose = f" for user {m.owner}" if m.owner else ""
+                why = f" ({self.why})" if self.why else ""
+                notes.append(f"could not prepare cache {m.source}{whose}{why}; {m.manager} runs without it")
+                self.why = ""
         return failed
 
     def _is_new(self, m: CacheMount) -> bool:
@@ -356,6 +359,7 @@ class _Context:
             labels = [x for label in m.labels for x in ("--label", label)]
             res = self.docker("volume", "create", *labels, m.source)
             if res.returncode != 0:
+                self.why = _last_line(res.stderr)
                 return False
             known = {"owners": [], "created": True}
         if m.owner and m.owner not in known.get("owners", []):
@@ -363,6 +367,7 @@ class _Context:
                               "--entrypoint", "chown", "-v", f"{m.source}:{INIT_TARGET}",
                               self.run.image or "", m.owner, INIT_TARGET)
             if res.returncode != 0:
+                self.why = _last_line(res.stderr)
                 return False
             known = {**known, "owners": [*known.get("owners", []), m.owner]}
         self.state.put("volumes", self.daemon, m.source, {**known, "manager": m.manager})
@@ -375,7 +380,8 @@ class _Context:
             os.makedirs(m.source, exist_ok=True)
             if m.owner:
                 os.chmod(m.source, 0o1777)  # a container uid that is not ours must write here
-        except OSError:
+        except OSError as exc:
+            self.why = exc.strerror or type(exc).__name__
             return False
         if os.getuid() != 0:
             from shim.run.hostacl import grant_host_user
@@ -395,3 +401,8 @@ class _Context:
             if grant_tree(m.source, os.getuid()):
                 self.state.put("hostacl", "host", m.source, {"uid": os.getuid()})
         return True
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else ""
