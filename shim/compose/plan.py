@@ -23,7 +23,7 @@ from shim.build.command import login_environ, open_store, safe_snapshot
 from shim.build.key import sanitize
 from shim.build.local import LocalBuilds, for_engine
 from shim.build.store import CacheStore, Snapshot
-from shim.compose.files import ComposeCall, files_for, invocation, only_looks, reads_stdin, split, wants_build
+from shim.compose.files import ComposeCall, env_files_kept, files_for, invocation, only_looks, reads_stdin, split, wants_build
 from shim.compose.override import write_override
 from shim.compose.services import forget_vanished, named_services, service_caches
 from shim.compose.resolved import resolved_config
@@ -324,6 +324,9 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
     if listed is not None:
         sep = environ.get("COMPOSE_PATH_SEPARATOR", os.pathsep)
         env["COMPOSE_FILE"] = sep.join([*files, path])
+        kept = env_files_kept(call, environ, os.getcwd(), files)
+        if kept:
+            env["COMPOSE_ENV_FILES"] = kept
     else:
         extra = ["-f", path] if files is None else [x for f in [*files, path] for x in ("-f", f)]
         at = len(call.base) + len(call.globals)

@@ -227,3 +227,25 @@ def test_a_cache_volume_removed_outside_dockcache_never_breaks_compose(shim_env,
     steady = up()  # the state is right again: nothing to say
     assert steady.returncode == 0 and "vanished" not in steady.stderr
     subprocess.run([REAL, "-H", a.host, "compose", "down"], cwd=root, capture_output=True)
+
+
+def test_compose_file_in_dotenv_keeps_the_dotenv_values_for_the_build(shim_env, engines, tmp_path):
+    """./.env names a compose file in another dir and sets a build arg: compose built
+    with the arg from ./.env; through dockcache (COMPOSE_FILE moved to the environment,
+    where compose reads only the .env beside the file) it was blank."""
+    root = tmp_path / f"dotenv{uuid.uuid4().hex[:6]}"
+    (root / "deploy").mkdir(parents=True)
+    (root / "src").mkdir()
+    (root / "src" / "Dockerfile").write_text("FROM dockcache-test/busybox\nARG X\nRUN echo \"x=$X\" > /x\n")
+    (root / "deploy" / "base.yml").write_text(
+        "services:\n  app:\n    build:\n      context: ../src\n      network: none\n      args:\n"
+        "        X: ${XARG:-blank}\n    image: " + f"{engines['a'].prefix}/dotenv:1\n    network_mode: none\n")
+    (root / ".env").write_text("COMPOSE_FILE=deploy/base.yml\nXARG=fromdotenv\n")
+    engines["a"].images.append(f"{engines['a'].prefix}/dotenv:1")
+    cp = subprocess.run([str(REPO / "bin" / "docker"), "compose", "--progress", "plain", "build"],
+                        env={**shim_env, "DOCKER_HOST": engines["a"].host}, cwd=root, capture_output=True,
+                        text=True, timeout=600)
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    assert "XARG" not in cp.stderr  # compose's "variable is not set" warning
+    out = engines["a"].docker("run", "--rm", "--network", "none", f"{engines['a'].prefix}/dotenv:1", "cat", "/x")
+    assert out.stdout.strip() == "x=fromdotenv"
