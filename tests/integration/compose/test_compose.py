@@ -249,3 +249,18 @@ def test_compose_file_in_dotenv_keeps_the_dotenv_values_for_the_build(shim_env, 
     assert "XARG" not in cp.stderr  # compose's "variable is not set" warning
     out = engines["a"].docker("run", "--rm", "--network", "none", f"{engines['a'].prefix}/dotenv:1", "cat", "/x")
     assert out.stdout.strip() == "x=fromdotenv"
+
+
+def test_a_service_of_a_profile_named_on_the_command_line_gets_its_cache(shim_env, engines, tmp_path):
+    """`compose up --build web` enables web's profile: compose builds web. dockcache planned
+    the services of the enabled profiles instead (web got no cache; the others did)."""
+    root = stack(tmp_path, services=("api", "web"))
+    text = (root / "compose.yaml").read_text().replace("  web:\n", "  web:\n    profiles: [web]\n")
+    (root / "compose.yaml").write_text(text)
+    cold = up(shim_env, engines["a"], root, "up", "--build", "web")
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    store = CacheStore(shim_env["DOCKCACHE_BUILD_STORE"])
+    assert set(store.keys()) >= {f"{root.name}-web"} and f"{root.name}-api" not in store.keys()
+    warm = up(shim_env, engines["b"], root, "up", "--build", "web")
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    assert [s.cached for s in build_steps(warm.stdout + warm.stderr)] == [True]
