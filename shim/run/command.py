@@ -262,8 +262,9 @@ class _Context:
         self.state = State(state_dir(environ))
         self.why = ""  # the last failed docker call's own words, for prepare's note
 
-    def docker(self, *args: str, timeout: float = 60.0) -> proc.Result:
-        return proc.run_docker(self.real, [*self.inv.globals, *args], timeout=timeout)
+    def docker(self, *args: str, timeout: float = 60.0, progress: bool = False) -> proc.Result:
+        return proc.run_docker(self.real, [*self.inv.globals, *args], timeout=timeout,
+                               **({"progress": True} if progress else {}))
 
     def placement(self, config: Config, *, image_ok: bool):
         """run.mode, with `auto` decided once per daemon by a probe (run.placement)."""
@@ -294,7 +295,8 @@ class _Context:
         if cached is None:
             cached = self._inspect(image)
             if cached is None and pull and self._pull_allowed():
-                self.docker("pull", *self._platform(), image, timeout=1800)
+                # the user would have watched `docker run` pull it: its progress on stderr, as there
+                self.docker("pull", *self._platform(), image, timeout=1800, progress=True)
                 cached = self._inspect(image)
             if cached is not None:
                 self.state.put("images", self.endpoint, image, cached)
