@@ -101,9 +101,10 @@ RUN_VALUE = frozenset("-e --env -u --user -w --workdir -v --volume -p --publish 
 
 
 def run_options(call: ComposeCall) -> dict[str, tuple[str, ...]]:
-    """`compose run|create SERVICE` options that change what the container is: the user
-    and variables given on the command line (`-u 1000`, `-e A=1`), as docker run flags
-    for that service (they come after its own, so they win as they do for compose)."""
+    """`compose run|create SERVICE` options that change what the container is: the user,
+    variables, bind mounts and workdir given on the command line (`-u 1000`, `-e A=1`,
+    `-v .:/repo -w /repo/web`), as docker run flags for that service (they come after its
+    own, so they win as they do for compose)."""
     if call.sub != "run":
         return {}
     from shim.core.grammar import scan_options
@@ -117,6 +118,10 @@ def run_options(call: ComposeCall) -> dict[str, tuple[str, ...]]:
             flags += ["--user", v]
         elif k in ("-e", "--env") and v:
             flags += ["-e", v]
+        elif k in ("-v", "--volume") and v:
+            flags += ["--volume", v]
+        elif k in ("-w", "--workdir") and v:
+            flags += ["--workdir", v]
     return {call.rest[pos[0]]: tuple(flags)}
 
 

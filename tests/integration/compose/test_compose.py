@@ -264,3 +264,33 @@ def test_a_service_of_a_profile_named_on_the_command_line_gets_its_cache(shim_en
     warm = up(shim_env, engines["b"], root, "up", "--build", "web")
     assert warm.returncode == 0, warm.stderr[-2000:]
     assert [s.cached for s in build_steps(warm.stdout + warm.stderr)] == [True]
+
+
+def test_compose_run_with_a_bind_and_workdir_on_its_command_line_gets_the_apps_cache(shim_env, engines, tmp_path):
+    """`compose run --rm -v REPO:/repo -w /repo/web SERVICE sh ./script`: the app where -w
+    points is the project (its package.json), as for docker run; the -v and -w given to
+    compose run were not looked at, and a command that does not name npm got no cache."""
+    root = tmp_path / f"crun{uuid.uuid4().hex[:6]}"
+    web = root / "web"
+    web.mkdir(parents=True)
+    (web / "package.json").write_text(json.dumps({"name": "web", "version": "1.0.0", "private": True,
+                                                  "dependencies": {"is-number": "7.0.0"}}))
+    (web / "setup.sh").write_text("npm install --no-audit --no-fund\n")
+    (web / "offline.sh").write_text("rm -rf node_modules && npm ci --offline --no-audit --no-fund\n")
+    (root / "compose.yaml").write_text(
+        "services:\n  dev:\n    image: dockcache-test/devtools:latest\n    network_mode: host\n"
+        "  off:\n    image: dockcache-test/devtools:latest\n    network_mode: none\n")
+    env = {**shim_env, "DOCKCACHE_MODE": "bind", "DOCKCACHE_BIND_ROOT": str(tmp_path / "caches")}
+
+    def run(engine, svc, script, extra=None):
+        return subprocess.run([str(REPO / "bin" / "docker"), "compose", "run", "--rm", "-v", f"{root}:/repo",
+                               "-w", "/repo/web", svc, "sh", script], env={**env, "DOCKER_HOST": engine.host,
+                                                                         **(extra or {})},
+                              cwd=root, capture_output=True, text=True, timeout=600)
+
+    cold = run(engines["a"], "dev", "./setup.sh")
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    warm = run(engines["b"], "off", "./offline.sh")
+    assert warm.returncode == 0, warm.stdout[-1000:] + warm.stderr[-2000:]
+    control = run(engines["b"], "off", "./offline.sh", extra={"DOCKCACHE_DISABLE": "1"})
+    assert control.returncode != 0, control.stdout + control.stderr

@@ -195,3 +195,12 @@ def test_a_named_service_of_a_disabled_profile_is_asked_for_by_name(project, mon
         call = files.split("docker", ["compose", *argv])
         assert sorted(compose_plan.selected_config("/bin/true", call, env)["services"]) == want, argv
     assert [c[-1] for c in calls if "config" in c].count("web") == 1  # asked once, then remembered
+
+
+def test_compose_run_binds_and_workdir_reach_the_run_planner():
+    call = files.split("docker", ["compose", "run", "--rm", "-v", "/src:/repo", "--workdir=/repo/web", "-u", "1000",
+                                  "-e", "A=1", "dev", "sh", "-c", "-w x"])
+    assert compose_services.run_options(call) == {
+        "dev": ("--volume", "/src:/repo", "--workdir", "/repo/web", "--user", "1000", "-e", "A=1")}
+    argv = compose_services.as_run_argv("dev", {"working_dir": "/app"}, "proj", compose_services.run_options(call)["dev"])
+    assert argv[-1] == "proj-dev" and argv.index("/repo/web") > argv.index("/app")  # the command line wins
