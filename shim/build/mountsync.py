@@ -316,8 +316,11 @@ def _image_id(p: dict) -> str | None:
 
 
 def _unchanged(state: State, p: dict, image: str) -> bool:
-    """The same layers as at this daemon's last save, and every mount it holds still the
-    store's newest: no step that uses a mount ran, so there is nothing new to save."""
+    """The same layers as at this daemon's last save, and every mount still in the store:
+    no step that uses a mount ran, so this daemon holds what it already published or was
+    seeded with. A newer generation another session published since is kept, not replaced
+    by this daemon's older contents (two sessions building alternately each re-saved and
+    dropped the other's additions)."""
     from shim.build.mountstore import read_index
 
     last = state.get("mountsaved", p["generation"], p["key"], max_age=TRUST)
@@ -325,4 +328,4 @@ def _unchanged(state: State, p: dict, image: str) -> bool:
         return False
     index = read_index(Path(p["store"]))
     have = held(state, p["generation"], [m["name"] for m in p["mounts"]])
-    return all(m["name"] in index and have.get(m["name"]) == index[m["name"]].gen for m in p["mounts"])
+    return all(m["name"] in index and m["name"] in have for m in p["mounts"])

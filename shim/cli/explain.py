@@ -6,6 +6,7 @@ import json
 import os
 
 from shim.core.grammar import parse_invocation
+from shim.hot import DISABLE_VALUES
 
 from .context import Ctx
 from .output import CliError, emit
@@ -17,7 +18,11 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
     if not ctx.real:
         raise CliError("no real docker found on PATH (set DOCKCACHE_REAL_DOCKER)")
     inv = parse_invocation(argv)
-    if inv.kind == "run":
+    if ctx.environ.get("DOCKCACHE_DISABLE", "").lower() in DISABLE_VALUES:
+        # The shim execs the real docker with the argv as typed (bin/docker, shim/hot.py).
+        data = {"kind": inv.kind, "reasons": ["DOCKCACHE_DISABLE is set: dockcache is off, docker runs unchanged"],
+                "argv": ["docker", *argv], "disabled": True}
+    elif inv.kind == "run":
         from shim.run.command import build_plan
         plan, _cfg, notes = build_plan(ctx.real, argv, inv, ctx.environ, dry_run=True)
         detected = [r for r in plan.reasons if r.startswith("detected")]

@@ -79,6 +79,27 @@ def files_for(call: ComposeCall, environ: Mapping[str, str], cwd: str) -> tuple[
     return [], None
 
 
+def env_files_kept(call: ComposeCall, environ: Mapping[str, str], cwd: str, files: Sequence[str]) -> str | None:
+    """COMPOSE_ENV_FILES for a COMPOSE_FILE that dockcache moves from the project's `.env`
+    into the environment, or None. Compose that found COMPOSE_FILE in `./.env` keeps that
+    file's other values and then adds (for names still unset) the `.env` beside the first
+    compose file; given COMPOSE_FILE in the environment it reads only the latter. So both,
+    the one that decides last (later files win in COMPOSE_ENV_FILES)."""
+    opts, _ = scan_options(call.globals, 0, GLOBAL_VALUE, interspersed=True)
+    if "COMPOSE_FILE" in environ or environ.get("COMPOSE_ENV_FILES") or not files:
+        return None
+    if any(k in ("--env-file", "--project-directory", "--workdir") for k, _v in opts):
+        return None  # compose reads the same env files either way
+    held = os.path.normpath(os.path.join(project_dir(opts, cwd), ".env"))
+    beside = os.path.normpath(os.path.join(os.path.dirname(files[0]), ".env"))
+    if beside == held or not os.path.isfile(held):
+        return None  # compose reads the same file either way
+    chain = [f for f in (beside, held) if os.path.isfile(f)]
+    if any("," in f for f in chain):
+        return None  # COMPOSE_ENV_FILES cannot name it
+    return ",".join(chain)
+
+
 def project_dir(opts, cwd: str) -> str:
     """--project-directory, else the deprecated --workdir compose still takes for it."""
     given = {k: v for k, v in opts if k in ("--project-directory", "--workdir") and v}

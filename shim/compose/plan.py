@@ -23,9 +23,9 @@ from shim.build.command import login_environ, open_store, safe_snapshot
 from shim.build.key import sanitize
 from shim.build.local import LocalBuilds, for_engine
 from shim.build.store import CacheStore, Snapshot
-from shim.compose.files import ComposeCall, files_for, invocation, only_looks, reads_stdin, split, wants_build
+from shim.compose.files import ComposeCall, env_files_kept, files_for, invocation, only_looks, reads_stdin, split, wants_build
 from shim.compose.override import write_override
-from shim.compose.services import forget_vanished, named_services, service_caches
+from shim.compose.services import forget_vanished, named_services, names, service_caches
 from shim.compose.resolved import resolved_config
 from shim.compose.sharedbuild import build_limit, builds_on_another, compose_after, order_note, plan_builds
 from shim.core import proc
@@ -93,14 +93,13 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     too_old = _version_problem(real, call, environ) if building else None
     if too_old:
         return ComposePlan(list(args), {}, reasons=[f"build caching off: {too_old}"])
-    cfg = resolved_config(real, call, environ)
-    if cfg is None or not isinstance(cfg.get("services"), dict):
+    cfg = selected_config(real, call, environ)
+    if cfg is None:
         return None
     config = load(environ, os.getcwd())
     if not (config["enabled"] and config["compose.enabled"] and config["build.enabled"]):
         return ComposePlan(list(args), {}, reasons=["compose caching is disabled in config"])
     project = str(cfg.get("name") or "compose")
-    cfg = {**cfg, "services": named_services(call, cfg["services"])}
     builds = {s: v for s, v in cfg["services"].items()
               if building and isinstance(v, dict) and isinstance(v.get("build"), dict)}
     per_service, shared_note = _shared(real, call, builds, cfg, project, config, environ, dry_run)
@@ -209,6 +208,20 @@ def _dockerfiles(builds: dict) -> dict[str, str]:
         except OSError:
             continue
     return out
+
+
+def selected_config(real: str, call: ComposeCall, environ) -> dict | None:
+    """compose's resolved project with only the services the command acts on."""
+    cfg = resolved_config(real, call, environ)
+    if cfg is None or not isinstance(cfg.get("services"), dict):
+        return None
+    named = names(call)
+    if named and not all(n in cfg["services"] for n in named):
+        # a service of a profile not enabled: naming it enables its profile, as compose does
+        by_name = resolved_config(real, call, environ, services=named)
+        if by_name is not None and isinstance(by_name.get("services"), dict):
+            cfg = by_name
+    return {**cfg, "services": named_services(call, cfg["services"])}
 
 
 def compose_version(real: str, call: ComposeCall, environ) -> str:
@@ -324,6 +337,9 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
     if listed is not None:
         sep = environ.get("COMPOSE_PATH_SEPARATOR", os.pathsep)
         env["COMPOSE_FILE"] = sep.join([*files, path])
+        kept = env_files_kept(call, environ, os.getcwd(), files)
+        if kept:
+            env["COMPOSE_ENV_FILES"] = kept
     else:
         extra = ["-f", path] if files is None else [x for f in [*files, path] for x in ("-f", f)]
         at = len(call.base) + len(call.globals)

@@ -65,10 +65,14 @@ def resolved(state: State, key: str, sources: Sequence[str] | None, ask: Callabl
     return cfg
 
 
-def resolved_config(real: str, call: ComposeCall, environ: Mapping[str, str]) -> dict | None:
-    """compose's own view of the project (remembered while its files are unchanged)."""
+def resolved_config(real: str, call: ComposeCall, environ: Mapping[str, str],
+                    services: Sequence[str] = ()) -> dict | None:
+    """compose's own view of the project (remembered while its files are unchanged);
+    with `services`, only those and what they depend on, their profiles enabled, as
+    compose does for a service named on its command line."""
     def ask() -> dict | None:
-        res = proc.run_docker(real, [*call.base, *call.globals, "config", "--format", "json"], timeout=60)
+        res = proc.run_docker(real, [*call.base, *call.globals, "config", "--format", "json", *services],
+                              timeout=60)
         if res.returncode != 0:
             return None  # compose will report its own error when it runs for real
         try:
@@ -77,5 +81,5 @@ def resolved_config(real: str, call: ComposeCall, environ: Mapping[str, str]) ->
             return None
 
     cwd = os.getcwd()
-    key = cache_key([*call.base, *call.globals], cwd, environ, real)
+    key = cache_key([*call.base, *call.globals, *(["--", *services] if services else [])], cwd, environ, real)
     return resolved(State(state_dir(environ)), key, config_sources(call, environ, cwd), ask)

@@ -45,17 +45,22 @@ def sub_values(sub: str | None) -> frozenset[str]:
     return BUILD_VALUE if sub == "build" else SUB_VALUE | RUN_VALUE if sub == "run" else SUB_VALUE
 
 
+def names(call: ComposeCall) -> list[str]:
+    """The services named on `compose build|up|run|create`'s command line."""
+    from shim.core.grammar import scan_options
+
+    _opts, pos = scan_options(call.rest, 1, sub_values(call.sub), interspersed=call.sub != "run")
+    return [call.rest[i] for i in pos[:1 if call.sub == "run" else None]]
+
+
 def named_services(call: ComposeCall, services: dict) -> dict:
     """The services `compose build|up|run|create SERVICE...` acts on (for up/run/create with
     what they depend on); all of them when none is named (or a name is not a service: then the
     arguments were misread, and more is safer than less)."""
-    from shim.core.grammar import scan_options
-
-    _opts, pos = scan_options(call.rest, 1, sub_values(call.sub), interspersed=call.sub != "run")
-    names = [call.rest[i] for i in pos[:1 if call.sub == "run" else None]]
-    if not names or any(n not in services for n in names):
+    given = names(call)
+    if not given or any(n not in services for n in given):
         return services
-    wanted, todo = set(), list(names)
+    wanted, todo = set(), list(given)
     while todo:
         name = todo.pop()
         if name in wanted:
@@ -96,9 +101,10 @@ RUN_VALUE = frozenset("-e --env -u --user -w --workdir -v --volume -p --publish 
 
 
 def run_options(call: ComposeCall) -> dict[str, tuple[str, ...]]:
-    """`compose run|create SERVICE` options that change what the container is: the user
-    and variables given on the command line (`-u 1000`, `-e A=1`), as docker run flags
-    for that service (they come after its own, so they win as they do for compose)."""
+    """`compose run|create SERVICE` options that change what the container is: the user,
+    variables, bind mounts and workdir given on the command line (`-u 1000`, `-e A=1`,
+    `-v .:/repo -w /repo/web`), as docker run flags for that service (they come after its
+    own, so they win as they do for compose)."""
     if call.sub != "run":
         return {}
     from shim.core.grammar import scan_options
@@ -112,6 +118,10 @@ def run_options(call: ComposeCall) -> dict[str, tuple[str, ...]]:
             flags += ["--user", v]
         elif k in ("-e", "--env") and v:
             flags += ["-e", v]
+        elif k in ("-v", "--volume") and v:
+            flags += ["--volume", v]
+        elif k in ("-w", "--workdir") and v:
+            flags += ["--workdir", v]
     return {call.rest[pos[0]]: tuple(flags)}
 
 

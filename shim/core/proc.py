@@ -43,20 +43,26 @@ def exec_docker(real: str, argv: Sequence[str], env: Mapping[str, str] | None = 
 
 
 def run_docker(real: str, argv: Sequence[str], *, timeout: float = 30.0,
-               stdin: str | None = None, env: Mapping[str, str] | None = None) -> Result:
-    """Run docker for facts (inspect, volume create); output captured, never raises on exit code."""
+               stdin: str | None = None, env: Mapping[str, str] | None = None,
+               progress: bool = False) -> Result:
+    """Run docker for facts (inspect, volume create); output captured, never raises on exit code.
+    progress: its stdout goes to the user's stderr instead (a pull the user would have
+    watched docker run make), only its stderr is captured."""
     import subprocess  # lazily: the steady state never needs it
 
     cmd = (real, *argv)
     # Never the user's stdin: `build -`, `build -f -` and `compose -f -` read it, and a fact
     # call that inherited it would drain what only the real command may read.
     feed = {"input": stdin} if stdin is not None else {"stdin": subprocess.DEVNULL}
+    out = {"stdout": sys.stderr.fileno() if progress else subprocess.PIPE, "stderr": subprocess.PIPE}
+    if progress:
+        sys.stderr.flush()
     try:
-        cp = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False,
-                            env=dict(env) if env is not None else None, **feed)
+        cp = subprocess.run(cmd, text=True, timeout=timeout, check=False,
+                            env=dict(env) if env is not None else None, **out, **feed)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return Result(cmd, 125, "", str(exc))
-    return Result(cmd, cp.returncode, cp.stdout, cp.stderr)
+    return Result(cmd, cp.returncode, cp.stdout or "", cp.stderr)
 
 
 _FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH")

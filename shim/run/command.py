@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from shim.core import proc
 from shim.core.config import Config, load
-from shim.run.detect import always_on, combine, projects, scan_command, scan_dir
+from shim.run.detect import always_on, combine, marker_dirs, projects, scan_command, scan_dir
 from shim.core.grammar import Invocation, RunArgs, parse_run
 from shim.run.plan import CacheMount, Facts, Plan, plan_run
 from shim.core.state import State, docker_config_dir, endpoint_id, state_dir
@@ -47,8 +47,8 @@ def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping
     if not _enabled(config):
         return Plan(tuple(args), reasons=("run caching is disabled in config",)), config, []
     table = config.table()
-    detections = tuple(combine((scan_dir(project, table) if project else []) + scan_command(run.command, table)
-                               + always_on(table)))
+    marked = [d for here in (marker_dirs(found[0], run.workdir) if found else []) for d in scan_dir(here, table)]
+    detections = tuple(combine(marked + scan_command(run.command, table) + always_on(table)))
     if not detections:
         return Plan(tuple(args), reasons=("no package manager detected",)), config, []
     ctx = _Context(real, inv, run, environ)
@@ -158,13 +158,16 @@ def plan_inputs(run: RunArgs, environ: Mapping[str, str], config: Config | None 
     cwd = os.getcwd()
     dirs = [os.path.normpath(os.path.join(cwd, os.path.expanduser(m.source)))
             for m in run.mounts if m.type == "bind" and m.source]
+    found = projects(run.mounts, run.workdir, cwd)
+    below = marker_dirs(found[0], run.workdir)[:-1] if found else []  # the workdir's own dirs
+    marker_at = dirs + below
     literal = {mk.glob for mgr in table for mk in mgr.markers if "*" not in mk.glob}
     globs = tuple(sorted({mk.glob for mgr in table for mk in mgr.markers if "*" in mk.glob}))
     docker_cfg = docker_config_dir(environ)
     deps: list = [os.path.join(cwd, f) for f in run.env_files] + [str(user_config_path(environ)),
                                                                   os.path.join(docker_cfg, "config.json")]
-    for d in dirs:
-        deps += [d] if not os.path.isdir(d) else []  # a bind source that appears later
+    for d in marker_at:
+        deps += [d] if not os.path.isdir(d) else []  # a bind source (or workdir) that appears later
         deps += [os.path.join(d, name) for name in sorted(literal)] + [(d, *globs)]
     for start in dirs or [cwd]:
         here = start
@@ -263,9 +266,11 @@ class _Context:
         self.endpoint = endpoint_id(inv.host, inv.context, environ)
         self.daemon = daemon_key(inv.host, inv.context, environ)  # volumes belong to one daemon
         self.state = State(state_dir(environ))
+        self.why = ""  # the last failed docker call's own words, for prepare's note
 
-    def docker(self, *args: str, timeout: float = 60.0) -> proc.Result:
-        return proc.run_docker(self.real, [*self.inv.globals, *args], timeout=timeout)
+    def docker(self, *args: str, timeout: float = 60.0, progress: bool = False) -> proc.Result:
+        return proc.run_docker(self.real, [*self.inv.globals, *args], timeout=timeout,
+                               **({"progress": True} if progress else {}))
 
     def placement(self, config: Config, *, image_ok: bool):
         """run.mode, with `auto` decided once per daemon by a probe (run.placement)."""
@@ -296,7 +301,8 @@ class _Context:
         if cached is None:
             cached = self._inspect(image)
             if cached is None and pull and self._pull_allowed():
-                self.docker("pull", *self._platform(), image, timeout=1800)
+                # the user would have watched `docker run` pull it: its progress on stderr, as there
+                self.docker("pull", *self._platform(), image, timeout=1800, progress=True)
                 cached = self._inspect(image)
             if cached is not None:
                 self.state.put("images", self.endpoint, image, cached)
@@ -342,8 +348,10 @@ class _Context:
                 remember_image(self.state, m, self.run.image)
             if not ok:
                 failed.append(m.source if m.host_cache else os.path.basename(m.source))
-                notes.append(f"could not prepare cache {m.source} for user {m.owner}; "
-                             f"{m.manager} runs without it")
+                whose = f" for user {m.owner}" if m.owner else ""
+                why = f" ({self.why})" if self.why else ""
+                notes.append(f"could not prepare cache {m.source}{whose}{why}; {m.manager} runs without it")
+                self.why = ""
         return failed
 
     def _is_new(self, m: CacheMount) -> bool:
@@ -359,6 +367,7 @@ class _Context:
             labels = [x for label in m.labels for x in ("--label", label)]
             res = self.docker("volume", "create", *labels, m.source)
             if res.returncode != 0:
+                self.why = _last_line(res.stderr)
                 return False
             known = {"owners": [], "created": True}
         if m.owner and m.owner not in known.get("owners", []):
@@ -366,6 +375,7 @@ class _Context:
                               "--entrypoint", "chown", "-v", f"{m.source}:{INIT_TARGET}",
                               self.run.image or "", m.owner, INIT_TARGET)
             if res.returncode != 0:
+                self.why = _last_line(res.stderr)
                 return False
             known = {**known, "owners": [*known.get("owners", []), m.owner]}
         self.state.put("volumes", self.daemon, m.source, {**known, "manager": m.manager})
@@ -378,7 +388,8 @@ class _Context:
             os.makedirs(m.source, exist_ok=True)
             if m.owner:
                 os.chmod(m.source, 0o1777)  # a container uid that is not ours must write here
-        except OSError:
+        except OSError as exc:
+            self.why = exc.strerror or type(exc).__name__
             return False
         if os.getuid() != 0:
             from shim.run.hostacl import grant_host_user
@@ -398,3 +409,8 @@ class _Context:
             if grant_tree(m.source, os.getuid()):
                 self.state.put("hostacl", "host", m.source, {"uid": os.getuid()})
         return True
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1][:200] if lines else ""

@@ -49,6 +49,18 @@ def projects(mounts: Iterable, workdir: str | None, cwd: str) -> list[Project]:
     return found
 
 
+def marker_dirs(project: Project, workdir: str | None) -> list[str]:
+    """Host dirs whose markers count, nearest first: where `-w` points inside the mount and
+    each parent up to the mount's root (`-v $PWD:/repo -w /repo/web` is the web app's
+    project), else the mount's root alone."""
+    if workdir:
+        wd, top = posixpath.normpath(workdir), posixpath.normpath(project.target).rstrip("/")
+        if wd.startswith(top + "/"):
+            parts = [p for p in wd[len(top):].split("/") if p]
+            return [os.path.join(project.host_dir, *parts[:i]) for i in range(len(parts), 0, -1)] + [project.host_dir]
+    return [project.host_dir]
+
+
 def scan_dir(host_dir: str, table: Sequence[Manager] = MANAGERS) -> list[Detection]:
     """Managers whose markers stand in `host_dir` (top level, plus .cargo/config.toml)."""
     try:

@@ -300,3 +300,29 @@ def test_save_wait_mode_and_no_cache(shim_env, engines, tmp_path):
     assert "MOUNT-COLD" in ok(build(env, a, ctx, tag, token, "--no-cache"))
     assert len([m for m in metrics(env) if m.get("kind") == "mount-save"]) == 1
     assert "mounts" not in [m for m in metrics(env) if m.get("kind") == "build"][-1]
+
+
+def test_an_unchanged_rebuild_on_a_keeps_what_b_added_since(shim_env, engines, tmp_path):
+    """Two sessions on one project: B, seeded with A's mount, adds to it; A then rebuilds
+    with nothing changed (no step runs). The store must keep B's additions, not take back
+    A's older contents (each session's unchanged rebuild replaced the other's)."""
+    a, b = engines["a"], engines["b"]
+    step = ("RUN --mount=type=cache,id=m-${TOKEN},target=/cache ls /cache | tr '\\n' ' ' > /seen; "
+            "echo SEEN:; cat /seen; echo; echo $BRANCH > /cache/$BRANCH")
+    ctx, token = project(tmp_path, step="ARG BRANCH\n" + step)
+    tag = f"{a.prefix}/two:1"
+    env = {**shim_env, "DOCKCACHE_BUILD_CACHE_MOUNTS_SAVE": "wait"}
+    ok(build(env, a, ctx, tag, token, "--build-arg", "BRANCH=main"))
+    out = ok(build(env, b, ctx, tag, token, "--build-arg", "BRANCH=feature"))
+    assert re.search(r"SEEN:\s+#\d+ [\d.]+ main", out), out[-2000:]  # B was seeded with A's contents
+
+    def stored() -> set[str]:
+        (entry,) = [e for e in read_index(Path(env["DOCKCACHE_BUILD_STORE"])).values() if token in e.id]
+        dest = tmp_path / f"unpacked-{entry.gen}"
+        unpack(Path(env["DOCKCACHE_BUILD_STORE"]) / "mounts" / entry.dirname, dest)
+        return {p.name for p in dest.iterdir()}
+
+    assert stored() == {"main", "feature"}
+    ok(build(env, a, ctx, tag, token, "--build-arg", "BRANCH=main"))  # every step cached on A
+    assert [m for m in metrics(env) if m.get("kind") == "mount-save"][-1].get("skipped") == "layers unchanged"
+    assert stored() == {"main", "feature"}

@@ -227,3 +227,70 @@ def test_a_cache_volume_removed_outside_dockcache_never_breaks_compose(shim_env,
     steady = up()  # the state is right again: nothing to say
     assert steady.returncode == 0 and "vanished" not in steady.stderr
     subprocess.run([REAL, "-H", a.host, "compose", "down"], cwd=root, capture_output=True)
+
+
+def test_compose_file_in_dotenv_keeps_the_dotenv_values_for_the_build(shim_env, engines, tmp_path):
+    """./.env names a compose file in another dir and sets a build arg: compose built
+    with the arg from ./.env; through dockcache (COMPOSE_FILE moved to the environment,
+    where compose reads only the .env beside the file) it was blank."""
+    root = tmp_path / f"dotenv{uuid.uuid4().hex[:6]}"
+    (root / "deploy").mkdir(parents=True)
+    (root / "src").mkdir()
+    (root / "src" / "Dockerfile").write_text("FROM dockcache-test/busybox\nARG X\nRUN echo \"x=$X\" > /x\n")
+    (root / "deploy" / "base.yml").write_text(
+        "services:\n  app:\n    build:\n      context: ../src\n      network: none\n      args:\n"
+        "        X: ${XARG:-blank}\n    image: " + f"{engines['a'].prefix}/dotenv:1\n    network_mode: none\n")
+    (root / ".env").write_text("COMPOSE_FILE=deploy/base.yml\nXARG=fromdotenv\n")
+    engines["a"].images.append(f"{engines['a'].prefix}/dotenv:1")
+    cp = subprocess.run([str(REPO / "bin" / "docker"), "compose", "--progress", "plain", "build"],
+                        env={**shim_env, "DOCKER_HOST": engines["a"].host}, cwd=root, capture_output=True,
+                        text=True, timeout=600)
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    assert "XARG" not in cp.stderr  # compose's "variable is not set" warning
+    out = engines["a"].docker("run", "--rm", "--network", "none", f"{engines['a'].prefix}/dotenv:1", "cat", "/x")
+    assert out.stdout.strip() == "x=fromdotenv"
+
+
+def test_a_service_of_a_profile_named_on_the_command_line_gets_its_cache(shim_env, engines, tmp_path):
+    """`compose up --build web` enables web's profile: compose builds web. dockcache planned
+    the services of the enabled profiles instead (web got no cache; the others did)."""
+    root = stack(tmp_path, services=("api", "web"))
+    text = (root / "compose.yaml").read_text().replace("  web:\n", "  web:\n    profiles: [web]\n")
+    (root / "compose.yaml").write_text(text)
+    cold = up(shim_env, engines["a"], root, "up", "--build", "web")
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    store = CacheStore(shim_env["DOCKCACHE_BUILD_STORE"])
+    assert set(store.keys()) >= {f"{root.name}-web"} and f"{root.name}-api" not in store.keys()
+    warm = up(shim_env, engines["b"], root, "up", "--build", "web")
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    assert [s.cached for s in build_steps(warm.stdout + warm.stderr)] == [True]
+
+
+def test_compose_run_with_a_bind_and_workdir_on_its_command_line_gets_the_apps_cache(shim_env, engines, tmp_path):
+    """`compose run --rm -v REPO:/repo -w /repo/web SERVICE sh ./script`: the app where -w
+    points is the project (its package.json), as for docker run; the -v and -w given to
+    compose run were not looked at, and a command that does not name npm got no cache."""
+    root = tmp_path / f"crun{uuid.uuid4().hex[:6]}"
+    web = root / "web"
+    web.mkdir(parents=True)
+    (web / "package.json").write_text(json.dumps({"name": "web", "version": "1.0.0", "private": True,
+                                                  "dependencies": {"is-number": "7.0.0"}}))
+    (web / "setup.sh").write_text("npm install --no-audit --no-fund\n")
+    (web / "offline.sh").write_text("rm -rf node_modules && npm ci --offline --no-audit --no-fund\n")
+    (root / "compose.yaml").write_text(
+        "services:\n  dev:\n    image: dockcache-test/devtools:latest\n    network_mode: host\n"
+        "  off:\n    image: dockcache-test/devtools:latest\n    network_mode: none\n")
+    env = {**shim_env, "DOCKCACHE_MODE": "bind", "DOCKCACHE_BIND_ROOT": str(tmp_path / "caches")}
+
+    def run(engine, svc, script, extra=None):
+        return subprocess.run([str(REPO / "bin" / "docker"), "compose", "run", "--rm", "-v", f"{root}:/repo",
+                               "-w", "/repo/web", svc, "sh", script], env={**env, "DOCKER_HOST": engine.host,
+                                                                         **(extra or {})},
+                              cwd=root, capture_output=True, text=True, timeout=600)
+
+    cold = run(engines["a"], "dev", "./setup.sh")
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    warm = run(engines["b"], "off", "./offline.sh")
+    assert warm.returncode == 0, warm.stdout[-1000:] + warm.stderr[-2000:]
+    control = run(engines["b"], "off", "./offline.sh", extra={"DOCKCACHE_DISABLE": "1"})
+    assert control.returncode != 0, control.stdout + control.stderr

@@ -84,3 +84,31 @@ def test_dockcache_loads_the_files_compose_loads(p, tmp_path_factory):
     theirs = compose_config(globals_, root, env)
     ours = compose_config([*globals_, *(x for f in files for x in ("-f", f))], root, env) if files else "error"
     assert ours == theirs, f"dockcache loads {files}"
+
+
+@pytest.mark.parametrize("beside", [None, "XARG=beside\nYARG=beside\n"])
+def test_compose_file_moved_out_of_dotenv_keeps_the_dotenv_values(tmp_path, beside):
+    """COMPOSE_FILE in ./.env naming a file in another dir: compose keeps ./.env's other
+    values (and adds the first file's dir's .env for names still unset). dockcache gives
+    compose COMPOSE_FILE in the environment instead, where compose reads only the latter:
+    env_files_kept must make the interpolated project the same."""
+    from shim.compose.files import env_files_kept
+
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "base.yml").write_text(
+        "services:\n  s:\n    image: busybox\n    environment:\n      X: ${XARG:-unset}\n      Y: ${YARG:-unset}\n")
+    (tmp_path / ".env").write_text("COMPOSE_FILE=deploy/base.yml\nXARG=fromdotenv\n")
+    if beside:
+        (tmp_path / "deploy" / ".env").write_text(beside)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    theirs = compose_config([], tmp_path, env)
+    call = split("docker", ["compose", "up"])
+    files, listed = files_for(call, env, str(tmp_path))
+    assert listed == "deploy/base.yml"
+    shimmed = {**env, "COMPOSE_FILE": ":".join(files)}
+    kept = env_files_kept(call, env, str(tmp_path), files)
+    if kept:
+        shimmed["COMPOSE_ENV_FILES"] = kept
+    ours = compose_config([], tmp_path, shimmed)
+    assert theirs["services"]["s"]["environment"]["X"] == "fromdotenv"
+    assert ours == theirs

@@ -59,6 +59,26 @@ def test_an_unchanged_image_skips_the_save(tmp_path, monkeypatch):
     assert [c for c in calls if "build" in c] == []
 
 
+def test_an_unchanged_rebuild_keeps_what_another_session_published_since(tmp_path, monkeypatch):
+    """Daemon g1 saved; daemon g2 published a newer generation (its additions); g1 then
+    rebuilds with no step run: its older contents must not replace g2's."""
+    fake_docker(monkeypatch)
+    mountsync.save(payload(tmp_path, tag="app:1"))
+    other = {**payload(tmp_path, tag="app:1"), "generation": "g2"}
+    fake_docker(monkeypatch, image="sha256:2")
+    mountsync.save(other)
+    newest = read_index(tmp_path / "store")["app--c--linux-amd64"].gen
+    calls = fake_docker(monkeypatch)
+    mountsync.save(payload(tmp_path, tag="app:1"))
+    assert [c for c in calls if "build" in c] == []
+    assert read_index(tmp_path / "store")["app--c--linux-amd64"].gen == newest
+    # a mount the store no longer has (cleared) is saved again
+    MountStore(CacheStore(tmp_path / "store", lock_timeout=5.0)).drop(["app--c--linux-amd64"])
+    calls = fake_docker(monkeypatch)
+    mountsync.save(payload(tmp_path, tag="app:1"))
+    assert [c for c in calls if "build" in c] and "app--c--linux-amd64" in read_index(tmp_path / "store")
+
+
 def test_a_failed_save_keeps_the_store_and_the_next_build_says_it_once(tmp_path, monkeypatch, capsys):
     fake_docker(monkeypatch, rc=1)
     mountsync.save(payload(tmp_path))

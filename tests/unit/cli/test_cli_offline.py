@@ -78,3 +78,24 @@ def test_doctor_counts_the_thin_load_images_and_a_blob_they_share_once(tmp_path)
     checks = json.loads(cli(tmp_path, "doctor", "--json").stdout)["checks"]
     line = next(c for c in checks if c["check"] == "shared builder images")
     assert line["value"].startswith(f"{root} (2 of at most 64, ") and "105.5 KiB" in line["value"], line
+
+
+def test_explain_under_the_kill_switch_says_docker_runs_unchanged(tmp_path):
+    """DOCKCACHE_DISABLE=1 makes bin/docker exec the real docker with the argv as typed:
+    explain must say that, not the rewrite dockcache would otherwise make."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "package-lock.json").write_text("{}")
+    argv = ["docker", "run", "--rm", "-v", f"{tmp_path / 'app'}:/w", "-w", "/w", "node", "npm", "ci"]
+    for value in ("1", "true", "On"):
+        env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "DOCKCACHE_STATE_DIR": str(tmp_path / "state"),
+               "DOCKCACHE_REAL_DOCKER": "/bin/false", "DOCKCACHE_MODE": "volume", "DOCKCACHE_DISABLE": value}
+        cp = subprocess.run([sys.executable, "-m", "shim", "explain", "--json", "--", *argv], env=env, cwd=REPO,
+                            capture_output=True, text=True)
+        assert cp.returncode == 0, cp.stderr
+        data = json.loads(cp.stdout)
+        assert data["argv"] == argv and data["disabled"] is True
+        assert "DOCKCACHE_DISABLE" in data["reasons"][0]
+    del env["DOCKCACHE_DISABLE"]
+    cp = subprocess.run([sys.executable, "-m", "shim", "explain", "--json", "--", *argv], env=env, cwd=REPO,
+                        capture_output=True, text=True)
+    assert any("npm_config_cache" in a for a in json.loads(cp.stdout)["argv"])  # the control: rewritten

@@ -174,3 +174,33 @@ def test_the_old_workdir_option_names_the_project_dir_as_compose_takes_it(tmp_pa
     call = files.split("docker", ["compose", "--workdir", "sub", "-p", "x", "up", "--build"])
     assert call.sub == "up" and call.globals == ["--workdir", "sub", "-p", "x"]
     assert files.files_for(call, {}, str(tmp_path))[0] == [str(tmp_path / "sub" / "compose.yaml")]
+
+
+def test_a_named_service_of_a_disabled_profile_is_asked_for_by_name(project, monkeypatch, tmp_path):
+    """compose enables the profile of a service named on its command line: the services
+    planned are compose's own answer for that name, not the enabled profiles' services."""
+    calls = []
+    full = '{"name": "proj", "services": {"app": {"build": {"context": "."}}}}'
+    named = ('{"name": "proj", "services": {"web": {"build": {"context": "web"}, "depends_on": {"db": {}}}, '
+             '"db": {}}}')
+
+    def fake(real, argv, **kw):
+        calls.append(list(argv))
+        return proc.Result(tuple(argv), 0, named if argv[-1] == "web" else full, "")
+
+    monkeypatch.setattr(proc, "run_docker", fake)
+    env = env_for(tmp_path)
+    for argv, want in ((["up", "--build", "web"], ["db", "web"]), (["run", "--rm", "web", "sh"], ["db", "web"]),
+                       (["up", "--build", "app"], ["app"]), (["up", "--build"], ["app"])):
+        call = files.split("docker", ["compose", *argv])
+        assert sorted(compose_plan.selected_config("/bin/true", call, env)["services"]) == want, argv
+    assert [c[-1] for c in calls if "config" in c].count("web") == 1  # asked once, then remembered
+
+
+def test_compose_run_binds_and_workdir_reach_the_run_planner():
+    call = files.split("docker", ["compose", "run", "--rm", "-v", "/src:/repo", "--workdir=/repo/web", "-u", "1000",
+                                  "-e", "A=1", "dev", "sh", "-c", "-w x"])
+    assert compose_services.run_options(call) == {
+        "dev": ("--volume", "/src:/repo", "--workdir", "/repo/web", "--user", "1000", "-e", "A=1")}
+    argv = compose_services.as_run_argv("dev", {"working_dir": "/app"}, "proj", compose_services.run_options(call)["dev"])
+    assert argv[-1] == "proj-dev" and argv.index("/repo/web") > argv.index("/app")  # the command line wins

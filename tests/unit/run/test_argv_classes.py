@@ -87,3 +87,19 @@ def test_an_unknown_flag_says_nothing_when_run_caching_is_off(tmp_path):
         inv = parse_invocation(argv)
         _p, _cfg, notes = command.build_plan("/bin/false", argv, inv, {"HOME": str(tmp_path), **off}, dry_run=True)
         assert notes == [], off
+
+
+def test_a_cache_that_cannot_be_made_says_docker_s_reason_and_no_user_when_there_is_none(monkeypatch, tmp_path):
+    """An unreachable engine: the note named 'user None' and not why."""
+    from shim.core.proc import Result
+    from shim.run.plan import CacheMount
+
+    err = "Cannot connect to the Docker daemon at unix:///x.sock. Is the docker daemon running?"
+    monkeypatch.setattr(command.proc, "run_docker", lambda real, argv, **kw: Result(tuple(argv), 1, "", err + "\n"))
+    argv = ["run", "--rm", "img", "npm", "ci"]
+    inv = parse_invocation(argv)
+    ctx = command._Context("/bin/false", inv, parse_run(inv), {"HOME": str(tmp_path), "DOCKCACHE_STATE_DIR": str(tmp_path)})
+    notes: list[str] = []
+    failed = ctx.prepare([CacheMount("npm", "dockcache-npm", "/dockcache/npm", "volume", None, ())], notes)
+    assert failed == ["dockcache-npm"]
+    assert notes == [f"could not prepare cache dockcache-npm ({err}); npm runs without it"]
