@@ -1,7 +1,9 @@
 """Build cache keys: from the first tag's repository, else from context + Dockerfile.
 
 `reg.example:5000/org/app:feature` -> `org-app`; an untagged build of `./svc` with
-`Dockerfile.dev` -> `ctx-<hash>`. Keys may be templated in config with `{repo}` and
+`Dockerfile.dev` -> `ctx-<repo>-<hash>` inside a git clone with an `origin` (the origin URL
+and the paths inside the clone: a fresh clone elsewhere, in a new session, finds the same
+key), else `ctx-<hash>` of the absolute paths. Keys may be templated in config with `{repo}` and
 `{branch}` (the context's git branch, read from .git/HEAD without running git), so
 `key = "{repo}-{branch}"` with `fallback_keys = ["{repo}-main"]` starts a new branch warm.
 """
@@ -37,7 +39,81 @@ def default_repo(tags, context: str | None, dockerfile: str | None, cwd: str) ->
     if tags:
         return sanitize(repo_of(tags[0]).replace("/", "-"))
     ctx = os.path.abspath(os.path.join(cwd, context or "."))
+    clone = git_clone(ctx)
+    if clone:
+        root, origin = clone
+        file = os.path.abspath(os.path.join(cwd, dockerfile)) if dockerfile else os.path.join(ctx, "Dockerfile")
+        inside = f"{os.path.relpath(ctx, root)}|{os.path.relpath(file, root)}"
+        return f"ctx-{sanitize(origin.rsplit('/', 1)[-1])[:40]}-{short_hash(origin + '|' + inside)}"
     return f"ctx-{short_hash(ctx + '|' + (dockerfile or 'Dockerfile'))}"
+
+
+def git_clone(start: str) -> tuple[str, str] | None:
+    """(the clone's root, its origin as host/path) for a directory inside a git clone whose
+    `origin` remote is set; read from .git/config without running git."""
+    here = start
+    while True:
+        dot = os.path.join(here, ".git")
+        if os.path.isdir(dot):
+            origin = _origin(os.path.join(dot, "config"))
+            return (here, origin) if origin else None
+        if os.path.isfile(dot):  # a worktree or submodule: .git names the real git dir
+            origin = _origin(_linked_config(dot))
+            return (here, origin) if origin else None
+        parent = os.path.dirname(here)
+        if parent == here:
+            return None
+        here = parent
+
+
+def _linked_config(dot_file: str) -> str:
+    """The config of the git dir a `.git` file points at (a worktree's is its main clone's)."""
+    try:
+        with open(dot_file, encoding="utf-8") as fh:
+            gitdir = os.path.join(os.path.dirname(dot_file), fh.read().strip().removeprefix("gitdir:").strip())
+    except OSError:
+        return ""
+    try:
+        with open(os.path.join(gitdir, "commondir"), encoding="utf-8") as fh:
+            return os.path.join(gitdir, fh.read().strip(), "config")
+    except OSError:
+        return os.path.join(gitdir, "config")
+
+
+_SECTION = re.compile(r'^\s*\[\s*remote\s+"origin"\s*\]')
+_URL = re.compile(r"^\s*url\s*=\s*(\S+)\s*$")
+
+
+def _origin(config_path: str) -> str | None:
+    try:
+        with open(config_path, encoding="utf-8", errors="replace") as fh:
+            lines = fh.read(200_000).splitlines()
+    except OSError:
+        return None
+    inside = False
+    for line in lines:
+        if line.lstrip().startswith("["):
+            inside = bool(_SECTION.match(line))
+        elif inside and _URL.match(line):
+            return normalize_url(_URL.match(line).group(1))
+    return None
+
+
+def normalize_url(url: str) -> str:
+    """host/path of a git URL, whatever its form: `https://user@Host/org/repo.git`,
+    `ssh://git@host:22/org/repo`, `git@host:org/repo.git` -> `host/org/repo`."""
+    url = url.strip().rstrip("/")
+    url = url[:-4] if url.endswith(".git") else url
+    if "://" in url:
+        rest = url.split("://", 1)[1]
+        host, _, path = rest.partition("/")
+        host = host.rsplit("@", 1)[-1].split(":", 1)[0]
+    elif ":" in url.split("/", 1)[0]:  # scp-like user@host:path
+        host, _, path = url.partition(":")
+        host = host.rsplit("@", 1)[-1]
+    else:  # a local path
+        return os.path.normpath(url)
+    return f"{host.lower()}/{path.strip('/')}"
 
 
 def git_branch(context_dir: str) -> str:
