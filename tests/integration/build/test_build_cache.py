@@ -176,3 +176,29 @@ def test_held_lock_means_uncached_not_stuck(shim_env, engines, tmp_path):
     assert "locked by another process" in cp.stderr
     no_strays(store)
 
+
+
+def test_an_untagged_build_in_a_fresh_clone_elsewhere_finds_the_cache(shim_env, engines, tmp_path):
+    """Session A builds `docker build .` in its clone; session B clones the same origin to
+    another path: its untagged build finds A's steps (it keyed on the absolute path)."""
+    import subprocess
+
+    a, b = engines["a"], engines["b"]
+    src, token = project(tmp_path, "origin-src")
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "-C", str(src), "init", "-q"], check=True)
+    subprocess.run([*git, "-C", str(src), "add", "."], check=True)
+    subprocess.run([*git, "-C", str(src), "commit", "-qm", "x"], check=True)
+    clones = []
+    for where in ("session-a/work/app", "session-b/elsewhere/checkout"):
+        dest = tmp_path / where
+        subprocess.run(["git", "clone", "-q", str(src), str(dest)], check=True)
+        clones.append(dest)
+    done = []
+    for engine, ctx in zip((a, b), clones):
+        iid = tmp_path / f"iid-{len(done)}"
+        cp = shim(shim_env, "build", "--network", "none", "--progress", "plain", "--iidfile", str(iid), str(ctx),
+                  extra={"DOCKER_HOST": engine.host})
+        engine.images.append(iid.read_text().strip() if iid.exists() else "")
+        done.append(run_step(cp, token).cached)
+    assert done == [False, True]  # B's clone elsewhere: the step came from A's build
