@@ -45,6 +45,7 @@ class Prepared:
     mounts: MountPlan = MountPlan()  # cache mounts to seed before and save after the build
     generation: str | None = None  # the daemon they are seeded into (local.daemon_generation)
     seeded: tuple[int, float] = (0, 0.0)  # mounts seeded, seconds it took
+    inputs: dict | None = None  # what this build reads (inputs.py): remembered once its export is published
 
 
 @dataclass
@@ -121,15 +122,18 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
     wanted = [] if build.no_cache else [key, *fallbacks]
     local = for_engine(inv, caps.driver, build.builder, environ)
     own_note = None
-    if wanted and local and local.holds(key, store.lineage(key)):
+    lineage = store.lineage(key) if local else ()
+    if wanted and local and local.holds(key, lineage):
         wanted, own_note = [], f"this daemon made every stored build of {key}: its own cache serves them, no import"
+    inputs, same_note = _inputs(real, args, inv, build, caps, local, key, lineage, environ)
     if dry_run:  # explain: say what would be imported, touch nothing
         snap, export_dir = None, None
         available = tuple(k for k in wanted if k in store.keys())
-        src, dest = str(store.root / "snapshots"), str(store.root / "tmp")
+        src, dest = str(store.root / "snapshots"), (None if same_note else str(store.root / "tmp"))
     else:
         snap = safe_snapshot(store, wanted) if wanted else None
-        export = caps.mode == "full" and not build.cache_to and _room_for(store, key, config, environ)
+        export = (caps.mode == "full" and not build.cache_to and not same_note
+                  and _room_for(store, key, config, environ))
         export_dir = store.new_export_dir(snap) if export else None
         available = tuple(t for k in snap.keys for t in snap.import_tags(k)) if snap else ()
         src = str(snap.src) if snap and snap.src else None
@@ -140,8 +144,37 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
     except BaseException:  # the caller falls back to docker unchanged: leave nothing behind
         _cleanup(Prepared(None, store, snap, export_dir, config, caps))
         raise
-    plan = _noted(_noted(_noted(plan, own_note), reg.note), stay_note)
-    return Prepared(plan, store, snap, export_dir, config, caps, reg.client, local)
+    plan = _noted(_noted(_noted(_noted(plan, own_note), same_note), reg.note), stay_note)
+    return Prepared(plan, store, snap, export_dir, config, caps, reg.client, local, inputs=inputs)
+
+
+def _inputs(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, caps: BuildCaps, local,
+            key: str, lineage: Sequence[str], environ: Mapping[str, str]) -> tuple[dict | None, str | None]:
+    """(this build's inputs, to remember after its export; why its export is left out, or None).
+
+    Only on a daemon whose own cache dockcache can tell (`local`) and that exports."""
+    from shim.build import inputs as reads
+
+    if local is None or caps.mode != "full" or build.cache_to:
+        return None, None
+    fp = reads.fingerprint(args, inv.args_start, build, os.getcwd(), environ)
+    dockerfile = os.path.join(os.getcwd(), build.file) if build.file else \
+        os.path.join(os.getcwd(), build.context or ".", "Dockerfile")
+    try:
+        with open(dockerfile, encoding="utf-8", errors="replace") as fh:
+            images = reads.bases(fh.read(1_000_000))
+    except OSError:
+        images = None
+    if fp is None or images is None:
+        return None, None
+    remembered = local.state.get(reads.KIND, local.generation, key)
+    if not remembered or remembered.get("fp") != fp:  # changed: export; the FROM ids are asked beside the build
+        return _asking_bases({"fp": fp, "images": images}, real, inv.globals), None
+    ids = reads.base_ids(real, inv.globals, images)
+    if reads.unchanged(remembered, fp, ids, lineage[0] if lineage else None):
+        return None, (f"nothing this build reads changed since this daemon exported {key} "
+                      "(context, Dockerfile, arguments, FROM images): no --cache-to")
+    return {"fp": fp, "images": images, "bases": ids}, None
 
 
 def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, config: Config, caps: BuildCaps,
@@ -332,11 +365,43 @@ def _publish(prep: Prepared) -> None:
         prep.published = done
         if prep.local:
             prep.local.remember(prep.plan.key, done.digest)
+            _remember_inputs(prep, done.digest)
         cap = prep.config["build.max_size"]
         if done.changed and prep.store.size() > cap:
             prep.store.prune(max_size=cap)
     except Exception as exc:  # noqa: BLE001 - the build succeeded; only the cache is lost
         say(f"build cache not published: {exc}")
+
+
+def _asking_bases(inputs: dict, real: str, docker_globals) -> dict:
+    """The FROM images' ids, asked in a thread while the build runs (no CLI start after it)."""
+    import threading
+
+    from shim.build import inputs as reads
+
+    def ask():
+        try:
+            inputs["bases"] = reads.base_ids(real, docker_globals, inputs["images"])
+        except Exception:  # noqa: BLE001 - not knowing them only means the next build exports too
+            inputs["bases"] = None
+    inputs["asking"] = threading.Thread(target=ask, daemon=True)
+    inputs["asking"].start()
+    return inputs
+
+
+def _remember_inputs(prep: Prepared, digest: str) -> None:
+    """What this exported build read, so that the same build next time exports nothing."""
+    from shim.build import inputs as reads
+
+    if not prep.inputs:
+        return
+    asking = prep.inputs.get("asking")
+    if asking is not None:
+        asking.join(10)
+    ids = prep.inputs.get("bases")
+    if ids is not None:
+        prep.local.state.put(reads.KIND, prep.local.generation, prep.plan.key,
+                             {"fp": prep.inputs["fp"], "bases": ids, "digest": digest})
 
 
 def _move_key_tag(prep: Prepared) -> None:
