@@ -266,11 +266,16 @@ def _registry_facts(config: Config, caps: BuildCaps, key: str, fallbacks: Sequen
 
 def safe_snapshot(store: CacheStore, keys: Sequence[str]) -> Snapshot | None:
     """A snapshot of the keys that exist, or None (one line said) when the store fails us."""
+    from shim.build.handoff import SNAPSHOT_WAIT
+
+    full, store.lock_timeout = store.lock_timeout, min(store.lock_timeout, SNAPSHOT_WAIT)
     try:
         snap = store.snapshot(keys)
     except (StoreError, OSError) as exc:
         say(f"{exc}; building without the shared cache import")
         return None
+    finally:
+        store.lock_timeout = full
     for problem in snap.problems:
         say(problem)
     return snap
@@ -360,15 +365,17 @@ def _save_mounts(real: str, inv: Invocation, prep: Prepared, environ: Mapping[st
 
 
 def _publish(prep: Prepared) -> None:
+    from shim.build import handoff
+
     try:
-        done = prep.store.publish(prep.export_dir, prep.plan.key)
+        done = handoff.publish(prep.store, prep.export_dir, prep.plan.key, max_size=prep.config["build.max_size"])
+        if done is None:  # the store stays locked: a detached worker publishes it
+            prep.export_dir = None
+            return
         prep.published = done
         if prep.local:
             prep.local.remember(prep.plan.key, done.digest)
             _remember_inputs(prep, done.digest)
-        cap = prep.config["build.max_size"]
-        if done.changed and prep.store.size() > cap:
-            prep.store.prune(max_size=cap)
     except Exception as exc:  # noqa: BLE001 - the build succeeded; only the cache is lost
         say(f"build cache not published: {exc}")
 

@@ -34,7 +34,7 @@ from shim.core.records import dataclass
 from pathlib import Path
 
 from shim.build import layout, mountstore
-from shim.build.layout import StoreError
+from shim.build.layout import LockTimeout, StoreError
 from shim.build.lock import Held
 
 MOUNT = "mount:"  # prune results name saved cache mounts MOUNT + their store name
@@ -232,11 +232,14 @@ class CacheStore:
         entries = self._entries(manifests)
         return tuple(str(entries[t].get("digest", "")) for t in layout.lineage(key, entries))
 
-    def publish(self, export_dir: Path, key: str) -> Published:
+    def publish(self, export_dir: Path, key: str, *, keep_if_locked: bool = False) -> Published:
         """Make one build's export the newest build of `key`.
 
         The key's earlier builds stay as KEY~1.. (up to `history` in all); an export equal
-        to a build the key already holds only moves it to the front."""
+        to a build the key already holds only moves it to the front. The export dir is
+        removed afterwards, unless the lock timed out and `keep_if_locked` (handoff.py
+        publishes it later)."""
+        keep = False
         try:
             manifests, _ = layout.read_json_index(export_dir / "index.json")
             entries = self._entries(manifests)
@@ -245,7 +248,12 @@ class CacheStore:
             if desc is None or not layout.reach(desc, export_dir / "blobs" / "sha256", seen):
                 raise StoreError(f"build export in {export_dir} is incomplete; not published")
             written = layout.written(export_dir / "blobs" / "sha256", seen)
-            with self._lock():
+            try:
+                held = self._lock()
+            except LockTimeout:
+                keep = keep_if_locked
+                raise
+            with held:
                 current, _ = self._read_index()
                 lineage = [self._entries(current)[t] for t in layout.lineage(key, self._entries(current))]
                 digest = str(desc.get("digest"))
@@ -263,7 +271,8 @@ class CacheStore:
                     self._collect([*kept, *named])
                 return Published(digest, added, True, written)
         finally:
-            shutil.rmtree(export_dir, ignore_errors=True)
+            if not keep:
+                shutil.rmtree(export_dir, ignore_errors=True)
 
     def prune(self, *, max_size: int | None = None, older_than: float | None = None,
               now: float | None = None) -> PruneResult:

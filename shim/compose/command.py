@@ -157,11 +157,18 @@ def _save_mounts(real: str, p: ComposePlan, environ: Mapping[str, str]) -> None:
 
 
 def _publish(p: ComposePlan) -> None:
-    for key, dest in p.exports.items():
+    from shim.build import handoff
+    from shim.core.config import load
+
+    max_size = load(os.environ, os.getcwd())["build.max_size"]
+    for key, dest in list(p.exports.items()):
         if not (dest / "index.json").exists():
             continue  # compose did not build this service (image already present)
         try:
-            done = p.store.publish(dest, key)
+            done = handoff.publish(p.store, dest, key, max_size=max_size)
+            if done is None:  # the store stays locked: a detached worker publishes it
+                del p.exports[key]
+                continue
             p.usage.setdefault("published", []).append(key)
             if p.local:
                 p.local.remember(key, done.digest)

@@ -43,9 +43,18 @@ def run_step(cp, token):
     return step_named(cp.stderr, token)
 
 
-def no_strays(store: Path):
-    for kind in ("tmp", "snapshots"):
-        assert list((store / kind).glob("*")) == [] if (store / kind).exists() else True
+def no_strays(store: Path, wait: float = 0.0):
+    """Nothing left in tmp/ or snapshots/ (after `wait` s at most: a publish handed to a
+    worker by a held lock finishes on its own)."""
+    import time
+
+    deadline = time.monotonic() + wait
+    while True:
+        left = [p for kind in ("tmp", "snapshots") if (store / kind).exists() for p in (store / kind).glob("*")]
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    assert left == []
 
 
 def test_session_b_reuses_what_session_a_built(shim_env, engines, tmp_path):
@@ -174,7 +183,7 @@ def test_held_lock_means_uncached_not_stuck(shim_env, engines, tmp_path):
         cp = build({**shim_env, "DOCKCACHE_BUILD_LOCK_TIMEOUT": "1"}, a, ctx, f"{a.prefix}/lock:1")
     assert cp.returncode == 0
     assert "locked by another process" in cp.stderr
-    no_strays(store)
+    no_strays(store, wait=60)
 
 
 
@@ -240,3 +249,27 @@ def test_an_unchanged_rebuild_exports_nothing_and_an_edit_or_a_new_base_exports_
     a.docker("build", "--network", "none", "-q", "-t", base, "-", input=f"FROM dockcache-test/busybox\nRUN echo {token} > /new-base\n")
     cp = build(shim_env, a, ctx, tag)  # same files, a new FROM image: export again
     assert cp.returncode == 0 and len([m for m in metrics_of(shim_env) if m["export"]]) == 3
+
+
+def test_a_store_locked_past_the_build_is_published_by_a_worker_once_free(shim_env, engines, tmp_path):
+    """With the default 30 s lock timeout the command no longer waits it out: the build
+    runs without the import, returns, and a detached worker publishes when the lock frees."""
+    import time
+
+    from filelock import FileLock
+
+    a = engines["a"]
+    store = Path(shim_env["DOCKCACHE_BUILD_STORE"])
+    store.mkdir(parents=True, exist_ok=True)
+    ctx, token = project(tmp_path)
+    lock = FileLock(str(store / ".lock"))
+    with lock:
+        cp = build(shim_env, a, ctx, f"{a.prefix}/handoff:1")
+        assert cp.returncode == 0 and "locked by another process" in cp.stderr
+        assert f"{a.prefix}-handoff" not in CacheStore(store).keys()  # not yet: the lock is held
+    deadline = time.monotonic() + 120
+    while f"{a.prefix}-handoff" not in CacheStore(store).keys() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert f"{a.prefix}-handoff" in CacheStore(store).keys()
+    no_strays(store, wait=60)
+    assert run_step(build(shim_env, engines["b"], ctx, f"{a.prefix}/handoff:1"), token).cached

@@ -197,3 +197,33 @@ def test_a_buildkit_prune_makes_the_daemon_import_again(tmp_path, argv):
         assert not mine.holds("app", ("sha256:a",))
     finally:
         s.close()
+
+
+def test_a_publish_the_lock_keeps_waiting_is_handed_to_a_worker_that_publishes_once_free(store, tmp_path, monkeypatch):
+    """The user's command waits at most handoff.WAIT for the lock; the export dir survives
+    the timeout and a detached worker publishes it when the holder lets go."""
+    import fcntl
+
+    from shim.build import handoff
+
+    spawned = []
+    monkeypatch.setattr("shim.core.proc.spawn_job", lambda argv, env=None: spawned.append(argv) or 1)
+    monkeypatch.setattr(handoff, "WAIT", 0.05)
+    store.publish(export(store, "app", BASE, b"a"), "app")
+    d = export(store, "app", BASE, b"b")
+    with open(store.root / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # another process's long prune
+        assert handoff.publish(store, d, "app", max_size=10**9) is None
+    assert d.exists() and store.lock_timeout == 2  # kept for the worker; the store's timeout is back
+    (argv,) = spawned
+    monkeypatch.setattr(sys, "argv", [argv[-3], argv[-1]])  # as `python -S -c CODE ROOT PAYLOAD` gives it
+    before = store.lineage("app")
+    handoff.main()
+    assert store.lineage("app")[0] != before[0] and len(store.lineage("app")) == 2 and not d.exists()
+
+
+def test_a_publish_that_gets_the_lock_publishes_here(store):
+    from shim.build import handoff
+
+    done = handoff.publish(store, export(store, "app", BASE, b"a"), "app", max_size=10**9)
+    assert done is not None and done.changed and store.lineage("app") == (done.digest,)
