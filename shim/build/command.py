@@ -169,7 +169,7 @@ def _inputs(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
         return None, None
     remembered = local.state.get(reads.KIND, local.generation, key)
     if not remembered or remembered.get("fp") != fp:  # changed: export; the FROM ids are asked beside the build
-        return _asking_bases({"fp": fp, "images": images}, real, inv.globals), None
+        return reads.asking_bases({"fp": fp, "images": images}, real, inv.globals), None
     ids = reads.base_ids(real, inv.globals, images)
     if reads.unchanged(remembered, fp, ids, lineage[0] if lineage else None):
         return None, (f"nothing this build reads changed since this daemon exported {key} "
@@ -375,40 +375,10 @@ def _publish(prep: Prepared) -> None:
         prep.published = done
         if prep.local:
             prep.local.remember(prep.plan.key, done.digest)
-            _remember_inputs(prep, done.digest)
+            from shim.build.inputs import remember
+            remember(prep.local, prep.plan.key, prep.inputs, done.digest)
     except Exception as exc:  # noqa: BLE001 - the build succeeded; only the cache is lost
         say(f"build cache not published: {exc}")
-
-
-def _asking_bases(inputs: dict, real: str, docker_globals) -> dict:
-    """The FROM images' ids, asked in a thread while the build runs (no CLI start after it)."""
-    import threading
-
-    from shim.build import inputs as reads
-
-    def ask():
-        try:
-            inputs["bases"] = reads.base_ids(real, docker_globals, inputs["images"])
-        except Exception:  # noqa: BLE001 - not knowing them only means the next build exports too
-            inputs["bases"] = None
-    inputs["asking"] = threading.Thread(target=ask, daemon=True)
-    inputs["asking"].start()
-    return inputs
-
-
-def _remember_inputs(prep: Prepared, digest: str) -> None:
-    """What this exported build read, so that the same build next time exports nothing."""
-    from shim.build import inputs as reads
-
-    if not prep.inputs:
-        return
-    asking = prep.inputs.get("asking")
-    if asking is not None:
-        asking.join(10)
-    ids = prep.inputs.get("bases")
-    if ids is not None:
-        prep.local.state.put(reads.KIND, prep.local.generation, prep.plan.key,
-                             {"fp": prep.inputs["fp"], "bases": ids, "digest": digest})
 
 
 def _move_key_tag(prep: Prepared) -> None:

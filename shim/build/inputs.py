@@ -31,13 +31,23 @@ def fingerprint(argv: Sequence[str], start: int, build, cwd: str, environ: Mappi
         return None
     ctx = os.path.abspath(os.path.join(cwd, build.context))
     dockerfile = os.path.abspath(os.path.join(cwd, build.file)) if build.file else os.path.join(ctx, "Dockerfile")
+    words = list(argv[start:])
+    words += [f"{v}={environ.get(v, '')}" for k, v in build.options  # `--build-arg NAME`: from the environment
+              if k == "--build-arg" and v and "=" not in v]
+    return tree(ctx, dockerfile, words)
+
+
+def tree(ctx: str, dockerfile: str | None, words: Sequence[str], inline: str | None = None) -> str | None:
+    """The digest of `words` (how the build is asked for), the Dockerfile (a file, or the
+    `inline` text) and its ignore file, and every entry of the context."""
+    import hashlib
+
     h = hashlib.blake2b(digest_size=16)
-    for token in argv[start:]:
-        h.update(token.encode("utf-8", "surrogateescape") + b"\0")
-    for k, v in build.options:  # `--build-arg NAME` takes its value from the environment
-        if k == "--build-arg" and v and "=" not in v:
-            h.update(f"{v}={environ.get(v, '')}".encode("utf-8", "surrogateescape") + b"\0")
-    for path in (dockerfile, dockerfile + ".dockerignore"):
+    for word in words:
+        h.update(word.encode("utf-8", "surrogateescape") + b"\0")
+    if inline is not None:
+        h.update(inline.encode("utf-8", "surrogateescape") + b"\0")
+    for path in (dockerfile, f"{dockerfile}.dockerignore") if dockerfile else ():
         try:
             with open(path, "rb") as fh:
                 h.update(fh.read() + b"\0")
@@ -46,6 +56,31 @@ def fingerprint(argv: Sequence[str], start: int, build, cwd: str, environ: Mappi
         except OSError:
             return None
     return h.hexdigest() if _walk(ctx, h) else None
+
+
+def compose_service(build: Mapping, image: str, no_cache: bool, pull: bool) -> tuple[str, str] | None:
+    """(fingerprint, Dockerfile text) of a compose service's build, as compose resolved it
+    (absolute context); None when it cannot be told for sure."""
+    import json
+
+    ctx = str(build.get("context") or "")
+    if (not ctx or "://" in ctx or ctx.startswith("git@") or not os.path.isabs(ctx) or no_cache or pull
+            or build.get("no_cache") or build.get("pull") or build.get("additional_contexts")):
+        return None
+    asked = {k: v for k, v in build.items() if k not in ("cache_from", "cache_to")}
+    words = [json.dumps(asked, sort_keys=True, default=str), image]
+    inline = build.get("dockerfile_inline")
+    dockerfile = None if inline is not None else os.path.join(ctx, str(build.get("dockerfile") or "Dockerfile"))
+    fp = tree(ctx, dockerfile, words, None if inline is None else str(inline))
+    if fp is None:
+        return None
+    if inline is not None:
+        return fp, str(inline)
+    try:
+        with open(dockerfile, encoding="utf-8", errors="replace") as fh:
+            return fp, fh.read(1_000_000)
+    except OSError:
+        return None
 
 
 def _certain(build) -> bool:
@@ -119,6 +154,33 @@ def base_ids(real: str, docker_globals: Sequence[str], images: Sequence[str]) ->
     res = proc.run_docker(real, [*docker_globals, "image", "inspect", "--format", "{{.Id}}", *images], timeout=30)
     ids = res.stdout.split()
     return dict(zip(images, ids)) if res.returncode == 0 and len(ids) == len(images) else None
+
+
+def remember(local, key: str, inputs: Mapping | None, digest: str) -> None:
+    """After a publish: what this build read, so that the same build next time exports nothing.
+    The FROM ids were asked beside the build (a thread); unknown ids remember nothing."""
+    if not inputs or local is None:
+        return
+    asking = inputs.get("asking")
+    if asking is not None:
+        asking.join(10)
+    ids = inputs.get("bases")
+    if ids is not None:
+        local.state.put(KIND, local.generation, key, {"fp": inputs["fp"], "bases": ids, "digest": digest})
+
+
+def asking_bases(inputs: dict, real: str, docker_globals: Sequence[str]) -> dict:
+    """The FROM images' ids, asked in a thread while the build runs (no CLI start after it)."""
+    import threading
+
+    def ask():
+        try:
+            inputs["bases"] = base_ids(real, docker_globals, inputs["images"])
+        except Exception:  # noqa: BLE001 - not knowing them only means the next build exports too
+            inputs["bases"] = None
+    inputs["asking"] = threading.Thread(target=ask, daemon=True)
+    inputs["asking"].start()
+    return inputs
 
 
 def unchanged(remembered: Mapping | None, fp: str, ids: Mapping[str, str] | None, newest: str | None) -> bool:

@@ -158,6 +158,7 @@ def _save_mounts(real: str, p: ComposePlan, environ: Mapping[str, str]) -> None:
 
 def _publish(p: ComposePlan) -> None:
     from shim.build import handoff
+    from shim.build.inputs import remember
     from shim.core.config import load
 
     max_size = load(os.environ, os.getcwd())["build.max_size"]
@@ -172,6 +173,7 @@ def _publish(p: ComposePlan) -> None:
             p.usage.setdefault("published", []).append(key)
             if p.local:
                 p.local.remember(key, done.digest)
+                remember(p.local, key, p.inputs.get(key), done.digest)
         except Exception as exc:  # noqa: BLE001 - the stack is up; only the cache is lost
             say(f"build cache for {key} not published: {exc}")
 

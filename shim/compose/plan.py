@@ -49,6 +49,7 @@ class ComposePlan:
     history: int = 1  # builds a key keeps in the registry
     local: LocalBuilds | None = None  # remembers what this daemon exported
     usage: dict = field(default_factory=dict)  # for the metrics record: keys, imports, caches
+    inputs: dict = field(default_factory=dict)  # key -> what its build reads (build/inputs.py), kept after publish
     mounts: dict = field(default_factory=dict)  # key -> ServiceMounts: cache mounts to seed and save
     docker_globals: tuple[str, ...] = ()  # docker's own options (-H, --context) for the seed/save builds
     service_builds: list = field(default_factory=list)  # sharedbuild.ServiceBuild: built before compose runs
@@ -122,8 +123,10 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     src = (sources(real, call, config, environ, list(keys.values()), dry_run) if builds
            else Sources(BuildCaps("none", "no service builds"), None))
     made: dict = {}
+    inputs, same = _inputs(real, call, builds, keys, src)
     try:
-        p = _with_override(call, args, environ, builds, keys, src, dry_run, run_caches, made)
+        p = _with_override(call, args, environ, builds, keys, src, dry_run, run_caches, made, same)
+        p.inputs = inputs
         p.reasons[:0] = [shared_note] if shared_note else []
         p.service_builds, p.build_limit = per_service, build_limit(call, environ)
         p.docker_globals = invocation(call).globals
@@ -284,7 +287,37 @@ def _caps(real: str, call: ComposeCall, environ) -> BuildCaps:
                        lambda *a: proc.run_docker(real, [*inv.globals, *a], timeout=30))
 
 
-def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run_caches, exports) -> ComposePlan:
+def _inputs(real: str, call: ComposeCall, builds: dict, keys: dict, src: Sources) -> tuple[dict, frozenset]:
+    """(key -> what each service's build reads, to remember after its publish; the keys whose
+    inputs are those of this daemon's last export, still the newest: no store export)."""
+    from shim.build import inputs as reads
+
+    if not (src.local and src.store and src.caps.mode == "full"):
+        return {}, frozenset()
+    no_cache, pull = "--no-cache" in call.rest, "--pull" in call.rest
+    found, matched = {}, {}
+    for svc, spec in builds.items():
+        got = reads.compose_service(spec["build"], str(spec.get("image") or ""), no_cache, pull)
+        images = reads.bases(got[1]) if got else None
+        if got is None or images is None:
+            continue
+        key = keys[svc]
+        found[key] = {"fp": got[0], "images": images}
+        remembered = src.local.state.get(reads.KIND, src.local.generation, key)
+        if remembered and remembered.get("fp") == got[0]:
+            matched[key] = remembered
+    globals_ = invocation(call).globals
+    ids = reads.base_ids(real, globals_, sorted({i for k in matched for i in found[k]["images"]})) if matched else None
+    same = frozenset(k for k, remembered in matched.items() if ids is not None and reads.unchanged(
+        remembered, found[k]["fp"], {i: ids[i] for i in found[k]["images"]}, (src.store.lineage(k) or (None,))[0]))
+    changed = {k: v for k, v in found.items() if k not in same}
+    for k, v in changed.items():
+        reads.asking_bases(v, real, globals_)
+    return changed, same
+
+
+def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run_caches, exports,
+                   same: frozenset = frozenset()) -> ComposePlan:
     services, moves, reasons = {}, {}, []
     if builds and src.caps.mode != "full":
         reasons.append(f"engine: {src.caps.mode} ({src.caps.reason})")
@@ -301,7 +334,10 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
         if spec["build"].get("cache_to"):
             reasons.append(f"{svc}: you set cache_to; import only")
         elif src.caps.mode == "full":
-            if src.store:
+            if key in same:
+                reasons.append(f"{svc}: nothing its build reads changed since this daemon exported {key}: "
+                               "no store export")
+            elif src.store:
                 dest = src.store.root / "tmp" if dry_run else src.store.new_export_dir(src.snap)
                 exports[key] = dest
                 entry["cache_to"].append(f"type=local,dest={dest},mode=max,tag={key},ignore-error=true")

@@ -192,8 +192,9 @@ def test_explain_shows_the_override_and_creates_nothing(shim_env, engines, tmp_p
         return json.loads(cp.stdout)
 
     same = explain(engines["a"])  # the daemon that built it: its own cache serves the key
-    assert "cache_from" not in same["override"]["services"]["one"]["build"]
+    assert "cache_from" not in same["override"]["services"].get("one", {}).get("build", {})
     assert any("this daemon made every stored build" in r for r in same["reasons"])
+    assert any("nothing its build reads changed" in r for r in same["reasons"])  # and no export either
     data = explain(engines["b"])  # another session imports it
     build = data["override"]["services"]["one"]["build"]
     assert data["kind"] == "compose" and f"tag={root.name}-one" in build["cache_from"][0]
@@ -294,3 +295,30 @@ def test_compose_run_with_a_bind_and_workdir_on_its_command_line_gets_the_apps_c
     assert warm.returncode == 0, warm.stdout[-1000:] + warm.stderr[-2000:]
     control = run(engines["b"], "off", "./offline.sh", extra={"DOCKCACHE_DISABLE": "1"})
     assert control.returncode != 0, control.stdout + control.stderr
+
+
+def test_an_unchanged_service_is_not_exported_again_and_an_edited_one_is(shim_env, engines, tmp_path):
+    """While nothing a service's build reads changed since this daemon exported its key,
+    compose builds it without the store's cache_to (BuildKit would prepare the whole chain
+    for nothing); an edited service exports again, and session B finds both in the store."""
+    root = stack(tmp_path, services=("api", "web"))
+    a, b = engines["a"], engines["b"]
+    store = CacheStore(shim_env["DOCKCACHE_BUILD_STORE"])
+    assert up(shim_env, a, root, "build").returncode == 0
+    first = {s: store.lineage(f"{root.name}-{s}") for s in ("api", "web")}
+
+    def explained():
+        cp = subprocess.run([sys.executable, "-m", "shim", "explain", "--json", "--", "docker", "compose", "build"],
+                            env={**shim_env, "DOCKER_HOST": a.host}, cwd=root, capture_output=True, text=True)
+        data = json.loads(cp.stdout)
+        return {s: "cache_to" in data["override"]["services"].get(s, {}).get("build", {}) for s in ("api", "web")}
+
+    assert explained() == {"api": False, "web": False}
+    again = up(shim_env, a, root, "build")
+    assert again.returncode == 0 and [s.cached for s in build_steps(again.stdout + again.stderr)] == [True] * 2
+    (root / "api" / "Dockerfile").write_text((root / "api" / "Dockerfile").read_text() + "RUN echo edited\n")
+    assert explained() == {"api": True, "web": False}
+    assert up(shim_env, a, root, "build").returncode == 0
+    assert store.lineage(f"{root.name}-api")[0] != first["api"][0] and store.lineage(f"{root.name}-web") == first["web"]
+    warm = up({**shim_env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b")}, b, root, "build")
+    assert warm.returncode == 0 and all(s.cached for s in build_steps(warm.stdout + warm.stderr))
