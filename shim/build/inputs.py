@@ -139,9 +139,12 @@ def bases(dockerfile_text: str) -> list[str] | None:
     """The FROM images, or None when one is named by an ARG (unknown until BuildKit expands it)."""
     from shim.build.shared import from_images
 
-    if any(line.split()[:1] and line.split()[0].upper() == "FROM" and "$" in line
-           for line in dockerfile_text.splitlines()):
-        return None
+    for line in dockerfile_text.splitlines():
+        words = line.split()
+        if words[:1] and words[0].upper() == "FROM":
+            named = [w for w in words[1:] if not w.startswith("--")]  # `--platform=$BUILDPLATFORM` is fine
+            if named and "$" in named[0]:
+                return None
     return from_images(dockerfile_text)
 
 

@@ -78,6 +78,7 @@ def test_a_context_bigger_than_the_limit_has_no_fingerprint(ctx, monkeypatch):
 def test_from_images_and_those_named_by_an_arg():
     assert inputs.bases("FROM golang:1.22 AS build\nFROM build\nFROM scratch\n") == ["golang:1.22"]
     assert inputs.bases("ARG V=1\nFROM base:${V}\n") is None
+    assert inputs.bases("FROM --platform=$BUILDPLATFORM golang:1.22 AS b\nFROM b\n") == ["golang:1.22"]
 
 
 def test_unchanged_needs_the_same_inputs_bases_and_newest_build():
