@@ -66,11 +66,11 @@ def test_a_warm_build_writes_no_blob_the_store_already_has(shim_env, engines, tm
     build(shim_env, a, ctx, tag)
     cold = last_build(shim_env)
     assert cold["export_written"] > 100_000_000  # the base image's layers, once
-    build(shim_env, a, ctx, tag)  # BuildKit's first warm export drops a record the cold one had
-    assert last_build(shim_env)["export_written"] < 100_000
-    build(shim_env, a, ctx, tag)
+    build(shim_env, a, ctx, tag)  # nothing it reads changed since that export: docker runs it as typed
+    assert last_build(shim_env) == cold  # no --cache-to, so no record of dockcache's
+    build(shim_env, a, ctx, tag, "--label", "x=1")  # another argument: exported, nothing new written
     warm = last_build(shim_env)
-    assert warm["export_written"] < 100_000 and not warm["store_changed"]
+    assert warm["export_written"] < 100_000
     assert warm["imports"] == []  # this daemon built every stored build: its own cache serves it
     edit(ctx)
     build(shim_env, a, ctx, tag)
