@@ -75,7 +75,7 @@ class Bench:
                             env=self.env(way, daemon, token), capture_output=True, text=True)
         took = time.perf_counter() - t
         if cp.returncode:
-            raise SystemExit(cp.stderr[-2000:])
+            raise SystemExit(f"{way} build on {daemon} ({tag}) failed:\n{cp.stderr[-2000:]}")
         cached, executed = counts(cp.stderr)
         return {"seconds": round(took, 3), "cached_steps": cached, "executed_steps": executed,
                 "loaded": self.loaded(way, daemon, cp.stderr)}

@@ -65,18 +65,25 @@ class Bench:
 
     def build(self, daemon: str, ctx: Path, tag: str, *, plain: bool = False, extra=()) -> dict:
         docker = self.real if plain else DOCKCACHE
+        before = self.metric_count()
         t = time.perf_counter()
         cp = subprocess.run([docker, "build", "--network", "none", "--progress", "plain", *extra, "-t", tag,
                              str(ctx)], env={**self.env, "DOCKER_HOST": HOSTS[daemon]},
                             capture_output=True, text=True)
         took = time.perf_counter() - t
         if cp.returncode:
-            raise SystemExit(cp.stderr[-2000:])
+            raise SystemExit(f"build on {daemon} ({tag}, {'plain' if plain else 'dockcache'}) failed:\n"
+                             f"{cp.stderr[-2000:]}")
         cached, executed = counts(cp.stderr)
         out = {"seconds": round(took, 3), "cached_steps": cached, "executed_steps": executed}
-        if not plain:
-            out["export_written"] = self.last_metric().get("export_written")
+        if not plain:  # no new record: nothing it reads changed, so docker ran as typed (no export)
+            out["export_written"] = self.last_metric().get("export_written") if self.metric_count() > before else 0
+            out["exported"] = self.metric_count() > before and bool(self.last_metric().get("export"))
         return out
+
+    def metric_count(self) -> int:
+        path = self.tmp / "state" / "metrics.jsonl"
+        return len(path.read_text().splitlines()) if path.exists() else 0
 
     def last_metric(self) -> dict:
         lines = (self.tmp / "state" / "metrics.jsonl").read_text().splitlines()
@@ -134,6 +141,7 @@ def median_of(rounds: list[dict], kind: str) -> dict:
            "executed_steps": max(r["executed_steps"] for r in runs)}
     if "export_written" in runs[0]:
         out["export_written_bytes"] = max(r.get("export_written") or 0 for r in runs)
+        out["exported"] = [r.get("exported") for r in runs]
     return out
 
 

@@ -169,8 +169,8 @@ def _inputs(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
         return None, None
     remembered = local.state.get(reads.KIND, local.generation, key)
     if not remembered or remembered.get("fp") != fp:  # changed: export; the FROM ids are asked beside the build
-        return reads.asking_bases({"fp": fp, "images": images}, real, inv.globals), None
-    ids = reads.base_ids(real, inv.globals, images)
+        return reads.asking_bases({"fp": fp, "images": images}, real, inv.globals, reads.socket_of(local)), None
+    ids = reads.base_ids(real, inv.globals, images, reads.socket_of(local))
     if reads.unchanged(remembered, fp, ids, lineage[0] if lineage else None):
         return None, (f"nothing this build reads changed since this daemon exported {key} "
                       "(context, Dockerfile, arguments, FROM images): no --cache-to")

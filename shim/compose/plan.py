@@ -307,12 +307,14 @@ def _inputs(real: str, call: ComposeCall, builds: dict, keys: dict, src: Sources
         if remembered and remembered.get("fp") == got[0]:
             matched[key] = remembered
     globals_ = invocation(call).globals
-    ids = reads.base_ids(real, globals_, sorted({i for k in matched for i in found[k]["images"]})) if matched else None
+    sock = reads.socket_of(src.local)
+    ids = (reads.base_ids(real, globals_, sorted({i for k in matched for i in found[k]["images"]}), sock)
+           if matched else None)
     same = frozenset(k for k, remembered in matched.items() if ids is not None and reads.unchanged(
         remembered, found[k]["fp"], {i: ids[i] for i in found[k]["images"]}, (src.store.lineage(k) or (None,))[0]))
     changed = {k: v for k, v in found.items() if k not in same}
     for k, v in changed.items():
-        reads.asking_bases(v, real, globals_)
+        reads.asking_bases(v, real, globals_, sock)
     return changed, same
 
 

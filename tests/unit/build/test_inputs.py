@@ -89,3 +89,37 @@ def test_unchanged_needs_the_same_inputs_bases_and_newest_build():
     assert not inputs.unchanged(mine, "f", None, "sha256:d")  # the base is gone
     assert not inputs.unchanged(mine, "f", {"b": "sha256:1"}, "sha256:other")  # another session published since
     assert not inputs.unchanged(None, "f", {"b": "sha256:1"}, "sha256:d")
+
+
+def _serve_once(path, answer: bytes, seen: list):
+    import socket
+    import threading
+
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(1)
+
+    def reply():
+        conn, _ = server.accept()
+        seen.append(conn.recv(65536))
+        conn.sendall(answer)
+        conn.close()
+        server.close()
+    threading.Thread(target=reply, daemon=True).start()
+
+
+def test_the_from_ids_come_from_the_engine_api_on_its_socket_and_from_the_cli_otherwise(tmp_path, monkeypatch):
+    from shim.core import proc
+
+    sock, seen = tmp_path / "d.sock", []
+    _serve_once(sock, b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n{"Id": "sha256:ab", "Size": 1}', seen)
+    monkeypatch.setattr(proc, "run_docker", lambda *a, **k: pytest.fail("no CLI when the socket answers"))
+    assert inputs.base_ids("/bin/docker", [], ["reg:5000/org/base:1"], str(sock)) == {"reg:5000/org/base:1": "sha256:ab"}
+    assert seen[0].startswith(b"GET /images/reg:5000/org/base:1/json HTTP/1.0\r\n")
+    missing = tmp_path / "m.sock"
+    _serve_once(missing, b'HTTP/1.1 404 Not Found\r\n\r\n{"message": "No such image"}', [])
+    calls = []
+    monkeypatch.setattr(proc, "run_docker", lambda real, argv, **k: calls.append(argv) or proc.Result(
+        tuple(argv), 0, "sha256:cd\n", ""))
+    assert inputs.base_ids("/bin/docker", ["-H", "x"], ["base:1"], str(missing)) == {"base:1": "sha256:cd"}
+    assert calls == [["-H", "x", "image", "inspect", "--format", "{{.Id}}", "base:1"]]
