@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ptyread import drain
+
 from shim.build.progress import step_named
 from tests.conftest import BUSYBOX, DEVTOOLS
 from tests.integration.helpers import REPO, shim
@@ -296,16 +298,7 @@ def _on_a_terminal(env: dict, *argv: str, cwd: Path) -> tuple[int, str]:
     p = subprocess.Popen([str(REPO / "bin" / "docker"), *argv], env=env, cwd=cwd, stdin=slave, stdout=slave,
                          stderr=slave, start_new_session=True)
     os.close(slave)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 65536)
-        except OSError:  # EIO: every writer closed the pty
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(master)
+    out = drain(master)
     return p.wait(timeout=600), out.decode(errors="replace")
 
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from shim.core.parallel import Job, run_all
+from tests.ptyread import drain
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -113,16 +114,7 @@ def _on_a_terminal(limit: int) -> str:
     p = subprocess.Popen([sys.executable, "-c", runner, str(REPO), str(limit)], stdin=subprocess.DEVNULL,
                          stdout=slave, stderr=slave)
     os.close(slave)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # EIO: every writer closed the pty
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(master)
+    out = drain(master)
     assert p.wait(timeout=30) == 0
     return out.decode()
 
