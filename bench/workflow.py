@@ -77,7 +77,7 @@ class Bench:
         cached, executed = counts(cp.stderr)
         out = {"seconds": round(took, 3), "cached_steps": cached, "executed_steps": executed}
         if not plain:  # no new record: nothing it reads changed, so docker ran as typed (no export)
-            out["export_written"] = self.last_metric().get("export_written") if self.metric_count() > before else 0
+            out["export_written"] = (self.last_metric().get("export_written") or 0) if self.metric_count() > before else 0
             out["exported"] = self.metric_count() > before and bool(self.last_metric().get("export"))
         return out
 

@@ -202,9 +202,8 @@ def _thin(real: str, inv: Invocation, argv, tags, run: SharedRun) -> int:
     asking.start()
     try:
         layout = Layout(run.layouts, tags[0] if tags else f"untagged {run.key}")
-        with tempfile.TemporaryFile("w+") as said:
-            rc, engine_id = _thin_build(real, inv, argv, tags, run, layout, asking, facts,
-                                        said if run.prints_id else None)
+        with (tempfile.TemporaryFile("w+") if run.prints_id else contextlib.nullcontext()) as said:
+            rc, engine_id = _thin_build(real, inv, argv, tags, run, layout, asking, facts, said)
             _report_id(run, rc, engine_id, said)
         return rc
     finally:

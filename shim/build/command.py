@@ -126,6 +126,8 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
     if wanted and local and local.holds(key, lineage):
         wanted, own_note = [], f"this daemon made every stored build of {key}: its own cache serves them, no import"
     inputs, same_note = _inputs(real, args, inv, build, caps, local, key, lineage, environ)
+    if own_note and same_note and not dry_run:  # no import, no export: nothing else marks the key used
+        mark_used(store, key)
     if dry_run:  # explain: say what would be imported, touch nothing
         snap, export_dir = None, None
         available = tuple(k for k in wanted if k in store.keys())
@@ -157,16 +159,11 @@ def _inputs(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
 
     if local is None or caps.mode != "full" or build.cache_to:
         return None, None
-    fp = reads.fingerprint(args, inv.args_start, build, os.getcwd(), environ)
-    dockerfile = os.path.join(os.getcwd(), build.file) if build.file else \
-        os.path.join(os.getcwd(), build.context or ".", "Dockerfile")
-    try:
-        with open(dockerfile, encoding="utf-8", errors="replace") as fh:
-            images = reads.bases(fh.read(1_000_000))
-    except OSError:
-        images = None
-    if fp is None or images is None:
+    got = reads.build_inputs(args, inv.args_start, build, os.getcwd(), environ)
+    images = reads.bases(got[1]) if got else None
+    if got is None or images is None:
         return None, None
+    fp = got[0]
     remembered = local.state.get(reads.KIND, local.generation, key)
     if not remembered or remembered.get("fp") != fp:  # changed: export; the FROM ids are asked beside the build
         return reads.asking_bases({"fp": fp, "images": images}, real, inv.globals, reads.socket_of(local)), None
@@ -206,6 +203,13 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
         plan = _noted(plan, "containerd image store: the build exports an OCI layout (only blobs it lacks) "
                             "and the load sends only layers this engine lacks")
     return Prepared(plan, None, None, None, config, caps, shared=run), None
+
+
+def mark_used(store: CacheStore, key: str) -> None:
+    try:
+        store.used(key)
+    except (StoreError, OSError):
+        pass  # only the prune's order suffers
 
 
 def _enabled(config: Config) -> bool:
@@ -268,14 +272,12 @@ def safe_snapshot(store: CacheStore, keys: Sequence[str]) -> Snapshot | None:
     """A snapshot of the keys that exist, or None (one line said) when the store fails us."""
     from shim.build.handoff import SNAPSHOT_WAIT
 
-    full, store.lock_timeout = store.lock_timeout, min(store.lock_timeout, SNAPSHOT_WAIT)
     try:
-        snap = store.snapshot(keys)
+        with store.waiting_at_most(SNAPSHOT_WAIT):
+            snap = store.snapshot(keys)
     except (StoreError, OSError) as exc:
         say(f"{exc}; building without the shared cache import")
         return None
-    finally:
-        store.lock_timeout = full
     for problem in snap.problems:
         say(problem)
     return snap
@@ -292,6 +294,8 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
     if prep.plan.argv == tuple(args) and not prep.mounts.mounts:
         if prep.caps.mode == "none" and parse_build(inv).misread and _enabled(prep.config):
             say(f"{prep.caps.reason}; the build runs unchanged")
+        if prep.store:  # its own daemon's cache serves it: metrics count the build (docker says how it ended)
+            after_docker(_record, environ, prep, None, time.monotonic() - started)
         return  # nothing to add: the caller execs docker unchanged
     if prep.caps.mode == "import-only" and not prep.plan.export:
         say(f"this engine imports the shared build cache but cannot publish to it: {prep.caps.reason}")
@@ -396,10 +400,12 @@ def _cleanup(prep: Prepared) -> None:
         shutil.rmtree(prep.export_dir, ignore_errors=True)
 
 
-def _record(environ: Mapping[str, str], prep: Prepared, rc: int, seconds: float) -> None:
+def _record(environ: Mapping[str, str], prep: Prepared, rc: int | None, seconds: float) -> None:
+    """One metrics line; rc None: docker ran as typed (exec), dockcache spent `seconds` before it."""
     State(state_dir(environ)).append_log("metrics", {
         "kind": "build", "key": prep.plan.key, "imports": list(prep.plan.imports),
         "export": prep.plan.export, "engine": prep.caps.mode, "rc": rc, "ms": round(seconds * 1000, 2),
+        **({"as_typed": True} if rc is None else {}),
         **_published_fields(prep.published), **_mount_fields(prep),
         **({"builder": "shared", "loaded": prep.shared.loaded, "thin": prep.shared.thin} if prep.shared else {})})
 

@@ -24,17 +24,14 @@ SNAPSHOT_WAIT = 2.0  # ... and before it, for the import snapshot (then it build
 
 def publish(store: CacheStore, export_dir: Path, key: str, *, max_size: int) -> Published | None:
     """Publish here when the lock comes within WAIT; else hand the export to a worker (None)."""
-    full = store.lock_timeout
-    store.lock_timeout = min(full, WAIT)
     try:
-        done = store.publish(export_dir, key, keep_if_locked=True)
+        with store.waiting_at_most(WAIT):
+            done = store.publish(export_dir, key, keep_if_locked=True)
     except LockTimeout:
         if not export_dir.exists():
             raise
-        later(store.root, export_dir, key, lock_timeout=full, history=store.history, max_size=max_size)
+        later(store.root, export_dir, key, lock_timeout=store.lock_timeout, history=store.history, max_size=max_size)
         return None
-    finally:
-        store.lock_timeout = full
     if done.changed and store.size() > max_size:
         store.prune(max_size=max_size)
     return done

@@ -20,13 +20,14 @@ import os
 from collections.abc import Mapping, Sequence
 
 LIMIT = 20_000  # context entries walked at most: a bigger one is not fingerprinted
+BUDGET = 0.1  # ... and seconds spent walking (a slow filesystem): then the build exports
 KIND = "exportedinputs"  # state kind: daemon generation -> key -> the last export's inputs
 
 
-def fingerprint(argv: Sequence[str], start: int, build, cwd: str, environ: Mapping[str, str]) -> str | None:
-    """A digest of what the build reads, or None when it cannot be told for sure."""
-    import hashlib
-
+def build_inputs(argv: Sequence[str], start: int, build, cwd: str,
+                 environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """(a digest of what a `docker build` reads, its Dockerfile's text); None when it cannot
+    be told for sure."""
     if not _certain(build):
         return None
     ctx = os.path.abspath(os.path.join(cwd, build.context))
@@ -34,33 +35,11 @@ def fingerprint(argv: Sequence[str], start: int, build, cwd: str, environ: Mappi
     words = list(argv[start:])
     words += [f"{v}={environ.get(v, '')}" for k, v in build.options  # `--build-arg NAME`: from the environment
               if k == "--build-arg" and v and "=" not in v]
-    return tree(ctx, dockerfile, words)
-
-
-def tree(ctx: str, dockerfile: str | None, words: Sequence[str], inline: str | None = None) -> str | None:
-    """The digest of `words` (how the build is asked for), the Dockerfile (a file, or the
-    `inline` text) and its ignore file, and every entry of the context."""
-    import hashlib
-
-    h = hashlib.blake2b(digest_size=16)
-    for word in words:
-        h.update(word.encode("utf-8", "surrogateescape") + b"\0")
-    if inline is not None:
-        h.update(inline.encode("utf-8", "surrogateescape") + b"\0")
-    for path in (dockerfile, f"{dockerfile}.dockerignore") if dockerfile else ():
-        try:
-            with open(path, "rb") as fh:
-                h.update(fh.read() + b"\0")
-        except FileNotFoundError:
-            h.update(b"-\0")
-        except OSError:
-            return None
-    return h.hexdigest() if _walk(ctx, h) else None
+    return _read(ctx, dockerfile, words)
 
 
 def compose_service(build: Mapping, image: str, no_cache: bool, pull: bool) -> tuple[str, str] | None:
-    """(fingerprint, Dockerfile text) of a compose service's build, as compose resolved it
-    (absolute context); None when it cannot be told for sure."""
+    """The same for a compose service's build, as compose resolved it (absolute context)."""
     import json
 
     ctx = str(build.get("context") or "")
@@ -70,17 +49,36 @@ def compose_service(build: Mapping, image: str, no_cache: bool, pull: bool) -> t
     asked = {k: v for k, v in build.items() if k not in ("cache_from", "cache_to")}
     words = [json.dumps(asked, sort_keys=True, default=str), image]
     inline = build.get("dockerfile_inline")
-    dockerfile = None if inline is not None else os.path.join(ctx, str(build.get("dockerfile") or "Dockerfile"))
-    fp = tree(ctx, dockerfile, words, None if inline is None else str(inline))
-    if fp is None:
-        return None
     if inline is not None:
-        return fp, str(inline)
-    try:
-        with open(dockerfile, encoding="utf-8", errors="replace") as fh:
-            return fp, fh.read(1_000_000)
-    except OSError:
+        return _read(ctx, None, [*words, str(inline)], str(inline))
+    return _read(ctx, os.path.join(ctx, str(build.get("dockerfile") or "Dockerfile")), words)
+
+
+def _read(ctx: str, dockerfile: str | None, words: Sequence[str], text: str | None = None) -> tuple[str, str] | None:
+    """(the digest of `words` (how the build is asked for), the Dockerfile and its own ignore
+    file, and every entry of the context; the Dockerfile's text — `text` when inline)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for word in words:
+        h.update(word.encode("utf-8", "surrogateescape") + b"\0")
+    own_ignore = None
+    if dockerfile:
+        try:
+            with open(dockerfile, "rb") as fh:
+                data = fh.read()
+            text = data[:1_000_000].decode("utf-8", "replace")
+            h.update(data + b"\0")
+            with open(f"{dockerfile}.dockerignore", "rb") as fh:
+                own_ignore = fh.read()
+                h.update(own_ignore + b"\0")
+        except FileNotFoundError:
+            h.update(b"-\0")  # no Dockerfile-specific ignore file (a missing Dockerfile: no text, below)
+        except OSError:
+            return None
+    if text is None or not _walk(ctx, h, own_ignore):
         return None
+    return h.hexdigest(), text
 
 
 def _certain(build) -> bool:
@@ -93,15 +91,21 @@ def _certain(build) -> bool:
     return True
 
 
-def _walk(root: str, h) -> bool:
-    """Feed every entry under root (path, mode, size, mtime); False past LIMIT or on error."""
-    skip = _ignored_dirs(root)
+def _walk(root: str, h, own_ignore: bytes | None) -> bool:
+    """Feed every entry under root (path, mode, size, mtime); False past LIMIT entries or
+    BUDGET seconds (a context that big exports as before) or on an error."""
+    import time
+
+    skip = _ignored_dirs(root, own_ignore)
+    deadline = time.monotonic() + BUDGET
     stack, seen = [""], 0
     while stack:
         rel = stack.pop()
         try:
             entries = sorted(os.scandir(os.path.join(root, rel)), key=lambda e: e.name)
         except OSError:
+            return False
+        if time.monotonic() > deadline:
             return False
         for entry in entries:
             path = f"{rel}/{entry.name}" if rel else entry.name
@@ -120,18 +124,23 @@ def _walk(root: str, h) -> bool:
     return True
 
 
-def _ignored_dirs(root: str) -> set[str]:
-    """Plain top-level names `.dockerignore` leaves out (`node_modules`, `/.git`, `dist/`):
-    what changes there never reaches the build. Patterns and exceptions are not read
-    (the entries they name are walked: at worst one export too many)."""
-    try:
-        with open(os.path.join(root, ".dockerignore"), encoding="utf-8", errors="replace") as fh:
-            lines = fh.read(100_000).splitlines()
-    except OSError:
-        return set()
+def _ignored_dirs(root: str, own_ignore: bytes | None) -> set[str]:
+    """Plain top-level names the build's ignore file leaves out (`node_modules`, `/.git`,
+    `dist/`): what changes there never reaches the build. The Dockerfile's own
+    `NAME.dockerignore` replaces `.dockerignore`, as in BuildKit. Patterns are not read
+    (what they name is walked: at worst one export too many); with an exception (`!x`)
+    nothing is skipped."""
+    if own_ignore is not None:
+        lines = own_ignore[:100_000].decode("utf-8", "replace").splitlines()
+    else:
+        try:
+            with open(os.path.join(root, ".dockerignore"), encoding="utf-8", errors="replace") as fh:
+                lines = fh.read(100_000).splitlines()
+        except OSError:
+            return set()
     if any(line.strip().startswith("!") for line in lines):
         return set()  # an exception may bring back a file inside an ignored dir
-    names = {line.strip().strip("/") for line in lines}
+    names = {line.strip().removeprefix("./").strip("/") for line in lines}
     return {n for n in names if n and not any(c in n for c in "*?[]\\/") and not n.startswith("#")}
 
 

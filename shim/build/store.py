@@ -25,6 +25,7 @@ runs docker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -99,6 +100,16 @@ class CacheStore:
         self.history = max(1, history)
 
     # ------------------------------------------------------------ locking and files
+    @contextlib.contextmanager
+    def waiting_at_most(self, seconds: float):
+        """Within: the lock is waited for `seconds` at most (not longer than lock_timeout),
+        where the user's command waits for it (handoff.py)."""
+        full, self.lock_timeout = self.lock_timeout, min(self.lock_timeout, seconds)
+        try:
+            yield self
+        finally:
+            self.lock_timeout = full
+
     def _lock(self):
         """The store's blocking lock, with a timeout.
 
@@ -364,6 +375,18 @@ class CacheStore:
         now = time.time()
         meta[key] = {"created": meta.get(key, {}).get("created", now), "last_used": now, "digest": digest}
         self._write_meta(meta)
+
+    def used(self, key: str, *, every: float = 3600.0) -> None:
+        """Mark `key` used by a build that imported nothing and exported nothing (its daemon's
+        own cache served it): the LRU prune must not take the key in daily use first. Written
+        at most once per `every` seconds, and only when the lock is free at once."""
+        if time.time() - self._read_meta().get(key, {}).get("last_used", 0.0) < every:
+            return
+        try:
+            with self.waiting_at_most(0.0), self._lock():
+                self._touch([key])
+        except LockTimeout:
+            pass  # someone is writing the store: the next build marks it
 
     def _touch(self, keys: Sequence[str]) -> None:
         meta = self._read_meta()

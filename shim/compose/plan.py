@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from shim.core.records import dataclass, field
 from pathlib import Path
 
-from shim.build.command import login_environ, open_store, safe_snapshot
+from shim.build.command import login_environ, mark_used, open_store, safe_snapshot
 from shim.build.key import sanitize
 from shim.build.local import LocalBuilds, for_engine
 from shim.build.store import CacheStore, Snapshot
@@ -124,6 +124,8 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
            else Sources(BuildCaps("none", "no service builds"), None))
     made: dict = {}
     inputs, same = _inputs(real, call, builds, keys, src)
+    for key in (same & src.own) if not dry_run else ():  # no import, no export: nothing else marks it used
+        mark_used(src.store, key)
     try:
         p = _with_override(call, args, environ, builds, keys, src, dry_run, run_caches, made, same)
         p.inputs = inputs

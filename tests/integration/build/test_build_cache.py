@@ -234,9 +234,15 @@ def test_an_unchanged_rebuild_exports_nothing_and_an_edit_or_a_new_base_exports_
     assert not run_step(build(shim_env, a, ctx, tag), token).cached
     key = f"{a.prefix}-inputs"
     first = store.lineage(key)
+    keys_json = store.root / "keys.json"
+    aged = json.loads(keys_json.read_text())
+    aged[key]["last_used"] -= 7200  # two hours ago: the next build that runs as typed marks it used
+    keys_json.write_text(json.dumps(aged))
     cp = build(shim_env, a, ctx, tag)
     assert run_step(cp, token).cached and "--cache-to" not in cp.stderr
-    assert len(metrics_of(shim_env)) == 1  # the second build was docker's own: nothing recorded
+    recorded = metrics_of(shim_env)
+    assert len(recorded) == 2 and recorded[-1]["as_typed"] and not recorded[-1]["export"]  # docker's own build, counted
+    assert store.keys()[key].last_used > aged[key]["last_used"] + 3600
     assert store.lineage(key) == first
     session_b = {**shim_env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b")}
     assert run_step(build(session_b, b, ctx, tag), token).cached  # B: from the store

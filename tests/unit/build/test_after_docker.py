@@ -54,3 +54,23 @@ def test_a_seed_that_breaks_before_compose_is_one_line_and_compose_still_runs(mo
     assert done.value.code == 3 and ran == [["compose", "build"]]
     err = capsys.readouterr().err
     assert err.count("dockcache:") == 1 and "cache mounts not seeded: OSError: store not writable" in err
+
+
+def test_a_build_its_daemon_serves_runs_as_typed_and_is_still_counted(monkeypatch, tmp_path):
+    """No import, no export: docker is exec'd unchanged, and metrics still see the build."""
+    import json
+
+    import shim.build.command as build
+    from shim.build.plan import BuildPlan
+    from shim.core.engine import BuildCaps
+    from shim.core.grammar import parse_invocation as parse
+
+    args = ["build", "-t", "app", "."]
+    prep = build.Prepared(BuildPlan(tuple(args), "app"), store=object(), snapshot=None, export_dir=None,
+                          config={}, caps=BuildCaps("full", "ok"))
+    monkeypatch.setattr(build, "prepare", lambda *a: prep)
+    monkeypatch.setattr(proc, "run_child", lambda *a, **k: pytest.fail("the caller execs docker itself"))
+    environ = {"DOCKCACHE_STATE_DIR": str(tmp_path)}
+    assert build.execute("/bin/false", args, parse(args), environ, on_error=None) is None
+    rec = json.loads((tmp_path / "metrics.jsonl").read_text())
+    assert rec["kind"] == "build" and rec["key"] == "app" and rec["as_typed"] and rec["rc"] is None

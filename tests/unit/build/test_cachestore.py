@@ -227,3 +227,21 @@ def test_a_publish_that_gets_the_lock_publishes_here(store):
 
     done = handoff.publish(store, export(store, "app", BASE, b"a"), "app", max_size=10**9)
     assert done is not None and done.changed and store.lineage("app") == (done.digest,)
+
+
+def test_a_key_its_daemon_serves_is_marked_used_once_an_hour_and_only_when_the_lock_is_free(store):
+    store.publish(export(store, "app", BASE, b"a"), "app")
+    store.publish(export(store, "lib", BASE, b"l"), "lib")
+    meta = json.loads((store.root / "keys.json").read_text())
+    meta["app"]["last_used"] = meta["lib"]["last_used"] - 7200  # app: the older, so the first the LRU prune takes
+    (store.root / "keys.json").write_text(json.dumps(meta))
+    from shim.build.lock import Held
+    with Held(str(store.root / ".lock"), 1.0, store.root):
+        store.used("app")  # the lock is held: no wait, no mark
+    assert store.keys()["app"].last_used == meta["app"]["last_used"]
+    store.used("app")
+    marked = store.keys()["app"].last_used
+    assert marked > meta["lib"]["last_used"]
+    store.used("app")  # marked within the hour: not written again
+    assert store.keys()["app"].last_used == marked
+    assert store.prune(max_size=store.size() - 1).removed_keys == ("lib",)

@@ -12,7 +12,8 @@ from shim.core.grammar import parse_build, parse_invocation
 
 def fp(argv, cwd, environ=None):
     inv = parse_invocation(argv)
-    return inputs.fingerprint(inv.argv, inv.args_start, parse_build(inv), str(cwd), environ or {})
+    got = inputs.build_inputs(inv.argv, inv.args_start, parse_build(inv), str(cwd), environ or {})
+    return got[0] if got else None
 
 
 @pytest.fixture
@@ -70,9 +71,36 @@ def test_what_cannot_be_told_for_sure_has_no_fingerprint(ctx, argv):
     assert fp(argv, ctx.parent) is None
 
 
-def test_a_context_bigger_than_the_limit_has_no_fingerprint(ctx, monkeypatch):
+def test_a_context_bigger_than_the_limit_or_slower_than_the_budget_has_no_fingerprint(ctx, monkeypatch):
+    assert fp(ARGV, ctx.parent) is not None
     monkeypatch.setattr(inputs, "LIMIT", 2)
     assert fp(ARGV, ctx.parent) is None
+    monkeypatch.setattr(inputs, "LIMIT", 20_000)
+    monkeypatch.setattr(inputs, "BUDGET", -1.0)
+    assert fp(ARGV, ctx.parent) is None
+
+
+def test_the_dockerfiles_own_ignore_file_replaces_dockerignore(ctx):
+    """BuildKit reads Dockerfile.dockerignore instead of .dockerignore: a dir only the
+    latter names is sent, so a change there must count."""
+    (ctx / "node_modules").mkdir()
+    (ctx / ".dockerignore").write_text("node_modules\n")
+    (ctx / "Dockerfile.dockerignore").write_text("dist\n")
+    before = fp(ARGV, ctx.parent)
+    (ctx / "node_modules" / "x.js").write_text("sent")
+    assert fp(ARGV, ctx.parent) != before
+    (ctx / "Dockerfile.dockerignore").unlink()
+    without = fp(ARGV, ctx.parent)
+    (ctx / "node_modules" / "x.js").write_text("not sent")
+    assert fp(ARGV, ctx.parent) == without
+
+
+def test_a_compose_services_inline_dockerfile_counts_and_a_relative_context_is_not_certain(ctx):
+    one = inputs.compose_service({"context": str(ctx), "dockerfile_inline": "FROM a:1\n"}, "img", False, False)
+    two = inputs.compose_service({"context": str(ctx), "dockerfile_inline": "FROM a:2\n"}, "img", False, False)
+    assert one and two and one[0] != two[0] and one[1] == "FROM a:1\n"
+    assert inputs.compose_service({"context": "rel"}, "img", False, False) is None
+    assert inputs.compose_service({"context": str(ctx)}, "img", False, True) is None  # --pull
 
 
 def test_from_images_and_those_named_by_an_arg():
