@@ -24,7 +24,7 @@ def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, enviro
         inv = parse_invocation([*docker_globals, *argv])
         try:
             plan, _c, notes = build_plan(real, inv.argv, inv, environ, pull=False, need_image=True,
-                                         dry_run=dry_run)
+                                         dry_run=dry_run, unbuilt=_unbuilt(svc))
         except Exception as exc:  # noqa: BLE001 - one service's caches never block the stack
             say(f"{name}: package caches skipped ({type(exc).__name__}: {exc})")
             continue
@@ -33,6 +33,15 @@ def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, enviro
         if plan.mounts or plan.mirror.tokens():
             out[name] = plan
     return out
+
+
+def _unbuilt(svc: dict):
+    """For a service compose builds: its image's facts from the Dockerfile (imageconfig.py)."""
+    if not isinstance(svc.get("build"), dict):
+        return None
+    from shim.build.imageconfig import for_service
+
+    return lambda base_config: for_service(svc["build"], svc.get("platform"), base_config)
 
 
 SUB_VALUE = frozenset("--build-arg --builder --ssh -m --memory --progress --scale -t --timeout --exit-code-from "

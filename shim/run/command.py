@@ -29,11 +29,12 @@ INIT_TARGET = "/dockcache-init"
 
 def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str],
                *, dry_run: bool = False, pull: bool = True,
-               need_image: bool = False) -> tuple[Plan, Config | None, list[str]]:
+               need_image: bool = False, unbuilt: Callable | None = None) -> tuple[Plan, Config | None, list[str]]:
     """Everything `explain` shows; with dry_run no docker call changes anything.
 
     need_image: an image that is not there yet (compose builds it later) might run as a
-    non-root USER that a root-owned volume would lock out, so without its facts we add nothing.
+    non-root USER that a root-owned volume would lock out, so without its facts we add nothing;
+    `unbuilt(base_config)` tells them from the Dockerfile that will build it (imageconfig.py).
     """
     run = parse_run(inv)
     cwd = os.getcwd()
@@ -53,6 +54,8 @@ def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping
         return Plan(tuple(args), reasons=("no package manager detected",)), config, []
     ctx = _Context(real, inv, run, environ)
     image = ctx.image_facts(pull=pull and not dry_run)
+    if need_image and not image and unbuilt:
+        image = _as_facts(unbuilt(ctx.config_of))
     if need_image and not image and run.user is None:
         return Plan(tuple(args), reasons=("image not built yet: its caches start with the next run",)), config, []
     notes: list[str] = []
@@ -256,6 +259,13 @@ def _env_file_names(paths: Sequence[str], cwd: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def _as_facts(config: dict | None) -> dict:
+    if config is None:
+        return {}
+    return {"image_env": tuple(tuple(p) for p in config["env"]), "image_user": config["user"] or None,
+            "image_arch": config["arch"] or None}
+
+
 class _Context:
     """Docker calls for facts, made with the user's own global options."""
 
@@ -297,19 +307,21 @@ class _Context:
 
     def image_facts(self, *, pull: bool) -> dict:
         image = self.run.image or ""
+        cached = self.config_of(image)
+        if cached is None and pull and self._pull_allowed():
+            # the user would have watched `docker run` pull it: its progress on stderr, as there
+            self.docker("pull", *self._platform(), image, timeout=1800, progress=True)
+            cached = self.config_of(image)
+        return _as_facts(cached)
+
+    def config_of(self, image: str) -> dict | None:
+        """An image's env, user, arch and id: remembered for a day, else asked."""
         cached = self.state.get("images", self.endpoint, image, max_age=IMAGE_TTL)
         if cached is None:
             cached = self._inspect(image)
-            if cached is None and pull and self._pull_allowed():
-                # the user would have watched `docker run` pull it: its progress on stderr, as there
-                self.docker("pull", *self._platform(), image, timeout=1800, progress=True)
-                cached = self._inspect(image)
             if cached is not None:
                 self.state.put("images", self.endpoint, image, cached)
-        if cached is None:
-            return {}
-        return {"image_env": tuple(tuple(p) for p in cached["env"]), "image_user": cached["user"] or None,
-                "image_arch": cached["arch"] or None}
+        return cached
 
     def _inspect(self, image: str) -> dict | None:
         fmt = "{{json .Config.Env}}\t{{json .Config.User}}\t{{.Architecture}}\t{{.Id}}"

@@ -322,3 +322,43 @@ def test_an_unchanged_service_is_not_exported_again_and_an_edited_one_is(shim_en
     assert store.lineage(f"{root.name}-api")[0] != first["api"][0] and store.lineage(f"{root.name}-web") == first["web"]
     warm = up({**shim_env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b")}, b, root, "build")
     assert warm.returncode == 0 and all(s.cached for s in build_steps(warm.stdout + warm.stderr))
+
+
+def test_a_service_compose_is_about_to_build_gets_its_cache_on_the_first_up(shim_env, engines, tmp_path):
+    """A new session has none of the stack's images: `up --build` used to give such a
+    service no cache ("image not built yet"), so every session's first up downloaded
+    everything. Its image's USER and ENV are now read from the Dockerfile and its base."""
+    root = tmp_path / f"unbuilt{uuid.uuid4().hex[:6]}"
+    app = root / "app"
+    app.mkdir(parents=True)
+    (app / "package.json").write_text(json.dumps({"name": "app", "version": "1.0.0", "private": True,
+                                                  "dependencies": {"is-number": "7.0.0"}}))
+    (app / "Dockerfile").write_text("FROM dockcache-test/devtools\nENV APP_HOME=/app\n")
+    (app / "Dockerfile.worker").write_text("FROM dockcache-test/devtools\nARG WORKER_UID=4321\nUSER ${WORKER_UID}\n")
+    tag = uuid.uuid4().hex[:8]
+    for engine in (engines["a"], engines["b"]):
+        engine.images += [f"{engines['a'].prefix}/web-{tag}", f"{engines['a'].prefix}/worker-{tag}"]
+    env_a = {**shim_env, "DOCKCACHE_MODE": "bind", "DOCKCACHE_BIND_ROOT": str(tmp_path / "caches")}
+
+    def write(install: str, network: str) -> None:
+        (root / "compose.yaml").write_text(
+            "services:\n"
+            f"  web:\n    build: {{context: ./app, network: none}}\n    image: {engines['a'].prefix}/web-{tag}\n"
+            f"    network_mode: {network}\n    volumes: [./app:/app]\n    working_dir: /app\n"
+            f"    command: [\"sh\", \"-c\", \"{install} && echo cache=$$npm_config_cache\"]\n"
+            f"  worker:\n    build: {{context: ./app, dockerfile: Dockerfile.worker, network: none}}\n"
+            f"    image: {engines['a'].prefix}/worker-{tag}\n    network_mode: none\n"
+            "    command: [\"sh\", \"-c\", \"npm --version >/dev/null && id -u && touch $$npm_config_cache/w && echo wrote\"]\n")
+
+    write("npm install --no-audit --no-fund", "host")
+    first = up(env_a, engines["a"], root, "up", "--build")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "cache=/dockcache/npm" in first.stdout, first.stdout[-2000:] + first.stderr[-2000:]
+    assert "4321" in first.stdout and "wrote" in first.stdout, first.stdout[-2000:]  # its own cache, owned by its USER
+    assert "image not built yet" not in first.stderr
+    write("rm -rf node_modules && npm ci --offline --no-audit --no-fund", "none")
+    env_b = {**env_a, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b")}
+    offline = up(env_b, engines["b"], root, "up", "--build", "web")  # a new session: the image is not there either
+    assert offline.returncode == 0 and "cache=/dockcache/npm" in offline.stdout, offline.stdout[-2000:]
+    control = up({**env_b, "DOCKCACHE_DISABLE": "1"}, engines["b"], root, "up", "--build", "--exit-code-from", "web", "web")
+    assert control.returncode != 0, control.stdout[-2000:]
