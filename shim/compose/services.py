@@ -24,7 +24,7 @@ def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, enviro
         inv = parse_invocation([*docker_globals, *argv])
         try:
             plan, _c, notes = build_plan(real, inv.argv, inv, environ, pull=False, need_image=True,
-                                         dry_run=dry_run, unbuilt=_unbuilt(svc))
+                                         dry_run=dry_run, unbuilt=_unbuilt(svc, call))
         except Exception as exc:  # noqa: BLE001 - one service's caches never block the stack
             say(f"{name}: package caches skipped ({type(exc).__name__}: {exc})")
             continue
@@ -35,9 +35,14 @@ def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, enviro
     return out
 
 
-def _unbuilt(svc: dict):
-    """For a service compose builds: its image's facts from the Dockerfile (imageconfig.py)."""
-    if not isinstance(svc.get("build"), dict):
+def _unbuilt(svc: dict, call: ComposeCall):
+    """For a service whose missing image compose will build, from the base the engine has:
+    its image's facts from the Dockerfile (imageconfig.py). Not when compose may pull the
+    image instead, or pull a newer base (a wrong USER would lock the container out)."""
+    build = svc.get("build")
+    if not isinstance(build, dict) or build.get("pull") or "--pull" in call.rest:
+        return None
+    if svc.get("image") and "--build" not in call.rest and call.sub != "build" and svc.get("pull_policy") != "build":
         return None
     from shim.build.imageconfig import for_service
 

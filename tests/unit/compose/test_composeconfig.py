@@ -204,3 +204,19 @@ def test_compose_run_binds_and_workdir_reach_the_run_planner():
         "dev": ("--volume", "/src:/repo", "--workdir", "/repo/web", "--user", "1000", "-e", "A=1")}
     argv = compose_services.as_run_argv("dev", {"working_dir": "/app"}, "proj", compose_services.run_options(call)["dev"])
     assert argv[-1] == "proj-dev" and argv.index("/repo/web") > argv.index("/app")  # the command line wins
+
+
+def test_an_unbuilt_image_is_told_from_its_dockerfile_only_when_compose_will_build_it_from_this_base():
+    from shim.compose.files import ComposeCall
+    from shim.compose.services import _unbuilt
+
+    def call(*rest):
+        return ComposeCall(["docker", "compose"], [], list(rest), rest[0])
+    named = {"build": {"context": "/src"}, "image": "me/web"}
+    assert _unbuilt(named, call("up", "--build")) and _unbuilt(named, call("build"))
+    assert _unbuilt({"build": {"context": "/src"}}, call("up"))  # no image name: compose must build it
+    assert _unbuilt({**named, "pull_policy": "build"}, call("run", "web"))
+    assert _unbuilt(named, call("up")) is None  # compose may pull me/web instead
+    assert _unbuilt(named, call("up", "--build", "--pull", "always")) is None  # a newer base may come
+    assert _unbuilt({"build": {"context": "/src", "pull": True}}, call("up")) is None
+    assert _unbuilt({"image": "me/web"}, call("up", "--build")) is None
