@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from shim.build.mounts import (_KNOWN_SYNTAX, Unknown, _buildkit_parser, _declare, _platform_args, directives,
+from shim.build.mounts import (KNOWN_SYNTAX, Unknown, buildkit_parser, declare, platform_args, directives,
                                expand)
 
 
@@ -36,9 +36,9 @@ def predict(text: str, *, target: str | None, build_args: Mapping[str, str], pla
     makes, or None. `base_config(image)` gives an image's config the same way (None: not
     in the engine)."""
     syntax = directives(text).get("syntax")
-    if syntax and not _KNOWN_SYNTAX.match(syntax):
+    if syntax and not KNOWN_SYNTAX.match(syntax):
         return None
-    stages, global_args = _split(parse(text) if parse else _buildkit_parser()(text), build_args)
+    stages, global_args = _split(parse(text) if parse else buildkit_parser()(text), build_args)
     chain = _chain(stages, target, global_args, platform)
     if not chain:
         return None
@@ -50,13 +50,13 @@ def predict(text: str, *, target: str | None, build_args: Mapping[str, str], pla
     env = _Known({k: v for k, v in base["env"]})
     user = base.get("user") or ""
     args: dict = {}
-    inherited = {**_platform_args(platform), **global_args}
+    inherited = {**platform_args(platform), **global_args}
     try:
         for _image, commands in chain:
             for cmd in commands:
                 name = cmd.cmd.upper()
                 if name == "ARG":
-                    _declare(cmd.value, args, build_args, inherited)
+                    declare(cmd.value, args, build_args, inherited)
                 elif name == "ENV":
                     _set_env(env, args, cmd.value)
                 elif name == "USER" and cmd.value:
@@ -79,7 +79,7 @@ def _split(commands: Sequence, build_args: Mapping[str, str]) -> tuple[list[tupl
         elif stages:
             stages[-1][1].append(cmd)
         elif name == "ARG":
-            _declare(cmd.value, global_args, build_args, {})
+            declare(cmd.value, global_args, build_args, {})
     return stages, global_args
 
 
@@ -92,7 +92,7 @@ def _chain(stages, target: str | None, global_args: Mapping, platform: str) -> l
     while 0 <= at and len(chain) <= len(stages):
         words, commands = stages[at]
         try:
-            image = expand(words[0], {**_platform_args(platform), **global_args}) if words else ""
+            image = expand(words[0], {**platform_args(platform), **global_args}) if words else ""
         except Unknown:
             return []
         chain.insert(0, (image, commands))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from shim.core.records import dataclass, field
 
 # The frontends whose RUN --mount grammar we know; any other `# syntax=` may mean anything.
-_KNOWN_SYNTAX = re.compile(r"^(docker\.io/)?docker/dockerfile(-upstream)?(:1(\.\d+){0,2}(-labs)?)?(@sha256:[0-9a-f]+)?$")
+KNOWN_SYNTAX = re.compile(r"^(docker\.io/)?docker/dockerfile(-upstream)?(:1(\.\d+){0,2}(-labs)?)?(@sha256:[0-9a-f]+)?$")
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
 _SHARING = ("shared", "private", "locked")
@@ -104,11 +104,11 @@ def find(text: str, *, target: str | None, build_args: Mapping[str, str], platfo
          parse: Callable[[str], Sequence] | None = None) -> Found:
     """The cache mounts of the stages a build of `target` runs (all stages reachable from it)."""
     syntax = directives(text).get("syntax")
-    if syntax and not _KNOWN_SYNTAX.match(syntax):
+    if syntax and not KNOWN_SYNTAX.match(syntax):
         return Found(reason=f"Dockerfile frontend {syntax} is not one whose mounts dockcache knows")
     if not may_have_cache_mounts(text):
         return Found()
-    parse = parse or _buildkit_parser()
+    parse = parse or buildkit_parser()
     stages, problem = _stages(parse(text), build_args, platform)
     if problem:
         return Found(reason=problem)
@@ -127,7 +127,7 @@ def find(text: str, *, target: str | None, build_args: Mapping[str, str], platfo
     return Found(tuple(mounts.values()), tuple(skipped))
 
 
-def _buildkit_parser() -> Callable[[str], Sequence]:
+def buildkit_parser() -> Callable[[str], Sequence]:
     """`dockerfile.parse_string` (the optional `mounts` extra). bin/docker starts Python with
     -S (no site-packages scan on the hot path): the site dirs are added only here, once a
     Dockerfile mentions `--mount`."""
@@ -150,11 +150,11 @@ def _stages(commands: Sequence, build_args: Mapping[str, str], platform: str) ->
     for cmd in commands:
         name = cmd.cmd.upper()
         if name == "ARG" and not stages:
-            _declare(cmd.value, global_args, build_args, {})
+            declare(cmd.value, global_args, build_args, {})
         elif name == "FROM":
             words = list(cmd.value)
             try:
-                image = expand(words[0], {**_platform_args(platform), **global_args}) if words else ""
+                image = expand(words[0], {**platform_args(platform), **global_args}) if words else ""
             except Unknown as exc:
                 return [], f"FROM uses ${exc}, which is not declared"
             alias = words[2].lower() if len(words) >= 3 and words[1].upper() == "AS" else str(len(stages))
@@ -172,7 +172,7 @@ def _stages(commands: Sequence, build_args: Mapping[str, str], platform: str) ->
 
 def _instruction(st: _Stage, cmd, name: str, global_args, build_args, platform: str) -> None:
     if name == "ARG":
-        _declare(cmd.value, st.env, build_args, {**_platform_args(platform), **global_args})
+        declare(cmd.value, st.env, build_args, {**platform_args(platform), **global_args})
     elif name == "ENV":
         _env(st, cmd.value)
     elif name in ("COPY", "ADD"):
@@ -183,7 +183,7 @@ def _instruction(st: _Stage, cmd, name: str, global_args, build_args, platform: 
                 _mount(st, flag.split("=", 1)[1])
 
 
-def _declare(values: Sequence[str], scope: dict, build_args: Mapping[str, str], inherited: Mapping) -> None:
+def declare(values: Sequence[str], scope: dict, build_args: Mapping[str, str], inherited: Mapping) -> None:
     for item in values:
         key, has, default = item.partition("=")
         if key in build_args:
@@ -244,7 +244,7 @@ def _mount(st: _Stage, raw: str) -> None:
     st.mounts.append(CacheMount(mid, target, sharing, uid, gid, mode, stage=st.name))
 
 
-def _platform_args(platform: str) -> dict[str, str]:
+def platform_args(platform: str) -> dict[str, str]:
     """BuildKit's automatic platform ARGs (visible once declared)."""
     os_, _, rest = platform.partition("/")
     arch, _, variant = rest.partition("/")
