@@ -137,11 +137,17 @@ class CacheStore:
                      "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests})
 
     def _read_meta(self) -> dict:
+        """key -> {created, last_used, digest}. A record of another shape (a hand edit, a
+        half-understood file) counts as none: every reader may rely on the shape."""
         try:
             data = json.loads((self.root / "keys.json").read_text(encoding="utf-8"))
-            return data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             return {}
+        if not isinstance(data, dict):
+            return {}
+        return {str(k): {f: v for f, v in m.items()
+                         if f not in ("created", "last_used") or (isinstance(v, (int, float)) and not isinstance(v, bool))}
+                for k, m in data.items() if isinstance(m, dict)}
 
     def _write_meta(self, meta: dict) -> None:
         layout.atomic_json(self.root / "keys.json", meta)

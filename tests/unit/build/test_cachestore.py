@@ -245,3 +245,22 @@ def test_a_key_its_daemon_serves_is_marked_used_once_an_hour_and_only_when_the_l
     store.used("app")  # marked within the hour: not written again
     assert store.keys()["app"].last_used == marked
     assert store.prune(max_size=store.size() - 1).removed_keys == ("lib",)
+
+
+@pytest.mark.parametrize("meta", [
+    {"app": 5},  # an entry that is not a record
+    {"app": {"created": "yesterday", "last_used": None}},  # fields of the wrong type
+    {"app": ["created", 1.0]},
+])
+def test_a_keys_file_of_the_wrong_shape_is_read_as_no_record(store, meta):
+    """keys.json is valid JSON but not what dockcache wrote (a hand edit, another version):
+    the store still publishes and lists (it failed every publish with 'int' object has no
+    attribute 'get', for good, and `cache list` exited 3)."""
+    store.publish(export(store, "app", BASE, b"v1"), "app")
+    (store.root / "keys.json").write_text(json.dumps(meta))
+    store.used("app")  # a build its daemon served marks the key
+    done = store.publish(export(store, "app", BASE, b"v2"), "app")
+    assert done.changed
+    info = store.keys()["app"]
+    assert isinstance(info.created, float) and isinstance(info.last_used, float) and info.last_used > 0
+    assert store.prune(max_size=0) is not None
