@@ -119,6 +119,14 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
                           **registry_args)
         return Prepared(_noted(_noted(plan, reg.note), stay_note), None, None, None, config, caps, reg.client)
     store = open_store(config)
+    unwritable = store.unwritable()
+    if unwritable:  # one line for it, not one per step that would write there (snapshot, export dir)
+        if not dry_run:
+            say(f"{unwritable}; building without the shared cache")
+        plan = plan_build(args, inv, build, caps, key=key, available=(), import_src=None, export_dest=None,
+                          **registry_args)
+        return Prepared(_noted(_noted(_noted(plan, unwritable), reg.note), stay_note), None, None, None, config,
+                        caps, reg.client)
     wanted = [] if build.no_cache else [key, *fallbacks]
     local = for_engine(inv, caps.driver, build.builder, environ)
     own_note = None

@@ -98,6 +98,9 @@ def plan_for(inv, environ: Mapping[str, str], config, caps, *, key: str, context
     why_not = mountplan.unusable(caps_mode=caps.mode, generation=generation, no_cache=no_cache,
                                  enabled=config["build.cache_mounts"])
     store = CacheStore(Path(config["build.store"]), lock_timeout=config["build.lock_timeout"])
+    unwritable = None if why_not else store.unwritable()
+    if unwritable:  # the save would fail in the detached worker, and say so at the next build
+        why_not = f"cache mounts: {unwritable}; they stay in this daemon"
     plan = make_plan(found, key=key, platform=platform or native_platform(), user_platform=platform,
                      store=store, state=State(state_dir(environ)), generation=generation, why_not=why_not)
     return plan, generation

@@ -178,6 +178,18 @@ class CacheStore:
         blobs = self._size_of(p.name for p in self.blobs.glob("*")) if self.blobs.exists() else 0
         return blobs + mountstore.total_size(self.root)
 
+    def unwritable(self) -> str | None:
+        """Why no build can use the store (even an import writes a snapshot dir into it): a
+        read-only mount, no permission, a file in its place; None when it can. Creates nothing."""
+        path = self.root / "tmp"
+        while not path.exists() and path != path.parent:
+            path = path.parent  # the dir its mkdir would start from
+        if not path.is_dir():
+            return f"build store {self.root} cannot be made ({path} is not a directory)"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"build store {self.root} is not writable"
+        return None
+
     def _size_of(self, hexes: Iterable[str]) -> int:
         total = 0
         for h in hexes:

@@ -262,6 +262,11 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
     store = None
     if config["build.backend"] != "registry":
         store = open_store(config)
+        unwritable = store.unwritable()
+        if unwritable:  # one line, as for builds; the services build without the store
+            if not dry_run:
+                say(f"{unwritable}; building without the shared cache")
+            store = None
     local = for_engine(invocation(call), caps.driver, None, environ)
     own = frozenset(k for k in keys if store and local and local.holds(k, store.lineage(k)))
     wanted = [k for k in keys if k not in own]

@@ -362,3 +362,15 @@ def test_a_service_compose_is_about_to_build_gets_its_cache_on_the_first_up(shim
     assert offline.returncode == 0 and "cache=/dockcache/npm" in offline.stdout, offline.stdout[-2000:]
     control = up({**env_b, "DOCKCACHE_DISABLE": "1"}, engines["b"], root, "up", "--build", "--exit-code-from", "web", "web")
     assert control.returncode != 0, control.stdout[-2000:]
+
+
+def test_a_build_store_that_cannot_be_written_costs_one_line(shim_env, engines, tmp_path):
+    """compose build with DOCKCACHE_BUILD_STORE a file: the services build, one line says why
+    (it said two, the second 'internal error ... running docker unchanged')."""
+    root = stack(tmp_path, services=("api",))
+    (tmp_path / "afile").write_text("x")
+    env = {**shim_env, "DOCKCACHE_BUILD_STORE": str(tmp_path / "afile")}
+    cp = up(env, engines["a"], root, "build")
+    assert cp.returncode == 0, cp.stderr[-1500:]
+    lines = [ln for ln in cp.stderr.splitlines() if ln.startswith("dockcache:")]
+    assert len(lines) == 1 and str(tmp_path / "afile") in lines[0] and "internal error" not in lines[0], lines

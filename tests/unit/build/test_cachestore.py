@@ -264,3 +264,15 @@ def test_a_keys_file_of_the_wrong_shape_is_read_as_no_record(store, meta):
     info = store.keys()["app"]
     assert isinstance(info.created, float) and isinstance(info.last_used, float) and info.last_used > 0
     assert store.prune(max_size=0) is not None
+
+
+def test_a_store_that_cannot_be_written_says_why_and_creates_nothing(tmp_path, monkeypatch):
+    assert CacheStore(tmp_path / "new" / "store").unwritable() is None
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "afile").write_text("x")
+    assert "is not a directory" in CacheStore(tmp_path / "afile" / "store").unwritable()
+    assert "is not a directory" in CacheStore(tmp_path / "afile").unwritable()
+    ro = tmp_path / "ro"
+    (ro / "tmp").mkdir(parents=True)
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != ro / "tmp")  # a read-only mount (root too)
+    assert CacheStore(ro).unwritable() == f"build store {ro} is not writable"
