@@ -168,7 +168,8 @@ def _inputs(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
     if local is None or caps.mode != "full" or build.cache_to:
         return None, None
     got = reads.build_inputs(args, inv.args_start, build, os.getcwd(), environ)
-    images = reads.bases(got[1]) if got else None
+    from shim.build.mountsync import build_args
+    images = reads.bases(got[1], build_args(build.options, environ)) if got else None
     if got is None or images is None:
         return None, None
     fp = got[0]

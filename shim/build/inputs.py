@@ -11,7 +11,7 @@ last exported, the build runs without `--cache-to`.
 Skipping wrongly can only leave the store one build behind (the next session imports an
 older chain and runs more steps); it never changes the user's image. So anything not
 certain — a context from stdin or a URL, `--pull`, `--no-cache`, `--build-context`, a FROM
-named by an ARG, a context of more than LIMIT entries — exports as before.
+named by an ARG whose value is not known here, a context of more than LIMIT entries — exports as before.
 """
 
 from __future__ import annotations
@@ -144,17 +144,44 @@ def _ignored_dirs(root: str, own_ignore: bytes | None) -> set[str]:
     return {n for n in names if n and not any(c in n for c in "*?[]\\/") and not n.startswith("#")}
 
 
-def bases(dockerfile_text: str) -> list[str] | None:
-    """The FROM images, or None when one is named by an ARG (unknown until BuildKit expands it)."""
+def bases(dockerfile_text: str, build_args: Mapping[str, str] | None = None) -> list[str] | None:
+    """The FROM images, an ARG before the first FROM expanded as BuildKit does (`--build-arg`,
+    else its default, else empty); None when one cannot be told for sure."""
     from shim.build.shared import from_images
 
+    scope: dict[str, str | None] = {}
+    froms = []
     for line in dockerfile_text.splitlines():
         words = line.split()
-        if words[:1] and words[0].upper() == "FROM":
+        op = words[0].upper() if words else ""
+        if op == "ARG" and not froms:  # only the ARGs before the first FROM reach a FROM line
+            for decl in words[1:]:
+                name, has, default = decl.partition("=")
+                scope[name] = (build_args or {}).get(name, _arg_value(default, scope) if has else "")
+        elif op == "FROM":
             named = [w for w in words[1:] if not w.startswith("--")]  # `--platform=$BUILDPLATFORM` is fine
             if named and "$" in named[0]:
-                return None
-    return from_images(dockerfile_text)
+                image = _arg_value(named[0], scope)
+                if not image:
+                    return None
+                line = line.replace(named[0], image, 1)
+            froms.append(line)
+    return from_images("\n".join(froms))
+
+
+def _arg_value(word: str, scope: Mapping[str, str | None]) -> str | None:
+    """`word` with $X/${X} expanded from `scope` and surrounding quotes taken off; None when a
+    name has no value known here (or a quote is left: a value split at a space)."""
+    from shim.build.mounts import Unknown, expand
+
+    if len(word) >= 2 and word[0] == word[-1] and word[0] in "\"'":
+        word = word[1:-1]
+    if "'" in word or '"' in word:
+        return None
+    try:
+        return expand(word, scope)
+    except Unknown:
+        return None
 
 
 def base_ids(real: str, docker_globals: Sequence[str], images: Sequence[str],

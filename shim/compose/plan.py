@@ -305,7 +305,7 @@ def _inputs(real: str, call: ComposeCall, builds: dict, keys: dict, src: Sources
     found, matched = {}, {}
     for svc, spec in builds.items():
         got = reads.compose_service(spec["build"], str(spec.get("image") or ""), no_cache, pull)
-        images = reads.bases(got[1]) if got else None
+        images = reads.bases(got[1], _build_args(spec["build"])) if got else None
         if got is None or images is None:
             continue
         key = keys[svc]
@@ -323,6 +323,12 @@ def _inputs(real: str, call: ComposeCall, builds: dict, keys: dict, src: Sources
     for k, v in changed.items():
         reads.asking_bases(v, real, globals_, sock)
     return changed, same
+
+
+def _build_args(build: dict) -> dict[str, str]:
+    """A service's build args as compose resolved them (a mapping; one without a value is not passed)."""
+    args = build.get("args")
+    return {str(k): str(v) for k, v in args.items() if v is not None} if isinstance(args, dict) else {}
 
 
 def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run_caches, exports,

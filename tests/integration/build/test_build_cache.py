@@ -265,6 +265,26 @@ def test_an_unchanged_rebuild_exports_nothing_and_an_edit_or_a_new_base_exports_
     assert len([m for m in metrics_of(shim_env) if m["export"]]) == 3
 
 
+def test_a_from_named_by_an_arg_with_a_default_runs_as_typed_when_unchanged(shim_env, engines, tmp_path):
+    """`ARG BASE=...` / `FROM ${BASE}`, the usual way to pin a base: an unchanged rebuild runs
+    as typed (it exported every time), and a --build-arg naming another base exports again."""
+    a = engines["a"]
+    other = f"{a.prefix}/arg-base:1"
+    a.docker("build", "--network", "none", "-q", "-t", other, "-", input="FROM dockcache-test/busybox\nRUN echo other > /o\n")
+    a.images.append(other)
+    ctx, token = project(tmp_path)
+    ctx.joinpath("Dockerfile").write_text(
+        "ARG BASE=dockcache-test/busybox\n" + ctx.joinpath("Dockerfile").read_text().replace(
+            "FROM dockcache-test/busybox", "FROM ${BASE}"))
+    tag = f"{a.prefix}/arg:1"
+    assert not run_step(build(shim_env, a, ctx, tag), token).cached
+    cp = build(shim_env, a, ctx, tag)
+    assert run_step(cp, token).cached and "--cache-to" not in cp.stderr
+    assert [m.get("as_typed", False) for m in metrics_of(shim_env)] == [False, True]
+    cp = build(shim_env, a, ctx, tag, "--build-arg", f"BASE={other}")
+    assert not run_step(cp, token).cached and metrics_of(shim_env)[-1]["export"]
+
+
 def test_a_store_locked_past_the_build_is_published_by_a_worker_once_free(shim_env, engines, tmp_path):
     """With the default 30 s lock timeout the command no longer waits it out: the build
     runs without the import, returns, and a detached worker publishes when the lock frees."""

@@ -105,8 +105,22 @@ def test_a_compose_services_inline_dockerfile_counts_and_a_relative_context_is_n
 
 def test_from_images_and_those_named_by_an_arg():
     assert inputs.bases("FROM golang:1.22 AS build\nFROM build\nFROM scratch\n") == ["golang:1.22"]
-    assert inputs.bases("ARG V=1\nFROM base:${V}\n") is None
     assert inputs.bases("FROM --platform=$BUILDPLATFORM golang:1.22 AS b\nFROM b\n") == ["golang:1.22"]
+
+
+def test_a_from_named_by_a_global_arg_is_its_default_or_the_build_arg():
+    """`ARG GO=1.22` / `FROM golang:${GO}`: the image is known (every such build exported,
+    even an unchanged rebuild); an ARG whose value cannot be told keeps it unknown."""
+    text = "ARG GO=1.22\nARG BASE=\"busybox\" OS\nFROM golang:${GO}-alpine AS b\nFROM $BASE\nCOPY --from=b / /\n"
+    assert inputs.bases(text) == ["golang:1.22-alpine", "busybox"]
+    assert inputs.bases(text, {"GO": "1.23"}) == ["golang:1.23-alpine", "busybox"]
+    assert inputs.bases("ARG V\nFROM base:${V:-2}\n") == ["base:2"]  # declared, no value: empty
+    assert inputs.bases("ARG IMG=a\nFROM ${IMG} AS s\nFROM s\n") == ["a"]
+    assert inputs.bases("FROM base:${V}\n") is None  # not declared before the first FROM
+    assert inputs.bases("ARG V\nFROM ${V}\n") is None  # empty: not an image
+    assert inputs.bases("FROM a\nARG V=1\nFROM base:${V}\n") is None  # a stage ARG is not in FROM's scope
+    assert inputs.bases("ARG A=$B\nFROM x:${A}\n") is None
+    assert inputs.bases("ARG P=$BUILDPLATFORM\nFROM x:${P}\n") is None
 
 
 def test_unchanged_needs_the_same_inputs_bases_and_newest_build():
