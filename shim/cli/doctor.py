@@ -78,8 +78,11 @@ def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
           "set DOCKCACHE_STATE_DIR to a writable directory")
     if cfg is not None:
         store = CacheStore(ctx.store_root)
+        unwritable = store.unwritable()  # builds then run without the shared cache
         check("build store", f"{ctx.store_root} ({human_size(store.size())}, {len(store.keys())} keys)",
-              "; ".join(store.check()) or None, "run `dockcache cache prune`")
+              unwritable or "; ".join(store.check()) or None,
+              "set DOCKCACHE_BUILD_STORE (build.store) to a writable directory" if unwritable
+              else "run `dockcache cache prune`")
         _placement_checks(ctx, cfg, reachable, check)
         from .health import cache_checks  # every cache, its size, a cheap health check; the disk guard
         cache_checks(ctx, cfg, reachable, check)

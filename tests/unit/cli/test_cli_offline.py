@@ -80,6 +80,15 @@ def test_doctor_counts_the_thin_load_images_and_a_blob_they_share_once(tmp_path)
     assert line["value"].startswith(f"{root} (2 of at most 64, ") and "105.5 KiB" in line["value"], line
 
 
+def test_doctor_flags_a_build_store_that_cannot_be_written(tmp_path):
+    """Builds run without the shared cache there (one line each); doctor said ok."""
+    (tmp_path / "store").write_text("a file where the store should be")
+    cp = cli(tmp_path, "doctor", "--json")
+    line = next(c for c in json.loads(cp.stdout)["checks"] if c["check"] == "build store")
+    assert cp.returncode == 1 and not line["ok"] and "is not a directory" in line["problem"], line
+    assert "DOCKCACHE_BUILD_STORE" in line["fix"]
+
+
 def test_explain_under_the_kill_switch_says_docker_runs_unchanged(tmp_path):
     """DOCKCACHE_DISABLE=1 makes bin/docker exec the real docker with the argv as typed:
     explain must say that, not the rewrite dockcache would otherwise make."""
