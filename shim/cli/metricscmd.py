@@ -28,6 +28,8 @@ def metrics_show(ctx: Ctx, *, since: float | None, as_json: bool) -> None:
                    "published": sum(1 for r in builds if r.get("export") and r.get("rc") == 0)
                    + sum(len(r.get("published", [])) for r in compose),
                    "failed": sum(1 for r in builds + compose if r.get("rc")),
+                   # nothing changed since this daemon's export: docker ran as typed, its own cache served it
+                   "as_typed": sum(1 for r in builds if r.get("as_typed")),
                    "compose_runs": len(compose),
                    "observed_cached_steps": None, "observed_executed_steps": None},
         "cache_mounts": {"seeded": sum(r.get("mounts_seeded", 0) for r in builds),
@@ -42,6 +44,7 @@ def metrics_show(ctx: Ctx, *, since: float | None, as_json: bool) -> None:
     human += "\n\n" + table([[k, str(v)] for k, v in mounted.most_common()], ["CACHE", "MOUNTS"])
     b = data["builds"]
     human += (f"\n\nbuilds: {b['with_import']} imported from the shared store, {b['published']} published, "
+              f"{b['as_typed']} ran as typed (unchanged), "
               f"{b['failed']} failed ({b['compose_runs']} compose runs)\ntime spent in dockcache: {data['time_spent_ms']} ms")
     m = data["cache_mounts"]
     if m["seeded"] or saves:

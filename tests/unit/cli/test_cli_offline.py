@@ -21,15 +21,19 @@ def test_metrics_show_counts_what_was_logged(tmp_path):
     now = time.time()
     recs = [{"ts": now - 10 * 86400, "kind": "run", "caches": ["dockcache-npm"], "ms": 5},
             {"ts": now - 60, "kind": "run", "caches": ["dockcache-npm", "dockcache-pip"], "ms": 7},
-            {"ts": now - 30, "kind": "build", "key": "app", "imports": ["app"], "export": True, "rc": 0, "ms": 900}]
+            {"ts": now - 30, "kind": "build", "key": "app", "imports": ["app"], "export": True, "rc": 0, "ms": 900},
+            {"ts": now - 20, "kind": "build", "key": "app", "imports": [], "export": False, "rc": None, "ms": 4,
+             "as_typed": True}]
     (state / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs) + "not json\n")
     data = json.loads(cli(tmp_path, "metrics", "show", "--json").stdout)
-    assert data["commands"] == {"run": 2, "build": 1}
+    assert data["commands"] == {"run": 2, "build": 2}
     assert data["caches_mounted"] == {"dockcache-npm": 2, "dockcache-pip": 1}
     assert data["builds"]["with_import"] == 1 and data["builds"]["published"] == 1
+    assert data["builds"]["as_typed"] == 1 and data["builds"]["failed"] == 0  # a build docker ran as typed
     recent = json.loads(cli(tmp_path, "metrics", "show", "--since", "1d", "--json").stdout)
-    assert recent["commands"] == {"run": 1, "build": 1}
-    assert "KIND" in cli(tmp_path, "metrics", "show").stdout
+    assert recent["commands"] == {"run": 1, "build": 2}
+    human = cli(tmp_path, "metrics", "show").stdout
+    assert "KIND" in human and "1 ran as typed" in human
 
 
 def test_prune_on_empty_store_and_bad_duration(tmp_path):
