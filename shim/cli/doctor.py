@@ -194,4 +194,5 @@ def _mirror_checks(cfg, check) -> None:
 
 def _writable(path: Path) -> bool:
     probe = path if path.exists() else next((p for p in path.parents if p.exists()), Path("/"))
-    return os.access(probe, os.W_OK) and shutil.disk_usage(probe).free > 0
+    # a file where the dir (or a parent to make) should be cannot hold one, however writable
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK) and shutil.disk_usage(probe).free > 0

@@ -87,7 +87,8 @@ class State:
                 json.dump(data, fh)
             os.replace(tmp, path)
         except OSError as exc:
-            self.write_errors.append(f"{self.root}: {exc.strerror or exc}")
+            self.write_errors.append(f"state dir {self.root} not writable ({exc.strerror or exc}): "
+                                     "nothing is remembered (DOCKCACHE_STATE_DIR)")
             _unlink_quietly(path.with_name(f".{path.name}.{os.getpid()}.tmp"))
 
     def forget(self, kind: str, endpoint: str, key: str) -> None:

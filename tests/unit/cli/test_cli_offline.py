@@ -84,13 +84,17 @@ def test_doctor_counts_the_thin_load_images_and_a_blob_they_share_once(tmp_path)
     assert line["value"].startswith(f"{root} (2 of at most 64, ") and "105.5 KiB" in line["value"], line
 
 
-def test_doctor_flags_a_build_store_that_cannot_be_written(tmp_path):
-    """Builds run without the shared cache there (one line each); doctor said ok."""
+def test_doctor_flags_a_build_store_or_state_dir_that_cannot_be_written(tmp_path):
+    """Builds run without the shared cache there (one line each), and nothing is remembered
+    in such a state dir; doctor said ok for both when a file stood where the dir should be."""
     (tmp_path / "store").write_text("a file where the store should be")
+    (tmp_path / "state").write_text("a file where the state dir should be")
     cp = cli(tmp_path, "doctor", "--json")
-    line = next(c for c in json.loads(cp.stdout)["checks"] if c["check"] == "build store")
+    checks = {c["check"]: c for c in json.loads(cp.stdout)["checks"]}
+    line = checks["build store"]
     assert cp.returncode == 1 and not line["ok"] and "is not a directory" in line["problem"], line
     assert "DOCKCACHE_BUILD_STORE" in line["fix"]
+    assert not checks["state dir"]["ok"], checks["state dir"]
 
 
 def test_explain_under_the_kill_switch_says_docker_runs_unchanged(tmp_path):
