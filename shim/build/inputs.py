@@ -22,6 +22,9 @@ from collections.abc import Mapping, Sequence
 LIMIT = 20_000  # context entries walked at most: a bigger one is not fingerprinted
 BUDGET = 0.1  # ... and seconds spent walking (a slow filesystem): then the build exports
 KIND = "exportedinputs"  # state kind: daemon generation -> key -> the last export's inputs
+# Read from the environment by docker, buildx and compose; they change what the same
+# argv builds (the platform, the image's timestamps).
+ENVIRONMENT = ("DOCKER_DEFAULT_PLATFORM", "SOURCE_DATE_EPOCH")
 
 
 def build_inputs(argv: Sequence[str], start: int, build, cwd: str,
@@ -35,10 +38,16 @@ def build_inputs(argv: Sequence[str], start: int, build, cwd: str,
     words = list(argv[start:])
     words += [f"{v}={environ.get(v, '')}" for k, v in build.options  # `--build-arg NAME`: from the environment
               if k == "--build-arg" and v and "=" not in v]
-    return _read(ctx, dockerfile, words)
+    return _read(ctx, dockerfile, words + _environment(environ))
 
 
-def compose_service(build: Mapping, image: str, no_cache: bool, pull: bool) -> tuple[str, str] | None:
+def _environment(environ: Mapping[str, str]) -> list[str]:
+    """The ENVIRONMENT variables set (none set: no word, the fingerprint is as before)."""
+    return [f"{name}={environ[name]}" for name in ENVIRONMENT if name in environ]
+
+
+def compose_service(build: Mapping, image: str, no_cache: bool, pull: bool,
+                    environ: Mapping[str, str]) -> tuple[str, str] | None:
     """The same for a compose service's build, as compose resolved it (absolute context)."""
     import json
 
@@ -47,7 +56,7 @@ def compose_service(build: Mapping, image: str, no_cache: bool, pull: bool) -> t
             or build.get("no_cache") or build.get("pull") or build.get("additional_contexts")):
         return None
     asked = {k: v for k, v in build.items() if k not in ("cache_from", "cache_to")}
-    words = [json.dumps(asked, sort_keys=True, default=str), image]
+    words = [json.dumps(asked, sort_keys=True, default=str), image, *_environment(environ)]
     inline = build.get("dockerfile_inline")
     if inline is not None:
         return _read(ctx, None, [*words, str(inline)], str(inline))

@@ -123,7 +123,7 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     src = (sources(real, call, config, environ, list(keys.values()), dry_run) if builds
            else Sources(BuildCaps("none", "no service builds"), None))
     made: dict = {}
-    inputs, same = _inputs(real, call, builds, keys, src)
+    inputs, same = _inputs(real, call, builds, keys, src, environ)
     for key in (same & src.own) if not dry_run else ():  # no import, no export: nothing else marks it used
         mark_used(src.store, key)
     try:
@@ -294,7 +294,8 @@ def _caps(real: str, call: ComposeCall, environ) -> BuildCaps:
                        lambda *a: proc.run_docker(real, [*inv.globals, *a], timeout=30))
 
 
-def _inputs(real: str, call: ComposeCall, builds: dict, keys: dict, src: Sources) -> tuple[dict, frozenset]:
+def _inputs(real: str, call: ComposeCall, builds: dict, keys: dict, src: Sources,
+            environ: Mapping[str, str]) -> tuple[dict, frozenset]:
     """(key -> what each service's build reads, to remember after its publish; the keys whose
     inputs are those of this daemon's last export, still the newest: no store export)."""
     from shim.build import inputs as reads
@@ -304,7 +305,7 @@ def _inputs(real: str, call: ComposeCall, builds: dict, keys: dict, src: Sources
     no_cache, pull = "--no-cache" in call.rest, "--pull" in call.rest
     found, matched = {}, {}
     for svc, spec in builds.items():
-        got = reads.compose_service(spec["build"], str(spec.get("image") or ""), no_cache, pull)
+        got = reads.compose_service(spec["build"], str(spec.get("image") or ""), no_cache, pull, environ)
         images = reads.bases(got[1], _build_args(spec["build"])) if got else None
         if got is None or images is None:
             continue

@@ -50,6 +50,19 @@ def test_a_bare_build_arg_reads_its_value_from_the_environment(ctx):
     assert fp(argv, ctx.parent, {"TOKEN": "a"}) != fp(argv, ctx.parent, {"TOKEN": "b"})
 
 
+def test_the_environment_docker_builds_from_counts(ctx):
+    """DOCKER_DEFAULT_PLATFORM (the platform built) and SOURCE_DATE_EPOCH (the image's
+    timestamps) change what the same argv makes: an arm64 build after an amd64 one ran as
+    typed and the store never got it. Unset, the fingerprint is what it was."""
+    plain = fp(ARGV, ctx.parent, {"HOME": "/h"})
+    amd, arm = (fp(ARGV, ctx.parent, {"DOCKER_DEFAULT_PLATFORM": p}) for p in ("linux/amd64", "linux/arm64"))
+    epoch = fp(ARGV, ctx.parent, {"SOURCE_DATE_EPOCH": "0"})
+    assert len({plain, amd, arm, epoch}) == 4 and plain == fp(ARGV, ctx.parent)
+    service = {"context": str(ctx)}
+    assert (inputs.compose_service(service, "img", False, False, {"DOCKER_DEFAULT_PLATFORM": "linux/arm64"})[0]
+            != inputs.compose_service(service, "img", False, False, {})[0])
+
+
 def test_a_dir_the_dockerignore_leaves_out_is_not_walked(ctx):
     (ctx / "node_modules" / "x").mkdir(parents=True)
     (ctx / ".dockerignore").write_text("node_modules\n# a comment\n")
@@ -96,11 +109,11 @@ def test_the_dockerfiles_own_ignore_file_replaces_dockerignore(ctx):
 
 
 def test_a_compose_services_inline_dockerfile_counts_and_a_relative_context_is_not_certain(ctx):
-    one = inputs.compose_service({"context": str(ctx), "dockerfile_inline": "FROM a:1\n"}, "img", False, False)
-    two = inputs.compose_service({"context": str(ctx), "dockerfile_inline": "FROM a:2\n"}, "img", False, False)
+    one = inputs.compose_service({"context": str(ctx), "dockerfile_inline": "FROM a:1\n"}, "img", False, False, {})
+    two = inputs.compose_service({"context": str(ctx), "dockerfile_inline": "FROM a:2\n"}, "img", False, False, {})
     assert one and two and one[0] != two[0] and one[1] == "FROM a:1\n"
-    assert inputs.compose_service({"context": "rel"}, "img", False, False) is None
-    assert inputs.compose_service({"context": str(ctx)}, "img", False, True) is None  # --pull
+    assert inputs.compose_service({"context": "rel"}, "img", False, False, {}) is None
+    assert inputs.compose_service({"context": str(ctx)}, "img", False, True, {}) is None  # --pull
 
 
 def test_from_images_and_those_named_by_an_arg():
