@@ -25,6 +25,7 @@ KIND = "exportedinputs"  # state kind: daemon generation -> key -> the last expo
 # Read from the environment by docker, buildx and compose; they change what the same
 # argv builds (the platform, the image's timestamps).
 ENVIRONMENT = ("DOCKER_DEFAULT_PLATFORM", "SOURCE_DATE_EPOCH")
+PLATFORM_ARGS = frozenset(f"{side}{part}" for side in ("TARGET", "BUILD") for part in ("PLATFORM", "OS", "ARCH", "VARIANT"))
 
 
 def build_inputs(argv: Sequence[str], start: int, build, cwd: str,
@@ -166,7 +167,12 @@ def bases(dockerfile_text: str, build_args: Mapping[str, str] | None = None) -> 
         if op == "ARG" and not froms:  # only the ARGs before the first FROM reach a FROM line
             for decl in words[1:]:
                 name, has, default = decl.partition("=")
-                scope[name] = (build_args or {}).get(name, _arg_value(default, scope) if has else "")
+                if name in (build_args or {}):
+                    scope[name] = build_args[name]
+                elif has:
+                    scope[name] = _arg_value(default, scope)
+                else:  # declared alone: empty, but BuildKit fills in its platform ARGs (not known here)
+                    scope[name] = None if name in PLATFORM_ARGS else ""
         elif op == "FROM":
             named = [w for w in words[1:] if not w.startswith("--")]  # `--platform=$BUILDPLATFORM` is fine
             if named and "$" in named[0]:

@@ -134,6 +134,8 @@ def test_a_from_named_by_a_global_arg_is_its_default_or_the_build_arg():
     assert inputs.bases("FROM a\nARG V=1\nFROM base:${V}\n") is None  # a stage ARG is not in FROM's scope
     assert inputs.bases("ARG A=$B\nFROM x:${A}\n") is None
     assert inputs.bases("ARG P=$BUILDPLATFORM\nFROM x:${P}\n") is None
+    assert inputs.bases("ARG TARGETARCH\nFROM x-${TARGETARCH}\n") is None  # BuildKit fills it in, not empty
+    assert inputs.bases("ARG BUILD_ID\nFROM x${BUILD_ID}\n") == ["x"]
 
 
 def test_unchanged_needs_the_same_inputs_bases_and_newest_build():
