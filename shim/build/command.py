@@ -150,11 +150,11 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
         dest = str(export_dir) if export_dir else None
     try:
         plan = plan_build(args, inv, build, caps, key=key, available=available, import_src=src, export_dest=dest,
-                          **registry_args)
+                          **registry_args, **({"no_import": own_note} if own_note else {}))
     except BaseException:  # the caller falls back to docker unchanged: leave nothing behind
         _cleanup(Prepared(None, store, snap, export_dir, config, caps))
         raise
-    plan = _noted(_noted(_noted(_noted(plan, own_note), same_note), reg.note), stay_note)
+    plan = _noted(_noted(_noted(plan, same_note), reg.note), stay_note)
     return Prepared(plan, store, snap, export_dir, config, caps, reg.client, local, inputs=inputs)
 
 
@@ -307,7 +307,8 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
             after_docker(_record, environ, prep, None, time.monotonic() - started)
         return  # nothing to add: the caller execs docker unchanged
     if prep.caps.mode == "import-only" and not prep.plan.export:
-        say(f"this engine imports the shared build cache but cannot publish to it: {prep.caps.reason}")
+        _say_daily(environ, inv, "import-only",
+                   f"this engine imports the shared build cache but cannot publish to it: {prep.caps.reason}")
     rc = 1
     try:
         _seed_mounts(real, inv, prep, environ)
@@ -322,6 +323,15 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         after_docker(_cleanup, prep)
         after_docker(_record, environ, prep, rc, time.monotonic() - started)
     sys.exit(rc)
+
+
+def _say_daily(environ: Mapping[str, str], inv: Invocation, what: str, line: str) -> None:
+    """A fact of the engine, not of this build: said once a day per engine, not on every build."""
+    state = State(state_dir(environ))
+    engine = endpoint_id(inv.host, inv.context, environ)
+    if state.get("said", engine, what, max_age=24 * 3600.0) is None:
+        say(line)
+        state.put("said", engine, what, {})
 
 
 def _build(real: str, inv: Invocation, prep: Prepared) -> int:

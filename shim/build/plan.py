@@ -30,7 +30,8 @@ class BuildPlan:
 def plan_build(argv: Sequence[str], inv: Invocation, build: BuildArgs, caps: BuildCaps, *,
                key: str, available: Sequence[str], import_src: str | None,
                export_dest: str | None, registry: str | None = None,
-               registry_keys: Sequence[str] = (), registry_tag: str | None = None) -> BuildPlan:
+               registry_keys: Sequence[str] = (), registry_tag: str | None = None,
+               no_import: str = "no cached key to import yet") -> BuildPlan:
     argv = tuple(argv)
     if build.misread:
         return BuildPlan(argv, key, reasons=(build.misread, "build runs unchanged"))
@@ -49,7 +50,7 @@ def plan_build(argv: Sequence[str], inv: Invocation, build: BuildArgs, caps: Bui
             added += ["--cache-from", f"type=local,src={import_src},tag={k}"]
         reasons.append(f"import keys {', '.join(imports)}")
     else:
-        reasons.append("no cached key to import yet")
+        reasons.append(no_import)
     export = False
     if build.cache_to:
         reasons.append("you set --cache-to: no export added")

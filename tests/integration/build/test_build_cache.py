@@ -81,6 +81,8 @@ def test_old_engine_imports_but_does_not_publish(shim_env, engines, tmp_path):
     copy = step_named(cp.stderr, "COPY busybox")
     assert copy and copy.cached  # imported from the store written by daemon A
     assert (store / "oci" / "index.json").read_text() == before
+    again = build(shim_env, old, ctx, tag)
+    assert again.returncode == 0 and "dockcache:" not in again.stderr  # the engine's limit is said once a day
 
 
 def test_user_cache_to_and_no_cache(shim_env, engines, tmp_path):

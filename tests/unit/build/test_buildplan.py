@@ -160,3 +160,17 @@ def test_a_misread_build_says_nothing_when_build_caching_is_off(monkeypatch, tmp
         buildcmd.execute("/bin/false", argv, parse_invocation(argv), env, on_error=lambda *a: pytest.fail(str(a)))
         said = capsys.readouterr().err
         assert ("unknown option --new-flag" in said) == (len(env) == 2), (env, said)
+
+
+def test_a_build_its_own_daemon_serves_says_so_instead_of_no_cached_key():
+    from shim.build.plan import plan_build
+    from shim.core.engine import BuildCaps
+    from shim.core.grammar import parse_build, parse_invocation
+
+    inv = parse_invocation(["build", "-t", "app", "."])
+    caps = BuildCaps("full", "ok")
+    cold = plan_build(inv.argv, inv, parse_build(inv), caps, key="app", available=(), import_src=None, export_dest=None)
+    assert "no cached key to import yet" in cold.reasons
+    own = plan_build(inv.argv, inv, parse_build(inv), caps, key="app", available=(), import_src=None, export_dest=None,
+                     no_import="this daemon made every stored build of app: its own cache serves them, no import")
+    assert "no cached key to import yet" not in own.reasons and any("own cache serves" in r for r in own.reasons)
