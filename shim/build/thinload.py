@@ -48,10 +48,13 @@ class Layout:
     @contextlib.contextmanager
     def locked(self):
         """One build of a tag at a time writes its layout (a second waits)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir.parent / f"{self.dir.name}.lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        fd = _lock_file(self.dir.parent / f"{self.dir.name}.lock", wait=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
             yield self
+        finally:
+            os.close(fd)
 
     def blob_names(self) -> set[str]:
         try:
@@ -175,18 +178,39 @@ def _drop_unfinished(dirs: list[Path]) -> None:
 
 def _remove_unless_busy(d: Path, remove) -> bool:
     try:
-        fd = os.open(d.parent / f"{d.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _lock_file(d.parent / f"{d.name}.lock", wait=False)
     except OSError:
         return False
+    if fd is None:
+        return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         remove(d, ignore_errors=True)
         with contextlib.suppress(OSError):
             os.unlink(d.parent / f"{d.name}.lock")
         return True
-    except BlockingIOError:
-        return False
     finally:
+        os.close(fd)
+
+
+def _lock_file(path: Path, *, wait: bool) -> int | None:
+    """The lock file's descriptor, flocked; None when busy and not `wait`. A remover
+    unlinks the file while holding it: a lock taken on the unlinked file is no lock (the
+    next comer makes a new file), so it is taken again until it holds the file at `path`."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            current = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except FileNotFoundError:
+            current = False
+        except BaseException:
+            os.close(fd)
+            raise
+        if current:
+            return fd
         os.close(fd)
 
 

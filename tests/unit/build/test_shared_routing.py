@@ -672,3 +672,29 @@ def test_the_base_images_layers_are_asked_while_the_build_runs(tmp_path, monkeyp
     assert builder._thin_load("/bin/docker", inv, ["x:1"], run, lay, entry, manifest, set(), facts["base_diffs"]) == 0
     assert [c[0] for c in calls] == ["load", "image"]  # the load, its check; no question about the base
     assert run.thin is True
+
+
+def test_a_layout_lock_taken_on_a_file_a_prune_unlinked_is_taken_again_on_the_current_one(tmp_path):
+    """A prune removes a layout and its lock file while holding it; a build that opened the
+    file before must not hold a lock a newer build also holds."""
+    import os
+    import shutil
+
+    from shim.build import thinload
+    from shim.build.thinload import Layout
+
+    lay = Layout(tmp_path, "x:1")
+    lay.dir.mkdir()
+    path = tmp_path / f"{lay.dir.name}.lock"
+    path.touch()
+    stale = os.open(path, os.O_RDWR)  # opened before the prune unlinks it
+    assert thinload._remove_unless_busy(lay.dir, shutil.rmtree) and not lay.dir.exists()
+    with lay.locked():  # a new build makes the layout again, under a new lock file
+        assert lay.dir.exists()
+        assert thinload._lock_file(path, wait=False) is None  # busy: the lock at the path is held
+        import fcntl
+        fcntl.flock(stale, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the old inode's lock is free: no lock at all
+    os.close(stale)
+    fd = thinload._lock_file(path, wait=False)
+    assert fd is not None
+    os.close(fd)
