@@ -296,6 +296,7 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
             *, on_error: Callable) -> None:
     started = time.monotonic()
     try:
+        _forget_tags(inv, environ)
         prep = prepare(real, args, inv, environ)
     except Exception as exc:  # noqa: BLE001 - fail open
         on_error(real, list(args), exc)
@@ -323,6 +324,15 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         after_docker(_cleanup, prep)
         after_docker(_record, environ, prep, rc, time.monotonic() - started)
     sys.exit(rc)
+
+
+def _forget_tags(inv: Invocation, environ: Mapping[str, str]) -> None:
+    """The image this build tags replaces what was remembered of that name (its USER owns
+    the caches of `docker run` of it: a Dockerfile that gained `USER node` got the old root
+    cache, which node cannot write, for a day)."""
+    from shim.core.state import forget_images
+
+    forget_images(State(state_dir(environ)), endpoint_id(inv.host, inv.context, environ), parse_build(inv).tags)
 
 
 def _say_daily(environ: Mapping[str, str], inv: Invocation, what: str, line: str) -> None:

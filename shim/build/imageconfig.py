@@ -50,6 +50,7 @@ def predict(text: str, *, target: str | None, build_args: Mapping[str, str], pla
     env = _Known({k: v for k, v in base["env"]})
     user = base.get("user") or ""
     args: dict = {}
+    later: set = set()  # names whose latest value came from an ARG (it hides an earlier ENV)
     inherited = {**platform_args(platform), **global_args}
     try:
         for _image, commands in chain:
@@ -57,10 +58,13 @@ def predict(text: str, *, target: str | None, build_args: Mapping[str, str], pla
                 name = cmd.cmd.upper()
                 if name == "ARG":
                     declare(cmd.value, args, build_args, inherited)
+                    later |= {k for k, has, _ in (v.partition("=") for v in cmd.value)
+                              if has or k in build_args or k in inherited}
                 elif name == "ENV":
-                    _set_env(env, args, cmd.value)
+                    _set_env(env, _words(args, env, later), cmd.value)
+                    later -= set(cmd.value[0::2])
                 elif name == "USER" and cmd.value:
-                    user = expand(cmd.value[0], _Known({**args, **env}))
+                    user = expand(cmd.value[0], _words(args, env, later))
     except Unknown:
         return None
     if any(v is None for v in env.values()):
@@ -103,13 +107,19 @@ def _chain(stages, target: str | None, global_args: Mapping, platform: str) -> l
     return []
 
 
-def _set_env(env: dict, args: Mapping, values: Sequence[str]) -> None:
+def _words(args: Mapping, env: Mapping, later: set) -> "_Known":
+    """What `$X` means at this point of the stage: the latest ARG or ENV of that name (seen:
+    `ENV U=1000` then `ARG U=5` makes `USER $U` 5; an `ARG U` with no value changes nothing)."""
+    return _Known({**args, **env, **{k: args[k] for k in later if k in args}})
+
+
+def _set_env(env: dict, words: Mapping, values: Sequence[str]) -> None:
     pairs = list(values)  # the parser gives `ENV a=b c=d` and `ENV a b` as key, value, ...
     for key, val in zip(pairs[0::2], pairs[1::2]):
         if len(val) >= 2 and val[0] == val[-1] and val[0] in "'\"":
             val = val[1:-1]
         try:
-            env[key] = expand(val, _Known({**args, **env}))  # an ENV wins over an ARG of its name
+            env[key] = expand(val, words)  # `ENV A=1 B=$A`: B gets A's value before this line
         except Unknown:
             env[key] = None
 

@@ -25,7 +25,7 @@ from shim.build.local import LocalBuilds, for_engine
 from shim.build.store import CacheStore, Snapshot
 from shim.compose.files import ComposeCall, env_files_kept, files_for, invocation, only_looks, reads_stdin, split, wants_build
 from shim.compose.override import write_override
-from shim.compose.services import forget_vanished, named_services, names, service_caches
+from shim.compose.services import forget_rebuilt, forget_vanished, named_services, names, service_caches
 from shim.compose.resolved import resolved_config
 from shim.compose.sharedbuild import build_limit, builds_on_another, compose_after, order_note, plan_builds
 from shim.core import proc
@@ -101,6 +101,8 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     if not (config["enabled"] and config["compose.enabled"] and config["build.enabled"]):
         return ComposePlan(list(args), {}, reasons=["compose caching is disabled in config"])
     project = str(cfg.get("name") or "compose")
+    if building and not dry_run:
+        forget_rebuilt(call, cfg, project, environ)
     builds = {s: v for s, v in cfg["services"].items()
               if building and isinstance(v, dict) and isinstance(v.get("build"), dict)}
     per_service, shared_note = _shared(real, call, builds, cfg, project, config, environ, dry_run)

@@ -22,9 +22,10 @@ def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, enviro
     for name, svc in cfg["services"].items():
         argv = as_run_argv(name, svc, project, one_off.get(name, ()))
         inv = parse_invocation([*docker_globals, *argv])
+        rebuilt = _rebuilt(svc, call)
         try:
-            plan, _c, notes = build_plan(real, inv.argv, inv, environ, pull=False, need_image=True,
-                                         dry_run=dry_run, unbuilt=_unbuilt(svc, call))
+            plan, _c, notes = build_plan(real, inv.argv, inv, environ, pull=False, need_image=True, dry_run=dry_run,
+                                         unbuilt=_predictor(svc) if rebuilt else _unbuilt(svc, call), rebuilt=rebuilt)
         except Exception as exc:  # noqa: BLE001 - one service's caches never block the stack
             say(f"{name}: package caches skipped ({type(exc).__name__}: {exc})")
             continue
@@ -33,6 +34,18 @@ def service_caches(real: str, call: ComposeCall, cfg: dict, project: str, enviro
         if plan.mounts or plan.mirror.tokens():
             out[name] = plan
     return out
+
+
+def forget_rebuilt(call: ComposeCall, cfg: dict, project: str, environ) -> None:
+    """The images compose builds again now: what dockcache remembered of them (their USER
+    owns a container's caches) is the old build's, for `docker run` of them too."""
+    from shim.core.state import endpoint_id, forget_images
+
+    inv = invocation(call)
+    names = [str(svc.get("image") or f"{project}-{name}") for name, svc in cfg["services"].items()
+             if isinstance(svc, dict) and _rebuilt(svc, call)]
+    if names:
+        forget_images(State(state_dir(environ)), endpoint_id(inv.host, inv.context, environ), names)
 
 
 def _unbuilt(svc: dict, call: ComposeCall):
@@ -44,9 +57,22 @@ def _unbuilt(svc: dict, call: ComposeCall):
         return None
     if svc.get("image") and "--build" not in call.rest and call.sub != "build" and svc.get("pull_policy") != "build":
         return None
+    return _predictor(svc)
+
+
+def _predictor(svc: dict):
     from shim.build.imageconfig import for_service
 
     return lambda base_config: for_service(svc["build"], svc.get("platform"), base_config)
+
+
+def _rebuilt(svc: dict, call: ComposeCall) -> bool:
+    """Compose builds this service's image now even where one of its name exists: that
+    image's USER and ENV are the old build's (a Dockerfile that gained `USER node` would get
+    a root-owned cache it cannot write); the Dockerfile tells the new ones."""
+    if not isinstance(svc.get("build"), dict):
+        return False
+    return call.sub == "build" or "--build" in call.rest[1:] or svc.get("pull_policy") == "build"
 
 
 SUB_VALUE = frozenset("--build-arg --builder --ssh -m --memory --progress --scale -t --timeout --exit-code-from "

@@ -126,6 +126,36 @@ class State:
             self.write_errors.append(f"{path}: {exc.strerror or exc}")
 
 
+IMAGES = "images"  # kind: an image's config by the name a command gave it (run.command.config_of)
+
+
+def image_names(name: str) -> tuple[str, ...]:
+    """The spellings of one image reference a command may use (`app`, `app:latest`,
+    `docker.io/library/app:latest`): a build of one must make every one of them stale."""
+    if not name or "@" in name:
+        return (name,) if name else ()
+    tagged = name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+    short = tagged
+    for prefix in ("docker.io/library/", "docker.io/", "index.docker.io/library/", "index.docker.io/"):
+        if short.startswith(prefix):
+            short = short[len(prefix):]
+            break
+    full = short if "/" in short and ("." in short.split("/")[0] or ":" in short.split("/")[0]
+                                      or short.split("/")[0] == "localhost") \
+        else f"docker.io/{'' if '/' in short else 'library/'}{short}"
+    names = [name, tagged, short, full]
+    names += [n[:-len(":latest")] for n in list(names) if n.endswith(":latest")]
+    return tuple(dict.fromkeys(names))
+
+
+def forget_images(state: "State", endpoint: str, names) -> None:
+    """An image built (or about to be) under these names: what was remembered of it is
+    stale, and so is every remembered run plan that used it (their inputs name the record)."""
+    for name in names:
+        for spelling in image_names(name):
+            state.forget(IMAGES, endpoint, spelling)
+
+
 def _unlink_quietly(path: Path) -> None:
     try:
         path.unlink()

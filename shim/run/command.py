@@ -21,7 +21,7 @@ from shim.core.config import Config, load
 from shim.run.detect import always_on, combine, marker_dirs, projects, scan_command, scan_dir
 from shim.core.grammar import Invocation, RunArgs, parse_run
 from shim.run.plan import CacheMount, Facts, Plan, plan_run
-from shim.core.state import State, docker_config_dir, endpoint_id, state_dir
+from shim.core.state import IMAGES, State, docker_config_dir, endpoint_id, state_dir
 
 IMAGE_TTL = 24 * 3600.0
 INIT_TARGET = "/dockcache-init"
@@ -29,12 +29,15 @@ INIT_TARGET = "/dockcache-init"
 
 def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str],
                *, dry_run: bool = False, pull: bool = True,
-               need_image: bool = False, unbuilt: Callable | None = None) -> tuple[Plan, Config | None, list[str]]:
+               need_image: bool = False, unbuilt: Callable | None = None,
+               rebuilt: bool = False) -> tuple[Plan, Config | None, list[str]]:
     """Everything `explain` shows; with dry_run no docker call changes anything.
 
     need_image: an image that is not there yet (compose builds it later) might run as a
     non-root USER that a root-owned volume would lock out, so without its facts we add nothing;
     `unbuilt(base_config)` tells them from the Dockerfile that will build it (imageconfig.py).
+    rebuilt: compose builds the image again before this container starts, so the image there
+    now says nothing for sure (its Dockerfile may have changed its USER): only `unbuilt` counts.
     """
     run = parse_run(inv)
     cwd = os.getcwd()
@@ -53,11 +56,13 @@ def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping
     if not detections:
         return Plan(tuple(args), reasons=("no package manager detected",)), config, []
     ctx = _Context(real, inv, run, environ)
-    image = ctx.image_facts(pull=pull and not dry_run)
+    image = {} if rebuilt else ctx.image_facts(pull=pull and not dry_run)
     if need_image and not image and unbuilt:
         image = _as_facts(unbuilt(ctx.config_of))
     if need_image and not image and run.user is None:
-        return Plan(tuple(args), reasons=("image not built yet: its caches start with the next run",)), config, []
+        why = ("image is built again now and its USER cannot be told from its Dockerfile" if rebuilt
+               else "image not built yet")
+        return Plan(tuple(args), reasons=(f"{why}: its caches start with the next run",)), config, []
     notes: list[str] = []
     placed = ctx.placement(config, image_ok=bool(image))
     facts = Facts(detections=detections, project_dir=project,
@@ -123,6 +128,10 @@ def _remember(inv: Invocation, args: Sequence[str], environ: Mapping[str, str], 
     daemon = daemon_key(inv.host, inv.context, environ)
     # A volume record removed by `cache clear` must force a new plan (re-create, re-own).
     volumes = [str(state._path("volumes", daemon, m.source)) for m in plan.mounts if m.kind == "volume"]
+    # The image's remembered config (its USER owns the caches): a build of that name through
+    # dockcache forgets it (state.forget_images), and the plan with it.
+    image = parse_run(inv).image
+    volumes += [str(state._path(IMAGES, endpoint_id(inv.host, inv.context, environ), image))] if image else []
     # A new daemon on the same socket (a new session) makes a new socket file: plan again
     # (its volumes, and what it can see of this host, are its own).
     volumes += [p for p in [socket_path(inv.host, inv.context, environ)] if p]
@@ -315,12 +324,13 @@ class _Context:
         return _as_facts(cached)
 
     def config_of(self, image: str) -> dict | None:
-        """An image's env, user, arch and id: remembered for a day, else asked."""
-        cached = self.state.get("images", self.endpoint, image, max_age=IMAGE_TTL)
+        """An image's env, user, arch and id: remembered for a day (or until dockcache sees
+        it built again), else asked."""
+        cached = self.state.get(IMAGES, self.endpoint, image, max_age=IMAGE_TTL)
         if cached is None:
             cached = self._inspect(image)
             if cached is not None:
-                self.state.put("images", self.endpoint, image, cached)
+                self.state.put(IMAGES, self.endpoint, image, cached)
         return cached
 
     def _inspect(self, image: str) -> dict | None:

@@ -17,7 +17,7 @@ keys = ("npm_", "PIP_", "DOCKCACHE", *given.get("FAKE_ENV_KEYS", "-").split(",")
 with open(os.environ["FAKE_LOG"], "a") as fh:
     fh.write(json.dumps({{"argv": sys.argv[1:], "env": {{k: v for k, v in given.items() if k.startswith(keys)}}}}) + "\\n")
 if sys.argv[1:3] == ["image", "inspect"]:
-    print('["PATH=/usr/bin"]\\t""\\tamd64\\tsha256:abc')
+    print('["PATH=/usr/bin"]\\t"%s"\\tamd64\\tsha256:abc' % os.environ.get("FAKE_USER", ""))
 if " ".join(sys.argv[1:3]) in os.environ.get("FAKE_FAIL", "").split(","):
     sys.exit(1)
 sys.exit(int(os.environ.get("FAKE_RC", "0")))
@@ -195,6 +195,24 @@ def test_remembered_plan_skips_planning_and_notices_changes(fake, tmp_path):
         rec.unlink()  # what `cache clear` does: the next run re-creates the volume
     _, calls = fake(*argv)
     assert ["volume", "create"] in [c["argv"][:2] for c in calls]
+
+
+def test_an_image_built_again_through_dockcache_is_asked_again(fake, tmp_path):
+    """Seen: `docker build -t app .` of a Dockerfile that gained `USER node`, then
+    `docker run app npm install`: the run still mounted the root-owned cache (the old
+    build's USER was remembered for a day, and the remembered plan with it): npm, now
+    node, failed with EACCES on it."""
+    proj = npm_proj(tmp_path)
+    argv = ["run", "--rm", "-v", f"{proj}:/app", "-w", "/app", "app", "npm", "install"]
+    _, calls = fake(*argv)
+    assert any(a.startswith("type=volume,source=dockcache-npm,") for a in calls[-1]["argv"])
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM scratch\nUSER node\n")
+    fake("build", "-t", "docker.io/library/app:latest", str(tmp_path / "ctx"), extra={"FAKE_USER": "node"})
+    _, calls = fake(*argv, extra={"FAKE_USER": "node"})
+    assert ["image", "inspect"] in [c["argv"][:2] for c in calls]
+    owned = [a for a in calls[-1]["argv"] if a.startswith("type=volume,source=dockcache-npm-c")]
+    assert owned and "dockcache.owner=node" in owned[0], calls[-1]["argv"]
 
 
 def test_compose_v1_passes_through_with_one_line(fake, tmp_path):

@@ -54,3 +54,20 @@ def test_scratch_has_no_env_and_a_compose_service_reads_its_own_dockerfile(tmp_p
     assert for_service({"context": "rel", "dockerfile": "Dockerfile"}, None, {"node:20": NODE}.get) is None
     inline = {"context": str(tmp_path), "dockerfile_inline": "FROM node:20\nUSER 1000\n"}
     assert for_service(inline, "linux/amd64", {"node:20": NODE}.get)["user"] == "1000"
+
+
+def test_an_arg_and_an_env_of_one_name_the_later_value_is_the_one_user_sees():
+    """Seen on the engine (BuildKit 0.13): `ENV U=1000` then `ARG U=5`, `USER $U` makes an
+    image of USER 5; the prediction said 1000, so its cache was owned by a user it does not
+    run as. The later assignment wins; an `ARG U` without a value changes nothing."""
+    assert facts("FROM node:20\nENV U=1000\nARG U=5\nUSER $U\n")[0]["user"] == "5"
+    assert facts("FROM node:20\nARG U=5\nENV U=${U}1\nUSER $U\n")[0]["user"] == "51"
+    assert facts("FROM node:20\nENV U=1000\nARG U\nUSER $U\n")[0]["user"] == "1000"
+    assert facts("FROM node:20\nENV U=1000\nARG U\nUSER $U\n", args={"U": "7"})[0]["user"] == "7"
+    assert facts("FROM node:20 AS base\nARG U=7\nFROM base\nENV U=1000\nUSER $U\n")[0]["user"] == "1000"
+    assert facts("FROM node:20 AS base\nARG APPUSER=app\nFROM base AS dev\nUSER $APPUSER\n",
+                 target="dev")[0]["user"] == "app"  # a parent stage's ARG reaches its child (as seen)
+    assert facts("FROM node:20\nENV U=1\nARG U=5\nENV V=$U\nUSER $V\n")[0]["user"] == "5"
+    assert facts("FROM node:20\nENV U=1\nENV U=2 V=$U\nUSER $V\n")[0]["user"] == "1"  # one line: the old value
+    got = facts("FROM node:20\nENV U=1000\nARG U=5\n")[0]
+    assert dict(got["env"])["U"] == "1000"  # an ARG never reaches the image's env

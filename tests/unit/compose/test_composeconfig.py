@@ -220,3 +220,52 @@ def test_an_unbuilt_image_is_told_from_its_dockerfile_only_when_compose_will_bui
     assert _unbuilt(named, call("up", "--build", "--pull", "always")) is None  # a newer base may come
     assert _unbuilt({"build": {"context": "/src", "pull": True}}, call("up")) is None
     assert _unbuilt({"image": "me/web"}, call("up", "--build")) is None
+
+
+def test_a_service_compose_builds_again_is_told_from_its_dockerfile_not_from_the_old_image(tmp_path, monkeypatch):
+    """Seen: a dev stack whose Dockerfile gained `USER node` (or switched its target to one
+    with it), then `compose up --build`: the service got the root-owned cache the old
+    image's USER called for, and `touch $npm_config_cache/x` as node was denied."""
+    import sys
+
+    from shim.compose.files import ComposeCall
+    from shim.core.grammar import parse_invocation
+    from shim.core.state import IMAGES, endpoint_id
+    from shim.run.command import build_plan
+
+    real = tmp_path / "docker"  # the old build of the image runs as root
+    real.write_text(f"#!{sys.executable}\nimport sys\n"
+                    "if sys.argv[1:3] == ['image', 'inspect']:\n"
+                    "    print('[\"PATH=/usr/bin\"]\\t\"\"\\tamd64\\tsha256:old')\n")
+    real.chmod(0o755)
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "package-lock.json").write_text("{}")
+    env = {"HOME": str(tmp_path), "DOCKCACHE_STATE_DIR": str(tmp_path / "state"), "DOCKCACHE_MODE": "volume",
+           "DOCKER_HOST": "unix:///nonexistent.sock"}
+    monkeypatch.chdir(tmp_path)
+
+    def call(*rest):
+        return ComposeCall(["docker", "compose"], [], list(rest), rest[0])
+    svc = {"build": {"context": str(tmp_path)}, "image": "me/web", "volumes": [
+        {"type": "bind", "source": str(tmp_path / "app"), "target": "/app"}], "working_dir": "/app"}
+    assert compose_services._rebuilt(svc, call("up", "--build")) and compose_services._rebuilt(svc, call("build"))
+    assert compose_services._rebuilt({**svc, "pull_policy": "build"}, call("up"))
+    assert not compose_services._rebuilt(svc, call("up")) and not compose_services._rebuilt({"image": "x"}, call("build"))
+
+    argv = compose_services.as_run_argv("web", svc, "proj")
+    inv = parse_invocation(argv)
+
+    def plan(told, rebuilt):
+        return build_plan(str(real), argv, inv, env, pull=False, need_image=True, unbuilt=lambda _base: told,
+                          rebuilt=rebuilt)[0]
+    node = {"env": [["PATH", "/usr/bin"]], "user": "node", "arch": "amd64"}
+    assert [m.owner for m in plan(node, rebuilt=False).mounts] == [None]  # up: the image there is the one that runs
+    assert [m.owner for m in plan(node, rebuilt=True).mounts] == ["node"]  # up --build: the Dockerfile's USER
+    untold = plan(None, rebuilt=True)
+    assert not untold.mounts and "USER cannot be told" in untold.reasons[0]
+
+    state = State(tmp_path / "state")  # `docker run me/web` after the rebuild asks again
+    endpoint = endpoint_id(None, None, env)
+    assert state.get(IMAGES, endpoint, "me/web")
+    compose_services.forget_rebuilt(call("up", "--build"), {"services": {"web": svc}}, "proj", env)
+    assert state.get(IMAGES, endpoint, "me/web") is None
