@@ -146,6 +146,15 @@ def for_service(build: Mapping, platform: str | None, base_config: Callable[[str
         return None
 
 
+def available() -> bool:
+    """BuildKit's parser is installed (the `mounts` extra): without it nothing is predicted."""
+    try:
+        buildkit_parser()
+    except ImportError:
+        return False
+    return True
+
+
 def _native() -> str:
     from shim.build.mountsync import native_platform
 

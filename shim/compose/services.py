@@ -72,7 +72,11 @@ def _rebuilt(svc: dict, call: ComposeCall) -> bool:
     a root-owned cache it cannot write); the Dockerfile tells the new ones."""
     if not isinstance(svc.get("build"), dict):
         return False
-    return call.sub == "build" or "--build" in call.rest[1:] or svc.get("pull_policy") == "build"
+    if not (call.sub == "build" or "--build" in call.rest[1:] or svc.get("pull_policy") == "build"):
+        return False
+    from shim.build.imageconfig import available
+
+    return available()  # without the parser, the image there now is the best word there is
 
 
 SUB_VALUE = frozenset("--build-arg --builder --ssh -m --memory --progress --scale -t --timeout --exit-code-from "

@@ -269,3 +269,16 @@ def test_a_service_compose_builds_again_is_told_from_its_dockerfile_not_from_the
     assert state.get(IMAGES, endpoint, "me/web")
     compose_services.forget_rebuilt(call("up", "--build"), {"services": {"web": svc}}, "proj", env)
     assert state.get(IMAGES, endpoint, "me/web") is None
+
+
+def test_without_the_dockerfile_parser_a_rebuilt_service_keeps_the_facts_of_the_image_there(monkeypatch):
+    """Nothing can be predicted then: every up --build would lose its caches otherwise."""
+    from shim.build import imageconfig
+    from shim.compose.files import ComposeCall
+    from shim.compose.services import _rebuilt
+
+    call = ComposeCall(["docker", "compose"], [], ["up", "--build"], "up")
+    svc = {"build": {"context": "/src"}, "image": "me/web"}
+    assert _rebuilt(svc, call)
+    monkeypatch.setattr(imageconfig, "available", lambda: False)
+    assert not _rebuilt(svc, call)
