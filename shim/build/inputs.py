@@ -48,8 +48,9 @@ def _environment(environ: Mapping[str, str]) -> list[str]:
 
 
 def compose_service(build: Mapping, image: str, no_cache: bool, pull: bool,
-                    environ: Mapping[str, str]) -> tuple[str, str] | None:
-    """The same for a compose service's build, as compose resolved it (absolute context)."""
+                    environ: Mapping[str, str], extra: Sequence[str] = ()) -> tuple[str, str] | None:
+    """The same for a compose service's build, as compose resolved it (absolute context);
+    `extra`: what compose adds to the build section (compose/plan.py)."""
     import json
 
     ctx = str(build.get("context") or "")
@@ -57,7 +58,7 @@ def compose_service(build: Mapping, image: str, no_cache: bool, pull: bool,
             or build.get("no_cache") or build.get("pull") or build.get("additional_contexts")):
         return None
     asked = {k: v for k, v in build.items() if k not in ("cache_from", "cache_to")}
-    words = [json.dumps(asked, sort_keys=True, default=str), image, *_environment(environ)]
+    words = [json.dumps(asked, sort_keys=True, default=str), image, *extra, *_environment(environ)]
     inline = build.get("dockerfile_inline")
     if inline is not None:
         return _read(ctx, None, [*words, str(inline)], str(inline))
