@@ -87,9 +87,23 @@ def _read(ctx: str, dockerfile: str | None, words: Sequence[str], text: str | No
             h.update(b"-\0")  # no Dockerfile-specific ignore file (a missing Dockerfile: no text, below)
         except OSError:
             return None
-    if text is None or not _walk(ctx, h, own_ignore):
+    ignore = own_ignore if own_ignore is not None else _context_ignore(ctx)
+    if own_ignore is None and ignore is not None:
+        # hashed as the Dockerfile's own one is: a `.dockerignore` that names itself is not
+        # walked, and a pattern it drops (`*.md`) changes what is sent, not what is walked
+        h.update(b".dockerignore\0" + ignore + b"\0")
+    if text is None or not _walk(ctx, h, ignore):
         return None
     return h.hexdigest(), text
+
+
+def _context_ignore(ctx: str) -> bytes | None:
+    """The context's `.dockerignore` (its first 100 kB), None when there is none."""
+    try:
+        with open(os.path.join(ctx, ".dockerignore"), "rb") as fh:
+            return fh.read(100_000)
+    except OSError:
+        return None
 
 
 def _certain(build) -> bool:
@@ -102,12 +116,12 @@ def _certain(build) -> bool:
     return True
 
 
-def _walk(root: str, h, own_ignore: bytes | None) -> bool:
+def _walk(root: str, h, ignore: bytes | None) -> bool:
     """Feed every entry under root (path, mode, size, mtime); False past LIMIT entries or
     BUDGET seconds (a context that big exports as before) or on an error."""
     import time
 
-    skip = _ignored_dirs(root, own_ignore)
+    skip = _ignored_dirs(ignore)
     deadline = time.monotonic() + BUDGET
     stack, seen = [""], 0
     while stack:
@@ -135,20 +149,14 @@ def _walk(root: str, h, own_ignore: bytes | None) -> bool:
     return True
 
 
-def _ignored_dirs(root: str, own_ignore: bytes | None) -> set[str]:
-    """Plain top-level names the build's ignore file leaves out (`node_modules`, `/.git`,
-    `dist/`): what changes there never reaches the build. The Dockerfile's own
-    `NAME.dockerignore` replaces `.dockerignore`, as in BuildKit. Patterns are not read
-    (what they name is walked: at worst one export too many); with an exception (`!x`)
-    nothing is skipped."""
-    if own_ignore is not None:
-        lines = own_ignore[:100_000].decode("utf-8", "replace").splitlines()
-    else:
-        try:
-            with open(os.path.join(root, ".dockerignore"), encoding="utf-8", errors="replace") as fh:
-                lines = fh.read(100_000).splitlines()
-        except OSError:
-            return set()
+def _ignored_dirs(ignore: bytes | None) -> set[str]:
+    """Plain top-level names the build's ignore file (the Dockerfile's own `NAME.dockerignore`,
+    else `.dockerignore`, as in BuildKit) leaves out (`node_modules`, `/.git`, `dist/`): what
+    changes there never reaches the build. Patterns are not read (what they name is walked:
+    at worst one export too many); with an exception (`!x`) nothing is skipped."""
+    if ignore is None:
+        return set()
+    lines = ignore[:100_000].decode("utf-8", "replace").splitlines()
     if any(line.strip().startswith("!") for line in lines):
         return set()  # an exception may bring back a file inside an ignored dir
     names = {line.strip().removeprefix("./").strip("/") for line in lines}
