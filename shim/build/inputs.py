@@ -183,13 +183,13 @@ def bases(dockerfile_text: str, build_args: Mapping[str, str] | None = None) -> 
                 else:  # declared alone: empty, but BuildKit fills in its platform ARGs (not known here)
                     scope[name] = None if name in PLATFORM_ARGS else ""
         elif op == "FROM":
-            named = [w for w in words[1:] if not w.startswith("--")]  # `--platform=$BUILDPLATFORM` is fine
-            if named and "$" in named[0]:
-                image = _arg_value(named[0], scope)
+            at = next((i for i, w in enumerate(words) if i and not w.startswith("--")), None)
+            if at is not None and "$" in words[at]:  # `--platform=$BUILDPLATFORM` is fine
+                image = _arg_value(words[at], scope)
                 if not image:
                     return None
-                line = line.replace(named[0], image, 1)
-            froms.append(line)
+                words[at] = image  # that word, not the first text like it (`$IMG` in `$IMG_PLATFORM`)
+            froms.append(" ".join(words))
     return from_images("\n".join(froms))
 
 

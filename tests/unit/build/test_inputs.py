@@ -190,3 +190,11 @@ def test_an_edit_of_a_dockerignore_that_names_itself_counts(ctx):
     before = fp(ARGV, ctx.parent)
     (ctx / ".dockerignore").write_text(".dockerignore\n")
     assert fp(ARGV, ctx.parent) != before
+
+
+def test_a_from_arg_is_expanded_where_it_names_the_image_not_inside_a_flag():
+    """`$IMG` is also the start of `$IMG_PLATFORM` in the --platform flag: the expansion went
+    there, the image stayed `$IMG` and was left out of the FROM ids (a base pulled anew
+    went unseen)."""
+    text = "ARG IMG=alpine:3\nARG IMG_PLATFORM=linux/amd64\nFROM --platform=$IMG_PLATFORM $IMG\n"
+    assert inputs.bases(text) == ["alpine:3"]
