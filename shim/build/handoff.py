@@ -36,7 +36,11 @@ def publish(store: CacheStore, export_dir: Path, key: str, *, max_size: int) -> 
         later(store.root, export_dir, key, lock_timeout=store.lock_timeout, history=store.history, max_size=max_size)
         return None
     if done.changed and store.size() > max_size:
-        store.prune(max_size=max_size)
+        try:
+            with store.waiting_at_most(WAIT):  # the user's command still waits: as short as the publish
+                store.prune(max_size=max_size)
+        except LockTimeout:
+            pass  # published; another process holds the store now: the next publish prunes
     return done
 
 

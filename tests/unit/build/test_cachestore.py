@@ -304,3 +304,19 @@ def test_a_store_that_cannot_be_written_says_why_and_creates_nothing(tmp_path, m
     monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != ro / "tmp")  # a read-only mount (root too)
     assert CacheStore(ro).unwritable() == f"build store {ro} is not writable"
 
+
+def test_the_prune_after_a_publish_waits_for_the_lock_no_longer_than_the_publish(store, monkeypatch):
+    """Over max_size the publish prunes; that prune waited the full lock timeout (30 s) and,
+    timed out, read 'build cache not published' for a build that was published (and its
+    daemon's records were not kept). Now it waits WAIT and leaves the prune to the next one."""
+    from shim.build import handoff
+
+    waited = []
+
+    def locked(**_kw):
+        waited.append(store.lock_timeout)
+        raise LockTimeout("build cache store is locked by another process")
+    monkeypatch.setattr(store, "prune", locked)
+    done = handoff.publish(store, export(store, "app", BASE, b"a"), "app", max_size=1)
+    assert done is not None and store.lineage("app") == (done.digest,)
+    assert waited == [handoff.WAIT]
