@@ -32,9 +32,9 @@ class _Known(dict):
 
 def predict(text: str, *, target: str | None, build_args: Mapping[str, str], platform: str,
             base_config: Callable[[str], dict | None], parse: Callable[[str], Sequence] | None = None) -> dict | None:
-    """{"env": [[k, v], ...], "user": str, "arch": str} of the image a build of `target`
-    makes, or None. `base_config(image)` gives an image's config the same way (None: not
-    in the engine)."""
+    """{"env": [[k, v], ...], "user": str, "arch": str, "base": str} of the image a build of
+    `target` makes (`base`: the image its root stage starts FROM, which the engine has), or
+    None. `base_config(image)` gives an image's config the same way (None: not in the engine)."""
     syntax = directives(text).get("syntax")
     if syntax and not KNOWN_SYNTAX.match(syntax):
         return None
@@ -69,7 +69,7 @@ def predict(text: str, *, target: str | None, build_args: Mapping[str, str], pla
         return None
     if any(v is None for v in env.values()):
         return None
-    return {"env": [[k, v] for k, v in env.items()], "user": user, "arch": base.get("arch") or ""}
+    return {"env": [[k, v] for k, v in env.items()], "user": user, "arch": base.get("arch") or "", "base": root}
 
 
 def _split(commands: Sequence, build_args: Mapping[str, str]) -> tuple[list[tuple[list[str], list]], dict]:

@@ -48,8 +48,9 @@ def _environment(environ: Mapping[str, str]) -> list[str]:
 
 
 def compose_service(build: Mapping, image: str, no_cache: bool, pull: bool,
-                    environ: Mapping[str, str]) -> tuple[str, str] | None:
-    """The same for a compose service's build, as compose resolved it (absolute context)."""
+                    environ: Mapping[str, str], extra: Sequence[str] = ()) -> tuple[str, str] | None:
+    """The same for a compose service's build, as compose resolved it (absolute context);
+    `extra`: what compose adds to the build section (compose/plan.py)."""
     import json
 
     ctx = str(build.get("context") or "")
@@ -57,7 +58,7 @@ def compose_service(build: Mapping, image: str, no_cache: bool, pull: bool,
             or build.get("no_cache") or build.get("pull") or build.get("additional_contexts")):
         return None
     asked = {k: v for k, v in build.items() if k not in ("cache_from", "cache_to")}
-    words = [json.dumps(asked, sort_keys=True, default=str), image, *_environment(environ)]
+    words = [json.dumps(asked, sort_keys=True, default=str), image, *extra, *_environment(environ)]
     inline = build.get("dockerfile_inline")
     if inline is not None:
         return _read(ctx, None, [*words, str(inline)], str(inline))
@@ -86,9 +87,23 @@ def _read(ctx: str, dockerfile: str | None, words: Sequence[str], text: str | No
             h.update(b"-\0")  # no Dockerfile-specific ignore file (a missing Dockerfile: no text, below)
         except OSError:
             return None
-    if text is None or not _walk(ctx, h, own_ignore):
+    ignore = own_ignore if own_ignore is not None else _context_ignore(ctx)
+    if own_ignore is None and ignore is not None:
+        # hashed as the Dockerfile's own one is: a `.dockerignore` that names itself is not
+        # walked, and a pattern it drops (`*.md`) changes what is sent, not what is walked
+        h.update(b".dockerignore\0" + ignore + b"\0")
+    if text is None or not _walk(ctx, h, ignore):
         return None
     return h.hexdigest(), text
+
+
+def _context_ignore(ctx: str) -> bytes | None:
+    """The context's `.dockerignore` (its first 100 kB), None when there is none."""
+    try:
+        with open(os.path.join(ctx, ".dockerignore"), "rb") as fh:
+            return fh.read(100_000)
+    except OSError:
+        return None
 
 
 def _certain(build) -> bool:
@@ -101,12 +116,12 @@ def _certain(build) -> bool:
     return True
 
 
-def _walk(root: str, h, own_ignore: bytes | None) -> bool:
+def _walk(root: str, h, ignore: bytes | None) -> bool:
     """Feed every entry under root (path, mode, size, mtime); False past LIMIT entries or
     BUDGET seconds (a context that big exports as before) or on an error."""
     import time
 
-    skip = _ignored_dirs(root, own_ignore)
+    skip = _ignored_dirs(ignore)
     deadline = time.monotonic() + BUDGET
     stack, seen = [""], 0
     while stack:
@@ -134,20 +149,14 @@ def _walk(root: str, h, own_ignore: bytes | None) -> bool:
     return True
 
 
-def _ignored_dirs(root: str, own_ignore: bytes | None) -> set[str]:
-    """Plain top-level names the build's ignore file leaves out (`node_modules`, `/.git`,
-    `dist/`): what changes there never reaches the build. The Dockerfile's own
-    `NAME.dockerignore` replaces `.dockerignore`, as in BuildKit. Patterns are not read
-    (what they name is walked: at worst one export too many); with an exception (`!x`)
-    nothing is skipped."""
-    if own_ignore is not None:
-        lines = own_ignore[:100_000].decode("utf-8", "replace").splitlines()
-    else:
-        try:
-            with open(os.path.join(root, ".dockerignore"), encoding="utf-8", errors="replace") as fh:
-                lines = fh.read(100_000).splitlines()
-        except OSError:
-            return set()
+def _ignored_dirs(ignore: bytes | None) -> set[str]:
+    """Plain top-level names the build's ignore file (the Dockerfile's own `NAME.dockerignore`,
+    else `.dockerignore`, as in BuildKit) leaves out (`node_modules`, `/.git`, `dist/`): what
+    changes there never reaches the build. Patterns are not read (what they name is walked:
+    at worst one export too many); with an exception (`!x`) nothing is skipped."""
+    if ignore is None:
+        return set()
+    lines = ignore[:100_000].decode("utf-8", "replace").splitlines()
     if any(line.strip().startswith("!") for line in lines):
         return set()  # an exception may bring back a file inside an ignored dir
     names = {line.strip().removeprefix("./").strip("/") for line in lines}
@@ -174,13 +183,13 @@ def bases(dockerfile_text: str, build_args: Mapping[str, str] | None = None) -> 
                 else:  # declared alone: empty, but BuildKit fills in its platform ARGs (not known here)
                     scope[name] = None if name in PLATFORM_ARGS else ""
         elif op == "FROM":
-            named = [w for w in words[1:] if not w.startswith("--")]  # `--platform=$BUILDPLATFORM` is fine
-            if named and "$" in named[0]:
-                image = _arg_value(named[0], scope)
+            at = next((i for i, w in enumerate(words) if i and not w.startswith("--")), None)
+            if at is not None and "$" in words[at]:  # `--platform=$BUILDPLATFORM` is fine
+                image = _arg_value(words[at], scope)
                 if not image:
                     return None
-                line = line.replace(named[0], image, 1)
-            froms.append(line)
+                words[at] = image  # that word, not the first text like it (`$IMG` in `$IMG_PLATFORM`)
+            froms.append(" ".join(words))
     return from_images("\n".join(froms))
 
 

@@ -305,10 +305,17 @@ def _inputs(real: str, call: ComposeCall, builds: dict, keys: dict, src: Sources
     if not (src.local and src.store and src.caps.mode == "full"):
         return {}, frozenset()
     no_cache, pull = "--no-cache" in call.rest, "--pull" in call.rest
+    cli = _cli_build_args(call, environ)
+    if cli is None:
+        return {}, frozenset()
     found, matched = {}, {}
     for svc, spec in builds.items():
-        got = reads.compose_service(spec["build"], str(spec.get("image") or ""), no_cache, pull, environ)
-        images = reads.bases(got[1], _build_args(spec["build"])) if got else None
+        # besides its build section, compose gives the build the service's platform and
+        # `compose build --build-arg` (over the section's args): both change what is built
+        words = [*([f"platform={spec['platform']}"] if spec.get("platform") else []),
+                 *(f"--build-arg={k}={v}" for k, v in cli.items())]
+        got = reads.compose_service(spec["build"], str(spec.get("image") or ""), no_cache, pull, environ, words)
+        images = reads.bases(got[1], {**_build_args(spec["build"]), **cli}) if got else None
         if got is None or images is None:
             continue
         key = keys[svc]
@@ -326,6 +333,21 @@ def _inputs(real: str, call: ComposeCall, builds: dict, keys: dict, src: Sources
     for k, v in changed.items():
         reads.asking_bases(v, real, globals_, sock)
     return changed, same
+
+
+def _cli_build_args(call: ComposeCall, environ: Mapping[str, str]) -> dict[str, str] | None:
+    """`compose build --build-arg K=V` (every service's build gets them); None when a bare
+    `--build-arg K` is not in the environment (compose may take it from .env: not known here)."""
+    from shim.build.mountsync import build_args
+    from shim.compose.services import BUILD_VALUE
+    from shim.core.grammar import scan_options
+
+    if call.sub != "build":
+        return {}
+    opts, _pos = scan_options(call.rest, 1, BUILD_VALUE, interspersed=True)
+    if any(k == "--build-arg" and v and "=" not in v and v not in environ for k, v in opts):
+        return None
+    return build_args(opts, environ)
 
 
 def _build_args(build: dict) -> dict[str, str]:

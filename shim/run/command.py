@@ -58,7 +58,11 @@ def build_plan(real: str, args: Sequence[str], inv: Invocation, environ: Mapping
     ctx = _Context(real, inv, run, environ)
     image = {} if rebuilt else ctx.image_facts(pull=pull and not dry_run)
     if need_image and not image and unbuilt:
-        image = _as_facts(unbuilt(ctx.config_of))
+        predicted = unbuilt(ctx.config_of)
+        image = _as_facts(predicted)
+        # a volume's chown cannot run in an image not built yet (docker run would pull that
+        # name): it runs in the base the Dockerfile starts from, which the engine has
+        ctx.init_image = predicted.get("base") if predicted else None
     if need_image and not image and run.user is None:
         why = ("image is built again now and its USER cannot be told from its Dockerfile" if rebuilt
                else "image not built yet")
@@ -286,6 +290,7 @@ class _Context:
         self.daemon = daemon_key(inv.host, inv.context, environ)  # volumes belong to one daemon
         self.state = State(state_dir(environ))
         self.why = ""  # the last failed docker call's own words, for prepare's note
+        self.init_image: str | None = None  # where a volume's chown runs instead of the image (not built yet)
 
     def docker(self, *args: str, timeout: float = 60.0, progress: bool = False) -> proc.Result:
         return proc.run_docker(self.real, [*self.inv.globals, *args], timeout=timeout,
@@ -393,9 +398,10 @@ class _Context:
                 return False
             known = {"owners": [], "created": True}
         if m.owner and m.owner not in known.get("owners", []):
+            image = ["--pull", "never", self.init_image] if self.init_image else [self.run.image or ""]
             res = self.docker("run", "--rm", "--network", "none", "--user", "0:0",
                               "--entrypoint", "chown", "-v", f"{m.source}:{INIT_TARGET}",
-                              self.run.image or "", m.owner, INIT_TARGET)
+                              *image, m.owner, INIT_TARGET)
             if res.returncode != 0:
                 self.why = _last_line(res.stderr)
                 return False

@@ -374,3 +374,26 @@ def test_a_build_store_that_cannot_be_written_costs_one_line(shim_env, engines, 
     assert cp.returncode == 0, cp.stderr[-1500:]
     lines = [ln for ln in cp.stderr.splitlines() if ln.startswith("dockcache:")]
     assert len(lines) == 1 and str(tmp_path / "afile") in lines[0] and "internal error" not in lines[0], lines
+
+
+def test_a_non_root_service_not_built_yet_gets_a_volume_cache_its_user_writes(shim_env, engines, tmp_path):
+    """Volume caches: the chown for the service's USER (4321, from its Dockerfile) runs in
+    the base the engine has; it ran in the image compose had not built yet, which docker
+    run then tried to pull (and the service got no cache)."""
+    root = tmp_path / f"unbuiltvol{uuid.uuid4().hex[:6]}"
+    app = root / "app"
+    app.mkdir(parents=True)
+    (app / "package.json").write_text(json.dumps({"name": "app", "version": "1.0.0", "private": True}))
+    (app / "Dockerfile").write_text("FROM dockcache-test/devtools\nARG WORKER_UID=4321\nUSER ${WORKER_UID}\n")
+    tag = uuid.uuid4().hex[:8]
+    a = engines["a"]
+    a.images.append(f"{a.prefix}/worker-{tag}")
+    (root / "compose.yaml").write_text(
+        f"services:\n  worker:\n    build: {{context: ./app, network: none}}\n    image: {a.prefix}/worker-{tag}\n"
+        "    network_mode: none\n    volumes: [./app:/app]\n    working_dir: /app\n"
+        "    command: [\"sh\", \"-c\", \"npm --version >/dev/null && id -u && touch $$npm_config_cache/w && echo wrote\"]\n")
+    env = {**shim_env, "DOCKCACHE_MODE": "volume"}
+    first = up(env, a, root, "up", "--build")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "4321" in first.stdout and "wrote" in first.stdout, first.stdout[-2000:] + first.stderr[-2000:]
+    assert "could not prepare cache" not in first.stderr, first.stderr[-2000:]

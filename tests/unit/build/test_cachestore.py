@@ -207,19 +207,46 @@ def test_a_publish_the_lock_keeps_waiting_is_handed_to_a_worker_that_publishes_o
     from shim.build import handoff
 
     spawned = []
-    monkeypatch.setattr("shim.core.proc.spawn_job", lambda argv, env=None: spawned.append(argv) or 1)
+    monkeypatch.setattr("shim.core.proc.spawn_job", lambda argv, env=None: spawned.append(argv) or os.getpid())
     monkeypatch.setattr(handoff, "WAIT", 0.05)
     store.publish(export(store, "app", BASE, b"a"), "app")
     d = export(store, "app", BASE, b"b")
     with open(store.root / ".lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)  # another process's long prune
         assert handoff.publish(store, d, "app", max_size=10**9) is None
-    assert d.exists() and store.lock_timeout == 2  # kept for the worker; the store's timeout is back
+    (kept,) = (store.root / "tmp").glob(f"dockcache-export-{os.getpid()}-*")
+    assert store.lock_timeout == 2  # kept for the worker (named by its pid); the store's timeout is back
     (argv,) = spawned
     monkeypatch.setattr(sys, "argv", [argv[-3], argv[-1]])  # as `python -S -c CODE ROOT PAYLOAD` gives it
     before = store.lineage("app")
     handoff.main()
-    assert store.lineage("app")[0] != before[0] and len(store.lineage("app")) == 2 and not d.exists()
+    assert store.lineage("app")[0] != before[0] and len(store.lineage("app")) == 2 and not kept.exists()
+
+
+def test_a_handed_off_export_outlives_the_build_that_made_it(store, monkeypatch):
+    """The build's process exits once the worker is started; the prune holding the lock ends
+    by removing export dirs whose process is gone (_clean_stale). The export was named by
+    the build's pid, so that prune took it and the worker had nothing to publish."""
+    import fcntl
+
+    from shim.build import handoff, layout
+
+    worker = 4_000_000  # no such process here: only the fakes below say it lives
+    spawned = []
+    monkeypatch.setattr("shim.core.proc.spawn_job", lambda argv, env=None: spawned.append(argv) or worker)
+    monkeypatch.setattr(handoff, "WAIT", 0.05)
+    store.publish(export(store, "app", BASE, b"a"), "app")
+    with open(store.root / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # another process's long prune
+        assert handoff.publish(store, export(store, "app", BASE, b"b"), "app", max_size=10**9) is None
+        monkeypatch.setattr(layout, "alive", lambda pid: pid == worker)  # the build has exited
+        store._clean_stale()  # the end of that prune
+    before = store.lineage("app")
+    monkeypatch.setattr(sys, "argv", [spawned[0][-3], spawned[0][-1]])
+    monkeypatch.setattr(os, "getpid", lambda: worker)
+    handoff.main()
+    assert store.lineage("app")[0] != before[0]
+    assert not list((store.root / "tmp").glob("dockcache-export-*"))
 
 
 def test_a_publish_that_gets_the_lock_publishes_here(store):
@@ -276,3 +303,20 @@ def test_a_store_that_cannot_be_written_says_why_and_creates_nothing(tmp_path, m
     (ro / "tmp").mkdir(parents=True)
     monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != ro / "tmp")  # a read-only mount (root too)
     assert CacheStore(ro).unwritable() == f"build store {ro} is not writable"
+
+
+def test_the_prune_after_a_publish_waits_for_the_lock_no_longer_than_the_publish(store, monkeypatch):
+    """Over max_size the publish prunes; that prune waited the full lock timeout (30 s) and,
+    timed out, read 'build cache not published' for a build that was published (and its
+    daemon's records were not kept). Now it waits WAIT and leaves the prune to the next one."""
+    from shim.build import handoff
+
+    waited = []
+
+    def locked(**_kw):
+        waited.append(store.lock_timeout)
+        raise LockTimeout("build cache store is locked by another process")
+    monkeypatch.setattr(store, "prune", locked)
+    done = handoff.publish(store, export(store, "app", BASE, b"a"), "app", max_size=1)
+    assert done is not None and store.lineage("app") == (done.digest,)
+    assert waited == [handoff.WAIT]

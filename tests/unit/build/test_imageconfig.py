@@ -23,7 +23,7 @@ def test_env_and_user_follow_the_stages_the_target_is_built_from():
             "FROM busybox AS other\nUSER 1234\n")
     got, asked = facts(text, target="dev")
     assert asked == ["node:20"]  # only the target's own root, not the other stage's
-    assert got["user"] == "node" and got["arch"] == "amd64"
+    assert got["user"] == "node" and got["arch"] == "amd64" and got["base"] == "node:20"
     env = dict(got["env"])
     assert env["PATH"] == "/app/bin:/usr/local/bin:/usr/bin" and env["NPM_CONFIG_CACHE"] == "/home/node/.npm"
     assert env["NODE_VERSION"] == "20.1"  # the base's own ENV stays
@@ -46,7 +46,7 @@ def test_what_cannot_be_told_for_sure_gives_nothing():
 
 
 def test_scratch_has_no_env_and_a_compose_service_reads_its_own_dockerfile(tmp_path):
-    assert facts("FROM scratch\nENV A=1\n")[0] == {"env": [["A", "1"]], "user": "", "arch": "amd64"}
+    assert facts("FROM scratch\nENV A=1\n")[0] == {"env": [["A", "1"]], "user": "", "arch": "amd64", "base": "scratch"}
     (tmp_path / "web").mkdir()
     (tmp_path / "web" / "Dockerfile.dev").write_text("FROM node:20\nUSER node\n")
     build = {"context": str(tmp_path), "dockerfile": "web/Dockerfile.dev"}

@@ -180,3 +180,21 @@ def test_the_from_ids_come_from_the_engine_api_on_its_socket_and_from_the_cli_ot
         tuple(argv), 0, "sha256:cd\n", ""))
     assert inputs.base_ids("/bin/docker", ["-H", "x"], ["base:1"], str(missing)) == {"base:1": "sha256:cd"}
     assert calls == [["-H", "x", "image", "inspect", "--format", "{{.Id}}", "base:1"]]
+
+
+def test_an_edit_of_a_dockerignore_that_names_itself_counts(ctx):
+    """`.dockerignore` listing itself (common, with `Dockerfile`) left its own changes out of
+    the walk: dropping `*.md` sends the README, yet the rebuild ran without its export."""
+    (ctx / "README.md").write_text("docs\n")
+    (ctx / ".dockerignore").write_text(".dockerignore\n*.md\n")
+    before = fp(ARGV, ctx.parent)
+    (ctx / ".dockerignore").write_text(".dockerignore\n")
+    assert fp(ARGV, ctx.parent) != before
+
+
+def test_a_from_arg_is_expanded_where_it_names_the_image_not_inside_a_flag():
+    """`$IMG` is also the start of `$IMG_PLATFORM` in the --platform flag: the expansion went
+    there, the image stayed `$IMG` and was left out of the FROM ids (a base pulled anew
+    went unseen)."""
+    text = "ARG IMG=alpine:3\nARG IMG_PLATFORM=linux/amd64\nFROM --platform=$IMG_PLATFORM $IMG\n"
+    assert inputs.bases(text) == ["alpine:3"]
