@@ -46,6 +46,19 @@ def split(name: str, args: Sequence[str]) -> ComposeCall:
     return ComposeCall(base, args[start:sub_at], args[sub_at:], args[sub_at] if pos else None)
 
 
+def given(call: ComposeCall, flag: str) -> bool:
+    """`--flag`, or `--flag=VALUE` with a value that is not false/never, on the subcommand
+    (cobra takes `--no-cache=true` and `--pull=always` as well as the bare switch)."""
+    off = ("false", "0", "never")
+    rest = call.rest[1:]
+    for i, tok in enumerate(rest):
+        if tok == flag:  # `up --pull never` takes a value; `build --pull` is a switch
+            return i + 1 >= len(rest) or rest[i + 1].lower() not in off
+        if tok.startswith(flag + "="):
+            return tok.split("=", 1)[1].lower() not in off
+    return False
+
+
 def wants_build(call: ComposeCall) -> bool:
     flags = set(call.rest[1:])
     if call.sub == "build":

@@ -23,7 +23,7 @@ from shim.build.command import login_environ, mark_used, open_store, safe_snapsh
 from shim.build.key import sanitize
 from shim.build.local import LocalBuilds, for_engine
 from shim.build.store import CacheStore, Snapshot
-from shim.compose.files import ComposeCall, env_files_kept, files_for, invocation, only_looks, reads_stdin, split, wants_build
+from shim.compose.files import ComposeCall, env_files_kept, files_for, given, invocation, only_looks, reads_stdin, split, wants_build
 from shim.compose.override import write_override
 from shim.compose.services import forget_rebuilt, forget_vanished, named_services, names, service_caches
 from shim.compose.resolved import resolved_config
@@ -163,7 +163,7 @@ def service_mounts(call: ComposeCall, environ, config, caps: BuildCaps, builds: 
                                     dockerfile=dockerfile, target=b.get("target"),
                                     args={k: str(v) for k, v in (b.get("args") or {}).items() if v is not None},
                                     platform=platforms[0] if len(platforms) == 1 else None, builder=builder,
-                                    no_cache=bool(b.get("no_cache")) or "--no-cache" in call.rest)
+                                    no_cache=bool(b.get("no_cache")) or given(call, "--no-cache"))
         if plan.reasons or plan.mounts:
             out[keys[svc]] = ServiceMounts(plan, generation, str(spec.get("image") or f"{project}-{svc}"))
     return out
@@ -304,7 +304,7 @@ def _inputs(real: str, call: ComposeCall, builds: dict, keys: dict, src: Sources
 
     if not (src.local and src.store and src.caps.mode == "full"):
         return {}, frozenset()
-    no_cache, pull = "--no-cache" in call.rest, "--pull" in call.rest
+    no_cache, pull = given(call, "--no-cache"), given(call, "--pull")
     cli = _cli_build_args(call, environ)
     if cli is None:
         return {}, frozenset()

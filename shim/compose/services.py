@@ -5,7 +5,7 @@ inspect; never runs the user's command."""
 
 from __future__ import annotations
 
-from shim.compose.files import ComposeCall, invocation
+from shim.compose.files import ComposeCall, given, invocation
 from shim.core import proc
 from shim.core.notice import say
 from shim.core.state import State, state_dir
@@ -53,9 +53,9 @@ def _unbuilt(svc: dict, call: ComposeCall):
     its image's facts from the Dockerfile (imageconfig.py). Not when compose may pull the
     image instead, or pull a newer base (a wrong USER would lock the container out)."""
     build = svc.get("build")
-    if not isinstance(build, dict) or build.get("pull") or "--pull" in call.rest:
+    if not isinstance(build, dict) or build.get("pull") or given(call, "--pull"):
         return None
-    if svc.get("image") and "--build" not in call.rest and call.sub != "build" and svc.get("pull_policy") != "build":
+    if svc.get("image") and not given(call, "--build") and call.sub != "build" and svc.get("pull_policy") != "build":
         return None
     return _predictor(svc)
 
@@ -72,7 +72,7 @@ def _rebuilt(svc: dict, call: ComposeCall) -> bool:
     a root-owned cache it cannot write); the Dockerfile tells the new ones."""
     if not isinstance(svc.get("build"), dict):
         return False
-    if not (call.sub == "build" or "--build" in call.rest[1:] or svc.get("pull_policy") == "build"):
+    if not (call.sub == "build" or given(call, "--build") or svc.get("pull_policy") == "build"):
         return False
     from shim.build.imageconfig import available
 

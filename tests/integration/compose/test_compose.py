@@ -32,6 +32,15 @@ def stack(tmp_path, services=("api", "web", "worker"), extra=""):
     return root
 
 
+def npm_app(root, name):
+    """root/name: an npm project with one small dependency."""
+    app = root / name
+    app.mkdir(parents=True)
+    (app / "package.json").write_text(json.dumps({"name": name, "version": "1.0.0", "private": True,
+                                                  "dependencies": {"is-number": "7.0.0"}}))
+    return app
+
+
 def up(env, engine, root, *args, launcher="docker"):
     cmd = [str(REPO / "bin" / launcher)] + (["compose"] if launcher == "docker" else [])
     cp = subprocess.run([*cmd, "--progress", "plain", *args], env={**env, "DOCKER_HOST": engine.host},
@@ -272,10 +281,7 @@ def test_compose_run_with_a_bind_and_workdir_on_its_command_line_gets_the_apps_c
     points is the project (its package.json), as for docker run; the -v and -w given to
     compose run were not looked at, and a command that does not name npm got no cache."""
     root = tmp_path / f"crun{uuid.uuid4().hex[:6]}"
-    web = root / "web"
-    web.mkdir(parents=True)
-    (web / "package.json").write_text(json.dumps({"name": "web", "version": "1.0.0", "private": True,
-                                                  "dependencies": {"is-number": "7.0.0"}}))
+    web = npm_app(root, "web")
     (web / "setup.sh").write_text("npm install --no-audit --no-fund\n")
     (web / "offline.sh").write_text("rm -rf node_modules && npm ci --offline --no-audit --no-fund\n")
     (root / "compose.yaml").write_text(
@@ -329,10 +335,7 @@ def test_a_service_compose_is_about_to_build_gets_its_cache_on_the_first_up(shim
     service no cache ("image not built yet"), so every session's first up downloaded
     everything. Its image's USER and ENV are now read from the Dockerfile and its base."""
     root = tmp_path / f"unbuilt{uuid.uuid4().hex[:6]}"
-    app = root / "app"
-    app.mkdir(parents=True)
-    (app / "package.json").write_text(json.dumps({"name": "app", "version": "1.0.0", "private": True,
-                                                  "dependencies": {"is-number": "7.0.0"}}))
+    app = npm_app(root, "app")
     (app / "Dockerfile").write_text("FROM dockcache-test/devtools\nENV APP_HOME=/app\n")
     (app / "Dockerfile.worker").write_text("FROM dockcache-test/devtools\nARG WORKER_UID=4321\nUSER ${WORKER_UID}\n")
     tag = uuid.uuid4().hex[:8]

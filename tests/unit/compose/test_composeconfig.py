@@ -282,3 +282,15 @@ def test_without_the_dockerfile_parser_a_rebuilt_service_keeps_the_facts_of_the_
     assert _rebuilt(svc, call)
     monkeypatch.setattr(imageconfig, "available", lambda: False)
     assert not _rebuilt(svc, call)
+
+
+def test_a_compose_option_is_given_bare_with_a_value_or_with_an_equals_sign():
+    from shim.compose.files import given, split
+
+    def on(*args, flag):
+        return given(split("docker", ["compose", *args]), flag)
+    assert on("build", "--pull", "web", flag="--pull") and on("build", "--pull=true", flag="--pull")
+    assert on("up", "--build", "--pull", "always", flag="--pull") and on("up", "--pull=missing", flag="--pull")
+    assert not on("up", "--pull", "never", flag="--pull") and not on("up", "--pull=never", flag="--pull")
+    assert not on("build", "--no-cache=false", flag="--no-cache") and on("build", "--no-cache", flag="--no-cache")
+    assert not on("up", "web", flag="--build") and on("up", "--build=true", flag="--build")
