@@ -59,6 +59,17 @@ def given(call: ComposeCall, flag: str) -> bool:
     return False
 
 
+def builder_of(call: ComposeCall, environ: Mapping[str, str]) -> str | None:
+    """The builder the user chose: `--builder X` on the subcommand, else BUILDX_BUILDER."""
+    rest = call.rest[1:]
+    for i, tok in enumerate(rest):
+        if tok == "--builder" and i + 1 < len(rest):
+            return rest[i + 1]
+        if tok.startswith("--builder="):
+            return tok.split("=", 1)[1]
+    return environ.get("BUILDX_BUILDER") or None
+
+
 def wants_build(call: ComposeCall) -> bool:
     flags = set(call.rest[1:])
     if call.sub == "build":

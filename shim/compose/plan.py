@@ -23,7 +23,7 @@ from shim.build.command import login_environ, mark_used, open_store, safe_snapsh
 from shim.build.key import sanitize
 from shim.build.local import LocalBuilds, for_engine
 from shim.build.store import CacheStore, Snapshot
-from shim.compose.files import ComposeCall, env_files_kept, files_for, given, invocation, only_looks, reads_stdin, split, wants_build
+from shim.compose.files import ComposeCall, builder_of, env_files_kept, files_for, given, invocation, only_looks, reads_stdin, split, wants_build
 from shim.compose.override import write_override
 from shim.compose.services import forget_rebuilt, forget_vanished, named_services, names, service_caches
 from shim.compose.resolved import resolved_config
@@ -134,7 +134,7 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
         p.reasons[:0] = [shared_note] if shared_note else []
         p.service_builds, p.build_limit = per_service, build_limit(call, environ)
         p.docker_globals = invocation(call).globals
-        p.mounts = service_mounts(call, environ, config, src.caps, builds, keys, project)
+        p.mounts = service_mounts(call, environ, config, src.caps, builds, keys, project, builder_of(call, environ))
     except BaseException:  # the caller falls back to docker unchanged: leave nothing behind
         if src.snap:
             src.snap.release()
@@ -269,7 +269,7 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
             if not dry_run:
                 say(f"{unwritable}; building without the shared cache")
             store = None
-    local = for_engine(invocation(call), caps.driver, None, environ)
+    local = for_engine(invocation(call), caps.driver, builder_of(call, environ), environ)
     own = frozenset(k for k in keys if store and local and local.holds(k, store.lineage(k)))
     wanted = [k for k in keys if k not in own]
     snap = safe_snapshot(store, wanted) if store and wanted and not dry_run else None
@@ -292,7 +292,7 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
 def _caps(real: str, call: ComposeCall, environ) -> BuildCaps:
     inv = invocation(call)
     return cached_caps(State(state_dir(environ)), endpoint_id(inv.host, inv.context, environ),
-                       environ.get("BUILDX_BUILDER"),
+                       builder_of(call, environ),
                        lambda *a: proc.run_docker(real, [*inv.globals, *a], timeout=30))
 
 

@@ -294,3 +294,14 @@ def test_a_compose_option_is_given_bare_with_a_value_or_with_an_equals_sign():
     assert not on("up", "--pull", "never", flag="--pull") and not on("up", "--pull=never", flag="--pull")
     assert not on("build", "--no-cache=false", flag="--no-cache") and on("build", "--no-cache", flag="--no-cache")
     assert not on("up", "web", flag="--build") and on("up", "--build=true", flag="--build")
+
+
+def test_the_builder_a_compose_build_goes_to_is_its_own_option_then_buildx_builder():
+    from shim.compose.files import builder_of, split
+
+    def of(*args, environ=None):
+        return builder_of(split("docker", ["compose", *args]), environ or {})
+    assert of("build", "--builder", "ci", "web") == "ci" and of("build", "--builder=ci") == "ci"
+    assert of("up", "--build", environ={"BUILDX_BUILDER": "remote"}) == "remote"
+    assert of("build", "--builder", "ci", environ={"BUILDX_BUILDER": "remote"}) == "ci"
+    assert of("up", "--build") is None
