@@ -19,6 +19,14 @@ def shim(env: dict, *argv: str, cwd=None, input=None, extra=None, timeout=600) -
                           capture_output=True, text=True, cwd=cwd, input=input, timeout=timeout)
 
 
+def keep_previous(engine, tag: str) -> None:
+    """Engine 26's own race (containerd image store, plain docker too): when a rebuild moves
+    a tag, the old image's snapshots (the new one's parents) can be collected before the new
+    one unpacks ("parent snapshot ... does not exist"). A second tag keeps the old image."""
+    if engine.docker("tag", tag, f"{tag}-prev", check=False).returncode == 0:
+        engine.images.append(f"{tag}-prev")
+
+
 def volume_files(engine, volume: str, sub: str = "") -> int:
     """How many files a volume (or a subdir of it) holds (0 if it does not exist)."""
     if volume not in engine.volumes():

@@ -10,7 +10,7 @@ import pytest
 
 from shim.build.progress import step_named
 from tests.conftest import DEVTOOLS
-from tests.integration.helpers import shim
+from tests.integration.helpers import keep_previous, shim
 
 pytestmark = pytest.mark.engine
 
@@ -34,6 +34,7 @@ def edit(ctx: Path) -> None:
 
 
 def build(env, engine, ctx, tag, *extra):
+    keep_previous(engine, tag)
     engine.images.append(tag)
     cp = shim(env, "build", "--network", "none", "--progress", "plain", "-t", tag, *extra, str(ctx),
               extra={"DOCKER_HOST": engine.host})

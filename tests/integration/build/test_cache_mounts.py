@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from shim.build.mountstore import read_index, unpack
-from tests.integration.helpers import GOTOOLS, DEVTOOLS, REPO, shim
+from tests.integration.helpers import GOTOOLS, DEVTOOLS, REPO, keep_previous, shim
 
 pytestmark = pytest.mark.engine
 REAL = "/usr/local/bin/docker"
@@ -41,6 +41,7 @@ def edit(ctx: Path, name="app.txt") -> None:
 
 
 def build(env, engine, ctx, tag, token, *extra, network="none"):
+    keep_previous(engine, tag)
     engine.images.append(tag)
     return shim(env, "build", "--network", network, "--progress", "plain", "-t", tag,
                 "--build-arg", f"TOKEN={token}", *extra, str(ctx), extra={"DOCKER_HOST": engine.host})
@@ -48,6 +49,7 @@ def build(env, engine, ctx, tag, token, *extra, network="none"):
 
 def control(engine, ctx, tag, *extra, network="none"):
     """The same build on this daemon without dockcache, with a mount id no daemon has."""
+    keep_previous(engine, tag)
     engine.images.append(tag)
     return subprocess.run([REAL, "-H", engine.host, "build", "--network", network, "--progress", "plain",
                            "-t", tag, "--build-arg", f"TOKEN={uuid.uuid4().hex[:12]}", *extra, str(ctx)],
