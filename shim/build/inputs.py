@@ -25,7 +25,6 @@ KIND = "exportedinputs"  # state kind: daemon generation -> key -> the last expo
 # Read from the environment by docker, buildx and compose; they change what the same
 # argv builds (the platform, the image's timestamps).
 ENVIRONMENT = ("DOCKER_DEFAULT_PLATFORM", "SOURCE_DATE_EPOCH")
-PLATFORM_ARGS = frozenset(f"{side}{part}" for side in ("TARGET", "BUILD") for part in ("PLATFORM", "OS", "ARCH", "VARIANT"))
 
 
 def build_inputs(argv: Sequence[str], start: int, build, cwd: str,
@@ -166,8 +165,10 @@ def _ignored_dirs(ignore: bytes | None) -> set[str]:
 def bases(dockerfile_text: str, build_args: Mapping[str, str] | None = None) -> list[str] | None:
     """The FROM images, an ARG before the first FROM expanded as BuildKit does (`--build-arg`,
     else its default, else empty); None when one cannot be told for sure."""
+    from shim.build.mounts import platform_args
     from shim.build.shared import from_images
 
+    automatic = platform_args("")  # BuildKit's own platform ARGs: their names
     scope: dict[str, str | None] = {}
     froms = []
     for line in dockerfile_text.splitlines():
@@ -181,7 +182,7 @@ def bases(dockerfile_text: str, build_args: Mapping[str, str] | None = None) -> 
                 elif has:
                     scope[name] = _arg_value(default, scope)
                 else:  # declared alone: empty, but BuildKit fills in its platform ARGs (not known here)
-                    scope[name] = None if name in PLATFORM_ARGS else ""
+                    scope[name] = None if name in automatic else ""
         elif op == "FROM":
             at = next((i for i, w in enumerate(words) if i and not w.startswith("--")), None)
             if at is not None and "$" in words[at]:  # `--platform=$BUILDPLATFORM` is fine
