@@ -138,9 +138,10 @@ def for_service(build: Mapping, platform: str | None, base_config: Callable[[str
                 text = fh.read(1_000_000)
         except (OSError, UnicodeDecodeError):
             return None
-    args = {k: str(v) for k, v in (build.get("args") or {}).items() if v is not None}
+    from shim.build.mountsync import section_args
+
     try:
-        return predict(str(text), target=build.get("target"), build_args=args,
+        return predict(str(text), target=build.get("target"), build_args=section_args(build),
                        platform=platform or _native(), base_config=base_config)
     except Exception:  # noqa: BLE001 - BuildKit's parser refused it (the build will say why) or is missing
         return None

@@ -59,6 +59,13 @@ def build_args(options: Sequence[tuple[str, str | None]], environ: Mapping[str, 
     return out
 
 
+def section_args(build: Mapping) -> dict[str, str]:
+    """A compose build section's `args` as compose resolved them (a mapping; an arg without
+    a value is not passed to the build)."""
+    args = build.get("args")
+    return {str(k): str(v) for k, v in args.items() if v is not None} if isinstance(args, Mapping) else {}
+
+
 def read_found(context: str | None, dockerfile: str | None, cwd: str, *, target: str | None,
                args: Mapping[str, str], platform: str) -> Found:
     """The cache mounts of the Dockerfile this build really reads (or why none are looked for)."""

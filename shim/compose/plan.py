@@ -149,7 +149,7 @@ def service_mounts(call: ComposeCall, environ, config, caps: BuildCaps, builds: 
                    project: str, builder: str | None = None) -> dict[str, ServiceMounts]:
     """Each built service's cache mounts (build/mountsync.py reads its Dockerfile); none to
     carry on the shared builder, whose BuildKit keeps them for every session."""
-    from shim.build.mountsync import plan_for
+    from shim.build.mountsync import plan_for, section_args
 
     out = {}
     for svc, spec in builds.items():
@@ -161,7 +161,7 @@ def service_mounts(call: ComposeCall, environ, config, caps: BuildCaps, builds: 
         platforms = b.get("platforms") or []
         plan, generation = plan_for(invocation(call), environ, config, caps, key=keys[svc], context=context,
                                     dockerfile=dockerfile, target=b.get("target"),
-                                    args={k: str(v) for k, v in (b.get("args") or {}).items() if v is not None},
+                                    args=section_args(b),
                                     platform=platforms[0] if len(platforms) == 1 else None, builder=builder,
                                     no_cache=bool(b.get("no_cache")) or given(call, "--no-cache"))
         if plan.reasons or plan.mounts:
@@ -301,6 +301,7 @@ def _inputs(real: str, call: ComposeCall, builds: dict, keys: dict, src: Sources
     """(key -> what each service's build reads, to remember after its publish; the keys whose
     inputs are those of this daemon's last export, still the newest: no store export)."""
     from shim.build import inputs as reads
+    from shim.build.mountsync import section_args
 
     if not (src.local and src.store and src.caps.mode == "full"):
         return {}, frozenset()
@@ -315,7 +316,7 @@ def _inputs(real: str, call: ComposeCall, builds: dict, keys: dict, src: Sources
         words = [*([f"platform={spec['platform']}"] if spec.get("platform") else []),
                  *(f"--build-arg={k}={v}" for k, v in cli.items())]
         got = reads.compose_service(spec["build"], str(spec.get("image") or ""), no_cache, pull, environ, words)
-        images = reads.bases(got[1], {**_build_args(spec["build"]), **cli}) if got else None
+        images = reads.bases(got[1], {**section_args(spec["build"]), **cli}) if got else None
         if got is None or images is None:
             continue
         key = keys[svc]
@@ -348,12 +349,6 @@ def _cli_build_args(call: ComposeCall, environ: Mapping[str, str]) -> dict[str, 
     if any(k == "--build-arg" and v and "=" not in v and v not in environ for k, v in opts):
         return None
     return build_args(opts, environ)
-
-
-def _build_args(build: dict) -> dict[str, str]:
-    """A service's build args as compose resolved them (a mapping; one without a value is not passed)."""
-    args = build.get("args")
-    return {str(k): str(v) for k, v in args.items() if v is not None} if isinstance(args, dict) else {}
 
 
 def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run_caches, exports,

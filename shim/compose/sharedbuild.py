@@ -137,6 +137,8 @@ def _cli_options(call: ComposeCall) -> tuple[list[str], str | None]:
 def service_argv(svc: str, spec: Mapping, cfg: Mapping, project: str, version: str,
                  cli: Sequence[str]) -> list[str] | str:
     """`build …` for one service, or why it cannot be said as a docker build."""
+    from shim.build.mountsync import section_args
+
     b = spec.get("build") or {}
     unknown = sorted(set(b) - KNOWN)
     if unknown:
@@ -149,9 +151,8 @@ def service_argv(svc: str, spec: Mapping, cfg: Mapping, project: str, version: s
         argv += ["-f", df if os.path.isabs(df) or not local else os.path.join(context, df)]
     for tag in [image_name(project, svc, spec), *(b.get("tags") or [])]:
         argv += ["-t", str(tag)]
-    for k, v in (b.get("args") or {}).items():
-        if v is not None:
-            argv += ["--build-arg", f"{k}={v}"]
+    for k, v in section_args(b).items():
+        argv += ["--build-arg", f"{k}={v}"]
     labels = {**(b.get("labels") or {}), LABELS[0]: project, LABELS[1]: svc, LABELS[2]: label_version(version)}
     for k, v in labels.items():
         argv += ["--label", f"{k}={v}"]
