@@ -55,7 +55,7 @@ def _unbuilt(svc: dict, call: ComposeCall):
     build = svc.get("build")
     if not isinstance(build, dict) or build.get("pull") or given(call, "--pull"):
         return None
-    if svc.get("image") and not given(call, "--build") and call.sub != "build" and svc.get("pull_policy") != "build":
+    if svc.get("image") and not _builds_now(svc, call):
         return None
     return _predictor(svc)
 
@@ -70,13 +70,16 @@ def _rebuilt(svc: dict, call: ComposeCall) -> bool:
     """Compose builds this service's image now even where one of its name exists: that
     image's USER and ENV are the old build's (a Dockerfile that gained `USER node` would get
     a root-owned cache it cannot write); the Dockerfile tells the new ones."""
-    if not isinstance(svc.get("build"), dict):
-        return False
-    if not (call.sub == "build" or given(call, "--build") or svc.get("pull_policy") == "build"):
+    if not isinstance(svc.get("build"), dict) or not _builds_now(svc, call):
         return False
     from shim.build.imageconfig import available
 
     return available()  # without the parser, the image there now is the best word there is
+
+
+def _builds_now(svc: dict, call: ComposeCall) -> bool:
+    """This command builds the service's image whether or not one of its name exists."""
+    return call.sub == "build" or given(call, "--build") or svc.get("pull_policy") == "build"
 
 
 SUB_VALUE = frozenset("--build-arg --builder --ssh -m --memory --progress --scale -t --timeout --exit-code-from "
