@@ -46,6 +46,7 @@ class Prepared:
     generation: str | None = None  # the daemon they are seeded into (local.daemon_generation)
     seeded: tuple[int, float] = (0, 0.0)  # mounts seeded, seconds it took
     inputs: dict | None = None  # what this build reads (inputs.py): remembered once its export is published
+    unchanged: bool = False  # ... the same as at this daemon's last export: the image it tags is the same
 
 
 @dataclass
@@ -155,7 +156,8 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
         _cleanup(Prepared(None, store, snap, export_dir, config, caps))
         raise
     plan = _noted(_noted(_noted(plan, same_note), reg.note), stay_note)
-    return Prepared(plan, store, snap, export_dir, config, caps, reg.client, local, inputs=inputs)
+    return Prepared(plan, store, snap, export_dir, config, caps, reg.client, local, inputs=inputs,
+                    unchanged=bool(same_note))
 
 
 def _inputs(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, caps: BuildCaps, local,
@@ -296,11 +298,13 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
             *, on_error: Callable) -> None:
     started = time.monotonic()
     try:
-        _forget_tags(inv, environ)
         prep = prepare(real, args, inv, environ)
     except Exception as exc:  # noqa: BLE001 - fail open
+        _forget_tags(inv, environ)
         on_error(real, list(args), exc)
         return
+    if not prep.unchanged:  # an unchanged rebuild tags the same image: `docker run` of it keeps its plan
+        _forget_tags(inv, environ)
     if prep.plan.argv == tuple(args) and not prep.mounts.mounts:
         if prep.caps.mode == "none" and parse_build(inv).misread and _enabled(prep.config):
             say(f"{prep.caps.reason}; the build runs unchanged")
@@ -332,7 +336,10 @@ def _forget_tags(inv: Invocation, environ: Mapping[str, str]) -> None:
     cache, which node cannot write, for a day)."""
     from shim.core.state import forget_images
 
-    forget_images(State(state_dir(environ)), endpoint_id(inv.host, inv.context, environ), parse_build(inv).tags)
+    try:
+        forget_images(State(state_dir(environ)), endpoint_id(inv.host, inv.context, environ), parse_build(inv).tags)
+    except Exception:  # noqa: BLE001 - never the build's concern (an unreadable state dir remembers nothing new)
+        pass
 
 
 def _say_daily(environ: Mapping[str, str], inv: Invocation, what: str, line: str) -> None:

@@ -305,3 +305,31 @@ def test_a_store_locked_past_the_build_is_published_by_a_worker_once_free(shim_e
     assert f"{a.prefix}-handoff" in CacheStore(store).keys()
     no_strays(store, wait=60)
     assert run_step(build(shim_env, engines["b"], ctx, f"{a.prefix}/handoff:1"), token).cached
+
+
+def test_a_build_then_run_loop_keeps_the_runs_plan_until_the_image_may_change(shim_env, engines, tmp_path):
+    """`docker build -t app . && docker run app`: the run's plan (caches owned by the image's
+    USER) is remembered; an unchanged rebuild tags the same image and keeps it (no image
+    inspect, no replan), an edited one makes the next run ask the engine again."""
+    a = engines["a"]
+    ctx, token = project(tmp_path)
+    ctx.joinpath("package.json").write_text('{"name": "p", "version": "1.0.0"}')
+    tag = f"{a.prefix}/loop:1"
+    run = ["run", "--rm", "--network", "none", "-v", f"{ctx}:/app", "-w", "/app", tag, "true"]
+
+    def runs() -> list[dict]:
+        path = Path(shim_env["DOCKCACHE_STATE_DIR"]) / "metrics.jsonl"
+        return [json.loads(x) for x in path.read_text().splitlines() if '"run"' in x]
+
+    def build_then_run() -> dict:
+        assert run_step(build(shim_env, a, ctx, tag), token)
+        cp = shim(shim_env, *run, extra={"DOCKER_HOST": a.host})
+        assert cp.returncode == 0, cp.stderr[-2000:]
+        assert any("npm" in c for c in runs()[-1]["caches"]), runs()[-1]
+        return runs()[-1]
+
+    assert not build_then_run().get("remembered")
+    assert build_then_run().get("remembered")  # unchanged rebuild (as typed): the run's plan holds
+    assert build_then_run().get("remembered")
+    ctx.joinpath("edit.txt").write_text(token)
+    assert not build_then_run().get("remembered")  # the image may have changed: asked again

@@ -74,3 +74,25 @@ def test_a_build_its_daemon_serves_runs_as_typed_and_is_still_counted(monkeypatc
     assert build.execute("/bin/false", args, parse(args), environ, on_error=None) is None
     rec = json.loads((tmp_path / "metrics.jsonl").read_text())
     assert rec["kind"] == "build" and rec["key"] == "app" and rec["as_typed"] and rec["rc"] is None
+
+
+@pytest.mark.parametrize("unchanged", [True, False])
+def test_only_a_build_that_may_change_the_image_forgets_what_run_remembered_of_it(monkeypatch, tmp_path, unchanged):
+    """The image's USER owns `docker run`'s caches, so a build of its name forgets it (and the
+    run plans that used it); a rebuild whose inputs are those of the last export tags the
+    same image, and a `build && run` loop keeps its remembered plan (no inspect, no replan)."""
+    import shim.build.command as build
+    from shim.build.plan import BuildPlan
+    from shim.core.engine import BuildCaps
+    from shim.core.grammar import parse_invocation
+    from shim.core.state import IMAGES, State, endpoint_id
+
+    args = ["build", "-t", "app", "."]
+    environ = {"DOCKCACHE_STATE_DIR": str(tmp_path), "DOCKER_HOST": "unix:///x.sock"}
+    state, engine = State(tmp_path), endpoint_id(None, None, environ)
+    state.put(IMAGES, engine, "app", {"env": [], "user": "", "arch": "amd64", "id": "sha256:1"})
+    prep = build.Prepared(BuildPlan(tuple(args), "app"), store=object(), snapshot=None, export_dir=None,
+                          config={}, caps=BuildCaps("full", "ok"), unchanged=unchanged)
+    monkeypatch.setattr(build, "prepare", lambda *a: prep)
+    build.execute("/bin/false", args, parse_invocation(args), environ, on_error=None)
+    assert (state.get(IMAGES, engine, "app") is not None) == unchanged
