@@ -87,7 +87,8 @@ class Bench:
             return "importing to docker" in stderr
         path = self.tmp / f"session-{way}-{daemon}" / "state" / "metrics.jsonl"
         builds = [json.loads(x) for x in path.read_text().splitlines() if '"build"' in x] if path.exists() else []
-        return {"loaded": builds[-1].get("loaded"), "thin": builds[-1].get("thin")} if builds else None
+        last = builds[-1] if builds else None
+        return {k: last.get(k) for k in ("loaded", "thin", "early")} if last else None
 
     def way(self, way: str, ctx: Path, token: str) -> dict:
         r = {"cold_a": self.build(way, "a", ctx, token), "warm_a": self.build(way, "a", ctx, token),

@@ -22,7 +22,7 @@ from shim.core.records import dataclass
 from shim.build.shared import (TLS_FILES, Target, first_and_load, from_images, socket_of, tag_forms, target_for,
                                tls_opts, unchanged, why_local)
 from shim.core import proc
-from shim.core.daemon import daemon_key
+from shim.core.daemon import daemon_key, socket_path
 from shim.core.grammar import BuildArgs, Invocation, config_dir, insert_before
 from shim.core.notice import say
 from shim.core.state import State, docker_config_dir, short_hash, state_dir
@@ -44,6 +44,9 @@ class SharedRun:
     key: str = ""  # the build's cache key: names the layout of an untagged build
     prints_id: bool = False  # -q / --progress quiet: the thin build prints this engine's id
     iidfile: str | None = None  # the user's --iidfile: the thin build writes this engine's id there
+    fp: str | None = None  # what the build reads (inputs.py): an unchanged one loads its image early
+    socket: str | None = None  # the engine's unix socket: a tag is an API call, not a CLI start
+    early: bool | None = None  # metrics: the image was loaded while it built (earlyload.py)
 
 
 def unreachable(address: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
@@ -144,7 +147,8 @@ def prepare_run(real: str, inv: Invocation, target: Target, environ: Mapping[str
         if problem:
             say(f"{problem}; building on this engine")
             return None
-    return SharedRun(target, State(state_dir(environ)), daemon_key(inv.host, inv.context, environ))
+    return SharedRun(target, State(state_dir(environ)), daemon_key(inv.host, inv.context, environ),
+                     socket=socket_path(inv.host, inv.context, environ))
 
 
 def build(real: str, inv: Invocation, argv, tags, run: SharedRun) -> int:
@@ -248,8 +252,23 @@ def _ask(facts: dict, real: str, inv: Invocation, tags, run: SharedRun) -> None:
 def _engine_facts(real: str, inv: Invocation, tags, run: SharedRun) -> dict:
     """The tags' ids, and the layers of images dockcache loaded here that the engine still
     has: an image present in a containerd store keeps every blob its manifest names, so
-    those layers can be left out of a load with no check afterwards."""
+    those layers can be left out of a load with no check afterwards. On the engine's
+    socket when it has one (a few ms each), else three CLI calls."""
+    from shim.core import engineapi
+
     loaded = _loaded(run)
+    seen = engineapi.inspect_all(run.socket, [*tags, *loaded, *run.bases])
+    if seen is None:
+        return _engine_facts_cli(real, inv, tags, run, loaded)
+    tagged, images, bases = seen[:len(tags)], seen[len(tags):len(tags) + len(loaded)], seen[len(tags) + len(loaded):]
+    present = {i for i, got in zip(loaded, images) if got and got["Id"] == i}
+    return {"ids": [got["Id"] for got in tagged] if all(tagged) else [], "asked": set(loaded),
+            "held": {d for i in present for d in loaded[i] if isinstance(d, str)},
+            "base_diffs": {d for got in bases if got for d in (got.get("RootFS") or {}).get("Layers") or []
+                           if isinstance(d, str)}}
+
+
+def _engine_facts_cli(real: str, inv: Invocation, tags, run: SharedRun, loaded: dict) -> dict:
     facts: dict = {"ids": _local_ids(real, inv, tags) if tags else [], "held": set(), "asked": set(loaded),
                    "base_diffs": _base_diffs(real, inv, run.bases)}
     if loaded:
@@ -263,42 +282,57 @@ def _thin_build(real: str, inv: Invocation, argv, tags, run: SharedRun, layout, 
                 said) -> tuple[int, str]:
     """(exit code, this engine's id for the image). `said`: where docker's stdout goes
     (a quiet build's id, replaced by the engine's)."""
-    from shim.core.grammar import BUILD_VALUE_FLAGS, without_switch
+    from shim.build import earlyload
 
     with layout.locked():
         layout.seed(run.bases)
-        out = f"type=oci,tar=false,dest={layout.dir}" + (f",name={tags[0]}" if tags else "")
-        argv = without_switch(argv, inv.args_start, BUILD_VALUE_FLAGS, "--load")  # the thin load is that load
-        rc = proc.run_child(real, insert_before(argv, inv.args_start, ["--provenance=false", "--output", out]),
-                            stdout=said)
-        if rc != 0:
-            return rc, ""
-        got = layout.image()
-        if got is None:  # no layout written: load the plain way (it prints its own id)
-            run.prints_id = False
-            return _load(real, inv, insert_before(argv, inv.args_start, ["--load"]), tags, run, ""), ""
-        entry, manifest = got
-        layout.holds(run.bases)
-        config = manifest["config"]["digest"]
-        asking.join()
-        ids = facts.get("ids", [])
-        if tags and unchanged(config, ids, run.state.get("sharedloads", run.daemon, tags[0])):
-            run.loaded = False
-            if not run.prints_id:  # -q: the id alone
-                say(f"{tags[0]} is unchanged ({config[:19]}): load skipped")
-            layout.keep_only(entry["digest"], manifest)
-            return 0, ids[0]
-        with _one_load_at_a_time(run):
-            held = facts.get("held", set()) | _loaded_since(run, facts.get("asked"))
-            rc = _thin_load(real, inv, tags, run, layout, entry, manifest, held, facts.get("base_diffs"))
-        return rc, entry["digest"]
+        early = earlyload.start(real, inv, run, layout, asking, facts)
+        try:
+            return _export_and_load(real, inv, argv, tags, run, layout, asking, facts, said, early)
+        finally:
+            if early is not None:
+                early.discard(real, inv, run)  # nothing once its image was the build's
+
+
+def _export_and_load(real: str, inv: Invocation, argv, tags, run: SharedRun, layout, asking, facts: dict,
+                     said, early) -> tuple[int, str]:
+    from shim.core.grammar import BUILD_VALUE_FLAGS, without_switch
+
+    out = f"type=oci,tar=false,dest={layout.dir}" + (f",name={tags[0]}" if tags else "")
+    argv = without_switch(argv, inv.args_start, BUILD_VALUE_FLAGS, "--load")  # the thin load is that load
+    rc = proc.run_child(real, insert_before(argv, inv.args_start, ["--provenance=false", "--output", out]),
+                        stdout=said)
+    if rc != 0:
+        return rc, ""
+    got = layout.image()
+    if got is None:  # no layout written: load the plain way (it prints its own id)
+        run.prints_id = False
+        return _load(real, inv, insert_before(argv, inv.args_start, ["--load"]), tags, run, ""), ""
+    entry, manifest = got
+    layout.remember_inputs(run.fp)
+    layout.holds(run.bases)
+    config = manifest["config"]["digest"]
+    asking.join()
+    ids = facts.get("ids", [])
+    if tags and unchanged(config, ids, run.state.get("sharedloads", run.daemon, tags[0])):
+        run.loaded = False
+        if not run.prints_id:  # -q: the id alone
+            say(f"{tags[0]} is unchanged ({config[:19]}): load skipped")
+        layout.keep_only(entry["digest"], manifest)
+        return 0, ids[0]
+    if early is not None and early.finish(real, inv, run, tags, layout, entry, manifest):
+        return 0, entry["digest"]
+    with one_load_at_a_time(run):
+        held = facts.get("held", set()) | loaded_since(run, facts.get("asked"))
+        rc = _thin_load(real, inv, tags, run, layout, entry, manifest, held, facts.get("base_diffs"))
+    return rc, entry["digest"]
 
 
 LOAD_WAIT = 120.0  # seconds a load waits for another into the same engine, then goes anyway
 
 
 @contextlib.contextmanager
-def _one_load_at_a_time(run: SharedRun):
+def one_load_at_a_time(run: SharedRun):
     """Loads into one engine take turns (compose's services build side by side): the next
     then leaves out the layers the one before it just loaded, instead of each carrying
     the same new base. A lock held too long (a stuck load) is not waited for."""
@@ -315,7 +349,7 @@ def _one_load_at_a_time(run: SharedRun):
         yield
 
 
-def _loaded_since(run: SharedRun, asked) -> set[str]:
+def loaded_since(run: SharedRun, asked) -> set[str]:
     """Layers of images loaded into this engine after the engine was asked (by a build
     that loaded while this one ran): just loaded, so present. Nothing when never asked."""
     if asked is None:
@@ -325,36 +359,55 @@ def _loaded_since(run: SharedRun, asked) -> set[str]:
 
 def _thin_load(real: str, inv: Invocation, tags, run: SharedRun, layout, entry: dict, manifest: dict,
                held: set, base_diffs: set | None = None) -> int:
-    """Load without the layers the engine holds: those of images dockcache loaded that are
-    still there (certain), else those its FROM images hold by content (checked after the
-    load); the full layout when the tag does not then name the image."""
+    """Load the image without the layers the engine holds, then tag and remember it."""
+    name = tags[0] if tags else entry["digest"]  # an untagged image is checked by its id
+    run.loaded, run.thin = load_lacking(real, inv, run, layout, entry, manifest, held, base_diffs, name)
+    if not run.loaded:
+        say(f"{name}: built on the shared builder, but its load into this engine failed")
+        return 1
+    for extra in tags[1:]:
+        proc.run_docker(real, [*inv.globals, "tag", tags[0], extra], timeout=30)
+    remember_load(run, tags, layout, entry, manifest)
+    return 0
+
+
+def load_lacking(real: str, inv: Invocation, run: SharedRun, layout, entry: dict, manifest: dict, held: set,
+                 base_diffs: set | None, name: str) -> tuple[bool, bool]:
+    """(loaded, thin): a load without the layers the engine holds — those of images
+    dockcache loaded that are still there (certain), else those its FROM images hold by
+    content (checked after the load) — and the full layout when `name` does not then
+    name the image."""
     from shim.build.thinload import layers
 
     omit = {d for d in layers(manifest) if d in held}
-    name = tags[0] if tags else entry["digest"]  # an untagged image is checked by its id
     guessed = set()
     if layers(manifest)[:1] and layers(manifest)[0] not in held:  # a base new to this engine's loads:
         if base_diffs is None:  # not asked during the build
             base_diffs = _base_diffs(real, inv, run.bases)
         guessed = _base_layers(layout, manifest, base_diffs) - omit  # maybe its FROM image holds it
     loaded = _load_layout(real, inv, layout, entry, manifest, omit | guessed, name, check=bool(guessed))
-    run.thin = bool(omit | guessed) and loaded
+    thin = bool(omit | guessed) and loaded
     if not loaded and (omit or guessed):
         loaded = _load_layout(real, inv, layout, entry, manifest, set(), name, check=True)
-    run.loaded = loaded
-    if not loaded:
-        say(f"{name}: built on the shared builder, but its load into this engine failed")
-        return 1
-    for extra in tags[1:]:
-        proc.run_docker(real, [*inv.globals, "tag", tags[0], extra], timeout=30)
+    return loaded, thin
+
+
+def remember_load(run: SharedRun, tags, layout, entry: dict, manifest: dict) -> None:
+    """The tag's image as loaded (the next build skips an unchanged load); the layout keeps it alone."""
     if tags:
         run.state.put("sharedloads", run.daemon, tags[0],
                       {"config": manifest["config"]["digest"], "id": entry["digest"]})
+    remember_image(run, entry, manifest)
+    layout.keep_only(entry["digest"], manifest)
+
+
+def remember_image(run: SharedRun, entry: dict, manifest: dict) -> None:
+    """An image now in the engine, with its layers: later loads leave them out."""
+    from shim.build.thinload import layers
+
     images = {i: ls for i, ls in _loaded(run).items() if i != entry["digest"]}
     images[entry["digest"]] = layers(manifest)
     run.state.put(LOADED, run.daemon, "images", {"images": dict(list(images.items())[-REMEMBER:])})
-    layout.keep_only(entry["digest"], manifest)
-    return 0
 
 
 def _base_diffs(real: str, inv: Invocation, bases) -> set[str]:

@@ -208,12 +208,21 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
     if caps.mode == "full" and caps.driver == "docker":  # the containerd image store loads OCI layouts
         run.layouts = Path(f"{config['build.store']}-load")
         run.key, run.prints_id, run.iidfile = key, prints_id(build), build.iidfile
+        run.fp = _fingerprint(args, inv, build, environ)
     caps = BuildCaps("full", "the host's shared BuildKit (buildx remote driver)", "remote", caps.buildx)
     plan = plan_shared(args, inv, build, target, key, caps, thin=run.layouts is not None)
     if run.layouts and plan.load_check:
         plan = _noted(plan, "containerd image store: the build exports an OCI layout (only blobs it lacks) "
                             "and the load sends only layers this engine lacks")
     return Prepared(plan, None, None, None, config, caps, shared=run), None
+
+
+def _fingerprint(args: Sequence[str], inv: Invocation, build: BuildArgs, environ: Mapping[str, str]) -> str | None:
+    """What the build reads (inputs.py), or None when that cannot be told for sure."""
+    from shim.build.inputs import build_inputs
+
+    got = build_inputs(args, inv.args_start, build, os.getcwd(), environ)
+    return got[0] if got else None
 
 
 def mark_used(store: CacheStore, key: str) -> None:
@@ -443,7 +452,8 @@ def _record(environ: Mapping[str, str], prep: Prepared, rc: int | None, seconds:
         "export": prep.plan.export, "engine": prep.caps.mode, "rc": rc, "ms": round(seconds * 1000, 2),
         **({"as_typed": True} if rc is None else {}),
         **_published_fields(prep.published), **_mount_fields(prep),
-        **({"builder": "shared", "loaded": prep.shared.loaded, "thin": prep.shared.thin} if prep.shared else {})})
+        **({"builder": "shared", "loaded": prep.shared.loaded, "thin": prep.shared.thin,
+            "early": prep.shared.early} if prep.shared else {})})
 
 
 def _mount_fields(prep: Prepared) -> dict:

@@ -221,38 +221,14 @@ def base_ids(real: str, docker_globals: Sequence[str], images: Sequence[str],
     if not images:
         return {}
     if socket_path:
-        got = {i: _api_id(socket_path, i) for i in images}
+        from shim.core.engineapi import image_id
+
+        got = {i: image_id(socket_path, i) for i in images}
         if all(got.values()):
             return got
     res = proc.run_docker(real, [*docker_globals, "image", "inspect", "--format", "{{.Id}}", *images], timeout=30)
     ids = res.stdout.split()
     return dict(zip(images, ids)) if res.returncode == 0 and len(ids) == len(images) else None
-
-
-def _api_id(socket_path: str, image: str) -> str | None:
-    """GET /images/NAME/json over the socket (HTTP/1.0: the engine closes after the answer)."""
-    import json
-    import socket
-    from urllib.parse import quote
-
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(5)
-            s.connect(socket_path)
-            s.sendall(f"GET /images/{quote(image, safe='/:@')}/json HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
-            chunks = []
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.") or head.split(b" ", 2)[1] != b"200":
-            return None
-        found = json.loads(body).get("Id")
-        return found if isinstance(found, str) and found.startswith("sha256:") else None
-    except (OSError, ValueError, IndexError, AttributeError):
-        return None
 
 
 def remember(local, key: str, inputs: Mapping | None, digest: str) -> None:

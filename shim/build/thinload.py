@@ -34,6 +34,8 @@ KEEP_LAYOUTS = 64  # layouts kept beside the store: a new one beyond them remove
 KEEP_DAYS = 30  # ... and any not built into for this long
 BASES = ".bases"  # FROM image -> the layout that last held its blobs
 UNFINISHED_AGE = 3600.0  # a layout without an image (a failed build) is removed after this
+INPUTS = "inputs"  # in a layout: the fingerprint of what its image was built from (inputs.py)
+OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 
 class Layout:
@@ -111,21 +113,42 @@ class Layout:
             return None  # also an index (a user's --provenance/--sbom): the caller loads the plain way
         return entry, manifest
 
+    def built_from(self) -> str | None:
+        """The inputs fingerprint of the build that exported the layout's image, if known."""
+        try:
+            return (self.dir / INPUTS).read_text(encoding="utf-8").strip() or None
+        except OSError:
+            return None
+
+    def remember_inputs(self, fp: str | None) -> None:
+        """After an export: what it was built from (none known: nothing, so nothing is predicted)."""
+        path = self.dir / INPUTS
+        with contextlib.suppress(OSError):
+            if not fp:
+                path.unlink(missing_ok=True)
+                return
+            tmp = self.dir / f".{INPUTS}.{os.getpid()}"
+            tmp.write_text(fp, encoding="utf-8")
+            os.replace(tmp, path)
+
     def _blob(self, digest: str) -> Path:
         return self.blobs / digest.split(":", 1)[1]
 
     def write_tar(self, path: str, entry: dict, manifest: dict, omit: set[str]) -> None:
-        """oci-layout, an index of this image only, its manifest, config and the layers not in `omit`."""
+        """oci-layout, an index of this image only, its manifest, config and the layers not in `omit`.
+        Read while a build may export into the layout: only blobs (content-addressed, kept
+        until `keep_only`), never its oci-layout or index.json files."""
         index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
                             "manifests": [entry]}).encode()
         wanted = [entry["digest"], manifest["config"]["digest"],
                   *(layer["digest"] for layer in manifest["layers"] if layer["digest"] not in omit)]
+        import io
+
         with tarfile.open(path, "w") as tar:
-            tar.add(self.dir / "oci-layout", "oci-layout")
-            info = tarfile.TarInfo("index.json")
-            info.size = len(index)
-            import io
-            tar.addfile(info, io.BytesIO(index))
+            for name, data in (("oci-layout", OCI_LAYOUT), ("index.json", index)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
             for digest in wanted:
                 tar.add(self._blob(digest), f"blobs/sha256/{digest.split(':', 1)[1]}")
 

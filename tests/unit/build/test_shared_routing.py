@@ -512,9 +512,9 @@ def test_a_load_after_another_leaves_out_what_that_one_just_loaded(tmp_path):
 
     run = builder.SharedRun(shared.target_for("unix:///x.sock", ""), State(tmp_path), "daemon-a")
     run.state.put(builder.LOADED, "daemon-a", "images", {"images": {"old": ["sha256:l1"], "new": ["sha256:l2"]}})
-    assert builder._loaded_since(run, {"old"}) == {"sha256:l2"}  # loaded while this build ran
-    assert builder._loaded_since(run, {"old", "new"}) == set()
-    assert builder._loaded_since(run, None) == set()  # the engine was never asked: nothing trusted
+    assert builder.loaded_since(run, {"old"}) == {"sha256:l2"}  # loaded while this build ran
+    assert builder.loaded_since(run, {"old", "new"}) == set()
+    assert builder.loaded_since(run, None) == set()  # the engine was never asked: nothing trusted
 
 
 def test_loads_take_turns_but_a_stuck_one_is_not_waited_for(tmp_path, monkeypatch):
@@ -527,9 +527,9 @@ def test_loads_take_turns_but_a_stuck_one_is_not_waited_for(tmp_path, monkeypatc
     order = []
 
     def second():
-        with builder._one_load_at_a_time(run):
+        with builder.one_load_at_a_time(run):
             order.append("second")
-    with builder._one_load_at_a_time(run):
+    with builder.one_load_at_a_time(run):
         t = threading.Thread(target=second)
         t.start()
         t.join(0.3)
@@ -540,7 +540,7 @@ def test_loads_take_turns_but_a_stuck_one_is_not_waited_for(tmp_path, monkeypatc
     lock = next(tmp_path.glob("load-*.lock"))
     with open(lock, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)  # another process's stuck load
-        with builder._one_load_at_a_time(run):
+        with builder.one_load_at_a_time(run):
             order.append("anyway")
     assert order[-1] == "anyway"
 

@@ -1,0 +1,172 @@
+"""The early load (earlyload.py) against a faked docker CLI and a fake engine socket."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+
+import pytest
+
+from shim.build import builder, earlyload
+from shim.core import engineapi, proc
+from shim.core.state import State
+from tests.unit.build.test_shared_routing import TARGET, _layout_with_image, args
+
+
+def _serve(path, answers: list[bytes], seen: list[bytes]):
+    """A unix socket answering one request per entry of `answers`, in order."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(8)
+
+    def reply():
+        for answer in answers:
+            conn, _ = server.accept()
+            seen.append(conn.recv(65536))
+            conn.sendall(answer)
+            conn.close()
+        server.close()
+    threading.Thread(target=reply, daemon=True).start()
+
+
+@pytest.mark.parametrize("ref,parts", [
+    ("app", ("app", "latest")), ("app:1", ("app", "1")), ("reg:5000/org/app", ("reg:5000/org/app", "latest")),
+    ("reg:5000/org/app:2.1", ("reg:5000/org/app", "2.1")), ("app@sha256:ab", None), ("", None), (":1", None)])
+def test_a_reference_splits_into_name_and_tag_as_docker_tag_reads_it(ref, parts):
+    assert engineapi.split_ref(ref) == parts
+
+
+def test_a_tag_on_the_socket_posts_repo_and_tag_and_takes_201_only(tmp_path):
+    sock, seen = tmp_path / "d.sock", []
+    _serve(sock, [b"HTTP/1.1 201 Created\r\n\r\n", b"HTTP/1.1 404 Not Found\r\n\r\n{}"], seen)
+    assert engineapi.tag(str(sock), "sha256:ab", "reg:5000/app:1")
+    assert seen[0].startswith(b"POST /images/sha256:ab/tag?repo=reg%3A5000%2Fapp&tag=1 HTTP/1.0\r\n")
+    assert not engineapi.tag(str(sock), "sha256:cd", "app")
+    assert not engineapi.tag(str(tmp_path / "none.sock"), "sha256:ab", "app")  # nobody there
+
+
+class Engine:
+    """The docker CLI for an early load: images present, loads and tags it sees."""
+
+    def __init__(self, present=()):
+        self.present, self.calls = set(present), []
+
+    def __call__(self, real, argv, timeout=None, **_k):
+        self.calls.append(tuple(argv))
+        if argv[0] == "load":
+            return subprocess.CompletedProcess(argv, 0, "Loaded image ID: x\n", "")
+        if argv[:2] == ["image", "inspect"]:
+            ids = [i for i in argv[4:] if i in self.present]
+            return subprocess.CompletedProcess(argv, 0 if len(ids) == len(argv[4:]) else 1, "\n".join(ids), "")
+        if argv[0] == "tag":
+            self.present.add(argv[2])
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+
+def _early(tmp_path, monkeypatch, fp="fp1", built_from="fp1", has_image=False, ids=()):
+    lay, entry, manifest = _layout_with_image(tmp_path / "l", "x:1", [b"base", b"app"])
+    lay.remember_inputs(built_from)
+    run = builder.SharedRun(TARGET, State(tmp_path / "state"), "daemon-1", fp=fp)
+    engine = Engine([entry["digest"]] if has_image else [])
+    monkeypatch.setattr(proc, "run_docker", engine)
+    asking = threading.Thread(target=lambda: None)
+    asking.start()
+    inv, _b = args(["build", "-t", "x:1", "."])
+    facts = {"ids": list(ids), "held": set(), "asked": set(), "base_diffs": set()}
+    return earlyload.start("/bin/docker", inv, run, lay, asking, facts), (lay, entry, manifest, run, engine, inv)
+
+
+def test_a_build_of_what_the_layout_was_built_from_loads_its_image_nameless_and_tags_it_after(tmp_path, monkeypatch):
+    early, (lay, entry, manifest, run, engine, inv) = _early(tmp_path, monkeypatch)
+    assert early is not None
+    early.join()
+    loads = [c for c in engine.calls if c[0] == "load"]
+    assert len(loads) == 1 and not [c for c in engine.calls if c[0] == "tag"]  # no tag before the build ends
+    assert early.finish("/bin/docker", inv, run, ["x:1"], lay, entry, manifest)
+    assert ("tag", entry["digest"], "x:1") in engine.calls
+    assert run.early is True and run.loaded is True
+    assert run.state.get("sharedloads", "daemon-1", "x:1")["id"] == entry["digest"]
+    early.discard("/bin/docker", inv, run)
+    assert not [c for c in engine.calls if c[:2] == ("image", "rm")]  # the user's image now
+
+
+def test_the_nameless_load_carries_no_name_annotation(tmp_path, monkeypatch):
+    import json
+    import tarfile
+
+    lay, entry, manifest = _layout_with_image(tmp_path / "l", "x:1", [b"app"])
+    named = {**entry, "annotations": {"io.containerd.image.name": "x:1"}}
+    early = earlyload.EarlyLoad(named, manifest)
+    lay.write_tar(str(tmp_path / "t.tar"), early.entry, manifest, set())
+    with tarfile.open(tmp_path / "t.tar") as tar:
+        index = json.load(tar.extractfile("index.json"))
+    assert index["manifests"] == [entry] and early.digest == entry["digest"]
+
+
+def test_another_result_or_a_failed_build_removes_the_image_the_early_load_added(tmp_path, monkeypatch):
+    early, (lay, entry, manifest, run, engine, inv) = _early(tmp_path, monkeypatch)
+    other = {**entry, "digest": "sha256:" + "f" * 64}
+    assert not early.finish("/bin/docker", inv, run, ["x:1"], lay, other, manifest)
+    assert ("image", "rm", entry["digest"]) in engine.calls and run.early is None
+    early.discard("/bin/docker", inv, run)
+    assert [c[:2] for c in engine.calls].count(("image", "rm")) == 1  # once
+
+
+def test_an_image_the_engine_had_is_tagged_without_a_load_and_never_removed(tmp_path, monkeypatch):
+    early, (lay, entry, manifest, run, engine, inv) = _early(tmp_path, monkeypatch, has_image=True)
+    early.join()
+    assert not [c for c in engine.calls if c[0] == "load"]
+    assert early.finish("/bin/docker", inv, run, ["x:1"], lay, entry, manifest)
+    assert ("tag", entry["digest"], "x:1") in engine.calls
+    assert not [c for c in engine.calls if c[:2] == ("image", "rm")]
+
+
+@pytest.mark.parametrize("fp,built_from", [(None, "fp1"), ("fp2", "fp1"), ("fp1", None)])
+def test_no_early_load_unless_the_build_reads_what_the_layout_was_built_from(tmp_path, monkeypatch, fp, built_from):
+    early, (_lay, _e, _m, _run, engine, _inv) = _early(tmp_path, monkeypatch, fp=fp, built_from=built_from)
+    assert early is None and engine.calls == []
+
+
+def test_no_load_when_the_tag_names_the_image_already(tmp_path, monkeypatch):
+    lay = _layout_with_image(tmp_path / "probe", "x:1", [b"base", b"app"])[1]
+    early, (_lay, _e, _m, _run, engine, _inv) = _early(tmp_path, monkeypatch, ids=[lay["digest"]])
+    early.join()
+    assert engine.calls == [] and not early.loaded
+
+
+def test_the_layout_forgets_what_its_image_was_built_from_when_a_build_is_not_fingerprinted(tmp_path):
+    lay, _e, _m = _layout_with_image(tmp_path / "l", "x:1", [b"app"])
+    lay.remember_inputs("fp1")
+    assert lay.built_from() == "fp1"
+    lay.remember_inputs(None)
+    assert lay.built_from() is None
+
+
+def test_the_engine_facts_come_from_the_socket_when_it_answers(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setattr(proc, "run_docker", lambda *a, **k: pytest.fail("no CLI when the socket answers"))
+    ok = lambda body: b"HTTP/1.1 200 OK\r\n\r\n" + json.dumps(body).encode()  # noqa: E731
+    missing = b"HTTP/1.1 404 Not Found\r\n\r\n{}"
+    sock, seen = tmp_path / "d.sock", []
+    _serve(sock, [ok({"Id": "sha256:t"}), ok({"Id": "sha256:old"}), missing,
+                  ok({"Id": "sha256:b", "RootFS": {"Layers": ["sha256:d1", "sha256:d2"]}})], seen)
+    run = builder.SharedRun(TARGET, State(tmp_path / "state"), "daemon-1", socket=str(sock), bases=("base:1",))
+    run.state.put(builder.LOADED, "daemon-1", "images", {"images": {"sha256:old": ["sha256:l1"], "sha256:gone": ["x"]}})
+    inv, _b = args(["build", "-t", "x:1", "."])
+    facts = builder._engine_facts("/bin/docker", inv, ["x:1"], run)
+    assert facts == {"ids": ["sha256:t"], "asked": {"sha256:old", "sha256:gone"}, "held": {"sha256:l1"},
+                     "base_diffs": {"sha256:d1", "sha256:d2"}}
+    assert [r.split(b" ")[1] for r in seen] == [b"/images/x:1/json", b"/images/sha256:old/json",
+                                                b"/images/sha256:gone/json", b"/images/base:1/json"]
+
+
+def test_a_socket_that_does_not_answer_as_an_engine_sends_the_facts_to_the_cli(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(proc, "run_docker", lambda real, argv, **k: calls.append(argv) or subprocess.CompletedProcess(
+        argv, 0, "sha256:t\n", ""))
+    run = builder.SharedRun(TARGET, State(tmp_path / "state"), "daemon-1", socket=str(tmp_path / "none.sock"))
+    inv, _b = args(["build", "-t", "x:1", "."])
+    assert builder._engine_facts("/bin/docker", inv, ["x:1"], run)["ids"] == ["sha256:t"]
+    assert calls[0][-1] == "x:1"
