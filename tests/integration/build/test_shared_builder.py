@@ -105,6 +105,35 @@ def test_a_build_on_a_is_fully_cached_on_b(sessions, engines, tmp_path):
     assert not Path(sessions["a"]["DOCKCACHE_BUILD_STORE"]).joinpath("blobs").exists()
 
 
+def dangling(engine) -> set[str]:
+    out = engine.docker("image", "ls", "-q", "--no-trunc", "--filter", "dangling=true").stdout
+    return set(out.split())
+
+
+def test_b_loads_a_built_image_while_its_build_runs_and_tags_it_after(sessions, engines, tmp_path):
+    """A new session's build of what A just built (same inputs): the image goes into B
+    while the build runs and is tagged when the build reports it (metrics 'early'); an
+    edited build has other inputs, so no early load and the usual thin load; neither
+    leaves a nameless image behind in B."""
+    a, b = engines["a"], engines["b"]
+    ctx, token = project(tmp_path, SLOW)
+    tag = f"{a.prefix}/early:1"
+    build(sessions["a"], a, ctx, tag)
+    before = dangling(b)
+    warm = build(sessions["b"], b, ctx, tag)
+    last = metrics(sessions["b"])[-1]
+    assert last["builder"] == "shared" and last["loaded"] and last["early"], last
+    assert step_named(warm.stderr, token).cached
+    assert image_id(b, tag) == image_id(a, tag)
+    assert b.docker("run", "--rm", "--network", "none", tag, "cat", "/slow").stdout.strip() == token
+    ctx.joinpath("app.txt").write_text("edited")
+    build(sessions["b"], b, ctx, tag)
+    last = metrics(sessions["b"])[-1]
+    assert last["loaded"] and not last["early"], last
+    assert b.docker("run", "--rm", "--network", "none", tag, "cat", "/app.txt").stdout.strip() == "edited"
+    assert dangling(b) - before <= {image_id(a, tag)}  # the first image, untagged by the edit
+
+
 def test_the_cache_mount_is_warm_on_b_without_seeding(sessions, engines, tmp_path):
     body = (f"FROM {BUSYBOX}\nCOPY app.txt /app.txt\n"
             "RUN --mount=type=cache,id=TOKEN,target=/c "
