@@ -359,16 +359,29 @@ def loaded_since(run: SharedRun, asked) -> set[str]:
 
 def _thin_load(real: str, inv: Invocation, tags, run: SharedRun, layout, entry: dict, manifest: dict,
                held: set, base_diffs: set | None = None) -> int:
-    """Load the image without the layers the engine holds, then tag and remember it."""
-    name = tags[0] if tags else entry["digest"]  # an untagged image is checked by its id
-    run.loaded, run.thin = load_lacking(real, inv, run, layout, entry, manifest, held, base_diffs, name)
-    if not run.loaded:
-        say(f"{name}: built on the shared builder, but its load into this engine failed")
+    """Load the image nameless without the layers the engine holds, then tag and remember it.
+
+    Nameless, because a load that moves the tag lets the engine drop the image the tag
+    named, and with it the snapshots of the layers this load left out, while this load
+    still unpacks onto them ("parent snapshot … does not exist", seen one run in four)."""
+    digest = entry["digest"]
+    nameless = {k: v for k, v in entry.items() if k != "annotations"}
+    run.loaded, run.thin = load_lacking(real, inv, run, layout, nameless, manifest, held, base_diffs, digest)
+    if not (run.loaded and all(tag_image(real, inv, run, digest, t) for t in tags)):
+        run.loaded = False
+        say(f"{tags[0] if tags else digest}: built on the shared builder, but its load into this engine failed")
         return 1
-    for extra in tags[1:]:
-        proc.run_docker(real, [*inv.globals, "tag", tags[0], extra], timeout=30)
     remember_load(run, tags, layout, entry, manifest)
     return 0
+
+
+def tag_image(real: str, inv: Invocation, run: SharedRun, image: str, ref: str) -> bool:
+    """`docker tag image ref`: on the engine's socket when it has one (a few ms), else the CLI."""
+    from shim.core import engineapi
+
+    if run.socket and engineapi.tag(run.socket, image, ref):
+        return True
+    return proc.run_docker(real, [*inv.globals, "tag", image, ref], timeout=30).returncode == 0
 
 
 def load_lacking(real: str, inv: Invocation, run: SharedRun, layout, entry: dict, manifest: dict, held: set,

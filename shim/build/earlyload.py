@@ -56,7 +56,7 @@ class EarlyLoad:
         if not self.loaded or entry["digest"] != self.digest:
             self.discard(real, inv, run)
             return False
-        if not all(_tag(real, inv, run, self.digest, t) for t in tags):
+        if not all(builder.tag_image(real, inv, run, self.digest, t) for t in tags):
             return False  # the usual load tags it (the image is there: it sends little)
         run.loaded, run.thin, run.early = True, self.thin, True
         self.added = False  # the user's image now
@@ -97,8 +97,3 @@ def _present(real: str, inv, run, digest: str) -> bool:
     res = proc.run_docker(real, [*inv.globals, "image", "inspect", "--format", "{{.Id}}", digest], timeout=30)
     return res.returncode == 0
 
-
-def _tag(real: str, inv, run, image: str, ref: str) -> bool:
-    if run.socket and engineapi.tag(run.socket, image, ref):
-        return True
-    return proc.run_docker(real, [*inv.globals, "tag", image, ref], timeout=30).returncode == 0

@@ -217,7 +217,7 @@ def test_quiet_iidfile_untagged_and_user_load_builds_take_the_thin_load(sessions
     assert loaded.returncode == 0, loaded.stderr[-2000:]
     assert iid.read_text() == image_id(b, tag)
     last = metrics(sessions["b"])[-1]
-    assert last["builder"] == "shared" and last["loaded"] and last["thin"]  # only the new layer went
+    assert last["builder"] == "shared" and last["loaded"] and last["thin"], (last, loaded.stderr[-3000:])  # only the new layer went
     assert "importing to docker" not in loaded.stderr  # no full --load stream
     untagged = shim(sessions["b"], "build", "--network", "none", "-q", str(ctx))
     assert untagged.returncode == 0, untagged.stderr[-2000:]

@@ -396,23 +396,22 @@ def test_an_index_in_the_layout_is_not_taken_for_an_image(tmp_path):
 
 
 class FakeEngine:
-    """A docker CLI stand-in for loads: which images exist, what a load does."""
+    """A docker CLI stand-in for loads: which images exist, what a load adds (None: nothing,
+    as a containerd store that lacked an omitted blob)."""
 
-    def __init__(self, present=(), tag_after_load=None):
-        self.present, self.tag_after_load, self.calls = set(present), tag_after_load, []
+    def __init__(self, present=(), adds="sha256:nothing"):
+        self.present, self.adds, self.calls = set(present), adds, []
 
     def __call__(self, real, argv, timeout=None, **_k):
         import subprocess
 
         self.calls.append(tuple(argv))
         if argv[0] == "load":
-            return subprocess.CompletedProcess(argv, 0, "Loaded image: x:1\n", "")
+            self.present.add(self.adds)
+            return subprocess.CompletedProcess(argv, 0, "Loaded image ID: sha256:x\n", "")
         if argv[:2] == ["image", "inspect"]:
             wanted = argv[4:]
-            if wanted == ["x:1"]:
-                ids = [self.tag_after_load] if self.tag_after_load else []
-            else:
-                ids = [i for i in wanted if i in self.present]
+            ids = [i for i in wanted if i in self.present]
             return subprocess.CompletedProcess(argv, 0 if len(ids) == len(wanted) else 1, "\n".join(ids), "")
         return subprocess.CompletedProcess(argv, 0, "", "")
 
@@ -429,14 +428,16 @@ def test_layers_of_a_loaded_image_still_present_are_left_out_and_the_load_is_not
     lay, entry, manifest = _layout_with_image(tmp_path / "l", "x:1", [b"base", b"app"])
     base, app = (x["digest"] for x in manifest["layers"])
     run = _loaded_run(tmp_path, {"sha256:old": [base, "sha256:other"], "sha256:gone": [app]})
-    fake = FakeEngine(present={"sha256:old"})
+    fake = FakeEngine(present={"sha256:old"}, adds=entry["digest"])
     monkeypatch.setattr(proc, "run_docker", fake)
     inv, _b = args(["build", "-t", "x:1", "."])
     facts = builder._engine_facts("/bin/docker", inv, ["x:1"], run)
     assert facts["held"] == {base, "sha256:other"}  # the gone image's layers are not trusted
     assert builder._thin_load("/bin/docker", inv, ["x:1"], run, lay, entry, manifest, facts["held"]) == 0
     assert [c[0] for c in fake.calls].count("load") == 1
-    assert not any(c[:2] == ("image", "inspect") and c[-1] == "x:1" for c in fake.calls[1:])  # no check after it
+    assert not any(c[:2] == ("image", "inspect") and c[-1] == entry["digest"] for c in fake.calls)  # no check
+    loaded_at = [c[0] for c in fake.calls].index("load")
+    assert fake.calls[loaded_at + 1:] == [("tag", entry["digest"], "x:1")]  # the tag moves after the load
     assert run.thin is True
     remembered = builder._loaded(run)
     assert list(remembered)[-1] == entry["digest"] and remembered[entry["digest"]] == [base, app]
@@ -445,21 +446,22 @@ def test_layers_of_a_loaded_image_still_present_are_left_out_and_the_load_is_not
 def test_a_load_that_guessed_at_base_layers_is_checked_and_redone_in_full(tmp_path, monkeypatch):
     lay, entry, manifest = _layout_with_image(tmp_path / "l", "x:1", [b"base", b"app"])
     run = _loaded_run(tmp_path, {})
-    fake = FakeEngine(tag_after_load=None)  # the guessed blob was not there: no image
+    fake = FakeEngine(adds="sha256:nothing")  # the guessed blob was not there: no image
     monkeypatch.setattr(proc, "run_docker", fake)
     monkeypatch.setattr(builder, "_base_layers", lambda *a: {manifest["layers"][0]["digest"]})
     inv, _b = args(["build", "-t", "x:1", "."])
     assert builder._thin_load("/bin/docker", inv, ["x:1"], run, lay, entry, manifest, set()) == 1
     loads = [c for c in fake.calls if c[0] == "load"]
     assert len(loads) == 2  # thin, then the full layout; each checked
-    assert sum(1 for c in fake.calls if c[-1] == "x:1") == 2
+    assert sum(1 for c in fake.calls if c[:2] == ("image", "inspect") and c[-1] == entry["digest"]) == 2
+    assert not any(c[0] == "tag" for c in fake.calls)  # the tag never moved
 
 
 def test_remembered_images_are_capped(tmp_path, monkeypatch):
     lay, entry, manifest = _layout_with_image(tmp_path / "l", "x:1", [b"app"])
     many = {f"sha256:{i:064x}": [] for i in range(builder.REMEMBER + 5)}
     run = _loaded_run(tmp_path, many)
-    monkeypatch.setattr(proc, "run_docker", FakeEngine())
+    monkeypatch.setattr(proc, "run_docker", FakeEngine(adds=entry["digest"]))
     inv, _b = args(["build", "-t", "x:1", "."])
     assert builder._thin_load("/bin/docker", inv, ["x:1"], run, lay, entry, manifest, set()) == 0
     kept = builder._loaded(run)
@@ -596,8 +598,8 @@ class LayoutWritingDocker:
         import subprocess
 
         self.calls.append(tuple(argv))
-        if argv[0] == "load":
-            return subprocess.CompletedProcess(argv, 0, "Loaded image ID: x\n", "")
+        if argv[0] in ("load", "tag"):
+            return subprocess.CompletedProcess(argv, 0, "Loaded image ID: x\n" if argv[0] == "load" else "", "")
         return subprocess.CompletedProcess(argv, 1, "", "no such image")
 
 
@@ -670,7 +672,7 @@ def test_the_base_images_layers_are_asked_while_the_build_runs(tmp_path, monkeyp
     assert facts["base_diffs"] == {"sha256:d0", "sha256:other"}
     calls.clear()
     assert builder._thin_load("/bin/docker", inv, ["x:1"], run, lay, entry, manifest, set(), facts["base_diffs"]) == 0
-    assert [c[0] for c in calls] == ["load", "image"]  # the load, its check; no question about the base
+    assert [c[0] for c in calls] == ["load", "image", "tag"]  # the load, its check, the tag; no question about the base
     assert run.thin is True
 
 
