@@ -398,10 +398,10 @@ def load_lacking(real: str, inv: Invocation, run: SharedRun, layout, entry: dict
         if base_diffs is None:  # not asked during the build
             base_diffs = _base_diffs(real, inv, run.bases)
         guessed = _base_layers(layout, manifest, base_diffs) - omit  # maybe its FROM image holds it
-    loaded = _load_layout(real, inv, layout, entry, manifest, omit | guessed, name, check=bool(guessed))
+    loaded = _load_layout(real, inv, run, layout, entry, manifest, omit | guessed, name, check=bool(guessed))
     thin = bool(omit | guessed) and loaded
     if not loaded and (omit or guessed):
-        loaded = _load_layout(real, inv, layout, entry, manifest, set(), name, check=True)
+        loaded = _load_layout(real, inv, run, layout, entry, manifest, set(), name, check=True)
     return loaded, thin
 
 
@@ -454,22 +454,46 @@ def _json_list(text: str) -> list[str]:
     return [x for x in got if isinstance(x, str)] if isinstance(got, list) else []
 
 
-def _load_layout(real: str, inv: Invocation, layout, entry: dict, manifest: dict, omit: set, tag: str,
-                 *, check: bool) -> bool:
-    """docker load of the layout without `omit`; True when the tag now names this image.
+def _load_layout(real: str, inv: Invocation, run: SharedRun, layout, entry: dict, manifest: dict, omit: set,
+                 name: str, *, check: bool) -> bool:
+    """docker load of the layout without `omit`; True when `name` now names this image.
 
     A containerd store that lacks an omitted blob still says "Loaded" and leaves no image,
     so a load that left out layers the engine was only guessed to hold is checked with
-    `image inspect`; one that left out only certain layers is taken at docker's word."""
+    `image inspect`; one that left out only certain layers is taken at docker's word. On
+    the engine's socket when it has one: no CLI starts beside a build it runs with."""
     with tempfile.TemporaryDirectory(prefix="dockcache-load-") as tmp:
         path = os.path.join(tmp, "image.tar")
         layout.write_tar(path, entry, manifest, omit)
-        res = proc.run_docker(real, [*inv.globals, "load", "-q", "-i", path], timeout=900)
-    if res.returncode != 0:
+        ok, said = _load_tar(real, inv, run, path)
+    if not ok:
         return False
     if check:
-        return _local_ids(real, inv, [tag]) == [entry["digest"]]
-    return not omit or "Loaded image" in res.stdout
+        return _id_of(real, inv, run, name) == entry["digest"]
+    return not omit or "Loaded image" in said
+
+
+def _load_tar(real: str, inv: Invocation, run: SharedRun, path: str) -> tuple[bool, str]:
+    from shim.core import engineapi
+
+    got = engineapi.load(run.socket, path, 900) if run.socket else None
+    if got is not None:
+        return got
+    res = proc.run_docker(real, [*inv.globals, "load", "-q", "-i", path], timeout=900)
+    return res.returncode == 0, res.stdout
+
+
+def _id_of(real: str, inv: Invocation, run: SharedRun, name: str) -> str | None:
+    from shim.core import engineapi
+
+    if run.socket:
+        try:
+            found = engineapi.inspect(run.socket, name)
+            return found["Id"] if found else None
+        except engineapi.Unanswered:
+            pass
+    ids = _local_ids(real, inv, [name])
+    return ids[0] if ids else None
 
 
 def _config_digest(path: str) -> str:

@@ -8,19 +8,26 @@ the one expected is None or False, and the caller asks the CLI instead.
 from __future__ import annotations
 
 import json
+import os
 import socket
+from typing import BinaryIO
 from urllib.parse import quote, urlencode
 
 TIMEOUT = 5.0
 
 
-def request(socket_path: str, method: str, path: str, timeout: float = TIMEOUT) -> tuple[int, bytes] | None:
-    """(status, body) of one HTTP/1.0 request (the engine closes after the answer); None on any error."""
+def request(socket_path: str, method: str, path: str, timeout: float = TIMEOUT,
+            body: BinaryIO | None = None, size: int = 0) -> tuple[int, bytes] | None:
+    """(status, body) of one HTTP/1.0 request (the engine closes after the answer); None on any error.
+    `body`: a file of `size` bytes sent as the request's tar body."""
+    kind = "Content-Type: application/x-tar\r\n" if body is not None else ""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(timeout)
             s.connect(socket_path)
-            s.sendall(f"{method} {path} HTTP/1.0\r\nHost: docker\r\nContent-Length: 0\r\n\r\n".encode())
+            s.sendall(f"{method} {path} HTTP/1.0\r\nHost: docker\r\n{kind}Content-Length: {size}\r\n\r\n".encode())
+            if body is not None:
+                s.sendfile(body)
             chunks = []
             while True:
                 chunk = s.recv(65536)
@@ -82,6 +89,30 @@ def tag(socket_path: str, image: str, ref: str) -> bool:
     query = urlencode({"repo": parts[0], "tag": parts[1]})
     got = request(socket_path, "POST", f"/images/{quote(image, safe=':@')}/tag?{query}")
     return bool(got) and got[0] == 201
+
+
+def load(socket_path: str, tar_path: str, timeout: float) -> tuple[bool, str] | None:
+    """`docker load -q -i TAR` on the socket: (loaded, what the CLI would print), or None
+    when the socket gave no engine's answer (then ask the CLI)."""
+    try:
+        with open(tar_path, "rb") as fh:
+            got = request(socket_path, "POST", "/images/load?quiet=1", timeout, fh, os.fstat(fh.fileno()).st_size)
+    except OSError:
+        return None
+    if got is None:
+        return None
+    if got[0] != 200:
+        return False, ""
+    said, failed = [], False
+    for line in got[1].splitlines():
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(msg, dict):
+            failed = failed or "error" in msg or "errorDetail" in msg
+            said.append(str(msg.get("stream", "")))
+    return not failed, "".join(said)
 
 
 def remove(socket_path: str, image: str) -> bool:

@@ -23,11 +23,22 @@ def _serve(path, answers: list[bytes], seen: list[bytes]):
     def reply():
         for answer in answers:
             conn, _ = server.accept()
-            seen.append(conn.recv(65536))
+            seen.append(_whole_request(conn))
             conn.sendall(answer)
             conn.close()
         server.close()
     threading.Thread(target=reply, daemon=True).start()
+
+
+def _whole_request(conn) -> bytes:
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += conn.recv(65536)
+    head = got.split(b"\r\n\r\n", 1)[0]
+    size = next((int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:")), 0)
+    while len(got) - len(head) - 4 < size:
+        got += conn.recv(65536)
+    return got
 
 
 @pytest.mark.parametrize("ref,parts", [
@@ -170,3 +181,35 @@ def test_a_socket_that_does_not_answer_as_an_engine_sends_the_facts_to_the_cli(t
     inv, _b = args(["build", "-t", "x:1", "."])
     assert builder._engine_facts("/bin/docker", inv, ["x:1"], run)["ids"] == ["sha256:t"]
     assert calls[0][-1] == "x:1"
+
+
+def test_a_load_on_the_socket_sends_the_tar_and_reads_docker_loads_stream(tmp_path):
+    tar = tmp_path / "image.tar"
+    tar.write_bytes(b"T" * 5000)
+    sock, seen = tmp_path / "d.sock", []
+    _serve(sock, [b'HTTP/1.1 200 OK\r\n\r\n{"stream":"Loaded image ID: sha256:ab\\n"}\r\n',
+                  b'HTTP/1.1 200 OK\r\n\r\n{"errorDetail":{"message":"no"},"error":"no"}\r\n',
+                  b"HTTP/1.1 500 Internal Server Error\r\n\r\n{}"], seen)
+    assert engineapi.load(str(sock), str(tar), 5) == (True, "Loaded image ID: sha256:ab\n")
+    head, _, body = seen[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /images/load?quiet=1 HTTP/1.0") and b"Content-Length: 5000" in head
+    assert body and set(body) == {ord("T")}
+    assert engineapi.load(str(sock), str(tar), 5)[0] is False  # the engine's error, in the stream
+    assert engineapi.load(str(sock), str(tar), 5)[0] is False
+    assert engineapi.load(str(tmp_path / "none.sock"), str(tar), 5) is None  # nobody there: ask the CLI
+
+
+def test_a_thin_load_on_the_engines_socket_starts_no_docker_cli(tmp_path, monkeypatch):
+    lay, entry, manifest = _layout_with_image(tmp_path / "l", "x:1", [b"base", b"app"])
+    run = builder.SharedRun(TARGET, State(tmp_path / "state"), "daemon-1", socket=str(tmp_path / "d.sock"))
+    sent = []
+    monkeypatch.setattr(engineapi, "load", lambda s, path, timeout: sent.append(path) or (True, "Loaded image ID: x\n"))
+    monkeypatch.setattr(engineapi, "inspect", lambda s, name: {"Id": entry["digest"]})
+    monkeypatch.setattr(engineapi, "tag", lambda s, image, ref: True)
+    cli = Engine()
+    monkeypatch.setattr(proc, "run_docker", cli)
+    inv, _b = args(["build", "-t", "x:1", "."])
+    base = manifest["layers"][0]["digest"]
+    monkeypatch.setattr(builder, "_base_layers", lambda *a: {base})
+    assert builder._thin_load("/bin/docker", inv, ["x:1"], run, lay, entry, manifest, set(), set()) == 0
+    assert len(sent) == 1 and run.thin is True and cli.calls == []
