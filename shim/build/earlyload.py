@@ -1,8 +1,8 @@
 """The load that runs beside the build: a project another session just built, unchanged.
 
 A new session's first build of such a project is fully cached on the shared builder
-(0.35 s here) and then waited for the image's load into its own engine (~0.1 s: the
-docker CLI's start and the engine's load), 1.4x the first session's build. When this
+(0.22 s here) and then waited for the image's load into its own engine (~0.08 s), 1.4x
+the first session's build; with the load beside the build, 1.14x (docs/benchmarks.md). When this
 build reads exactly what the tag's layout was last built from (inputs.py's fingerprint:
 arguments, Dockerfile, ignore file, context files), its result is that image but for a
 base that moved in its registry or a step the builder's GC made run again. So that image
