@@ -46,7 +46,7 @@ class SharedRun:
     iidfile: str | None = None  # the user's --iidfile: the thin build writes this engine's id there
     fp: str | None = None  # what the build reads (inputs.py): an unchanged one loads its image early
     socket: str | None = None  # the engine's unix socket: a tag is an API call, not a CLI start
-    early: bool | None = None  # metrics: the image was loaded while it built (earlyload.py)
+    early: bool | None = None  # metrics: the image loaded while it built was the build's (earlyload.py); False: another
 
 
 def unreachable(address: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
@@ -323,7 +323,7 @@ def _export_and_load(real: str, inv: Invocation, argv, tags, run: SharedRun, lay
     if early is not None and early.finish(real, inv, run, tags, layout, entry, manifest):
         return 0, entry["digest"]
     with one_load_at_a_time(run):
-        held = facts.get("held", set()) | loaded_since(run, facts.get("asked"))
+        held = facts.get("held", set()) | loaded_since(run, facts.get("asked")) | (early.held() if early else set())
         rc = _thin_load(real, inv, tags, run, layout, entry, manifest, held, facts.get("base_diffs"))
     return rc, entry["digest"]
 

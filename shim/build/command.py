@@ -218,10 +218,11 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
 
 
 def _fingerprint(args: Sequence[str], inv: Invocation, build: BuildArgs, environ: Mapping[str, str]) -> str | None:
-    """What the build reads (inputs.py), or None when that cannot be told for sure."""
+    """What the build reads (inputs.py) without mtimes: another clone of the project, in
+    another session, is the same build (the early load checks the digest), else None."""
     from shim.build.inputs import build_inputs
 
-    got = build_inputs(args, inv.args_start, build, os.getcwd(), environ)
+    got = build_inputs(args, inv.args_start, build, os.getcwd(), environ, stamps=False)
     return got[0] if got else None
 
 

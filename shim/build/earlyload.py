@@ -44,24 +44,29 @@ class EarlyLoad:
                 self.loaded, self.thin = builder.load_lacking(real, inv, run, layout, self.entry, self.manifest,
                                                               held, facts.get("base_diffs"), self.digest)
             self.added = self.loaded
-            if self.loaded:
-                builder.remember_image(run, self.entry, self.manifest)
         except Exception:  # noqa: BLE001 - a guess that failed costs nothing but the usual load
             self.loaded = False
 
     def finish(self, real: str, inv, run, tags, layout, entry: dict, manifest: dict) -> bool:
         """After a successful build: True when its image is the one loaded (now tagged and
-        remembered); False when the caller loads as usual (an unused load is removed)."""
+        remembered); False when the caller loads as usual. An unused load stays until that
+        load is done (it may leave out layers this one brought), then `discard` removes it."""
         self.join()
         if not self.loaded or entry["digest"] != self.digest:
-            self.discard(real, inv, run)
+            run.early = False if self.loaded else None  # metrics: a guess that missed
             return False
+        self.added = False  # the build's own image now, whatever happens to its tags
         if not all(builder.tag_image(real, inv, run, self.digest, t) for t in tags):
             return False  # the usual load tags it (the image is there: it sends little)
         run.loaded, run.thin, run.early = True, self.thin, True
-        self.added = False  # the user's image now
         builder.remember_load(run, tags, layout, entry, manifest)
         return True
+
+    def held(self) -> set[str]:
+        """The layers the engine holds through this load's image (nothing when it has none)."""
+        from shim.build.thinload import layers
+
+        return set(layers(self.manifest)) if self.loaded else set()
 
     def join(self) -> None:
         if self.thread is not None:

@@ -116,12 +116,27 @@ def test_the_nameless_load_carries_no_name_annotation(tmp_path, monkeypatch):
 
 
 def test_another_result_or_a_failed_build_removes_the_image_the_early_load_added(tmp_path, monkeypatch):
+    """Removed after the build's own load, which may leave out the layers it brought (an
+    image removed first lets the engine drop them while that load still counts on them)."""
+    from shim.build.thinload import layers
+
     early, (lay, entry, manifest, run, engine, inv) = _early(tmp_path, monkeypatch)
     other = {**entry, "digest": "sha256:" + "f" * 64}
     assert not early.finish("/bin/docker", inv, run, ["x:1"], lay, other, manifest)
-    assert ("image", "rm", entry["digest"]) in engine.calls and run.early is None
+    assert not [c for c in engine.calls if c[:2] == ("image", "rm")] and run.early is False
+    assert early.held() == set(layers(manifest))
+    assert entry["digest"] not in builder._loaded(run)  # never remembered as the engine's
+    early.discard("/bin/docker", inv, run)
     early.discard("/bin/docker", inv, run)
     assert [c[:2] for c in engine.calls].count(("image", "rm")) == 1  # once
+
+
+def test_the_builds_own_image_is_never_removed_when_its_tag_fails(tmp_path, monkeypatch):
+    early, (lay, entry, manifest, run, engine, inv) = _early(tmp_path, monkeypatch)
+    monkeypatch.setattr(builder, "tag_image", lambda *a: False)
+    assert not early.finish("/bin/docker", inv, run, ["x:1"], lay, entry, manifest)  # the usual load tags it
+    early.discard("/bin/docker", inv, run)
+    assert not [c for c in engine.calls if c[:2] == ("image", "rm")]
 
 
 def test_an_image_the_engine_had_is_tagged_without_a_load_and_never_removed(tmp_path, monkeypatch):
