@@ -218,11 +218,11 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
 
 
 def _fingerprint(args: Sequence[str], inv: Invocation, build: BuildArgs, environ: Mapping[str, str]) -> str | None:
-    """What the build reads (inputs.py) without mtimes: another clone of the project, in
-    another session, is the same build (the early load checks the digest), else None."""
+    """What the build reads (inputs.py, files by mtime and size too: a guess that misses
+    costs a load, so only a tree as it was is guessed to build the same), else None."""
     from shim.build.inputs import build_inputs
 
-    got = build_inputs(args, inv.args_start, build, os.getcwd(), environ, stamps=False)
+    got = build_inputs(args, inv.args_start, build, os.getcwd(), environ)
     return got[0] if got else None
 
 

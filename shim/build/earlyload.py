@@ -73,13 +73,15 @@ class EarlyLoad:
             self.thread.join()
 
     def discard(self, real: str, inv, run) -> None:
-        """Remove the nameless image this load added (its build made another, or failed)."""
+        """Remove the nameless image this load added (its build made another, or failed):
+        in the background, as the engine takes ~0.2 s to delete an image, not the user's to wait."""
+        import os
+
         self.join()
         if not self.added:
             return
         self.added = False
-        if not (run.socket and engineapi.remove(run.socket, self.digest)):
-            proc.run_docker(real, [*inv.globals, "image", "rm", self.digest], timeout=30)
+        proc.spawn_background([real, *inv.globals, "image", "rm", self.digest], os.environ)
 
 
 def start(real: str, inv, run, layout, asking, facts: dict) -> EarlyLoad | None:

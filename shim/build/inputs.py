@@ -28,20 +28,17 @@ ENVIRONMENT = ("DOCKER_DEFAULT_PLATFORM", "SOURCE_DATE_EPOCH")
 
 
 def build_inputs(argv: Sequence[str], start: int, build, cwd: str,
-                 environ: Mapping[str, str], *, stamps: bool = True) -> tuple[str, str] | None:
+                 environ: Mapping[str, str]) -> tuple[str, str] | None:
     """(a digest of what a `docker build` reads, its Dockerfile's text); None when it cannot
-    be told for sure. `stamps=False`: context files by path, mode and size alone — the
-    same in another clone of the project, so a guess to be checked, never a certainty."""
+    be told for sure."""
     if not _certain(build):
         return None
     ctx = os.path.abspath(os.path.join(cwd, build.context))
     dockerfile = os.path.abspath(os.path.join(cwd, build.file)) if build.file else os.path.join(ctx, "Dockerfile")
     words = list(argv[start:])
-    if not stamps:  # the context by what it holds, not where it is (another clone, another path)
-        words = [w for i, w in enumerate(argv) if i >= start and i != build.context_index]
     words += [f"{v}={environ.get(v, '')}" for k, v in build.options  # `--build-arg NAME`: from the environment
               if k == "--build-arg" and v and "=" not in v]
-    return _read(ctx, dockerfile, words + _environment(environ), stamps=stamps)
+    return _read(ctx, dockerfile, words + _environment(environ))
 
 
 def _environment(environ: Mapping[str, str]) -> list[str]:
@@ -67,8 +64,7 @@ def compose_service(build: Mapping, image: str, no_cache: bool, pull: bool,
     return _read(ctx, os.path.join(ctx, str(build.get("dockerfile") or "Dockerfile")), words)
 
 
-def _read(ctx: str, dockerfile: str | None, words: Sequence[str], text: str | None = None,
-          stamps: bool = True) -> tuple[str, str] | None:
+def _read(ctx: str, dockerfile: str | None, words: Sequence[str], text: str | None = None) -> tuple[str, str] | None:
     """(the digest of `words` (how the build is asked for), the Dockerfile and its own ignore
     file, and every entry of the context; the Dockerfile's text — `text` when inline)."""
     import hashlib
@@ -95,7 +91,7 @@ def _read(ctx: str, dockerfile: str | None, words: Sequence[str], text: str | No
         # hashed as the Dockerfile's own one is: a `.dockerignore` that names itself is not
         # walked, and a pattern it drops (`*.md`) changes what is sent, not what is walked
         h.update(b".dockerignore\0" + ignore + b"\0")
-    if text is None or not _walk(ctx, h, ignore, stamps):
+    if text is None or not _walk(ctx, h, ignore):
         return None
     return h.hexdigest(), text
 
@@ -119,10 +115,9 @@ def _certain(build) -> bool:
     return True
 
 
-def _walk(root: str, h, ignore: bytes | None, stamps: bool = True) -> bool:
-    """Feed every entry under root (path, mode, size, mtime; without `stamps` a file's path,
-    mode and size, a directory's path); False past LIMIT entries or BUDGET seconds (a
-    context that big exports as before) or on an error."""
+def _walk(root: str, h, ignore: bytes | None) -> bool:
+    """Feed every entry under root (path, mode, size, mtime); False past LIMIT entries or
+    BUDGET seconds (a context that big exports as before) or on an error."""
     import time
 
     skip = _ignored_dirs(ignore)
@@ -147,10 +142,8 @@ def _walk(root: str, h, ignore: bytes | None, stamps: bool = True) -> bool:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
                 return False
-            is_dir = entry.is_dir(follow_symlinks=False)
-            seen_as = (st.st_mode, st.st_size, st.st_mtime_ns) if stamps else ("d",) if is_dir else (st.st_mode, st.st_size)
-            h.update("\0".join(map(str, (path, *seen_as, ""))).encode("utf-8", "surrogateescape"))
-            if is_dir:
+            h.update(f"{path}\0{st.st_mode}\0{st.st_size}\0{st.st_mtime_ns}\0".encode("utf-8", "surrogateescape"))
+            if entry.is_dir(follow_symlinks=False):
                 stack.append(path)
     return True
 

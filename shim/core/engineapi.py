@@ -115,12 +115,6 @@ def load(socket_path: str, tar_path: str, timeout: float) -> tuple[bool, str] | 
     return not failed, "".join(said)
 
 
-def remove(socket_path: str, image: str) -> bool:
-    """`docker image rm IMAGE` (no force) on the socket."""
-    got = request(socket_path, "DELETE", f"/images/{quote(image, safe=':@')}")
-    return bool(got) and got[0] == 200
-
-
 def split_ref(ref: str) -> tuple[str, str] | None:
     """NAME[:TAG] -> (NAME, TAG or latest); None for a digest reference or an empty part.
     A colon before the last slash is a registry's port, not a tag."""
