@@ -2,14 +2,15 @@
 
 A new session's first build of such a project is fully cached on the shared builder
 (0.22 s here) and then waited for the image's load into its own engine (~0.08 s), 1.4x
-the first session's build; with the load beside the build, 1.14x (docs/benchmarks.md). When this
-build reads exactly what the tag's layout was last built from (inputs.py's fingerprint:
-arguments, Dockerfile, ignore file, context files), its result is that image but for a
-base that moved in its registry or a step the builder's GC made run again. So that image
-is loaded nameless while the build runs, and tagged (engine API, a few ms) once the build
-reports the same manifest. Any other outcome (another digest, a failed build) uses none
-of it: a nameless image this load added is removed, and the build's own image is loaded
-as before. The user's tag never moves before the build succeeded.
+the first session's build; with the load beside the build, 1.14x (docs/benchmarks.md).
+When this build reads exactly what the tag's layout was last built from (inputs.py's
+fingerprint: arguments, Dockerfile, ignore file, context files), its result is that
+image but for a base that moved in its registry or a step the builder's GC made run
+again. So that image is loaded nameless while the build runs, and tagged (engine API, a
+few ms) once the build reports the same manifest. Any other outcome (another digest, a
+failed build) uses none of it: the build's own image is loaded as before, and a nameless
+image this load added is removed after. The user's tag never moves before the build
+succeeded.
 """
 
 from __future__ import annotations
