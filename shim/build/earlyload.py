@@ -27,7 +27,7 @@ class EarlyLoad:
         self.entry = {k: v for k, v in entry.items() if k != "annotations"}  # no name: no tag moves
         self.manifest = manifest
         self.loaded = False  # the image is in the engine (loaded here, or it was there)
-        self.added = False  # ... loaded here: this load's to remove when unused
+        self.added = False  # ... or maybe loaded here: this load's to remove when unused
         self.thin = False
         self.thread: threading.Thread | None = None
 
@@ -40,11 +40,11 @@ class EarlyLoad:
             if _present(real, inv, run, self.digest):
                 self.loaded = True
                 return
+            self.added = True  # from here on it may be in the engine, and was not before
             with builder.one_load_at_a_time(run):
                 held = facts.get("held", set()) | builder.loaded_since(run, facts.get("asked"))
                 self.loaded, self.thin = builder.load_lacking(real, inv, run, layout, self.entry, self.manifest,
                                                               held, facts.get("base_diffs"), self.digest)
-            self.added = self.loaded
         except Exception:  # noqa: BLE001 - a guess that failed costs nothing but the usual load
             self.loaded = False
 
@@ -53,10 +53,11 @@ class EarlyLoad:
         remembered); False when the caller loads as usual. An unused load stays until that
         load is done (it may leave out layers this one brought), then `discard` removes it."""
         self.join()
+        if entry["digest"] == self.digest:
+            self.added = False  # the build's own image, whatever came of this load or its tags
         if not self.loaded or entry["digest"] != self.digest:
             run.early = False if self.loaded else None  # metrics: a guess that missed
             return False
-        self.added = False  # the build's own image now, whatever happens to its tags
         if not all(builder.tag_image(real, inv, run, self.digest, t) for t in tags):
             return False  # the usual load tags it (the image is there: it sends little)
         run.loaded, run.thin, run.early = True, self.thin, True

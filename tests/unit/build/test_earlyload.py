@@ -233,3 +233,20 @@ def test_a_thin_load_on_the_engines_socket_starts_no_docker_cli(tmp_path, monkey
     monkeypatch.setattr(builder, "_base_layers", lambda *a: {base})
     assert builder._thin_load("/bin/docker", inv, ["x:1"], run, lay, entry, manifest, set(), set()) == 0
     assert len(sent) == 1 and run.thin is True and cli.calls == []
+
+
+def test_a_guess_whose_load_broke_off_is_removed_unless_the_build_made_that_image(tmp_path, monkeypatch):
+    """A load that raised may have left the image in the engine: removed after a miss,
+    never when it is the build's own image (the usual load just put it there)."""
+    def broke_off(*_a, **_k):
+        raise OSError("connection reset")
+    monkeypatch.setattr(builder, "load_lacking", broke_off)
+    for own in (True, False):
+        early, (lay, entry, manifest, run, engine, inv) = _early(tmp_path / str(own), monkeypatch)
+        early.join()
+        assert not early.loaded
+        built = entry if own else {**entry, "digest": "sha256:" + "e" * 64}
+        assert not early.finish("/bin/docker", inv, run, ["x:1"], lay, built, manifest)
+        early.discard("/bin/docker", inv, run)
+        removed = [c for c in engine.calls if c[:2] == ("image", "rm")]
+        assert removed == ([] if own else [("image", "rm", entry["digest"])])
