@@ -16,7 +16,7 @@ import os
 import socket
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from shim.core.records import dataclass
 
 from shim.build.shared import (TLS_FILES, Target, first_and_load, from_images, socket_of, tag_forms, target_for,
@@ -44,7 +44,7 @@ class SharedRun:
     key: str = ""  # the build's cache key: names the layout of an untagged build
     prints_id: bool = False  # -q / --progress quiet: the thin build prints this engine's id
     iidfile: str | None = None  # the user's --iidfile: the thin build writes this engine's id there
-    fp: str | None = None  # what the build reads (inputs.py): an unchanged one loads its image early
+    fingerprint: Callable[[], str | None] | None = None  # what the build reads (inputs.py), asked beside it
     socket: str | None = None  # the engine's unix socket: a tag is an API call, not a CLI start
     early: bool | None = None  # metrics: the image loaded while it built was the build's (earlyload.py); False: another
 
@@ -309,7 +309,7 @@ def _export_and_load(real: str, inv: Invocation, argv, tags, run: SharedRun, lay
         run.prints_id = False
         return _load(real, inv, insert_before(argv, inv.args_start, ["--load"]), tags, run, ""), ""
     entry, manifest = got
-    layout.remember_inputs(run.fp)
+    layout.remember_inputs(early.fingerprint() if early else None)
     layout.holds(run.bases)
     config = manifest["config"]["digest"]
     asking.join()
@@ -469,7 +469,7 @@ def _load_layout(real: str, inv: Invocation, run: SharedRun, layout, entry: dict
     if not ok:
         return False
     if check:
-        return _id_of(real, inv, run, name) == entry["digest"]
+        return id_of(real, inv, run, name) == entry["digest"]
     return not omit or "Loaded image" in said
 
 
@@ -483,7 +483,8 @@ def _load_tar(real: str, inv: Invocation, run: SharedRun, path: str) -> tuple[bo
     return res.returncode == 0, res.stdout
 
 
-def _id_of(real: str, inv: Invocation, run: SharedRun, name: str) -> str | None:
+def id_of(real: str, inv: Invocation, run: SharedRun, name: str) -> str | None:
+    """The engine's id for an image (a name, or an id), or None: on its socket, else the CLI."""
     from shim.core import engineapi
 
     if run.socket:

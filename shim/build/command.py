@@ -8,6 +8,7 @@ the build: one stderr line and the build runs as the user wrote it.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -208,7 +209,7 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
     if caps.mode == "full" and caps.driver == "docker":  # the containerd image store loads OCI layouts
         run.layouts = Path(f"{config['build.store']}-load")
         run.key, run.prints_id, run.iidfile = key, prints_id(build), build.iidfile
-        run.fp = _fingerprint(args, inv, build, environ)
+        run.fingerprint = functools.partial(_fingerprint, args, inv, build, environ)  # in the build's shadow
     caps = BuildCaps("full", "the host's shared BuildKit (buildx remote driver)", "remote", caps.buildx)
     plan = plan_shared(args, inv, build, target, key, caps, thin=run.layouts is not None)
     if run.layouts and plan.load_check:

@@ -18,26 +18,36 @@ from __future__ import annotations
 import threading
 
 from shim.build import builder
-from shim.core import engineapi, proc
+from shim.core import proc
 
 
 class EarlyLoad:
-    def __init__(self, entry: dict, manifest: dict):
-        self.digest = entry["digest"]
+    def __init__(self, built_from: str | None, image: tuple[dict, dict] | None):
+        self.built_from = built_from  # what the layout's image was built from (read before the export)
+        entry, self.manifest = image or ({}, {})
+        self.digest = entry.get("digest")
         self.entry = {k: v for k, v in entry.items() if k != "annotations"}  # no name: no tag moves
-        self.manifest = manifest
+        self.fp: str | None = None
+        self.known = threading.Event()  # self.fp is this build's fingerprint
         self.loaded = False  # the image is in the engine (loaded here, or it was there)
         self.added = False  # ... or maybe loaded here: this load's to remove when unused
         self.thin = False
         self.thread: threading.Thread | None = None
 
     def run(self, real: str, inv, run, layout, asking, facts: dict) -> None:
-        """The thread's body; any failure only means the build's image is loaded after it."""
+        """The thread's body: the build's fingerprint (a walk of its context, off the build's
+        clock), then the guess's load; any failure only means the build's image is loaded after it."""
         try:
+            try:
+                self.fp = run.fingerprint()
+            finally:
+                self.known.set()
+            if not self.fp or self.fp != self.built_from or not self.digest:
+                return
             asking.join()
             if facts.get("ids", [])[:1] == [self.digest]:
                 return  # the tag names it already: the build finds the image unchanged
-            if _present(real, inv, run, self.digest):
+            if builder.id_of(real, inv, run, self.digest):
                 self.loaded = True
                 return
             self.added = True  # from here on it may be in the engine, and was not before
@@ -47,6 +57,11 @@ class EarlyLoad:
                                                               held, facts.get("base_diffs"), self.digest)
         except Exception:  # noqa: BLE001 - a guess that failed costs nothing but the usual load
             self.loaded = False
+
+    def fingerprint(self) -> str | None:
+        """This build's fingerprint, for the layout to remember after the export."""
+        self.known.wait()
+        return self.fp
 
     def finish(self, real: str, inv, run, tags, layout, entry: dict, manifest: dict) -> bool:
         """After a successful build: True when its image is the one loaded (now tagged and
@@ -87,22 +102,12 @@ class EarlyLoad:
 
 
 def start(real: str, inv, run, layout, asking, facts: dict) -> EarlyLoad | None:
-    """The early load of the layout's image when this build reads what it was built from;
-    None otherwise. Called with the layout locked, before the build exports into it."""
-    if not run.fp or layout.built_from() != run.fp:
+    """The thread that fingerprints the build and, when it reads what the layout's image was
+    built from, loads that image; None when the build is not fingerprinted. Called with the
+    layout locked, before the build exports into it."""
+    if run.fingerprint is None:
         return None
-    got = layout.image()
-    if got is None:
-        return None
-    early = EarlyLoad(*got)
+    early = EarlyLoad(layout.built_from(), layout.image())
     early.thread = threading.Thread(target=early.run, args=(real, inv, run, layout, asking, facts), daemon=True)
     early.thread.start()
     return early
-
-
-def _present(real: str, inv, run, digest: str) -> bool:
-    if run.socket:
-        return engineapi.image_id(run.socket, digest) is not None
-    res = proc.run_docker(real, [*inv.globals, "image", "inspect", "--format", "{{.Id}}", digest], timeout=30)
-    return res.returncode == 0
-

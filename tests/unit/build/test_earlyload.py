@@ -78,7 +78,7 @@ class Engine:
 def _early(tmp_path, monkeypatch, fp="fp1", built_from="fp1", has_image=False, ids=()):
     lay, entry, manifest = _layout_with_image(tmp_path / "l", "x:1", [b"base", b"app"])
     lay.remember_inputs(built_from)
-    run = builder.SharedRun(TARGET, State(tmp_path / "state"), "daemon-1", fp=fp)
+    run = builder.SharedRun(TARGET, State(tmp_path / "state"), "daemon-1", fingerprint=lambda: fp)
     engine = Engine([entry["digest"]] if has_image else [])
     monkeypatch.setattr(proc, "run_docker", engine)
     monkeypatch.setattr(proc, "spawn_background", lambda argv, env: engine.calls.append(tuple(argv[1:])))
@@ -109,7 +109,7 @@ def test_the_nameless_load_carries_no_name_annotation(tmp_path, monkeypatch):
 
     lay, entry, manifest = _layout_with_image(tmp_path / "l", "x:1", [b"app"])
     named = {**entry, "annotations": {"io.containerd.image.name": "x:1"}}
-    early = earlyload.EarlyLoad(named, manifest)
+    early = earlyload.EarlyLoad("fp1", (named, manifest))
     lay.write_tar(str(tmp_path / "t.tar"), early.entry, manifest, set())
     with tarfile.open(tmp_path / "t.tar") as tar:
         index = json.load(tar.extractfile("index.json"))
@@ -156,7 +156,27 @@ def test_an_image_the_engine_had_is_tagged_without_a_load_and_never_removed(tmp_
 @pytest.mark.parametrize("fp,built_from", [(None, "fp1"), ("fp2", "fp1"), ("fp1", None)])
 def test_no_early_load_unless_the_build_reads_what_the_layout_was_built_from(tmp_path, monkeypatch, fp, built_from):
     early, (_lay, _e, _m, _run, engine, _inv) = _early(tmp_path, monkeypatch, fp=fp, built_from=built_from)
-    assert early is None and engine.calls == []
+    early.join()
+    assert not early.loaded and engine.calls == []
+    assert early.fingerprint() == fp  # what the layout remembers after the export
+
+
+def test_a_build_that_is_not_fingerprinted_starts_no_thread(tmp_path, monkeypatch):
+    lay, _e, _m = _layout_with_image(tmp_path / "l", "x:1", [b"app"])
+    run = builder.SharedRun(TARGET, State(tmp_path / "state"), "daemon-1")
+    assert earlyload.start("/bin/docker", args(["build", "."])[0], run, lay, None, {}) is None
+
+
+def test_the_fingerprint_is_taken_beside_the_build_not_before_it(tmp_path, monkeypatch):
+    """The walk of a big context (up to inputs.BUDGET) must not delay the build's start."""
+    walking = threading.Event()
+    early, (lay, entry, manifest, run, engine, inv) = _early(tmp_path, monkeypatch)
+    run.fingerprint = lambda: walking.wait(5) and "fp1"
+    early = earlyload.start("/bin/docker", inv, run, lay, threading.Thread(target=lambda: None), {})
+    assert early is not None and not early.known.is_set()  # start returned while the walk goes on
+    walking.set()
+    assert early.fingerprint() == "fp1"
+    early.join()
 
 
 def test_no_load_when_the_tag_names_the_image_already(tmp_path, monkeypatch):
