@@ -80,6 +80,9 @@ def _handler(name: str, args: list[str]):
     if inv.kind == "build":
         from shim.build import command as build
         return lambda real, a: build.execute(real, a, inv, os.environ, on_error=_fallback)
+    if inv.kind == "bake":
+        from shim.build import bake
+        return lambda real, a: bake.execute(real, a, inv, os.environ, on_error=_fallback)
     return None
 
 

@@ -59,6 +59,13 @@ BUILD_BOOL_FLAGS = _flags("""
 """)
 BUILDX_VALUE_FLAGS = _flags("--builder")
 BUILD_KNOWN = BUILD_VALUE_FLAGS | BUILD_BOOL_FLAGS | BUILDX_VALUE_FLAGS | {"-h"}
+# `docker buildx bake --help` (buildx 0.13) plus what later releases added (--allow, --call,
+# --list, --var, --check): a flag not here may take a value, so the targets are not certain.
+BAKE_VALUE_FLAGS = _flags("""
+--builder -f --file --metadata-file --progress --provenance --sbom --set --allow --call --list --var
+""")
+BAKE_BOOL_FLAGS = _flags("--load --no-cache --print --pull --push --check --help -h")
+BAKE_LOOKS = _flags("--print --list --check")  # bake only prints or checks: nothing to cache
 
 RUN_KNOWN = RUN_VALUE_FLAGS | RUN_BOOL_FLAGS
 
@@ -74,6 +81,7 @@ RUN_COMMANDS = {("run",), ("create",), ("container", "run"), ("container", "crea
 BUILD_COMMANDS = {("build",), ("image", "build"), ("builder", "build")}
 PRUNE_COMMANDS = {("builder", "prune"), ("system", "prune"), ("buildx", "prune")}  # drop BuildKit's cache
 BUILDX_BUILD_WORDS = {"build", "b"}
+BUILDX_BAKE_WORDS = {"bake", "f"}  # `f` is bake's alias (`b` is build's)
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,7 @@ class Invocation:
     globals: tuple[str, ...]
     command: tuple[str, ...]
     args_start: int
-    kind: str  # "run" | "build" | "compose" | "passthrough"
+    kind: str  # "run" | "build" | "bake" | "compose" | "prune" | "passthrough"
     host: str | None = None
     context: str | None = None
     builder: str | None = None
@@ -238,6 +246,8 @@ def _buildx(argv, sub, host, context) -> Invocation:
                           host, context, builder)
     if pos and argv[pos[0]] == "prune":
         return Invocation(argv, argv[:sub], ("buildx", "prune"), pos[0] + 1, "prune", host, context, builder)
+    if pos and argv[pos[0]] in BUILDX_BAKE_WORDS:
+        return Invocation(argv, argv[:sub], ("buildx", argv[pos[0]]), pos[0] + 1, "bake", host, context, builder)
     return Invocation(argv, argv[:sub], ("buildx",), sub + 1, "passthrough", host, context, builder)
 
 
@@ -420,3 +430,65 @@ def insert_before(argv: Sequence[str], index: int, tokens: Sequence[str]) -> tup
     argv = tuple(argv)
     index = max(0, min(index, len(argv)))
     return argv[:index] + tuple(tokens) + argv[index:]
+
+
+# ------------------------------------------------------------------ bake
+
+@dataclass(frozen=True)
+class BakeArgs:
+    options: tuple[tuple[str, str | None], ...]
+    targets: tuple[str, ...]
+    files: tuple[str, ...]
+    sets: tuple[str, ...]  # `--set PATTERN.KEY=VALUE`, as given
+    no_cache: bool
+    load: bool
+    push: bool
+    builder: str | None
+    looks: str | None = None  # bake only prints, lists or checks (or --help): left alone, silently
+    misread: str | None = None  # why the targets or files cannot be told for sure: then dockcache adds nothing
+
+
+_TRUE = ("1", "t", "true")  # pflag's ParseBool, lower-cased
+
+
+def parse_bake(inv: Invocation) -> BakeArgs:
+    """`docker buildx bake [OPTIONS] [TARGET...]`: options and targets interleave (cobra)."""
+    argv = inv.argv
+    opts, pos = scan_options(argv, inv.args_start, BAKE_VALUE_FLAGS, interspersed=True)
+    opts = [("--file" if k == "-f" else "--help" if k == "-h" else k, v) for k, v in opts]
+
+    def values(name):
+        return tuple(v for k, v in opts if k == name and v is not None)
+
+    def flag(name):
+        return any(k == name and (v is None or v.lower() in _TRUE) for k, v in opts)
+
+    targets = tuple(argv[i] for i in pos)
+    return BakeArgs(
+        options=tuple(opts), targets=targets, files=values("--file"), sets=values("--set"),
+        no_cache=flag("--no-cache"), load=flag("--load"), push=flag("--push"),
+        builder=_last(values("--builder")) or inv.builder, looks=_bake_looks(opts, flag),
+        misread=_bake_misread(opts, targets))
+
+
+def _bake_looks(opts, flag) -> str | None:
+    if flag("--help"):
+        return "--help: docker only prints help"
+    calls = [v for k, v in opts if k == "--call"]
+    if flag("--print") or flag("--check") or any(k == "--list" for k, _v in opts) or (calls and calls[-1] != "build"):
+        return "bake only prints, lists or checks the definition: nothing is built"
+    return None
+
+
+def _bake_misread(opts, targets: tuple[str, ...]) -> str | None:
+    unknown = [k for k, _v in opts if k not in BAKE_VALUE_FLAGS and k not in BAKE_BOOL_FLAGS]
+    if unknown:
+        return f"unknown bake option {unknown[0]}: it may take a value, so the targets are not certain"
+    bare = [k for k, v in opts if v is None and k in BAKE_VALUE_FLAGS]
+    if bare:
+        return f"bake option {bare[0]} has no value"
+    if any(v == "-" for k, v in opts if k == "--file"):
+        return "a bake file from stdin (-f -): it can be read once only"
+    if targets and ("://" in targets[0] or targets[0].startswith("git@")):
+        return f"a remote bake definition ({targets[0]}): its files are not on this host"
+    return None
