@@ -86,8 +86,9 @@ def plan_bake(argv: Sequence[str], inv: Invocation, bake: BakeArgs, caps: BuildC
         sets += to
         if t.name in export_dests and not t.own_to and caps.mode == "full":
             exports.append((t.name, t.key, export_dests[t.name]))
-        if registry and any(v.startswith("type=registry") for v in to) and (registry_tags or {}).get(t.key, t.key) != t.key:
-            moves[t.key] = registry_tags[t.key]
+        tag = (registry_tags or {}).get(t.key, t.key)
+        if registry and to and tag != t.key:  # exported under its own tag: the key tag moves to it after bake
+            moves[t.key] = tag
         added += [x for v in sets for x in ("--set", v)]
         imported = ", ".join(said) if said else _no_import(t)
         reasons.append(f"{t.name}: key {t.key}, import {imported}, export {note}")

@@ -1,0 +1,138 @@
+"""`docker buildx bake` through bin/docker: its targets share the build store across
+sessions as `docker build`'s do (HCL, JSON and compose definitions, the user's own --set)."""
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from shim.build.progress import step_named
+from shim.build.store import CacheStore
+from tests.integration.helpers import REPO, shim
+
+pytestmark = pytest.mark.engine
+REGISTRY = os.environ.get("DOCKCACHE_TEST_REGISTRY", "localhost:5000")
+# The daemons have no bridge: bake 0.13 has no `network` key, so each RUN names its own.
+SLOW = "RUN --network=none echo {token} > /t && i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done\n"
+
+
+def two_services(root: Path) -> dict[str, str]:
+    """Two contexts (one with a Dockerfile of another name), each with a slow RUN of a fresh token."""
+    tokens = {}
+    for name, dockerfile in (("api", "Dockerfile"), ("web", "Dockerfile.web")):
+        (root / name).mkdir(parents=True)
+        tokens[name] = f"{name}-{uuid.uuid4().hex}"
+        (root / name / dockerfile).write_text("FROM dockcache-test/busybox\n" + SLOW.format(token=tokens[name]))
+    return tokens
+
+
+def hcl(root: Path, prefix: str) -> None:
+    (root / "docker-bake.hcl").write_text(f'''
+variable "TAG" {{ default = "1" }}
+group "default" {{ targets = ["api", "web"] }}
+target "api" {{
+  context = "api"
+  tags = ["{prefix}/bake-api:${{TAG}}"]
+}}
+target "web" {{
+  context = "web"
+  dockerfile = "Dockerfile.web"
+  tags = ["{prefix}/bake-web:${{TAG}}"]
+}}
+''')
+
+
+def bake(env, engine, root, *argv, tags=()):
+    engine.images.extend(tags)
+    return shim(env, "buildx", "bake", "--progress", "plain", *argv, cwd=root, extra={"DOCKER_HOST": engine.host})
+
+
+def ran(cp, token):
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    step = step_named(cp.stderr, token)
+    assert step is not None, cp.stderr[-3000:]
+    return step
+
+
+def keys(env) -> set[str]:
+    return set(CacheStore(Path(env["DOCKCACHE_BUILD_STORE"])).keys())
+
+
+@pytest.mark.parametrize("definition", ["hcl", "json"])
+def test_two_targets_on_a_then_b_hit_the_store(shim_env, engines, tmp_path, definition):
+    a, b = engines["a"], engines["b"]
+    tokens = two_services(tmp_path)
+    tags = [f"{a.prefix}/bake-api:1", f"{a.prefix}/bake-web:1"]
+    if definition == "hcl":
+        hcl(tmp_path, a.prefix)
+        files = ()
+    else:
+        (tmp_path / "bake.json").write_text(json.dumps({"target": {
+            "api": {"context": "api", "tags": [tags[0]]},
+            "web": {"context": "web", "dockerfile": "Dockerfile.web", "tags": [tags[1]]}}}))
+        files = ("-f", "bake.json", "api", "web")
+    cold = bake(shim_env, a, tmp_path, *files, tags=tags)
+    assert not any(ran(cold, t).cached for t in tokens.values())
+    assert "dockcache:" not in cold.stderr
+    assert f"{a.prefix}-bake-api" in keys(shim_env) and f"{a.prefix}-bake-web" in keys(shim_env)
+    warm = bake(shim_env, b, tmp_path, *files, tags=tags)  # another session: B never built these
+    assert all(ran(warm, t).cached for t in tokens.values())
+    assert not list((Path(shim_env["DOCKCACHE_BUILD_STORE"]) / "tmp").iterdir())  # private dirs gone
+
+
+def test_compose_file_as_bake_input(shim_env, engines, tmp_path):
+    a, b = engines["a"], engines["b"]
+    tokens = two_services(tmp_path)
+    tags = [f"{a.prefix}/bake-capi:1", f"{a.prefix}/bake-cweb:1"]
+    (tmp_path / "compose.yaml").write_text(json.dumps({"services": {
+        "api": {"image": tags[0], "build": {"context": "api"}},
+        "web": {"image": tags[1], "build": {"context": "web", "dockerfile": "Dockerfile.web"}},
+        "db": {"image": "dockcache-test/busybox"}}}))
+    cold = bake(shim_env, a, tmp_path, tags=tags)
+    assert not ran(cold, tokens["api"]).cached and not ran(cold, tokens["web"]).cached
+    warm = bake(shim_env, b, tmp_path, "-f", "compose.yaml", "api", "web", tags=tags)
+    assert ran(warm, tokens["api"]).cached and ran(warm, tokens["web"]).cached
+
+
+def test_users_own_set_is_respected(shim_env, engines, tmp_path):
+    a, b = engines["a"], engines["b"]
+    tokens = two_services(tmp_path)
+    hcl(tmp_path, a.prefix)
+    mine = tmp_path / "mine"
+    tags = [f"{a.prefix}/bake-api:1", f"{a.prefix}/bake-web:1"]
+    cp = bake(shim_env, a, tmp_path, "--set", f"api.cache-to=type=local,dest={mine},mode=max",
+              "--set", "web.args.UNUSED=1", tags=tags)
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    assert (mine / "index.json").exists()  # their cache-to, as they wrote it, and none of ours beside it
+    assert f"{a.prefix}-bake-web" in keys(shim_env) and f"{a.prefix}-bake-api" not in keys(shim_env)
+    warm = bake(shim_env, b, tmp_path, "--set", "web.args.UNUSED=1", tags=tags)
+    assert ran(warm, tokens["web"]).cached and not ran(warm, tokens["api"]).cached
+
+
+def test_registry_backend_across_sessions(shim_env, engines, tmp_path):
+    a, b = engines["a"], engines["b"]
+    tokens = two_services(tmp_path)
+    hcl(tmp_path, a.prefix)
+    repo = f"{REGISTRY}/dct-bake-{uuid.uuid4().hex[:8]}"
+    env = {**shim_env, "DOCKCACHE_BUILD_BACKEND": "registry", "DOCKCACHE_BUILD_REGISTRY": repo}
+    tags = [f"{a.prefix}/bake-api:1", f"{a.prefix}/bake-web:1"]
+    cold = bake(env, a, tmp_path, tags=tags)
+    assert not ran(cold, tokens["api"]).cached and "dockcache:" not in cold.stderr
+    assert not os.path.exists(shim_env["DOCKCACHE_BUILD_STORE"])  # registry only: no local store
+    fresh = {**env, "DOCKCACHE_STATE_DIR": str(tmp_path / "other-state")}
+    warm = bake(fresh, b, tmp_path, tags=tags)
+    assert ran(warm, tokens["api"]).cached and ran(warm, tokens["web"]).cached
+
+
+def test_kill_switch_passes_bake_through_unchanged(shim_env, engines, tmp_path):
+    a = engines["a"]
+    tokens = two_services(tmp_path)
+    hcl(tmp_path, a.prefix)
+    env = {**shim_env, "DOCKCACHE_DISABLE": "1", "DOCKCACHE_DEBUG": "1"}
+    cp = bake(env, a, tmp_path, "api", tags=[f"{a.prefix}/bake-api:1"])
+    assert not ran(cp, tokens["api"]).cached
+    assert "dockcache:" not in cp.stderr  # not even the debug line: docker ran as typed
+    assert not os.path.exists(shim_env["DOCKCACHE_BUILD_STORE"]) and not os.path.exists(shim_env["DOCKCACHE_STATE_DIR"])
+    assert REPO  # the launcher under test is this checkout's
