@@ -20,7 +20,7 @@ from pathlib import Path
 
 from shim.core import proc
 from shim.core.notice import after_docker, say
-from shim.build.key import keys_for
+from shim.build.key import Keys, choose
 from shim.build.plan import BuildPlan, load_steps, plan_build
 from shim.build.store import CacheStore, Published, Snapshot, StoreError
 from shim.core.config import Config, load
@@ -103,8 +103,10 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
         caps = BuildCaps("none", build.misread or "--help: docker only prints help")
         return Prepared(plan_build(args, inv, build, caps, key="", available=(), import_src=None,
                                    export_dest=None), None, None, None, config, caps)
-    key, fallbacks = keys_for(build.tags, build.context, build.file, cwd,
-                              config["build.key"], config["build.fallback_keys"])
+    from shim.build.mountsync import option
+    keys = choose(build.tags, build.context, build.file, cwd, config["build.key"], config["build.fallback_keys"],
+                  option(build.options, "--target"))
+    key, fallbacks = keys.own, list(keys.imports)
     caps = caps_for(real, inv, build, environ)
     if not _enabled(config):
         caps = BuildCaps("none", "build caching is disabled in config")
@@ -156,9 +158,25 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
     except BaseException:  # the caller falls back to docker unchanged: leave nothing behind
         _cleanup(Prepared(None, store, snap, export_dir, config, caps))
         raise
-    plan = _noted(_noted(_noted(plan, same_note), reg.note), stay_note)
+    plan = _noted(_noted(_noted(_noted(plan, candidates_note(keys, store, available, dry_run)), same_note),
+                         reg.note), stay_note)
     return Prepared(plan, store, snap, export_dir, config, caps, reg.client, local, inputs=inputs,
                     unchanged=bool(same_note))
+
+
+def candidates_note(keys: Keys, store: CacheStore, imported, dry_run: bool) -> str | None:
+    """explain: the keys this build's project may be stored under, which the store holds and
+    which are imported (key.py has the rules)."""
+    if len(keys.candidates) < 2 and not dry_run:
+        return None
+    held = store.keys() if dry_run else {}
+    marks = []
+    for c in keys.candidates:
+        base = {t.split("~", 1)[0] for t in imported}
+        state = ("imported" if c.key in base else "stored" if c.key in held
+                 else "not stored" if dry_run else "not imported")
+        marks.append(f"{c.kind} {c.key} ({'export, ' if c.key == keys.own else ''}{state})")
+    return "key candidates: " + "; ".join(marks)
 
 
 def _inputs(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, caps: BuildCaps, local,

@@ -1,21 +1,48 @@
-"""Build cache keys: from the first tag's repository, else from context + Dockerfile.
+"""Build cache keys: several candidates per build, the most stable one exported.
 
-`reg.example:5000/org/app:feature` -> `org-app`; an untagged build of `./svc` with
-`Dockerfile.dev` -> `ctx-<repo>-<hash>` inside a git clone with an `origin` (the origin URL
-and the paths inside the clone: a fresh clone elsewhere, in a new session, finds the same
-key), else `ctx-<hash>` of the absolute paths. Keys may be templated in config with `{repo}` and
-`{branch}` (the context's git branch, read from .git/HEAD without running git), so
-`key = "{repo}-{branch}"` with `fallback_keys = ["{repo}-main"]` starts a new branch warm.
+A build's project is named by whatever survives a new session (another daemon, the
+project cloned or copied to another path, a client that names images per path):
+- `tag`: the first tag's repository (`reg.example:5000/org/app:feature` -> `org-app`);
+  a repository with a long hex part (`vsc-proj-<sha256 of the workspace path>`, the dev
+  containers CLI's) names the path, not the project: it is kept, last;
+- `clone`: inside a git clone with an `origin`, when the Dockerfile is in the clone too:
+  `ctx-<repo>-<hash>` of the origin and the context's and Dockerfile's paths in the clone;
+- `content`: otherwise (a Dockerfile a client writes to a fresh temp path, no clone) a hash
+  of the Dockerfile's text, the `--target` and the context's identity (its origin and path
+  in a clone, else the names at its top);
+- `path`: an untagged build's absolute context and Dockerfile paths (the key before these
+  rules: stores that hold it still import).
+Every candidate the store holds is imported; the first one is exported to. Keys may be
+templated in config with `{repo}` (a candidate) and `{branch}` (the context's git branch,
+read from .git/HEAD without running git), so `key = "{repo}-{branch}"` with
+`fallback_keys = ["{repo}-main"]` starts a new branch warm. docs/build.md has the rules.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 
+from shim.core.records import dataclass
 from shim.core.state import short_hash
 
 _BAD = re.compile(r"[^a-z0-9._-]+")
+_PATH_HASH = re.compile(r"(^|[-_.])[0-9a-f]{32,}($|[-_.])")  # vsc-proj-<64 hex>[-uid]
+TOP_NAMES = 500  # a context's identity reads at most this many names at its top
+
+
+@dataclass(frozen=True)
+class Candidate:
+    kind: str  # tag | clone | content | path
+    key: str
+
+
+@dataclass(frozen=True)
+class Keys:
+    own: str  # exported to
+    imports: tuple[str, ...]  # every other key to import from, when the store holds it
+    candidates: tuple[Candidate, ...]  # rendered, most stable first (explain)
 
 
 def repo_of(tag: str) -> str:
@@ -36,16 +63,70 @@ def sanitize(text: str) -> str:
 
 
 def default_repo(tags, context: str | None, dockerfile: str | None, cwd: str) -> str:
-    if tags:
-        return sanitize(repo_of(tags[0]).replace("/", "-"))
+    """The most stable candidate's key (see `candidates`)."""
+    return candidates(tags, context, dockerfile, cwd)[0].key
+
+
+def candidates(tags, context: str | None, dockerfile: str | None, cwd: str,
+               target: str | None = None) -> list[Candidate]:
+    """Every key this build's project may be stored under, most stable first."""
+    out: list[Candidate] = []
+    tag = sanitize(repo_of(tags[0]).replace("/", "-")) if tags else None
+    if tag and not names_a_path(tag):
+        out.append(Candidate("tag", tag))
     ctx = os.path.abspath(os.path.join(cwd, context or "."))
-    clone = git_clone(ctx)
-    if clone:
+    file = os.path.abspath(os.path.join(cwd, dockerfile)) if dockerfile else os.path.join(ctx, "Dockerfile")
+    clone = git_clone(ctx) if context and "://" not in context and context != "-" else None
+    if clone and _inside(file, clone[0]):
         root, origin = clone
-        file = os.path.abspath(os.path.join(cwd, dockerfile)) if dockerfile else os.path.join(ctx, "Dockerfile")
         inside = f"{os.path.relpath(ctx, root)}|{os.path.relpath(file, root)}"
-        return f"ctx-{sanitize(origin.rsplit('/', 1)[-1])[:40]}-{short_hash(origin + '|' + inside)}"
-    return f"ctx-{short_hash(ctx + '|' + (dockerfile or 'Dockerfile'))}"
+        out.append(Candidate("clone", f"ctx-{_name(origin)}-{short_hash(origin + '|' + inside)}"))
+    elif dockerfile != "-":
+        content = _content_key(file, target, ctx, clone)
+        if content:
+            out.append(Candidate("content", content))
+    if tag and names_a_path(tag):
+        out.append(Candidate("tag", tag))
+    if not tags:
+        out.append(Candidate("path", f"ctx-{short_hash(ctx + '|' + (dockerfile or 'Dockerfile'))}"))
+    return out or [Candidate("path", f"ctx-{short_hash(ctx + '|' + (dockerfile or 'Dockerfile'))}")]
+
+
+def names_a_path(repo: str) -> bool:
+    """A repository with a long hex part is a hash (of a path, as the dev containers CLI's
+    `vsc-<folder>-<hash>`): another session at another path names the same project otherwise."""
+    return bool(_PATH_HASH.search(repo))
+
+
+def _name(origin: str) -> str:
+    return sanitize(origin.rsplit("/", 1)[-1])[:40]
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([path, root]) == root
+
+
+def _content_key(dockerfile: str, target: str | None, ctx: str, clone) -> str | None:
+    """`df-<hash>` of the Dockerfile's text, the target and the context's identity: its origin
+    and path in a clone, else the names at its top (a copy elsewhere has the same); None when
+    the Dockerfile cannot be read."""
+    import hashlib
+
+    try:
+        with open(dockerfile, "rb") as fh:
+            text = fh.read(2_000_000)
+    except OSError:
+        return None
+    h = hashlib.sha256(text + b"\0" + (target or "").encode() + b"\0")
+    if clone:
+        h.update(f"{clone[1]}|{os.path.relpath(ctx, clone[0])}".encode())
+    else:
+        try:
+            names = sorted(e.name for _i, e in zip(range(TOP_NAMES), os.scandir(ctx)))
+        except OSError:
+            names = []
+        h.update("\0".join(names).encode("utf-8", "surrogateescape"))
+    return f"df-{h.hexdigest()[:16]}"
 
 
 def git_clone(start: str) -> tuple[str, str] | None:
@@ -145,8 +226,20 @@ def render(template: str, repo: str, context_dir: str) -> str:
 
 def keys_for(tags, context, dockerfile, cwd, key_template: str, fallbacks) -> tuple[str, list[str]]:
     """(own key, fallback keys to import from), duplicates removed."""
-    repo = default_repo(tags, context, dockerfile, cwd)
+    keys = choose(tags, context, dockerfile, cwd, key_template, fallbacks)
+    return keys.own, list(keys.imports)
+
+
+def choose(tags, context, dockerfile, cwd, key_template: str, fallbacks: Sequence[str],
+           target: str | None = None) -> Keys:
+    """The key to export to (the template over the most stable candidate) and every other
+    candidate and fallback to import from."""
     ctx_dir = os.path.join(cwd, context or ".")
-    own = render(key_template or "{repo}", repo, ctx_dir)
-    rest = [render(t, repo, ctx_dir) for t in fallbacks]
-    return own, [k for k in dict.fromkeys(rest) if k != own]
+    template = key_template or "{repo}"
+    raw = candidates(tags, context, dockerfile, cwd, target)
+    found: dict[str, Candidate] = {}
+    for c in raw:  # a key once, at its first place
+        found.setdefault(render(template, c.key, ctx_dir), Candidate(c.kind, render(template, c.key, ctx_dir)))
+    own, *others = found
+    rest = [*others, *(render(t, raw[0].key, ctx_dir) for t in fallbacks)]
+    return Keys(own, tuple(k for k in dict.fromkeys(rest) if k != own), tuple(found.values()))

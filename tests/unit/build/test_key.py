@@ -6,7 +6,8 @@ import subprocess
 
 import pytest
 
-from shim.build.key import default_repo, keys_for, normalize_url, repo_of
+from shim.build.key import choose, default_repo, keys_for, names_a_path, normalize_url, repo_of
+from shim.core.state import short_hash
 
 
 @pytest.mark.parametrize("tag,repo", [("reg.example:5000/org/app:feature", "org/app"), ("app", "app"),
@@ -40,12 +41,52 @@ def test_an_untagged_build_in_two_clones_of_one_origin_has_one_key(tmp_path):
     assert default_repo((), "api", "api/Dockerfile.dev", str(one)) != k1  # another Dockerfile
 
 
-def test_without_an_origin_the_key_is_the_paths(tmp_path):
+def test_without_an_origin_the_key_is_the_dockerfile_and_the_contexts_names(tmp_path):
     one, two = clone(tmp_path, "a/svc", origin=None), clone(tmp_path, "b/svc", origin=None)
-    assert default_repo((), "api", None, str(one)) != default_repo((), "api", None, str(two))
-    plain = tmp_path / "noclone"
-    plain.mkdir()
-    assert default_repo((), ".", None, str(plain)).startswith("ctx-")
+    key = default_repo((), "api", None, str(one))
+    assert key.startswith("df-") and key == default_repo((), "api", None, str(two))  # a copy elsewhere
+    (two / "api" / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    assert default_repo((), "api", None, str(two)) != key  # another Dockerfile
+    assert default_repo((), "api", None, str(one)) != choose((), "api", None, str(one), "", (), target="dev").own
+    (two / "api" / "Dockerfile").write_text("FROM scratch\n")
+    (two / "api" / "extra.txt").write_text("x")
+    assert default_repo((), "api", None, str(two)) != key  # another context
+    paths = [c for c in choose((), "api", None, str(one), "", ()).candidates if c.kind == "path"]
+    assert paths and paths[0].key.startswith("ctx-")  # the key before: still imported
+
+
+def test_a_client_that_names_images_by_path_and_writes_its_dockerfile_anywhere(tmp_path):
+    """The dev containers CLI: `vsc-<folder>-<sha256 of the path>`, a Dockerfile in a new temp dir."""
+    keys = []
+    for n in ("one", "two"):
+        ws = tmp_path / n / "proj"
+        (ws / ".devcontainer").mkdir(parents=True)
+        (ws / ".devcontainer" / "devcontainer.json").write_text("{}")
+        tmp = tmp_path / f"devcontainercli-{n}" / "x"
+        tmp.mkdir(parents=True)
+        (tmp / "Dockerfile").write_text("FROM debian\nRUN make\n")
+        tag = f"vsc-proj-{short_hash(str(ws), 64)}"
+        keys.append(choose([tag], str(ws / ".devcontainer"), str(tmp / "Dockerfile"), str(ws), "", ["{repo}-main"]))
+    a, b = keys
+    assert a.own == b.own and a.own.startswith("df-")  # exported under what both sessions derive
+    assert [c.kind for c in a.candidates] == ["content", "tag"] and a.candidates[1].key in a.imports
+    assert a.candidates[1].key != b.candidates[1].key and f"{a.own}-main" in a.imports
+
+
+def test_a_tag_with_a_path_hash_is_not_the_projects_name():
+    assert names_a_path("vsc-proj-" + "ab" * 32) and names_a_path("vsc-proj-" + "ab" * 32 + "-uid")
+    assert not names_a_path("org-app") and not names_a_path("app-v2-cafe")
+
+
+def test_a_clone_with_its_dockerfile_outside_keys_on_the_content_and_the_origin(tmp_path):
+    one, two = clone(tmp_path, "s1/svc"), clone(tmp_path, "s2/co")
+    outside = tmp_path / "tmpdf"
+    outside.mkdir()
+    (outside / "Dockerfile").write_text("FROM x\n")
+    k1, k2 = (default_repo((), "api", str(outside / "Dockerfile"), str(c)) for c in (one, two))
+    assert k1 == k2 and k1.startswith("df-")
+    (one / "api" / "new.txt").write_text("y")
+    assert default_repo((), "api", str(outside / "Dockerfile"), str(one)) == k1  # a clone's identity is its origin
 
 
 def test_a_worktree_has_its_main_clones_origin(tmp_path):
