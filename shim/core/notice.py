@@ -6,12 +6,26 @@ docker has run, its exit code is what matters, so no later step may raise past i
 
 from __future__ import annotations
 
+import os
 import sys
 
 
 def say(message: str) -> None:
-    sys.stderr.write(f"dockcache: {message}\n")
-    sys.stderr.flush()
+    """One line on stderr; a stderr the reader closed (`2>&1 | head -1`) loses it, and only it."""
+    try:
+        sys.stderr.write(f"dockcache: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        _drop_stderr()
+
+
+def _drop_stderr() -> None:
+    """The line stays in the stream's buffer and Python's flush at exit would fail again,
+    turning docker's exit code into 120: later lines go nowhere instead."""
+    try:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    except OSError:
+        pass
 
 
 def after_docker(fn, *args) -> None:

@@ -14,6 +14,7 @@ sent to dockcache is forwarded to each running child.
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import subprocess
 import sys
@@ -67,23 +68,32 @@ def _take_pending(waited: list) -> None:
 
 
 class _Printer:
-    """Whole lines from many pipes onto our two streams, each with its job's name."""
+    """Whole lines from many pipes onto our two streams, each with its job's name.
+
+    Written to the file descriptors, not through sys.stdout: a stream of ours that is
+    closed (`| head -1`) would leave the failed line in Python's buffer, and the flush at
+    exit would fail again and turn the builds' exit code into 120."""
 
     def __init__(self):
         self.lock = threading.Lock()
+        self.closed: set[int] = set()  # our fds the reader went away from: their lines are dropped
 
-    def pump(self, name: str, pipe, out) -> None:
-        """Until the child closes its end; a stream of ours that is closed (`| head`) only
-        loses the lines: the pipe is still drained, so the child never blocks on it."""
+    def pump(self, name: str, pipe, fd: int) -> None:
+        """Until the child closes its end; a stream of ours that is closed only loses the
+        lines: the pipe is still drained, so the child never blocks on it."""
         prefix = f"{name} | ".encode()
         with pipe:
             for line in iter(pipe.readline, b""):
                 with self.lock:
-                    try:
-                        out.write(prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
-                        out.flush()
-                    except (OSError, ValueError):
-                        pass
+                    if fd not in self.closed:
+                        self._write(fd, prefix + line if line.endswith(b"\n") else prefix + line + b"\n")
+
+    def _write(self, fd: int, data: bytes) -> None:
+        try:
+            while data:
+                data = data[os.write(fd, data):]
+        except OSError:
+            self.closed.add(fd)
 
 
 class _Run:
@@ -150,8 +160,8 @@ class _Run:
         p = subprocess.Popen(list(job.argv), env=dict(job.env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              preexec_fn=self.unblock)
         self.running[job.name] = p
-        for pipe, out in ((p.stdout, sys.stdout.buffer), (p.stderr, sys.stderr.buffer)):
-            t = threading.Thread(target=self.printer.pump, args=(job.name, pipe, out), daemon=True)
+        for pipe, fd in ((p.stdout, _fd(sys.stdout, 1)), (p.stderr, _fd(sys.stderr, 2))):
+            t = threading.Thread(target=self.printer.pump, args=(job.name, pipe, fd), daemon=True)
             t.start()
             self.threads.append(t)
 
@@ -172,3 +182,12 @@ class _Run:
         for t in self.threads:
             t.join(timeout=max(deadline - time.monotonic(), 0))
 
+
+
+def _fd(stream, default: int) -> int:
+    """The descriptor under one of our streams (flushed first, so its lines keep their order)."""
+    try:
+        stream.flush()
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return default

@@ -88,18 +88,43 @@ def test_a_signal_sent_to_dockcache_reaches_every_running_job_once(tmp_path):
     assert [c.read_text() for c in counts] == ["1", "1"]
 
 
-def test_a_closed_stream_of_ours_loses_lines_not_jobs(tmp_path):
-    """`docker compose build | head -1`: the builds still finish with their own codes."""
-    runner = ("import sys; sys.path.insert(0, sys.argv[1]); from shim.core.parallel import Job, run_all; import os; "
-              "sys.exit(run_all([Job(n, ('/bin/sh', '-c', 'i=0; while [ $i -lt 3000 ]; do echo line $i; "
-              "i=$((i+1)); done; touch ' + sys.argv[2] + '/' + n), dict(os.environ)) for n in 'ab']))")
-    reader = subprocess.Popen([sys.executable, "-c", runner, str(REPO), str(tmp_path)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
-    assert reader.stdout.readline().endswith(b"line 0\n")
-    reader.stdout.close()  # the reader goes away after one line
-    assert reader.wait(timeout=60) == 0
-    assert b"Traceback" not in reader.stderr.read()
+# What `env -i PATH=... HOME=... LANG=C.UTF-8` leaves: no PYTHONUNBUFFERED, which would hide a
+# failed line left in Python's buffer (its flush at exit turns any exit code into 120).
+MINIMAL = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C.UTF-8"}
+
+
+def _closed_after_one_line(tmp_path, stream: str, code: int) -> subprocess.CompletedProcess:
+    """Two jobs of 3000 lines each on `stream`, the second (after the first) ending with `code`, under a reader
+    that goes away after one line (`| head -1`); a `dockcache:` line after them."""
+    redirect = " >&2" if stream == "stderr" else ""
+    runner = ("import sys; sys.path.insert(0, sys.argv[1]); from shim.core.parallel import Job, run_all; "
+              "from shim.core.notice import say; import os; "
+              "jobs = [Job(n, ('/bin/sh', '-c', 'i=0; while [ $i -lt 3000 ]; do echo line $i" + redirect + "; "
+              "i=$((i+1)); done; touch ' + sys.argv[2] + '/' + n + '; exit ' + c), dict(os.environ), "
+              "frozenset(w)) for n, c, w in (('a', '0', ''), ('b', sys.argv[3], 'a'))]; "
+              "rc = run_all(jobs); say('after the builds'); sys.exit(rc)")
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.DEVNULL}
+    if stream == "stderr":
+        pipes = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
+    reader = subprocess.Popen([sys.executable, "-c", runner, str(REPO), str(tmp_path), str(code)], env=MINIMAL,
+                              **pipes)
+    ours = reader.stdout if stream == "stdout" else reader.stderr
+    assert ours.readline().endswith(b"line 0\n")
+    ours.close()  # the reader goes away after one line
+    reader.wait(timeout=60)
     assert (tmp_path / "a").exists() and (tmp_path / "b").exists()
+    return reader
+
+
+def test_a_closed_stream_of_ours_loses_lines_not_jobs(tmp_path):
+    """`docker compose build | head -1`: the builds still finish with their own codes, also in
+    a minimal environment (issue 34: it exited 120)."""
+    assert _closed_after_one_line(tmp_path, "stdout", 0).returncode == 0
+
+
+def test_a_closed_stderr_keeps_the_failed_builds_code(tmp_path):
+    """`docker compose build 2>&1 | head -1`, where the progress lines and dockcache's own go."""
+    assert _closed_after_one_line(tmp_path, "stderr", 17).returncode == 17
 
 
 def _on_a_terminal(limit: int) -> str:
