@@ -43,10 +43,27 @@ def write_json(path: Path, data) -> None:
 AS_UID_1000 = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups"]
 
 
+def launcher_1000(base: Path) -> Path:
+    """bin/docker as uid 1000 runs it: the copy host_user_1000 made under `base`. The checkout
+    itself may sit where that user cannot go (a clone under a 0700 dir: `mktemp -d`, root's home)."""
+    return base / "dockcache" / "bin" / "docker"
+
+
+def _copy_launcher(dest: Path) -> None:
+    """bin/ and shim/ (all the launcher runs), readable by everyone, in a dir uid 1000 can reach."""
+    import shutil
+
+    for sub in ("bin", "shim"):
+        shutil.copytree(REPO / sub, dest / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    for p in [dest, *dest.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() or p.parent.name == "bin" else 0o644)
+
+
 @contextmanager
 def host_user_1000(engine, prefix: str):
     """A non-root host user (uid 1000) allowed on the engine's socket, with a home and an
-    app dir of its own under a fresh /tmp dir (yielded); all undone afterwards."""
+    app dir of its own under a fresh /tmp dir (yielded), and a copy of the launcher it can
+    run (launcher_1000); all undone afterwards."""
     import os
     import shutil
     import tempfile
@@ -59,6 +76,7 @@ def host_user_1000(engine, prefix: str):
         for d in (base, base / "home", base / "app"):
             d.mkdir(exist_ok=True)
             os.chown(d, 1000, 1000)
+        _copy_launcher(base / "dockcache")
         os.setxattr(sock, "system.posix_acl_access", encode(1000))  # uid 1000 may talk to the daemon
         yield base
     finally:

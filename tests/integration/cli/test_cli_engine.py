@@ -6,7 +6,8 @@ import subprocess
 import jsonschema
 import pytest
 
-from tests.integration.helpers import AS_UID_1000, BUSYBOX, DEVTOOLS, REPO, dockcache, host_user_1000, shim, write_json
+from tests.integration.helpers import (AS_UID_1000, BUSYBOX, DEVTOOLS, REPO, dockcache, host_user_1000, launcher_1000,
+                                      shim, write_json)
 
 pytestmark = pytest.mark.engine
 
@@ -125,7 +126,7 @@ def test_bind_mode_root_container_files_stay_clearable_by_a_non_root_host_user(s
         env = {"PATH": f"{REPO / 'bin'}:/usr/local/bin:/usr/bin:/bin", "HOME": str(base / "home"),
                "DOCKER_HOST": a.host, "DOCKCACHE_STATE_DIR": str(base / "state"), "DOCKCACHE_PYTHON": "/usr/bin/python3",
                "DOCKCACHE_VOLUME_PREFIX": a.prefix, "DOCKCACHE_MODE": "bind", "DOCKCACHE_BIND_ROOT": str(base / "bind")}
-        cp = subprocess.run([*as_user, str(REPO / "bin" / "docker"), "run", "--rm", "--network", "host",
+        cp = subprocess.run([*as_user, str(launcher_1000(base)), "run", "--rm", "--network", "host",
                              "-v", f"{base / 'app'}:/app", "-w", "/app", DEVTOOLS, "sh", "-c",
                              "npm install --no-audit --no-fund"], env=env, capture_output=True, text=True, timeout=300)
         assert cp.returncode == 0, cp.stderr

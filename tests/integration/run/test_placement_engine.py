@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import REAL_DOCKER
 from tests.integration.helpers import (AS_UID_1000, DEVTOOLS, GOTOOLS, REPO, dockcache,
-                                     host_user_1000, ok, shim, write_json)
+                                     host_user_1000, launcher_1000, ok, shim, write_json)
 
 pytestmark = pytest.mark.engine
 DEPS = {"is-number": "7.0.0", "left-pad": "1.3.0"}
@@ -153,10 +153,11 @@ def test_host_caches_serve_containers_and_stay_the_host_users(engines):
         write_json(base / "app" / "package.json", {"name": "x", "version": "1.0.0", "dependencies": DEPS})
         os.chown(base / "app" / "package.json", 1000, 1000)
         env = {**clean_env(base / "home", a.host), "DOCKCACHE_HOST_CACHES": "1",
-               "DOCKCACHE_VOLUME_PREFIX": a.prefix}
+               "DOCKCACHE_VOLUME_PREFIX": a.prefix,  # uid 1000's PATH: nothing inside the checkout
+               "PATH": f"{launcher_1000(base).parent}:{os.path.dirname(REAL_DOCKER)}:/usr/local/bin:/usr/bin:/bin"}
 
         def run(*argv, environ=env):
-            return subprocess.run([*AS_UID_1000, str(REPO / "bin" / "docker"), *argv], env=environ,
+            return subprocess.run([*AS_UID_1000, str(launcher_1000(base)), *argv], env=environ,
                                   capture_output=True, text=True, timeout=300)
         ok(run(*in_dir(base / "app", DEVTOOLS, "npm install --no-audit --no-fund", "host", "--user", "1000:1000")))
         npm_home = base / "home" / ".npm"
