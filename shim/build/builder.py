@@ -286,7 +286,8 @@ def _thin_build(real: str, inv: Invocation, argv, tags, run: SharedRun, layout, 
 
     with layout.locked():
         layout.seed(run.bases)
-        early = earlyload.start(real, inv, run, layout, asking, facts)
+        # this module's load steps: earlyload importing builder would be an import circle
+        early = earlyload.start(real, inv, run, layout, asking, facts, steps=sys.modules[__name__])
         try:
             return _export_and_load(real, inv, argv, tags, run, layout, asking, facts, said, early)
         finally:

@@ -11,18 +11,21 @@ few ms) once the build reports the same manifest. Any other outcome (another dig
 failed build) uses none of it: the build's own image is loaded as before, and a nameless
 image this load added is removed after. The user's tag never moves before the build
 succeeded.
+
+The load steps themselves are builder.py's, handed in as `steps` (builder passes its own
+module): builder starts the early load, so importing builder here would be an import circle.
 """
 
 from __future__ import annotations
 
 import threading
 
-from shim.build import builder
 from shim.core import proc
 
 
 class EarlyLoad:
-    def __init__(self, built_from: str | None, image: tuple[dict, dict] | None):
+    def __init__(self, built_from: str | None, image: tuple[dict, dict] | None, steps=None):
+        self.steps = steps  # id_of, one_load_at_a_time, loaded_since, load_lacking, tag_image, remember_load
         self.built_from = built_from  # what the layout's image was built from (read before the export)
         entry, self.manifest = image or ({}, {})
         self.digest = entry.get("digest")
@@ -47,14 +50,14 @@ class EarlyLoad:
             asking.join()
             if facts.get("ids", [])[:1] == [self.digest]:
                 return  # the tag names it already: the build finds the image unchanged
-            if builder.id_of(real, inv, run, self.digest):
+            if self.steps.id_of(real, inv, run, self.digest):
                 self.loaded = True
                 return
             self.added = True  # from here on it may be in the engine, and was not before
-            with builder.one_load_at_a_time(run):
-                held = facts.get("held", set()) | builder.loaded_since(run, facts.get("asked"))
-                self.loaded, self.thin = builder.load_lacking(real, inv, run, layout, self.entry, self.manifest,
-                                                              held, facts.get("base_diffs"), self.digest)
+            with self.steps.one_load_at_a_time(run):
+                held = facts.get("held", set()) | self.steps.loaded_since(run, facts.get("asked"))
+                self.loaded, self.thin = self.steps.load_lacking(real, inv, run, layout, self.entry, self.manifest,
+                                                                 held, facts.get("base_diffs"), self.digest)
         except Exception:  # noqa: BLE001 - a guess that failed costs nothing but the usual load
             self.loaded = False
 
@@ -73,10 +76,10 @@ class EarlyLoad:
         if not self.loaded or entry["digest"] != self.digest:
             run.early = False if self.loaded else None  # metrics: a guess that missed
             return False
-        if not all(builder.tag_image(real, inv, run, self.digest, t) for t in tags):
+        if not all(self.steps.tag_image(real, inv, run, self.digest, t) for t in tags):
             return False  # the usual load tags it (the image is there: it sends little)
         run.loaded, run.thin, run.early = True, self.thin, True
-        builder.remember_load(run, tags, layout, entry, manifest)
+        self.steps.remember_load(run, tags, layout, entry, manifest)
         return True
 
     def held(self) -> set[str]:
@@ -101,13 +104,13 @@ class EarlyLoad:
         proc.spawn_background([real, *inv.globals, "image", "rm", self.digest], os.environ)
 
 
-def start(real: str, inv, run, layout, asking, facts: dict) -> EarlyLoad | None:
+def start(real: str, inv, run, layout, asking, facts: dict, *, steps) -> EarlyLoad | None:
     """The thread that fingerprints the build and, when it reads what the layout's image was
     built from, loads that image; None when the build is not fingerprinted. Called with the
     layout locked, before the build exports into it."""
     if run.fingerprint is None:
         return None
-    early = EarlyLoad(layout.built_from(), layout.image())
+    early = EarlyLoad(layout.built_from(), layout.image(), steps)
     early.thread = threading.Thread(target=early.run, args=(real, inv, run, layout, asking, facts), daemon=True)
     early.thread.start()
     return early

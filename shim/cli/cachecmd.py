@@ -10,6 +10,7 @@ from shim.build.store import CacheStore, StoreError
 from .context import Ctx
 from .inventory import CacheRow, all_rows
 from .output import CliError, emit, human_size, local_time, table
+from .removal import remove
 
 STATS_SCHEMA = "docs/cache-stats.schema.json (JSON Schema 2020-12)"
 
@@ -125,44 +126,13 @@ def cache_clear(ctx: Ctx, managers: list[str], *, build: bool, everything: bool,
             raise CliError("nothing cleared")
     freed, removed = 0, []
     for r in todo:
-        if _remove(ctx, r):
+        if remove(ctx, r):
             freed += r.size or 0
             removed.append(r.name)
     out = [f"removed {n}" for n in removed] + [ln for ln in lines if ln.startswith("skip")]
     emit({"removed": removed, "skipped": {r.name: r.in_use_by for r in busy}, "freed_bytes": freed},
          as_json=as_json, human="\n".join(out + [f"freed {human_size(freed)}"]))
     return 0
-
-
-def _remove(ctx: Ctx, row: CacheRow) -> bool:
-    if row.kind == "bind":
-        return _remove_dir(ctx, row)
-    if row.kind == "build-mount":
-        from shim.build.mountstore import MountStore
-        MountStore(CacheStore(ctx.store_root)).drop([row.name.split(":", 1)[1]])
-        ctx.audit("clear", f"build:{row.name}", bytes=row.size)
-        return True
-    if row.kind == "build-key":
-        CacheStore(ctx.store_root).drop_keys([row.name])
-        ctx.audit("clear", f"build:{row.name}", bytes=row.size)
-        return True
-    res = ctx.docker("volume", "rm", row.name)
-    if res.returncode == 0:
-        ctx.state.forget("volumes", ctx.daemon, row.name)
-        ctx.audit("clear", row.name, bytes=row.size)
-    return res.returncode == 0
-
-
-def _remove_dir(ctx: Ctx, row: CacheRow) -> bool:
-    import shutil
-
-    problems: list[str] = []
-    shutil.rmtree(row.name, onerror=lambda _f, path, exc: problems.append(f"{path}: {exc[1]}"))
-    if problems:
-        raise CliError(f"could not remove all of {row.name} ({problems[0]}); files a root container "
-                       "wrote need `sudo rm -rf` on the host")
-    ctx.audit("clear", row.name, bytes=row.size)
-    return True
 
 
 def cache_prune(ctx: Ctx, *, older_than: float | None, max_size: int | None, backend: str = "local",
@@ -236,6 +206,6 @@ def _prune_volumes(ctx: Ctx, older_than: float) -> list[CacheRow]:
     now, out = time.time(), []
     for r in _rows(ctx, include_missing=False):
         last = r.last_used or r.created or now
-        if r.kind in ("volume", "bind") and not r.in_use_by and now - last > older_than and _remove(ctx, r):
+        if r.kind in ("volume", "bind") and not r.in_use_by and now - last > older_than and remove(ctx, r):
             out.append(r)
     return out

@@ -8,7 +8,7 @@ import re
 from shim.core.managers import BY_NAME, TOOL_COUNTERS
 
 from .context import Ctx
-from .inventory import CacheRow
+from .rows import CacheRow
 
 
 def tool_counters(ctx: Ctx, row: CacheRow) -> dict | None:

@@ -10,39 +10,15 @@ from __future__ import annotations
 import json
 import os
 import re
-from shim.core.records import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from shim.build.store import CacheStore
 
 from .context import Ctx
+from .rows import CacheRow
 
 _SIZE = re.compile(r"^([\d.]+)\s*([kMGT]?)B$")
-
-
-@dataclass
-class CacheRow:
-    name: str
-    kind: str  # "volume" | "bind" | "build-key" | "build-mount" | "registry-key"
-    manager: str
-    size: int | None
-    created: float | None
-    last_used: float | None
-    uses: int = 0
-    entries: int | None = None
-    in_use_by: list[str] = field(default_factory=list)
-    exists: bool = True
-    path: str | None = field(default=None, repr=False)  # where its files are, if this host sees them
-    evidence: dict | None = None  # `cache stats`: entries, hits, misses, savings (shim.cli.evidence)
-    tool_counters: dict | None = None  # `cache stats`: the tool's own hit counters (shim.cli.counters)
-
-    def to_json(self) -> dict:
-        from .output import iso_utc
-        d = asdict(self)
-        d.pop("path")
-        d["created"], d["last_used"] = iso_utc(self.created), iso_utc(self.last_used)
-        return d
 
 
 def parse_df_size(text: str) -> int | None:

@@ -95,15 +95,15 @@ def trim_run_caches(ctx, rows, human: list[str], *, grace: float = 0.0) -> dict:
     Writes the size estimate the run flow reads (run.upkeep)."""
     import time
 
-    from .cachecmd import _remove
     from .output import human_size
+    from .removal import remove
 
     total, per = limits_of(ctx.config)
     now = time.time()
     items = items_of(rows, now=now, grace=grace)
     todo = plan_trim(items, total, per) if (total or per) else []
     by_name = {r.name: r for r in rows}
-    removed = [rm for rm in todo if _remove(ctx, by_name[rm.name])]
+    removed = [rm for rm in todo if remove(ctx, by_name[rm.name])]
     gone = {rm.name for rm in removed}
     before, after = usage_of(items), usage_of([i for i in items if i.name not in gone])
     still = over(after, total, per)

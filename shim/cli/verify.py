@@ -195,10 +195,10 @@ def _some(items: list[str]) -> str:
 
 
 def _clear(ctx: Ctx, row: CacheRow) -> bool:
-    from .cachecmd import _remove
+    from .removal import remove
 
     try:
-        return _remove(ctx, row)
+        return remove(ctx, row)
     except CliError:
         return False
 

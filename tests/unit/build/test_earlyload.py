@@ -86,7 +86,7 @@ def _early(tmp_path, monkeypatch, fp="fp1", built_from="fp1", has_image=False, i
     asking.start()
     inv, _b = args(["build", "-t", "x:1", "."])
     facts = {"ids": list(ids), "held": set(), "asked": set(), "base_diffs": set()}
-    return earlyload.start("/bin/docker", inv, run, lay, asking, facts), (lay, entry, manifest, run, engine, inv)
+    return earlyload.start("/bin/docker", inv, run, lay, asking, facts, steps=builder), (lay, entry, manifest, run, engine, inv)
 
 
 def test_a_build_of_what_the_layout_was_built_from_loads_its_image_nameless_and_tags_it_after(tmp_path, monkeypatch):
@@ -164,7 +164,7 @@ def test_no_early_load_unless_the_build_reads_what_the_layout_was_built_from(tmp
 def test_a_build_that_is_not_fingerprinted_starts_no_thread(tmp_path, monkeypatch):
     lay, _e, _m = _layout_with_image(tmp_path / "l", "x:1", [b"app"])
     run = builder.SharedRun(TARGET, State(tmp_path / "state"), "daemon-1")
-    assert earlyload.start("/bin/docker", args(["build", "."])[0], run, lay, None, {}) is None
+    assert earlyload.start("/bin/docker", args(["build", "."])[0], run, lay, None, {}, steps=builder) is None
 
 
 def test_the_fingerprint_is_taken_beside_the_build_not_before_it(tmp_path, monkeypatch):
@@ -172,7 +172,7 @@ def test_the_fingerprint_is_taken_beside_the_build_not_before_it(tmp_path, monke
     walking = threading.Event()
     early, (lay, entry, manifest, run, engine, inv) = _early(tmp_path, monkeypatch)
     run.fingerprint = lambda: walking.wait(5) and "fp1"
-    early = earlyload.start("/bin/docker", inv, run, lay, threading.Thread(target=lambda: None), {})
+    early = earlyload.start("/bin/docker", inv, run, lay, threading.Thread(target=lambda: None), {}, steps=builder)
     assert early is not None and not early.known.is_set()  # start returned while the walk goes on
     walking.set()
     assert early.fingerprint() == "fp1"
