@@ -402,3 +402,60 @@ def _env_manager_list(environ: Mapping[str, str], settings: dict[str, Setting]) 
         raise ConfigError(f"env DOCKCACHE_MANAGERS: unknown manager(s) {', '.join(sorted(unknown))}")
     for name in BY_NAME:
         settings[f"managers.{name}.enabled"] = Setting(name in wanted, "env DOCKCACHE_MANAGERS")
+
+
+# What each key does, for docs/configuration.md (scripts/config_table.py generates it; a unit
+# test fails when a key has no line here or the page drifts). `<name>` stands for a manager
+# (managers.*) or a tool (verify.*). Never read on the hot path.
+HELP: dict[str, str] = {
+    "enabled": "Everything on or off (`DOCKCACHE_DISABLE=1` is the kill switch: docker runs untouched).",
+    "run.enabled": "Package caches for `docker run|create` and compose services.",
+    "run.mode": "Where package caches live: `auto` (host dirs under `run.bind_root` when the engine sees "
+                "this host's files, probed once per daemon; else named volumes), `bind` or `volume`.",
+    "run.scope": "Who shares a cache: `shared` (everyone on the engine), `user` (per host user) or "
+                 "`project` (per project dir; names get a short hash, never a path).",
+    "run.volume_prefix": "Prefix of the volumes and bind dirs dockcache makes (`dockcache-npm`); management "
+                         "commands touch only their own prefix's caches.",
+    "run.bind_root": "Host directory of the bind-mode caches; in a sandbox whose `~` is per session, a "
+                     "directory every session mounts.",
+    "run.readonly": "Mount caches read-only: only tools made for a read-only cache (Gradle) get one.",
+    "run.host_caches": "Mount your host's own tool caches (`~/.npm`, `~/.cache/pip`, ...) into containers "
+                       "running as root or as you.",
+    "run.max_size": "Cap on all run caches together (`0`: none); trimmed least recently used first by "
+                    "`cache prune` and a background prune.",
+    "run.min_free": "Disk guard: below this much free space, no new caches are made.",
+    "run.min_free_percent": "... or below this share of the filesystem.",
+    "build.enabled": "Shared BuildKit cache for `docker build` / `buildx build` and compose builds.",
+    "build.store": "Host directory of the shared build cache (layers, cache mounts).",
+    "build.max_size": "Cap on the build store; least recently used keys go first.",
+    "build.fallback_keys": "Keys imported when the build's own key has nothing yet (`{repo}`, `{branch}` "
+                           "templates): a new branch starts warm from main.",
+    "build.key": "The build's cache key, templated (`{repo}-{branch}`); empty: from the first tag's "
+                 "repository, else the context and Dockerfile.",
+    "build.lock_timeout": "Seconds a detached publish waits for the store's lock.",
+    "build.key_history": "Distinct builds a key keeps (variants, edits); all are imported.",
+    "build.backend": "Where build cache goes: `local` (the store), `registry` or `both`.",
+    "build.registry": "`HOST:PORT/REPO` of the registry backend.",
+    "build.registry_max_age": "`cache prune --backend registry` removes keys older than this.",
+    "build.registry_max_size": "... and keeps the registry backend under this size.",
+    "build.builder": "The host's shared BuildKit: `auto` (the one `dockcache builder up` starts, when its "
+                     "socket is there), `off`, `unix:///PATH`, `tcp://HOST:PORT` or a buildx builder's name.",
+    "build.builder_tls": "A tcp builder's TLS: a directory with `ca.pem`, `cert.pem`, `key.pem`.",
+    "build.cache_mounts": "Carry `RUN --mount=type=cache` contents across sessions through the store.",
+    "build.cache_mounts_save": "`detached` (after the command returns) or `wait` (before it returns).",
+    "compose.enabled": "Build caches and package caches for `docker compose build|up|run|create`.",
+    "compose.shared_builder": "Compose service builds on the shared builder (one `docker build` each); "
+                              "off: the store path.",
+    "mirrors.ca_bundle": "PEM file on this host for mirrors behind a private CA (mounted, with each tool's "
+                         "CA variable).",
+    "mirrors.npm": "npm registry mirror URL given to npm, Yarn, pnpm (empty: none).",
+    "mirrors.pypi": "PyPI mirror URL given to pip, uv, Poetry (empty: none).",
+    "mirrors.go": "Go module proxy URL (`GOPROXY`; empty: none).",
+    "mirrors.cargo": "crates.io sparse-index mirror URL (empty: none).",
+    "mirrors.maven": "Maven repository mirror URL (empty: none).",
+    "managers.<name>.enabled": "One package manager on or off (`DOCKCACHE_MANAGERS=npm,pip` enables only those).",
+    "managers.<name>.volume": "The volume name for this manager's cache (empty: `PREFIX-<name>`).",
+    "managers.<name>.host_cache": "Mount the host's own cache of this tool (overrides `run.host_caches`).",
+    "managers.<name>.max_size": "Cap on this manager's cache (`0`: none of its own).",
+    "verify.image_<name>": "A local image with the tool, for `cache verify` (never pulled).",
+}
