@@ -70,7 +70,10 @@ def _handler(name: str, args: list[str]):
     inv = parse_invocation(["compose", *args] if name == "docker-compose" else args)
     if inv.kind == "run":
         from shim.run import command as run
-        return lambda real, a: run.execute(real, a, inv, os.environ, on_error=_fallback)
+        return lambda real, a: (_images_first(inv), run.execute(real, a, inv, os.environ, on_error=_fallback))
+    if inv.kind == "pull":
+        from shim.images import command as images
+        return lambda real, a: images.execute_pull(real, a, inv, os.environ)
     if inv.kind == "compose":
         from shim.compose import command as compose
         return lambda real, a: compose.execute(real, name, a, os.environ, on_error=_fallback)
@@ -84,6 +87,16 @@ def _handler(name: str, args: list[str]):
         from shim.build import bake
         return lambda real, a: bake.execute(real, a, inv, os.environ, on_error=_fallback)
     return None
+
+
+def _images_first(inv) -> None:
+    """An absent image through the host's image cache before the run flow asks about it."""
+    from shim.images.command import before_run
+
+    try:
+        before_run(inv, os.environ)
+    except Exception:  # noqa: BLE001 - the engine pulls as it always did
+        pass
 
 
 def _fallback(real: str, args: list[str], exc: BaseException) -> NoReturn:

@@ -19,10 +19,12 @@ cache_app = typer.Typer(no_args_is_help=True, help="See, size, clear and prune c
 config_app = typer.Typer(no_args_is_help=True, help="Write or show configuration.")
 metrics_app = typer.Typer(no_args_is_help=True, help="What dockcache did.")
 builder_app = typer.Typer(no_args_is_help=True, help="The host's one shared BuildKit, for every session.")
+images_app = typer.Typer(no_args_is_help=True, help="The host's pull-through image caches, for every session.")
 app.add_typer(cache_app, name="cache")
 app.add_typer(config_app, name="config")
 app.add_typer(metrics_app, name="metrics")
 app.add_typer(builder_app, name="builder")
+app.add_typer(images_app, name="images")
 JSON = typer.Option(False, "--json", help="One JSON document instead of a table.")
 EVERYONE = typer.Option(False, "--all-installations",
                         help="Also other installations' caches on this daemon (other prefixes or host users).")
@@ -214,6 +216,43 @@ def builder_use(value: str = typer.Argument(..., help="auto, off, unix:///PATH, 
     """Set build.builder in the user config."""
     from .buildercmd import use
     raise typer.Exit(use(Ctx(), value))
+
+
+IMAGES_ROOT = typer.Option(None, "--root", help="Where the caches live (default: images.root, /var/lib/dockcache/images).")
+UPSTREAM = typer.Option([], "--upstream", help="A registry to cache (repeatable; default: images.upstreams).")
+
+
+@images_app.command("up")
+def images_up(upstream: List[str] = UPSTREAM, root: Optional[str] = IMAGES_ROOT,
+              registry: Optional[str] = typer.Option(None, "--registry", help="The Distribution registry binary "
+                                                     "(default: docker-registry or registry on PATH)."),
+              json: bool = JSON):
+    """Start one pull-through cache per upstream (or attach to those already up)."""
+    from .imagescmd import up
+    raise typer.Exit(up(Ctx(), upstreams=upstream, root=root, registry=registry, as_json=json))
+
+
+@images_app.command("down")
+def images_down(upstream: List[str] = UPSTREAM, root: Optional[str] = IMAGES_ROOT, json: bool = JSON):
+    """Stop the caches that `images up` started (nothing else)."""
+    from .imagescmd import down
+    raise typer.Exit(down(Ctx(), upstreams=upstream, root=root, as_json=json))
+
+
+@images_app.command("status")
+def images_status(root: Optional[str] = IMAGES_ROOT, json: bool = JSON):
+    """Each cache: up or down, its size, hits and misses (exit 1 when none is up or one is down)."""
+    from .imagestatus import status
+    raise typer.Exit(status(Ctx(), root=root, as_json=json))
+
+
+@images_app.command("prune")
+def images_prune(root: Optional[str] = IMAGES_ROOT,
+                 max_size: Optional[str] = typer.Option(None, "--max-size", help="Default: images.max_size."),
+                 dry_run: bool = typer.Option(False, "--dry-run", help="Say what would go; delete nothing."), json: bool = JSON):
+    """Delete the least recently used blobs until the caches fit in images.max_size."""
+    from .imagestatus import prune
+    raise typer.Exit(prune(Ctx(), root=root, max_size=max_size, dry_run=dry_run, as_json=json))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -24,6 +24,7 @@ from shim.core.managers import BY_NAME, MANAGERS, VERIFY, Manager, Marker
 from shim.core.safety import check_container_path, check_name, check_sensitive
 
 PROJECT_FILE = ".dockcache.toml"
+UPSTREAM_RE = re.compile(r"^(https?://)?([A-Za-z0-9.-]+(:\d+)?|\[[0-9A-Fa-f:]+\](:\d+)?)/?$")  # images.upstreams
 REGISTRY_RE = re.compile(r"^[A-Za-z0-9.-]+(:\d+)?/[a-z0-9]+([._/-][a-z0-9]+)*$")
 SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.I)
 CHOICES = {"run.mode": ("auto", "volume", "bind"), "run.scope": ("shared", "user", "project"),
@@ -79,6 +80,14 @@ SCHEMA: dict[str, tuple[Any, Any]] = {
     # build each with thin loads (compose/sharedbuild.py); off: the store path
     "compose.shared_builder": (bool, True),
     "mirrors.ca_bundle": (str, ""),
+    # The host's pull-through image caches (`dockcache images up`, shim/images, docs/images.md)
+    "images.enabled": (bool, True),  # route pulls through the caches that are up
+    "images.root": (str, "/var/lib/dockcache/images"),  # every session's shim reads ROOT/caches.json
+    "images.upstreams": (list, ["docker.io", "ghcr.io", "quay.io"]),  # one cache each (`images up`)
+    "images.address": (str, "127.0.0.1"),  # where the caches listen; the engines must reach it
+    "images.port": (int, 5100),  # the first port tried; each cache takes the next free two
+    "images.max_size": ("size", "50GiB"),  # all caches together (`images prune`)
+    "images.credentials": (list, []),  # upstreams whose login (the docker config of `images up`) the cache uses
 }
 for _kind in ("npm", "pypi", "go", "cargo", "maven"):  # shim.core.mirror_urls.KINDS (not imported: hot path)
     SCHEMA[f"mirrors.{_kind}"] = (str, "")
@@ -108,6 +117,9 @@ ENV_KEYS = {
     "DOCKCACHE_MIRROR_MAVEN": "mirrors.maven", "DOCKCACHE_MIRROR_CA_BUNDLE": "mirrors.ca_bundle",
     "DOCKCACHE_MAX_SIZE": "run.max_size", "DOCKCACHE_MIN_FREE": "run.min_free",
     "DOCKCACHE_MIN_FREE_PERCENT": "run.min_free_percent",
+    "DOCKCACHE_IMAGES": "images.enabled", "DOCKCACHE_IMAGES_ROOT": "images.root",
+    "DOCKCACHE_IMAGES_UPSTREAMS": "images.upstreams", "DOCKCACHE_IMAGES_ADDRESS": "images.address",
+    "DOCKCACHE_IMAGES_PORT": "images.port", "DOCKCACHE_IMAGES_MAX_SIZE": "images.max_size",
 }
 
 
@@ -201,7 +213,7 @@ def load(environ: Mapping[str, str], project_dir: str | None = None) -> Config:
             settings[key] = Setting(_coerce(key, environ[var], f"env {var}"), f"env {var}")
     _env_manager_list(environ, settings)
     home = environ.get("HOME", "/")
-    for key in ("run.bind_root", "build.store", "mirrors.ca_bundle"):
+    for key in ("run.bind_root", "build.store", "mirrors.ca_bundle", "images.root"):
         value = settings[key].value
         if value.startswith("~"):
             settings[key] = Setting(home + value[1:], settings[key].source)
@@ -291,12 +303,14 @@ def _check_value(key: str, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: key '{key}' must be one of {', '.join(CHOICES[key])}, got {value!r}")
     if (key.endswith(".volume") or key == "run.volume_prefix") and value and check_name(value):
         raise ConfigError(f"{where}: key '{key}': {check_name(value)}")
-    if key in ("run.bind_root", "build.store") and check_sensitive(value):
+    if key in ("run.bind_root", "build.store", "images.root") and check_sensitive(value):
         raise ConfigError(f"{where}: key '{key}': {check_sensitive(value)}")
     if key == "build.registry" and value and not REGISTRY_RE.match(value):
         raise ConfigError(f"{where}: key '{key}': {value!r} is not HOST[:PORT]/REPOSITORY (lowercase repository path)")
     if key == "build.builder" and builder_problem(value):
         raise ConfigError(f"{where}: key '{key}': {builder_problem(value)}")
+    if key in ("images.upstreams", "images.credentials") and value:
+        _check_upstreams(key, value, where)
     if key.startswith("mirrors.") and value:
         _check_mirror(key, value, where)
     if key in ("build.key",) and value and not re.match(r"^[a-z0-9][a-z0-9._-]{0,127}$", _untemplated(value)):
@@ -332,6 +346,12 @@ def _check_mirror(key: str, value: str, where: str) -> None:
     problem = check_url(key.split(".", 1)[1], value)
     if problem:
         raise ConfigError(f"{where}: key '{key}': {problem}")
+
+
+def _check_upstreams(key: str, value: list, where: str) -> None:
+    bad = [v for v in value if not UPSTREAM_RE.match(v)]
+    if bad:
+        raise ConfigError(f"{where}: key '{key}': {bad[0]!r} is not a registry host (docker.io, ghcr.io, HOST:PORT)")
 
 
 def _untemplated(key: str) -> str:

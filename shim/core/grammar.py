@@ -82,6 +82,9 @@ BUILD_COMMANDS = {("build",), ("image", "build"), ("builder", "build")}
 PRUNE_COMMANDS = {("builder", "prune"), ("system", "prune"), ("buildx", "prune")}  # drop BuildKit's cache
 BUILDX_BUILD_WORDS = {"build", "b"}
 BUILDX_BAKE_WORDS = {"bake", "f"}  # `f` is bake's alias (`b` is build's)
+PULL_COMMANDS = {("pull",), ("image", "pull")}  # routed through the host's image caches (shim/images)
+PULL_VALUE_FLAGS = _flags("--platform")
+PULL_KNOWN = PULL_VALUE_FLAGS | _flags("-a --all-tags -q --quiet --disable-content-trust --help")
 
 
 @dataclass(frozen=True)
@@ -217,12 +220,12 @@ def parse_invocation(argv: Sequence[str]) -> Invocation:
     if first in ("container", "image", "builder", "system") and sub + 1 < len(argv):
         words = (first, argv[sub + 1])
         kind = ("run" if words in RUN_COMMANDS else "build" if words in BUILD_COMMANDS
-                else "prune" if words in PRUNE_COMMANDS else "passthrough")
+                else "prune" if words in PRUNE_COMMANDS else "pull" if words in PULL_COMMANDS else "passthrough")
         return Invocation(argv, argv[:sub], words, sub + 2, kind, host, context)
     if first == "buildx":
         return _buildx(argv, sub, host, context)
     kind = ("run" if (first,) in RUN_COMMANDS else "build" if (first,) in BUILD_COMMANDS
-            else "compose" if first == "compose" else "passthrough")
+            else "compose" if first == "compose" else "pull" if (first,) in PULL_COMMANDS else "passthrough")
     return Invocation(argv, argv[:sub], (first,), sub + 1, kind, host, context)
 
 
@@ -347,6 +350,30 @@ def _csv_fields(value: str) -> list[str]:
 def _tmpfs_flag(value: str) -> Mount | None:
     target = value.split(":")[0]
     return Mount(None, _norm(target), "tmpfs") if target else None
+
+
+# ------------------------------------------------------------------ pull
+
+@dataclass(frozen=True)
+class PullArgs:
+    image: str | None
+    platform: str | None
+    quiet: bool
+    all_tags: bool
+    help: bool
+    unknown: tuple[str, ...] = ()  # flags the table does not know: the image is not certain
+
+
+def parse_pull(inv: Invocation) -> PullArgs:
+    """`docker pull [OPTIONS] NAME[:TAG|@DIGEST]`: exactly one name, or no image."""
+    opts, pos = scan_options(inv.argv, inv.args_start, PULL_VALUE_FLAGS, interspersed=True)
+    names = [k for k, _v in opts]
+    unknown = tuple(k for k in names if k not in PULL_KNOWN and k != "-h")
+    return PullArgs(image=inv.argv[pos[0]] if len(pos) == 1 else None,
+                    platform=next((v for k, v in reversed(opts) if k == "--platform"), None),
+                    quiet=any(k in ("-q", "--quiet") for k in names),
+                    all_tags=any(k in ("-a", "--all-tags") for k in names),
+                    help=any(k in ("--help", "-h") for k in names), unknown=unknown)
 
 
 # ------------------------------------------------------------------ build
