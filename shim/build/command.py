@@ -332,6 +332,8 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         _forget_tags(inv, environ)
         on_error(real, list(args), exc)
         return
+    if not prep.shared:  # the shared builder pulls FROM images itself (its own registry mirrors)
+        _bases_first(inv, environ)
     if not prep.unchanged:  # an unchanged rebuild tags the same image: `docker run` of it keeps its plan
         _forget_tags(inv, environ)
     if prep.plan.argv == tuple(args) and not prep.mounts.mounts:
@@ -357,6 +359,32 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         after_docker(_cleanup, prep)
         after_docker(_record, environ, prep, rc, time.monotonic() - started)
     sys.exit(rc)
+
+
+def _bases_first(inv: Invocation, environ: Mapping[str, str]) -> None:
+    """FROM images the engine lacks (all of them with `--pull`) through the host's image cache
+    (shim/images): the engine's BuildKit then finds them in its own image store."""
+    from shim.build.inputs import bases
+    from shim.build.shared import from_images
+    from shim.images.command import caches_up, ensure
+
+    try:
+        build = parse_build(inv)
+        if build.help or build.misread or build.file == "-" or build.context in (None, "-") or "://" in build.context:
+            return
+        if not caches_up(environ):
+            return
+        here = os.path.join(os.getcwd(), build.context)
+        with open(os.path.join(os.getcwd(), build.file) if build.file else os.path.join(here, "Dockerfile"),
+                  encoding="utf-8", errors="replace") as fh:
+            text = fh.read()
+        given = dict(v.split("=", 1) for k, v in build.options if k == "--build-arg" and v and "=" in v)
+        images = bases(text, given) or from_images(text)
+        platform = next((v for k, v in reversed(build.options) if k == "--platform" and v and "," not in v), None)
+        pull = any(k == "--pull" and (v is None or v.lower() in ("true", "1")) for k, v in build.options)
+        ensure(inv.host, inv.context, images, environ, asked=images if pull else (), platform=platform)
+    except Exception:  # noqa: BLE001 - the build pulls its FROM images as it always did
+        return
 
 
 def _forget_tags(inv: Invocation, environ: Mapping[str, str]) -> None:

@@ -26,6 +26,7 @@ def _docker(real: str, name: str, environ: Mapping[str, str]) -> str:
 
 
 def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], *, on_error) -> None:
+    _images_first(real, name, args, environ)
     try:
         p = plan(real, name, args, environ)
     except Exception as exc:  # noqa: BLE001 - fail open
@@ -51,6 +52,50 @@ def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str
         after_docker(_record, p, environ, rc, time.monotonic() - started)
         after_docker(cleanup, p)
     sys.exit(rc)
+
+
+def _images_first(real: str, name: str, args: Sequence[str], environ: Mapping[str, str]) -> None:
+    """`up|create|run|pull`: the service images the engine lacks (every one for `pull`, `--pull
+    always` or `pull_policy: always`) through the host's image cache, side by side (shim/images).
+    A `compose pull` whose every image came that way is done; anything else runs compose as typed."""
+    from shim.compose.files import invocation, only_looks, reads_stdin, split
+    from shim.compose.plan import selected_config
+    from shim.images.command import caches_up, ensure
+
+    try:
+        call = split(name, args)
+        if call.sub not in ("up", "create", "run", "pull") or reads_stdin(call) or only_looks(call):
+            return
+        if not caches_up(environ):
+            return
+        cfg = selected_config(real, call, environ) or {"services": {}}
+        flag = next((v for k, v in _options(call.rest) if k == "--pull"), None)
+        images, asked = {}, set()
+        for svc_name, svc in cfg["services"].items():
+            if not isinstance(svc, dict) or not svc.get("image") or svc.get("build"):
+                continue  # compose builds it: nothing to pull
+            policy = flag or svc.get("pull_policy") or "missing"
+            if policy in ("never", "build"):
+                continue
+            images[svc_name] = str(svc["image"])
+            if call.sub == "pull" or policy == "always":
+                asked.add(images[svc_name])
+        inv = invocation(call)
+        done = ensure(inv.host, inv.context, images.values(), environ, asked=asked)
+    except Exception:  # noqa: BLE001 - compose pulls as it always did
+        return
+    if call.sub == "pull" and images and all(done.get(i) for i in images.values()):
+        for svc_name in images:
+            sys.stderr.write(f" ✔ {svc_name} Pulled\n")
+        sys.exit(0)
+
+
+def _options(rest: Sequence[str]) -> list[tuple[str, str | None]]:
+    from shim.core.grammar import scan_options
+    from shim.compose.services import sub_values
+
+    opts, _ = scan_options(rest, 1, sub_values(rest[0] if rest else None), interspersed=True)
+    return opts
 
 
 def _with_service_builds(real: str, name: str, args: Sequence[str], environ: Mapping[str, str],

@@ -1,0 +1,177 @@
+"""Images across sessions (issue 33): a pull through the host's cache in session A serves
+session B after the upstream is gone; the image is named as a direct pull names it; a
+private repository is never served to a session without its login; a cache that is down
+leaves pulls as they were."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.integration.helpers import BUSYBOX, dockcache, ok, shim
+from tests.integration.images.registries import Upstream, free_port
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture
+def upstream(tmp_path):
+    (tmp_path / "up").mkdir()
+    reg = Upstream(tmp_path / "up").start()
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture
+def images_env(shim_env, tmp_path):
+    return {**shim_env, "DOCKCACHE_IMAGES_ROOT": str(tmp_path / "images"), "DOCKCACHE_IMAGES_PORT": str(free_port())}
+
+
+@pytest.fixture
+def cache(images_env, upstream):
+    ok(dockcache(images_env, "images", "up", "--upstream", upstream.address))
+    yield images_env
+    dockcache(images_env, "images", "down")
+
+
+def pushed(engines, registry: str, tmp_path, *, config: str | None = None, repo: str = "app") -> tuple[str, str, str]:
+    """A new image only this test has, pushed to `registry` from the old daemon (A and B never
+    saw its manifest or top layer: they fetch them as a new session would): (name, the id a
+    containerd image store gives it, the token file's content)."""
+    a = engines["old"]
+    token = uuid.uuid4().hex
+    ctx = tmp_path / f"img-{token[:6]}"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {BUSYBOX}\nRUN echo {token} > /token && head -c 200000 /dev/urandom > /blob\n")
+    name = f"{registry}/{a.prefix}/{repo}:1"
+    a.docker("build", "-q", "--network", "none", "-t", name, str(ctx))
+    pushed_out = a.docker(*(["--config", config] if config else []), "push", name).stdout
+    image_id = next(w for w in pushed_out.split() if w.startswith("sha256:"))  # the manifest's digest
+    a.docker("image", "rm", name)
+    for e in engines.values():
+        e.images.append(name)
+    return name, image_id, token
+
+
+def session(env: dict, engine, tmp_path, name: str) -> dict:
+    """Another session: its own state dir, on `engine`."""
+    return {**env, "DOCKER_HOST": engine.host, "DOCKCACHE_STATE_DIR": str(tmp_path / f"state-{name}")}
+
+
+def facts(engine, name: str) -> dict:
+    got = json.loads(engine.docker("image", "inspect", name).stdout)[0]
+    return {"id": got["Id"], "tags": sorted(got["RepoTags"]), "digests": sorted(got["RepoDigests"])}
+
+
+def no_cache_names(engine, env: dict) -> None:
+    names = engine.docker("images", "--format", "{{.Repository}}").stdout.split()
+    index = json.loads(open(f"{env['DOCKCACHE_IMAGES_ROOT']}/caches.json").read())["caches"]
+    addresses = {c["address"] for c in index.values()}
+    assert not [n for n in names if n.split("/")[0] in addresses]
+
+
+def test_b_runs_what_a_pulled_after_the_upstream_is_gone(cache, engines, upstream, tmp_path):
+    a, b = engines["a"], engines["b"]
+    name, image_id, token = pushed(engines, upstream.address, tmp_path)
+    ok(shim(session(cache, a, tmp_path, "a"), "pull", name))
+    upstream.stop()
+    assert b.docker("pull", name, check=False).returncode != 0  # control: plain docker cannot
+    cp = ok(shim(session(cache, b, tmp_path, "b"), "run", "--rm", "--network", "none", name, "cat", "/token"))
+    assert cp.stdout.strip() == token
+    assert f"Unable to find image '{name}' locally" in cp.stderr and "dockcache:" not in cp.stderr
+    assert facts(b, name)["id"] == image_id
+    no_cache_names(b, cache)
+
+
+def test_compose_up_on_b_through_the_cache(cache, engines, upstream, tmp_path):
+    a, b = engines["a"], engines["b"]
+    name, _id, token = pushed(engines, upstream.address, tmp_path)
+    other_name, _id2, _t = pushed(engines, upstream.address, tmp_path, repo="app2")  # pulled side by side
+    ok(shim(session(cache, a, tmp_path, "a"), "pull", name))
+    ok(shim(session(cache, a, tmp_path, "a"), "pull", other_name))
+    upstream.stop()
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "compose.yaml").write_text(
+        f"services:\n  web:\n    image: {name}\n    network_mode: none\n    command: sleep 60\n"
+        f"    labels: [{b.label}]\n"
+        f"  db:\n    image: {other_name}\n    network_mode: none\n    command: sleep 60\n    labels: [{b.label}]\n")
+    env = session(cache, b, tmp_path, "b")
+    try:
+        cp = ok(shim(env, "compose", "-p", b.prefix, "up", "-d", cwd=project))
+        assert "dockcache:" not in cp.stderr
+        out = ok(shim(env, "compose", "-p", b.prefix, "exec", "-T", "web", "cat", "/token", cwd=project))
+        assert out.stdout.strip() == token
+    finally:
+        shim(env, "compose", "-p", b.prefix, "down", "-t", "0", cwd=project)
+    no_cache_names(b, cache)
+
+
+def test_build_on_b_from_an_image_a_pulled(cache, engines, upstream, tmp_path):
+    a, b = engines["a"], engines["b"]
+    name, _id, token = pushed(engines, upstream.address, tmp_path)
+    ok(shim(session(cache, a, tmp_path, "a"), "pull", name))
+    upstream.stop()
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {name}\nRUN cp /token /copied\n")
+    assert b.docker("build", "--network", "none", str(ctx), check=False).returncode != 0  # control
+    tag = f"{b.prefix}/built:1"
+    b.images.append(tag)
+    ok(shim(session(cache, b, tmp_path, "b"), "build", "--network", "none", "-t", tag, str(ctx)))
+    assert b.docker("run", "--rm", "--network", "none", tag, "cat", "/copied").stdout.strip() == token
+
+
+def test_same_id_digest_and_name_as_a_direct_pull(cache, engines, upstream, tmp_path):
+    b = engines["b"]
+    name, image_id, _t = pushed(engines, upstream.address, tmp_path)
+    direct_out = b.docker("pull", name).stdout
+    direct = facts(b, name)
+    b.docker("image", "rm", name)
+    cp = ok(shim(session(cache, b, tmp_path, "b"), "pull", name))
+    assert facts(b, name) == direct and direct["id"] == image_id
+    assert cp.stdout.splitlines()[-1] == direct_out.splitlines()[-1] == name
+    assert f"Status: Downloaded newer image for {name}" in cp.stdout
+    no_cache_names(b, cache)
+    status = json.loads(ok(dockcache(cache, "images", "status", "--json")).stdout)
+    row = status["caches"][0]
+    assert row["state"] == "up" and row["upstream"] == upstream.address and row["size"] > 200000
+
+
+def test_a_private_repository_is_not_served_without_its_login(images_env, engines, tmp_path):
+    a, b = engines["a"], engines["b"]
+    (tmp_path / "priv").mkdir()
+    private = Upstream(tmp_path / "priv", users={"alice": "s3cret"}).start()
+    try:
+        login = tmp_path / "alice-docker"
+        login.mkdir()
+        a.docker("--config", str(login), "login", "-u", "alice", "--password-stdin", private.address, input="s3cret")
+        name, image_id, _t = pushed(engines, private.address, tmp_path, config=str(login))
+        ok(dockcache(images_env, "images", "up", "--upstream", private.address))
+        cp = ok(shim(session(images_env, a, tmp_path, "a"), "--config", str(login), "pull", name))  # A's own login
+        assert cp.stdout.strip().splitlines()[-1] == name and facts(a, name)["id"] == image_id
+        denied = shim(session(images_env, b, tmp_path, "b"), "pull", name)
+        assert denied.returncode != 0
+        assert b.docker("image", "inspect", name, check=False).returncode != 0
+        data = tmp_path / "images"
+        assert not list(data.rglob(f"repositories/{a.prefix}"))  # the cache never held it
+    finally:
+        dockcache(images_env, "images", "down")
+        private.stop()
+
+
+def test_a_cache_that_is_down_leaves_pulls_as_they_were(cache, engines, upstream, tmp_path):
+    b = engines["b"]
+    name, image_id, token = pushed(engines, upstream.address, tmp_path)
+    index = json.loads(open(f"{cache['DOCKCACHE_IMAGES_ROOT']}/caches.json").read())
+    ok(dockcache(cache, "images", "down"))
+    (open(f"{cache['DOCKCACHE_IMAGES_ROOT']}/caches.json", "w")).write(json.dumps(index))  # as if it died
+    env = session(cache, b, tmp_path, "b")
+    cp = ok(shim(env, "run", "--rm", "--network", "none", name, "cat", "/token"))
+    assert cp.stdout.strip() == token and cp.stderr.count("dockcache:") == 0
+    b.docker("image", "rm", name)
+    cp = ok(shim(env, "pull", name))
+    assert cp.stdout.strip().splitlines()[-1] == name and cp.stderr.count("dockcache:") <= 1
+    assert facts(b, name)["id"] == image_id
