@@ -93,7 +93,7 @@ class Invocation:
     globals: tuple[str, ...]
     command: tuple[str, ...]
     args_start: int
-    kind: str  # "run" | "build" | "bake" | "compose" | "prune" | "passthrough"
+    kind: str  # "run" | "build" | "bake" | "compose" | "prune" | "pull" | "passthrough"
     host: str | None = None
     context: str | None = None
     builder: str | None = None
