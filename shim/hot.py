@@ -80,6 +80,9 @@ def _handler(name: str, args: list[str]):
     if inv.kind == "prune":
         from shim.build.local import forget_daemon
         return lambda real, a: forget_daemon(inv, os.environ)
+    if inv.kind == "exec":
+        from shim.run import execcmd
+        return lambda real, a: execcmd.execute(real, a, inv, os.environ, on_error=_fallback)
     if inv.kind == "build":
         from shim.build import command as build
         return lambda real, a: build.execute(real, a, inv, os.environ, on_error=_fallback)

@@ -58,6 +58,8 @@ BUILD_BOOL_FLAGS = _flags("""
 --force-rm --rm --squash --help
 """)
 BUILDX_VALUE_FLAGS = _flags("--builder")
+EXEC_VALUE_FLAGS = _flags("--detach-keys -e --env --env-file -u --user -w --workdir")
+EXEC_BOOL_FLAGS = _flags("-d --detach --help -i --interactive --privileged -t --tty")
 BUILD_KNOWN = BUILD_VALUE_FLAGS | BUILD_BOOL_FLAGS | BUILDX_VALUE_FLAGS | {"-h"}
 # `docker buildx bake --help` (buildx 0.13) plus what later releases added (--allow, --call,
 # --list, --var, --check): a flag not here may take a value, so the targets are not certain.
@@ -79,6 +81,7 @@ BUILD_LONG_NAMES = {"-f": "--file", "-o": "--output", "-t": "--tag", "-q": "--qu
 
 RUN_COMMANDS = {("run",), ("create",), ("container", "run"), ("container", "create")}
 BUILD_COMMANDS = {("build",), ("image", "build"), ("builder", "build")}
+EXEC_COMMANDS = {("exec",), ("container", "exec")}
 PRUNE_COMMANDS = {("builder", "prune"), ("system", "prune"), ("buildx", "prune")}  # drop BuildKit's cache
 BUILDX_BUILD_WORDS = {"build", "b"}
 BUILDX_BAKE_WORDS = {"bake", "f"}  # `f` is bake's alias (`b` is build's)
@@ -93,7 +96,7 @@ class Invocation:
     globals: tuple[str, ...]
     command: tuple[str, ...]
     args_start: int
-    kind: str  # "run" | "build" | "bake" | "compose" | "prune" | "pull" | "passthrough"
+    kind: str  # "run" | "build" | "bake" | "compose" | "exec" | "prune" | "pull" | "passthrough"
     host: str | None = None
     context: str | None = None
     builder: str | None = None
@@ -220,12 +223,14 @@ def parse_invocation(argv: Sequence[str]) -> Invocation:
     if first in ("container", "image", "builder", "system") and sub + 1 < len(argv):
         words = (first, argv[sub + 1])
         kind = ("run" if words in RUN_COMMANDS else "build" if words in BUILD_COMMANDS
-                else "prune" if words in PRUNE_COMMANDS else "pull" if words in PULL_COMMANDS else "passthrough")
+                else "prune" if words in PRUNE_COMMANDS else "pull" if words in PULL_COMMANDS
+                else "exec" if words in EXEC_COMMANDS else "passthrough")
         return Invocation(argv, argv[:sub], words, sub + 2, kind, host, context)
     if first == "buildx":
         return _buildx(argv, sub, host, context)
     kind = ("run" if (first,) in RUN_COMMANDS else "build" if (first,) in BUILD_COMMANDS
-            else "compose" if first == "compose" else "pull" if (first,) in PULL_COMMANDS else "passthrough")
+            else "compose" if first == "compose" else "pull" if (first,) in PULL_COMMANDS
+            else "exec" if (first,) in EXEC_COMMANDS else "passthrough")
     return Invocation(argv, argv[:sub], (first,), sub + 1, kind, host, context)
 
 
@@ -374,6 +379,36 @@ def parse_pull(inv: Invocation) -> PullArgs:
                     quiet=any(k in ("-q", "--quiet") for k in names),
                     all_tags=any(k in ("-a", "--all-tags") for k in names),
                     help=any(k in ("--help", "-h") for k in names), unknown=unknown)
+
+
+# ------------------------------------------------------------------ exec
+
+@dataclass(frozen=True)
+class ExecArgs:
+    """`docker exec` (and compose's: `SERVICE` in the container's place)."""
+
+    container: str | None
+    user: str | None
+    env: tuple[tuple[str, str | None], ...]
+    env_files: tuple[str, ...]
+    insert_at: int | None  # where added options go: right before the container
+    unknown: tuple[str, ...] = ()  # flags the tables don't know: the container position is a guess
+
+
+def parse_exec(argv: Sequence[str], start: int, value_flags: frozenset[str] = EXEC_VALUE_FLAGS,
+               known: frozenset[str] = EXEC_VALUE_FLAGS | EXEC_BOOL_FLAGS) -> ExecArgs:
+    """Options from argv[start:] up to the container (docker's options end at it)."""
+    opts, pos = scan_options(argv, start, value_flags, interspersed=False)
+    unknown = tuple(dict.fromkeys(k for k, _v in opts if k not in known))
+    opts = [(LONG_NAMES.get(k, k), v) for k, v in opts]
+    at = pos[0] if pos else None
+    if at is not None and at - 1 >= start and argv[at - 1] == "--":
+        at -= 1
+    values = [v for k, v in opts if k == "--user" and v is not None]
+    return ExecArgs(container=argv[pos[0]] if pos else None, user=values[-1] if values else None,
+                    env=tuple(_env_pair(v) for k, v in opts if k == "--env" and v is not None),
+                    env_files=tuple(v for k, v in opts if k == "--env-file" and v is not None),
+                    insert_at=at, unknown=unknown)
 
 
 # ------------------------------------------------------------------ build

@@ -17,6 +17,7 @@ from shim.core.config import Config
 from shim.run.detect import Detection
 from shim.core.grammar import RunArgs, insert_before
 from shim.core.managers import BY_NAME, SIZE_ENV, Manager, size_env_value
+from shim.run.execplan import LABEL, label_value
 from shim.run.mirrors import MirrorPlan, plan_mirrors
 from shim.core.state import short_hash
 
@@ -90,7 +91,7 @@ def plan_run(argv: Sequence[str], run: RunArgs, config: Config, facts: Facts) ->
         mounts += made
     mirror = _mirror_plan(run, config, facts, mounts)
     skipped += mirror.skipped
-    added = _tokens(mounts) + mirror.tokens()
+    added = _tokens(mounts) + _label(mounts, run, facts) + mirror.tokens()
     reasons += [f"skip {name}: {why}" for name, why in skipped]
     reasons += [f"caches: {facts.mode_reason}"] if mounts and facts.mode_reason else []
     reasons += [f"mount {m.source} at {m.target} for {m.manager}" + (" (your host's own cache)" if m.host_cache else "")
@@ -310,6 +311,19 @@ def _tokens(mounts: Sequence[CacheMount]) -> tuple[str, ...]:
         for var, value in m.env:
             out += ["-e", f"{var}={value}"]
     return tuple(out)
+
+
+def _label(mounts: Sequence[CacheMount], run: RunArgs, facts: Facts) -> tuple[str, ...]:
+    """The container's writable caches and their owner (run.execplan): a `docker exec -u`
+    of another user then gets a tree of its own in each."""
+    value = cache_label(mounts, _owner(run, facts))
+    return ("--label", f"{LABEL}={value}") if value else ()
+
+
+def cache_label(mounts: Sequence[CacheMount], owner: str | None) -> str | None:
+    """The label's value for these mounts (compose sets it too), None without any."""
+    paths = [m.target for m in mounts if not m.readonly and not m.host_cache]
+    return label_value(owner, paths) if paths else None
 
 
 def env_of(plan: Plan) -> Mapping[str, str]:

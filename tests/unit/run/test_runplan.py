@@ -24,6 +24,7 @@ def test_adds_mount_and_variable_together():
     assert p.argv == ("run", "--mount", "type=volume,source=dockcache-npm,target=/dockcache/npm" + labels.format("npm"),
                       "--mount", "type=volume,source=dockcache-pip,target=/dockcache/pip" + labels.format("pip"),
                       "-e", "npm_config_cache=/dockcache/npm", "-e", "PIP_CACHE_DIR=/dockcache/pip",
+                      "--label", 'dockcache.caches={"owner":"root","paths":["/dockcache/npm","/dockcache/pip"]}',
                       "img", "npm", "ci")
 
 
