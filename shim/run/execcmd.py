@@ -57,7 +57,7 @@ def inspect(real: str, inv: Invocation, ref: str, environ: Mapping[str, str]) ->
             return None
     config = data.get("Config") or {}
     return Container(str(data.get("Id", "")), (config.get("Labels") or {}).get(LABEL),
-                     tuple(config.get("Env") or ()))
+                     tuple(config.get("Env") or ()), bool((data.get("State") or {}).get("Running", True)))
 
 
 def _from_socket(sock: str, ref: str) -> dict | None:

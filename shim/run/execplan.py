@@ -57,6 +57,7 @@ class Container:
     id: str
     label: str | None
     env: tuple[str, ...]  # Config.Env, "NAME=value"
+    running: bool = True  # docker refuses an exec into a stopped container: nothing to prepare
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def plan_exec(argv: Sequence[str], ex: ExecArgs, facts: Container | None,
               env_file_names: frozenset[str] = frozenset()) -> ExecPlan:
     """The exec as typed, or with the cache variables pointed at the user's own tree."""
     argv = tuple(argv)
-    if ex.user is None or ex.insert_at is None or ex.unknown or facts is None:
+    if ex.user is None or ex.insert_at is None or ex.unknown or facts is None or not facts.running:
         return ExecPlan(argv, reasons=("runs as the container's user: its caches are its own",))
     got = read_label(facts.label)
     if got is None:

@@ -282,3 +282,17 @@ def test_debug_prints_the_final_argv_of_every_rewritten_command(fake, argv):
 def test_buildkit_prunes_run_unchanged(fake, argv):
     cp, calls = fake(*argv)
     assert cp.returncode == 0 and [c["argv"] for c in calls] == [argv]
+
+
+@pytest.mark.parametrize("argv", [["exec", "-it", "-e", "user=1", "-w", "/u", "C", "sh", "-u"],
+                                  ["container", "exec", "--env-file", "u.env", "C", "ls"], ["exec", "-d", "C", "-u"]])
+def test_exec_without_a_user_needs_no_python(fake, argv):
+    cp, calls = fake(*argv, extra={"DOCKCACHE_PYTHON": "/nonexistent/python"})
+    assert cp.returncode == 0 and [c["argv"] for c in calls] == [argv]
+
+
+@pytest.mark.parametrize("argv", [["exec", "-u", "dev", "C", "ls"], ["exec", "-iu", "dev", "C", "ls"],
+                                  ["container", "exec", "--user=1000", "C", "ls"]])
+def test_exec_with_a_user_asks_about_the_container_then_runs_as_typed_without_dockcache_caches(fake, argv):
+    cp, calls = fake(*argv, extra={"DOCKER_HOST": "tcp://127.0.0.1:1"})  # no local socket: the CLI's inspect
+    assert cp.returncode == 0 and calls[0]["argv"][:2] == ["container", "inspect"] and calls[-1]["argv"] == argv
