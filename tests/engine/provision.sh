@@ -42,6 +42,8 @@ SCRIPTTOOLS_RECIPE=script-v2
 WEBTOOLS_IMAGE=dockcache-test/webtools:latest        # Ruby + Bundler, PHP + Composer, NuGet 2 (mono)
 WEBTOOLS_RECIPE=web-v1
 CLI=${DOCKCACHE_ENGINE_CLI:-$(command -v docker)}
+# The dev containers CLI (tests/integration/run/test_devcontainer.py), from the npm registry.
+DEVCONTAINERS_CLI_VERSION=0.89.0
 
 step() { CURRENT_STEP="$*"; echo "provision: $*" >&2; }
 fail() { echo "provision: FAILED at step: ${CURRENT_STEP:-?}: $*" >&2; exit 1; }
@@ -106,6 +108,15 @@ install_all() {
   fetch_suite bookworm "$CACHE/prefix/bookworm" docker.io containerd
   step "CLI plugins into $PLUGINS"
   install_plugins
+  install_devcontainers_cli
+}
+
+install_devcontainers_cli() {  # idempotent: only when the pinned version is not the one on PATH
+  [ "$(devcontainer --version 2>/dev/null)" = "$DEVCONTAINERS_CLI_VERSION" ] && return 0
+  command -v npm >/dev/null || fail "npm (Node.js) is needed for the dev containers CLI"
+  step "the dev containers CLI $DEVCONTAINERS_CLI_VERSION (npm i -g @devcontainers/cli)"
+  npm i -g --no-audit --no-fund "@devcontainers/cli@$DEVCONTAINERS_CLI_VERSION" \
+    >"$CACHE/logs/devcontainers-cli.log" 2>&1 || { tail -n 20 "$CACHE/logs/devcontainers-cli.log" >&2; fail "npm i -g failed"; }
 }
 
 # ---------------------------------------------------------------- daemons

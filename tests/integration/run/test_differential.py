@@ -79,8 +79,12 @@ def assert_original_plus_ours(plain: dict, shimmed: dict) -> None:
     assert all(b.split(":")[0].startswith("dockcache-") or "dockcache" in b.split(":")[0] for b in added_binds)
     user_targets = {b.split(":")[1] for b in p_binds} | {m.get("Target") for m in p_hc.get("Mounts") or []}
     assert not {b.split(":")[1] for b in added_binds} & user_targets
-    rest_p = {**plain, "Env": None, "HostConfig": {**p_hc, "Binds": None}}
-    rest_s = {**shimmed, "Env": None, "HostConfig": {**s_hc, "Binds": None}}
+    p_labels, s_labels = plain.get("Labels") or {}, dict(shimmed.get("Labels") or {})
+    ours = s_labels.pop("dockcache.caches", None)  # the caches' owner, for `docker exec -u` (run/execplan.py)
+    assert s_labels == p_labels and (ours is None or "dockcache.caches" not in p_labels), "the user's labels changed"
+    assert (ours is not None) == bool(added_binds or [m for m in s_hc.get("Mounts") or [] if m not in (p_hc.get("Mounts") or [])])
+    rest_p = {**plain, "Env": None, "Labels": None, "HostConfig": {**p_hc, "Binds": None}}
+    rest_s = {**shimmed, "Env": None, "Labels": None, "HostConfig": {**s_hc, "Binds": None}}
     assert rest_s == rest_p, "something besides dockcache's volumes and variables changed"
 
 
@@ -106,11 +110,12 @@ def test_rewritten_create_request_is_the_original_plus_ours(argv, tmp_path_facto
 def test_the_harness_sees_a_change_that_is_not_ours():
     plain = {"Env": ["A=1"], "HostConfig": {"Binds": ["/h:/x"]}, "Cmd": ["npm", "ci"]}
     for bad in ({**plain, "Cmd": ["npm"]}, {**plain, "Env": ["A=2"]}, {**plain, "Env": ["A=1", "FOO=1"]},
-                {**plain, "HostConfig": {"Binds": ["/h:/x", "mine:/y"]}}):
+                {**plain, "HostConfig": {"Binds": ["/h:/x", "mine:/y"]}}, {**plain, "Labels": {"k": "v"}}):
         with pytest.raises(AssertionError):
             assert_original_plus_ours(plain, bad)
     assert_original_plus_ours(plain, {**plain, "Env": ["A=1", "npm_config_cache=/dockcache/npm"],
-                                      "HostConfig": {"Binds": ["/h:/x", "dockcache-npm:/dockcache/npm"]}})
+                                      "HostConfig": {"Binds": ["/h:/x", "dockcache-npm:/dockcache/npm"]},
+                                      "Labels": {"dockcache.caches": '{"owner":"root","paths":["/dockcache/npm"]}'}})
 
 
 def shim_env(tmp) -> dict:
