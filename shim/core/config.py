@@ -473,6 +473,17 @@ HELP: dict[str, str] = {
     "mirrors.go": "Go module proxy URL (`GOPROXY`; empty: none).",
     "mirrors.cargo": "crates.io sparse-index mirror URL (empty: none).",
     "mirrors.maven": "Maven repository mirror URL (empty: none).",
+    "images.enabled": "Route pulls (`docker pull`, absent images of run, compose and builds) through the "
+                      "host's image caches that are up (docs/images.md).",
+    "images.root": "Where `dockcache images up` keeps each cache (config, pid, log, storage) and the index "
+                   "`caches.json` every session reads.",
+    "images.upstreams": "Registries `images up` starts a pull-through cache for (one Distribution registry each).",
+    "images.address": "The address the caches listen on; the engines must reach it (loopback: engines on "
+                      "this host's network).",
+    "images.port": "The first port `images up` tries; each cache takes the next two free ones (API, metrics).",
+    "images.max_size": "All image caches together; `images prune` deletes the least recently used blobs.",
+    "images.credentials": "Upstreams whose docker login (of the user running `images up`) the cache uses; "
+                          "anyone who reaches the cache can then pull what that login reads.",
     "managers.<name>.enabled": "One package manager on or off (`DOCKCACHE_MANAGERS=npm,pip` enables only those).",
     "managers.<name>.volume": "The volume name for this manager's cache (empty: `PREFIX-<name>`).",
     "managers.<name>.host_cache": "Mount the host's own cache of this tool (overrides `run.host_caches`).",

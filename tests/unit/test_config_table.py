@@ -40,5 +40,5 @@ def test_every_key_and_variable_is_on_the_page():
 
 
 def test_a_new_key_without_a_description_is_named(monkeypatch):
-    monkeypatch.setitem(SCHEMA, "images.port", (int, 5000))
-    assert TOOL.undescribed() == ["images.port"]
+    monkeypatch.setitem(SCHEMA, "images.nonesuch", (int, 5000))
+    assert TOOL.undescribed() == ["images.nonesuch"]
