@@ -104,10 +104,10 @@ def _with_store(real, args, inv, bake, environ, config, caps, targets, dry_run) 
         prep.store = None if unwritable else store
     prep.local = for_engine(inv, caps.driver, bake.builder, environ) if prep.store else None
     try:
-        src, tags, dests = _local(prep, targets, environ, dry_run)
+        src, tags, dests, own = _local(prep, targets, environ, dry_run)
         prep.plan = plan_bake(args, inv, bake, caps, targets, import_src=src, import_tags=tags, export_dests=dests,
                               registry=reg.get("spec"), registry_imports=reg.get("imports"),
-                              registry_tags=reg.get("tags"))
+                              registry_tags=reg.get("tags"), own=own)
     except BaseException:  # the caller falls back to bake unchanged: leave nothing behind
         _cleanup(prep)
         raise
@@ -117,18 +117,19 @@ def _with_store(real, args, inv, bake, environ, config, caps, targets, dry_run) 
 
 
 def _local(prep: Prepared, targets: Sequence[BakeTarget], environ, dry_run: bool):
-    """(snapshot dir, key -> tags to import, target -> private export dir) from the local store."""
+    """(snapshot dir, key -> tags to import, target -> private export dir, keys this daemon
+    made every stored build of) from the local store."""
     store = prep.store
     if store is None:
-        return None, {}, {}
-    own = {t.key for t in targets if prep.local and prep.local.holds(t.key, store.lineage(t.key))}
+        return None, {}, {}, frozenset()
+    own = frozenset(t.key for t in targets if prep.local and prep.local.holds(t.key, store.lineage(t.key)))
     wanted = list(dict.fromkeys(k for t in targets if not (t.own_from or t.no_cache)
                                 for k in (t.key, *t.fallbacks) if k not in own))
     exporting = [t for t in targets if not t.own_to and prep.caps.mode == "full"]
     if dry_run:
         held = store.keys()
         return (str(store.root / "snapshots"), {k: (k,) for k in wanted if k in held},
-                {t.name: str(store.root / "tmp") for t in exporting})
+                {t.name: str(store.root / "tmp") for t in exporting}, own)
     snap = safe_snapshot(store, wanted) if wanted else None
     prep.snapshot = snap
     dests = {}
@@ -138,7 +139,7 @@ def _local(prep: Prepared, targets: Sequence[BakeTarget], environ, dry_run: bool
             prep.dirs.append(dest)
             dests[t.name] = str(dest)
     tags = {k: snap.import_tags(k) for k in snap.keys} if snap else {}
-    return (str(snap.src) if snap and snap.src else None), tags, dests
+    return (str(snap.src) if snap and snap.src else None), tags, dests, own
 
 
 def _registry(config: Config, caps: BuildCaps, targets: Sequence[BakeTarget], dry_run: bool,

@@ -63,10 +63,11 @@ def plan_bake(argv: Sequence[str], inv: Invocation, bake: BakeArgs, caps: BuildC
               targets: Sequence[BakeTarget], *, import_src: str | None,
               import_tags: Mapping[str, Sequence[str]], export_dests: Mapping[str, str],
               registry: str | None = None, registry_imports: Mapping[str, Sequence[str]] | None = None,
-              registry_tags: Mapping[str, str] | None = None) -> BakePlan:
+              registry_tags: Mapping[str, str] | None = None, own: frozenset = frozenset()) -> BakePlan:
     """The bake argv with our sets; `import_tags` key -> store tags (the snapshot's),
     `export_dests` target -> private export dir, `registry_imports` key -> existing tags,
-    `registry_tags` key -> the tag this build exports to."""
+    `registry_tags` key -> the tag this build exports to, `own` keys whose every stored build
+    this daemon made (its own cache serves them: no import)."""
     argv = tuple(argv)
     if bake.looks or bake.misread:
         return BakePlan(argv, reasons=(bake.looks or bake.misread, "bake runs unchanged"))
@@ -90,7 +91,7 @@ def plan_bake(argv: Sequence[str], inv: Invocation, bake: BakeArgs, caps: BuildC
         if registry and to and tag != t.key:  # exported under its own tag: the key tag moves to it after bake
             moves[t.key] = tag
         added += [x for v in sets for x in ("--set", v)]
-        imported = ", ".join(said) if said else _no_import(t)
+        imported = ", ".join(said) if said else _no_import(t, own)
         reasons.append(f"{t.name}: key {t.key}, import {imported}, export {note}")
     keys = tuple(dict.fromkeys(t.key for t in targets))
     return BakePlan(insert_before(argv, inv.args_start, added), keys, tuple(imports), tuple(exports),
@@ -114,7 +115,9 @@ def _imports(t: BakeTarget, src: str | None, tags: Mapping[str, Sequence[str]], 
     return sets, keys
 
 
-def _no_import(t: BakeTarget) -> str:
+def _no_import(t: BakeTarget, own: frozenset) -> str:
+    if t.key in own:
+        return "none (this daemon made every stored build: its own cache serves them)"
     if t.own_from:
         return "none (it has cache-from of its own)"
     if t.no_cache:

@@ -43,6 +43,12 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
                                  for p in prep.mounts.mounts]}
         data["reasons"].insert(0, f"build cache backend: {backend}"
                                + (f" ({data['registry']})" if backend in ("registry", "both") else ""))
+    elif inv.kind == "bake":
+        from shim.build.bake import prepare as prepare_bake
+        plan = prepare_bake(ctx.real, argv, inv, ctx.environ, dry_run=True).plan
+        data = {"kind": "bake", "keys": list(plan.keys), "imports": list(plan.imports),
+                "exports": [{"target": t, "key": k} for t, k, _d in plan.exports],
+                "reasons": list(plan.reasons), "argv": ["docker", *plan.argv]}
     elif inv.kind == "compose" or argv[:1] == ["compose"]:
         data = _compose(ctx, argv)
     else:

@@ -6,6 +6,8 @@
 #   provision.sh status  one line per daemon; exit 0 only when all three answer
 #   provision.sh env     print `export` lines for the daemon endpoints
 #   provision.sh builder-up|builder-down   only the host's shared buildkitd (`up` starts it too)
+#   provision.sh compose-bake   opt-in: a Compose that builds through bake (v5) and the buildx
+#                        (>= 0.17) it needs, built from the Go module proxy (minutes, once)
 #
 # A and B are two isolated "sessions" (Engine 26 from Debian 13 packages, unpacked into a
 # private prefix, containerd image store); OLD is Debian 12's Engine 20.10 (classic store)
@@ -502,6 +504,41 @@ cmd_builder_up() {
   CURRENT_STEP=done
 }
 
+# Compose >= 2.37 builds through `buildx bake` (COMPOSE_BAKE; v5 always), and needs buildx
+# >= 0.17; Debian's are Compose 2.26 and buildx 0.13. Not in `up`: ~8 min of Go builds on a
+# new machine for one test (tests/integration/build/test_bake.py), which skips without them.
+COMPOSE_BAKE_VERSION=v5.6.0
+BAKE_BUILDX_VERSION=v0.19.3
+COMPOSE_BAKE_DIR=$CACHE/compose-bake-$COMPOSE_BAKE_VERSION-$BAKE_BUILDX_VERSION
+
+cmd_compose_bake() {
+  local go out=$COMPOSE_BAKE_DIR/cli-plugins src=$COMPOSE_BAKE_DIR/src
+  [ -x "$out/docker-compose" ] && [ -x "$out/docker-buildx" ] && { echo "$out"; return 0; }
+  go=$(command -v go || echo /usr/local/go/bin/go)
+  [ -x "$go" ] || fail "no Go on this machine to build Compose and buildx"
+  mkdir -p "$CACHE/logs" "$src"
+  rm -rf "$COMPOSE_BAKE_DIR/bin.tmp"
+  step "build Compose $COMPOSE_BAKE_VERSION and buildx $BAKE_BUILDX_VERSION with the host's Go (once; minutes)"
+  # compose's go.mod has `exclude` directives, which `go install mod@version` refuses: a tiny
+  # module of ours requires it and repeats them. -X sets the versions each checks (>= 0.17).
+  printf '%s\n' "module dockcache.test/composebake" "" "go 1.26.8" "" \
+    "require github.com/docker/compose/v5 $COMPOSE_BAKE_VERSION" "" "exclude (" \
+    "	github.com/davecgh/go-spew v1.1.2-0.20180830191138-d8f796af33cc" \
+    "	github.com/pmezard/go-difflib v1.0.1-0.20181226105442-5d4384ee4fb2" ")" > "$src/go.mod"
+  printf '%s\n' "//go:build tools" "package tools" "" 'import _ "github.com/docker/compose/v5/cmd"' > "$src/tools.go"
+  ( cd "$src" && "$go" mod tidy \
+    && CGO_ENABLED=0 GOFLAGS=-buildvcs=false "$go" build -o "$COMPOSE_BAKE_DIR/bin.tmp/docker-compose" \
+         -ldflags "-X github.com/docker/compose/v5/internal.Version=$COMPOSE_BAKE_VERSION" github.com/docker/compose/v5/cmd \
+    && CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOBIN="$COMPOSE_BAKE_DIR/bin.tmp" "$go" install \
+         -ldflags "-X github.com/docker/buildx/version.Version=$BAKE_BUILDX_VERSION" \
+         "github.com/docker/buildx/cmd/buildx@$BAKE_BUILDX_VERSION" ) >"$CACHE/logs/compose-bake-go.log" 2>&1 \
+    || { tail -n 15 "$CACHE/logs/compose-bake-go.log" >&2; fail "building Compose/buildx failed"; }
+  mv "$COMPOSE_BAKE_DIR/bin.tmp/buildx" "$COMPOSE_BAKE_DIR/bin.tmp/docker-buildx"
+  rm -rf "$out"; mv "$COMPOSE_BAKE_DIR/bin.tmp" "$out"
+  CURRENT_STEP=done
+  echo "$out"
+}
+
 # ---------------------------------------------------------------- commands
 print_env() {
   echo "export DOCKCACHE_TEST_HOST_A=$(host a)"
@@ -509,6 +546,9 @@ print_env() {
   echo "export DOCKCACHE_TEST_HOST_OLD=$(host old)"
   echo "export DOCKCACHE_TEST_REGISTRY=localhost:${REGISTRY_ADDR##*:}"
   echo "export DOCKCACHE_TEST_BUILDER=unix://$BUILDER_SOCK"
+  if [ -x "$COMPOSE_BAKE_DIR/cli-plugins/docker-compose" ]; then
+    echo "export DOCKCACHE_TEST_COMPOSE_BAKE=$COMPOSE_BAKE_DIR/cli-plugins"
+  fi
 }
 
 cmd_up() {
@@ -547,7 +587,8 @@ case "${1:-}" in
   down) stop_builder; for d in "${DAEMONS[@]}"; do stop_daemon "$d"; done; stop_registry ;;
   builder-up) cmd_builder_up ;;
   builder-down) stop_builder ;;
+  compose-bake) cmd_compose_bake ;;
   status) cmd_status ;;
   env) print_env ;;
-  *) echo "usage: $0 up|down|status|env|builder-up|builder-down" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|env|builder-up|builder-down|compose-bake" >&2; exit 2 ;;
 esac

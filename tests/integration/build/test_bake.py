@@ -136,3 +136,30 @@ def test_kill_switch_passes_bake_through_unchanged(shim_env, engines, tmp_path):
     assert "dockcache:" not in cp.stderr  # not even the debug line: docker ran as typed
     assert not os.path.exists(shim_env["DOCKCACHE_BUILD_STORE"]) and not os.path.exists(shim_env["DOCKCACHE_STATE_DIR"])
     assert REPO  # the launcher under test is this checkout's
+
+
+COMPOSE_BAKE = os.environ.get("DOCKCACHE_TEST_COMPOSE_BAKE", "")  # provision.sh compose-bake (opt-in)
+
+
+@pytest.mark.skipif(not os.path.isdir(COMPOSE_BAKE),
+                    reason="no Compose that builds through bake: tests/engine/provision.sh compose-bake")
+def test_compose_building_through_bake_gets_the_cache_from_its_override(shim_env, engines, tmp_path):
+    """Compose v5 runs the buildx plugin's bake itself, which the docker shim never sees: the
+    override file's cache_from/cache_to reach bake's targets, so B's slow RUN is CACHED."""
+    a, b = engines["a"], engines["b"]
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    (config / "cli-plugins").symlink_to(COMPOSE_BAKE)  # their compose and buildx, before the system's
+    env = {**shim_env, "DOCKER_CONFIG": str(config), "COMPOSE_BAKE": "true"}
+    tokens = two_services(tmp_path)
+    tag = f"{a.prefix}/bake-compose:1"
+    (tmp_path / "compose.yaml").write_text(json.dumps({"services": {"api": {
+        "image": tag, "build": {"context": "api"}, "network_mode": "none", "command": ["true"]}}}))
+    for engine in (a, b):
+        engine.images.append(tag)
+        cp = shim(env, "compose", "--progress", "plain", "up", "--build", "-d", cwd=tmp_path,
+                  extra={"DOCKER_HOST": engine.host})
+        step = ran(cp, tokens["api"])
+        assert "load local bake definitions" in cp.stderr  # compose built through bake
+        assert step.cached is (engine is b), cp.stderr[-3000:]
+        shim(env, "compose", "down", cwd=tmp_path, extra={"DOCKER_HOST": engine.host})
