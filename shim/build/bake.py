@@ -21,7 +21,7 @@ from shim.core.records import dataclass, field
 
 from shim.build import bakefiles
 from shim.build.bakeplan import BakePlan, BakeTarget, already_ours, plan_bake, user_sets
-from shim.build.command import _room_for, login_environ, open_store, safe_snapshot
+from shim.build.command import _room_for, login_environ, mark_used, open_store, safe_snapshot
 from shim.build.key import keys_for
 from shim.build.local import LocalBuilds, for_engine
 from shim.build.store import CacheStore, Snapshot
@@ -43,6 +43,7 @@ class Prepared:
     dirs: list = field(default_factory=list)  # private export dirs made (removed after bake)
     registry: object = None  # the Registry that probed: its login answer serves the tag moves
     local: LocalBuilds | None = None
+    inputs: dict = field(default_factory=dict)  # key -> what its target reads (bakeinputs.py), kept after publish
     note: str | None = None  # one line to say when the bake runs unchanged
     published: list = field(default_factory=list)
 
@@ -74,7 +75,7 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         return _unchanged(args, f"bake --print failed ({exc})",
                           f"bake's targets could not be read ({exc}); bake runs unchanged", config)
     targets = [_target(name, t, bake, cwd, config) for name, t in sorted(resolved.items())]
-    return _with_store(real, args, inv, bake, environ, config, caps, targets, dry_run)
+    return _with_store(real, args, inv, bake, environ, config, caps, targets, dry_run, resolved)
 
 
 def _caps(real: str, inv: Invocation, bake: BakeArgs, environ: Mapping[str, str]) -> BuildCaps:
@@ -93,7 +94,7 @@ def _target(name: str, t: Mapping, bake: BakeArgs, cwd: str, config: Config) -> 
                       no_cache=bake.no_cache or t.get("no-cache") is True)
 
 
-def _with_store(real, args, inv, bake, environ, config, caps, targets, dry_run) -> Prepared:
+def _with_store(real, args, inv, bake, environ, config, caps, targets, dry_run, resolved) -> Prepared:
     prep = Prepared(BakePlan(tuple(args)), config, caps)
     reg = _registry(config, caps, targets, dry_run, login_environ(inv.globals, environ))
     if config["build.backend"] != "registry":
@@ -103,11 +104,17 @@ def _with_store(real, args, inv, bake, environ, config, caps, targets, dry_run) 
             say(f"{unwritable}; building without the shared cache")
         prep.store = None if unwritable else store
     prep.local = for_engine(inv, caps.driver, bake.builder, environ) if prep.store else None
+    same = frozenset()
+    if prep.local and caps.mode == "full":
+        from shim.build.bakeinputs import split
+        pull = any(k == "--pull" and (v is None or v.lower() in ("1", "t", "true")) for k, v in bake.options)
+        prep.inputs, same = split(real, inv.globals, prep.local, prep.store, targets, resolved, os.getcwd(),
+                                  no_cache=bake.no_cache, pull=pull, environ=environ)
     try:
-        src, tags, dests, own = _local(prep, targets, environ, dry_run)
+        src, tags, dests, own = _local(prep, targets, environ, dry_run, same)
         prep.plan = plan_bake(args, inv, bake, caps, targets, import_src=src, import_tags=tags, export_dests=dests,
                               registry=reg.get("spec"), registry_imports=reg.get("imports"),
-                              registry_tags=reg.get("tags"), own=own)
+                              registry_tags=reg.get("tags"), own=own, unchanged=same)
     except BaseException:  # the caller falls back to bake unchanged: leave nothing behind
         _cleanup(prep)
         raise
@@ -116,7 +123,7 @@ def _with_store(real, args, inv, bake, environ, config, caps, targets, dry_run) 
     return prep
 
 
-def _local(prep: Prepared, targets: Sequence[BakeTarget], environ, dry_run: bool):
+def _local(prep: Prepared, targets: Sequence[BakeTarget], environ, dry_run: bool, same: frozenset):
     """(snapshot dir, key -> tags to import, target -> private export dir, keys this daemon
     made every stored build of) from the local store."""
     store = prep.store
@@ -125,7 +132,9 @@ def _local(prep: Prepared, targets: Sequence[BakeTarget], environ, dry_run: bool
     own = frozenset(t.key for t in targets if prep.local and prep.local.holds(t.key, store.lineage(t.key)))
     wanted = list(dict.fromkeys(k for t in targets if not (t.own_from or t.no_cache)
                                 for k in (t.key, *t.fallbacks) if k not in own))
-    exporting = [t for t in targets if not t.own_to and prep.caps.mode == "full"]
+    exporting = [t for t in targets if not t.own_to and prep.caps.mode == "full" and t.key not in same]
+    for key in (own & same) if not dry_run else ():  # no import, no export: nothing else marks it used
+        mark_used(store, key)
     if dry_run:
         held = store.keys()
         return (str(store.root / "snapshots"), {k: (k,) for k in wanted if k in held},
@@ -214,7 +223,9 @@ def _publish(prep: Prepared) -> None:
             continue
         prep.published.append(key)
         if prep.local:
+            from shim.build.inputs import remember
             prep.local.remember(key, done.digest)
+            remember(prep.local, key, prep.inputs.get(key), done.digest)
 
 
 def _move_keys(prep: Prepared) -> None:

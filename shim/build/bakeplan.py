@@ -63,11 +63,13 @@ def plan_bake(argv: Sequence[str], inv: Invocation, bake: BakeArgs, caps: BuildC
               targets: Sequence[BakeTarget], *, import_src: str | None,
               import_tags: Mapping[str, Sequence[str]], export_dests: Mapping[str, str],
               registry: str | None = None, registry_imports: Mapping[str, Sequence[str]] | None = None,
-              registry_tags: Mapping[str, str] | None = None, own: frozenset = frozenset()) -> BakePlan:
+              registry_tags: Mapping[str, str] | None = None, own: frozenset = frozenset(),
+              unchanged: frozenset = frozenset()) -> BakePlan:
     """The bake argv with our sets; `import_tags` key -> store tags (the snapshot's),
     `export_dests` target -> private export dir, `registry_imports` key -> existing tags,
     `registry_tags` key -> the tag this build exports to, `own` keys whose every stored build
-    this daemon made (its own cache serves them: no import)."""
+    this daemon made (its own cache serves them: no import), `unchanged` keys whose target reads
+    what this daemon's last export of them did (no store export)."""
     argv = tuple(argv)
     if bake.looks or bake.misread:
         return BakePlan(argv, reasons=(bake.looks or bake.misread, "bake runs unchanged"))
@@ -84,6 +86,8 @@ def plan_bake(argv: Sequence[str], inv: Invocation, bake: BakeArgs, caps: BuildC
         sets, said = _imports(t, import_src, import_tags, registry, registry_imports or {})
         imports += [k for k in said if k not in imports]
         to, note = _exports(t, caps, export_dests, registry, registry_tags or {})
+        if t.key in unchanged and not t.own_to and caps.mode == "full":
+            note += f" (to the store: none, nothing it reads changed since this daemon exported {t.key})"
         sets += to
         if t.name in export_dests and not t.own_to and caps.mode == "full":
             exports.append((t.name, t.key, export_dests[t.name]))

@@ -109,3 +109,19 @@ def test_registry_backend_imports_existing_tags_and_exports_to_a_build_tag():
 def test_looks_and_misread_pass_through():
     assert plan(["buildx", "bake", "--print"]).argv == ("buildx", "bake", "--print")
     assert plan(["buildx", "bake", "--wat", "api"]).argv == ("buildx", "bake", "--wat", "api")
+
+
+def test_an_unchanged_target_exports_nothing_to_the_store():
+    p = plan(["buildx", "bake"], dests={"web": "/s/tmp/dockcache-export-w"}, unchanged=frozenset({"org-api"}))
+    assert [e[0] for e in p.exports] == ["web"] and not any(v.startswith("api.cache-to") for v in p.argv)
+    assert any("nothing it reads changed" in r for r in p.reasons if r.startswith("api:"))
+
+
+def test_a_target_read_as_a_compose_build_section():
+    from shim.build.bakeinputs import as_build_section
+
+    section = as_build_section({"context": "api", "dockerfile": "Dockerfile", "no-cache": True,
+                                "contexts": {"x": "target:y"}, "cache-from": ["a"], "tags": ["t"]}, "/w")
+    assert section == {"context": "/w/api", "dockerfile": "Dockerfile", "no_cache": True,
+                       "additional_contexts": {"x": "target:y"}, "tags": ["t"]}
+    assert as_build_section({"context": "https://example.invalid/r.git"}, "/w") is None
