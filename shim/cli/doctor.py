@@ -93,12 +93,34 @@ def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
         _shared_builder_check(cfg, check)
         _layouts_check(ctx, check)
         _mirror_checks(cfg, check)
+        _images_check(ctx, cfg, check)
     healthy = all(c["ok"] for c in checks)
     human = "\n".join(f"{'ok ' if c['ok'] else 'BAD'} {c['check']}: {c['value']}"
                       + (f"\n    problem: {c['problem']}\n    fix: {c['fix']}" if not c["ok"] else "")
                       + (f"\n    warning: {c['warning']}" if c.get("warning") else "") for c in checks)
     emit({"healthy": healthy, "checks": checks}, as_json=as_json, human=human)
     return 0 if healthy else 1
+
+
+def _images_check(ctx: Ctx, cfg, check) -> None:
+    """Whether this engine's pulls go through the host's image caches, and why not."""
+    from shim.images.caches import read_index, running
+    from shim.images.command import Engine
+
+    index = read_index(cfg["images.root"])
+    up = sorted(reg for reg, e in index.items() if running(e))
+    down = sorted(set(index) - set(up))
+    engine = Engine(None, None, ctx.environ)
+    if not (cfg["enabled"] and cfg["images.enabled"]):
+        value = "off (images.enabled = false): the engine pulls directly"
+    elif not index:
+        value = f"no image cache under {cfg['images.root']}: the engine pulls directly (`dockcache images up`)"
+    elif engine.socket is None:
+        value = "the engine is not on this host's unix socket: it pulls directly"
+    else:
+        value = f"pulls of {', '.join(up) or 'no registry'} go through the host's cache"
+    check("image caches", value, f"the cache for {', '.join(down)} is down: those pulls go directly" if down else None,
+          "run `dockcache images up` (or `images down` to forget it)")
 
 
 def _placement_checks(ctx: Ctx, cfg, reachable: bool, check) -> None:

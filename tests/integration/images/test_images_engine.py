@@ -83,6 +83,12 @@ def test_b_runs_what_a_pulled_after_the_upstream_is_gone(cache, engines, upstrea
     assert f"Unable to find image '{name}' locally" in cp.stderr and "dockcache:" not in cp.stderr
     assert facts(b, name)["id"] == image_id
     no_cache_names(b, cache)
+    b_env = session(cache, b, tmp_path, "b")
+    shown = json.loads(ok(dockcache(b_env, "metrics", "show", "--json")).stdout)["images"]
+    assert shown["pulled"] == 1 and shown["bytes"] > 200000 and shown["fell_back"] == 0
+    doctor = json.loads(dockcache(b_env, "doctor", "--json").stdout)["checks"]
+    line = next(c for c in doctor if c["check"] == "image caches")
+    assert line["ok"] and f"pulls of {upstream.address} go through" in line["value"]
 
 
 def test_compose_up_on_b_through_the_cache(cache, engines, upstream, tmp_path):
