@@ -20,6 +20,7 @@ from pathlib import Path
 
 from shim.core import proc
 from shim.core.notice import after_docker, say
+from shim.build import baselayers
 from shim.build.key import Keys, choose
 from shim.build.plan import BuildPlan, load_steps, plan_build
 from shim.build.store import CacheStore, Published, Snapshot, StoreError
@@ -145,10 +146,13 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
         available = tuple(k for k in wanted if k in store.keys())
         src, dest = str(store.root / "snapshots"), (None if same_note else str(store.root / "tmp"))
     else:
-        snap = safe_snapshot(store, wanted) if wanted else None
+        content = _content_store(local, environ)
+        snap = safe_snapshot(store, wanted, baselayers.holder(content)) if wanted else None
         export = (caps.mode == "full" and not build.cache_to and not same_note
                   and _room_for(store, key, config, environ))
-        export_dir = store.new_export_dir(snap) if export else None
+        bases = _base_layers(real, inv, build, environ, local, content) if export else frozenset()
+        export_dir = store.new_export_dir(snap, bases) if export else None
+        base_note = _base_note(bases, snap)
         available = tuple(t for k in snap.keys for t in snap.import_tags(k)) if snap else ()
         src = str(snap.src) if snap and snap.src else None
         dest = str(export_dir) if export_dir else None
@@ -160,6 +164,7 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
         raise
     plan = _noted(_noted(_noted(_noted(plan, candidates_note(keys, store, available, dry_run)), same_note),
                          reg.note), stay_note)
+    plan = _noted(plan, None if dry_run else base_note)
     return Prepared(plan, store, snap, export_dir, config, caps, reg.client, local, inputs=inputs,
                     unchanged=bool(same_note))
 
@@ -177,6 +182,46 @@ def candidates_note(keys: Keys, store: CacheStore, imported, dry_run: bool) -> s
                  else "not stored" if dry_run else "not imported")
         marks.append(f"{c.kind} {c.key} ({'export, ' if c.key == keys.own else ''}{state})")
     return "key candidates: " + "; ".join(marks)
+
+
+def _content_store(local: LocalBuilds | None, environ: Mapping[str, str]):
+    """The engine's containerd content store (baselayers.py), when its own BuildKit builds here."""
+    from shim.build.inputs import socket_of
+
+    if local is None:
+        return None
+    return baselayers.content_dir(socket_of(local), local.state, local.generation)
+
+
+def _base_layers(real: str, inv: Invocation, build: BuildArgs, environ: Mapping[str, str], local,
+                 content) -> frozenset[str]:
+    """The layers of the FROM images this engine holds: placeholders in the export dir."""
+    if content is None or build.file == "-":
+        return frozenset()
+    from shim.build import inputs
+    from shim.build.mountsync import build_args
+    from shim.core.engineapi import image_id
+
+    ctx = os.path.join(os.getcwd(), build.context or ".")
+    path = os.path.join(os.getcwd(), build.file) if build.file else os.path.join(ctx, "Dockerfile")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read(1_000_000)
+    except OSError:
+        return frozenset()
+    images = inputs.bases(text, build_args(build.options, environ)) or []
+    socket = inputs.socket_of(local)
+    ids = [i for i in (image_id(socket, name) for name in dict.fromkeys(images)) if i]
+    return baselayers.layers(content, ids)
+
+
+def _base_note(bases: frozenset[str], snap: Snapshot | None) -> str | None:
+    parts = []
+    if bases:
+        parts.append(f"{len(bases)} layer(s) of the FROM images stay out of the export (this engine has them)")
+    if snap and snap.lacking:
+        parts.append(f"not imported: {', '.join(snap.lacking)} (their base layers are not in this engine)")
+    return "; ".join(parts) or None
 
 
 def _inputs(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, caps: BuildCaps, local,
@@ -308,13 +353,14 @@ def _registry_facts(config: Config, caps: BuildCaps, key: str, fallbacks: Sequen
     return RegistryFacts(spec, () if no_cache else probe.existing, tag, client)
 
 
-def safe_snapshot(store: CacheStore, keys: Sequence[str]) -> Snapshot | None:
-    """A snapshot of the keys that exist, or None (one line said) when the store fails us."""
+def safe_snapshot(store: CacheStore, keys: Sequence[str], holds=None) -> Snapshot | None:
+    """A snapshot of the keys that exist, or None (one line said) when the store fails us;
+    `holds`: which base layers this engine has (baselayers.holder)."""
     from shim.build.handoff import SNAPSHOT_WAIT
 
     try:
         with store.waiting_at_most(SNAPSHOT_WAIT):
-            snap = store.snapshot(keys)
+            snap = store.snapshot(keys, holds)
     except (StoreError, OSError) as exc:
         say(f"{exc}; building without the shared cache import")
         return None

@@ -12,6 +12,16 @@ from pathlib import Path
 REF = "org.opencontainers.image.ref.name"
 HIST = "~"  # KEY~1 is the build before KEY's; keys are sanitized to [a-z0-9._-], so never clash
 _WALK = ("manifest", "index")  # media types whose blobs list further descriptors
+EMPTY = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"  # sha256 of nothing
+
+
+def placeholder(path: Path) -> bool:
+    """A zero-byte blob named by another digest stands for a layer of an image builds start
+    FROM, which the store never holds (baselayers.py)."""
+    try:
+        return path.stat().st_size == 0 and path.name != EMPTY
+    except OSError:
+        return False
 
 
 class StoreError(Exception):

@@ -30,7 +30,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from shim.core.records import dataclass
 from pathlib import Path
 
@@ -72,10 +72,12 @@ class Snapshot:
     """A consistent, private view of some keys for `--cache-from type=local,src=...`."""
 
     def __init__(self, src: Path | None, keys: Sequence[str], problems: Sequence[str],
-                 tags: dict[str, tuple[str, ...]] | None = None, blobs: Iterable[str] = ()):
+                 tags: dict[str, tuple[str, ...]] | None = None, blobs: Iterable[str] = (),
+                 lacking: Sequence[str] = ()):
         self.src, self.keys, self.problems = src, tuple(keys), tuple(problems)
         self.tags = tags or {k: (k,) for k in self.keys}  # key -> index tags to import (key, KEY~1, ...)
         self.blobs = frozenset(blobs)
+        self.lacking = tuple(lacking)  # tags left out: they need base layers this engine lacks
 
     def import_tags(self, key: str) -> tuple[str, ...]:
         return self.tags.get(key, ())
@@ -89,6 +91,14 @@ class Snapshot:
 
     def __exit__(self, *exc):
         self.release()
+
+
+def _empty(entry: os.DirEntry) -> bool:
+    """A placeholder (layout.placeholder), from a scandir entry."""
+    try:
+        return entry.stat().st_size == 0 and entry.name != layout.EMPTY
+    except OSError:
+        return True
 
 
 class CacheStore:
@@ -199,30 +209,39 @@ class CacheStore:
                 pass
         return total
 
-    def snapshot(self, wanted: Sequence[str]) -> Snapshot:
-        """Private view holding the wanted keys that exist intact; drops broken ones."""
+    def snapshot(self, wanted: Sequence[str], holds: Callable[[str], bool] | None = None) -> Snapshot:
+        """Private view holding the wanted keys that exist intact; drops broken ones.
+
+        A build that reaches base-layer placeholders is in it only when `holds` says this
+        engine has every such layer (baselayers.py: a cached step on a daemon without them
+        fails the build); the placeholders themselves are not linked."""
         with self._lock():
             manifests, problems = self._read_index()
             entries = self._entries(manifests)
             tags: dict[str, tuple[str, ...]] = {}
             links: set[str] = set()
             broken: list[str] = []
+            lacking: list[str] = []
             for key in wanted:
                 intact = []
                 for tag in layout.lineage(key, entries):
                     seen: set[str] = set()
                     if layout.reach(entries[tag], self.blobs, seen):
+                        bases = {h for h in seen if layout.placeholder(self.blobs / h)}
+                        if bases and not (holds and all(holds(h) for h in bases)):
+                            lacking.append(tag)
+                            continue
                         intact.append(tag)
-                        links |= seen
+                        links |= seen - bases
                 if intact:
                     tags[key] = tuple(intact)
-                elif key in entries:
+                elif key in entries and not any(layout.base(t) == key for t in lacking):
                     broken.append(key)
             if broken or problems:
                 self._drop(manifests, broken)
                 problems += [f"key {k} had missing blobs and was dropped" for k in broken]
             if not tags:
-                return Snapshot(None, (), problems)
+                return Snapshot(None, (), problems, lacking=lacking)
             src = self._private_dir("snapshots", "dockcache-snap")
             (src / "blobs" / "sha256").mkdir(parents=True)
             for h in links:
@@ -231,18 +250,23 @@ class CacheStore:
             listed = [entries[t] for ts in tags.values() for t in ts]
             layout.atomic_json(src / "index.json", {"schemaVersion": 2, "manifests": listed})
             self._touch(list(tags))
-            return Snapshot(src, list(tags), problems, tags, links)
+            return Snapshot(src, list(tags), problems, tags, links, lacking)
 
-    def new_export_dir(self, hint: Snapshot | None = None) -> Path:
-        """A private export dir, seeded with links to blobs the store holds.
+    def new_export_dir(self, hint: Snapshot | None = None, bases: Iterable[str] = ()) -> Path:
+        """A private export dir, seeded with links to blobs the store holds, and a
+        placeholder for each layer of the build's FROM images (`bases`, hex digests) that
+        the store has no real blob of: BuildKit writes none of those (baselayers.py).
 
         No lock: a blob pruned meanwhile just fails to link (BuildKit writes it), and a
-        link keeps its data even if the store's copy goes."""
+        link keeps its data even if the store's copy goes. The store's own placeholders are
+        not linked: a layer that is one build's base may be another's own (an image built
+        here and used FROM elsewhere), which that build must write."""
         path = self._private_dir("tmp", "dockcache-export")
         blobs = path / "blobs" / "sha256"
         blobs.mkdir(parents=True)
         try:
-            names = [p.name for p in os.scandir(self.blobs) if not p.name.startswith(".")]
+            names = [p.name for p in os.scandir(self.blobs)
+                     if not p.name.startswith(".") and not _empty(p)]
         except OSError:
             names = []
         if len(names) > SEED_LIMIT:
@@ -252,6 +276,10 @@ class CacheStore:
                 os.link(self.blobs / name, blobs / name)
             except OSError:
                 pass
+        for name in bases:
+            if name != layout.EMPTY and len(name) == 64:
+                with contextlib.suppress(OSError):
+                    os.close(os.open(blobs / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o444))
         return path
 
     def lineage(self, key: str) -> tuple[str, ...]:
@@ -347,12 +375,13 @@ class CacheStore:
 
     # ------------------------------------------------------------ internals (lock held)
     def _move_blobs(self, export_dir: Path, hexes: set[str]) -> int:
+        """Blobs into the store; a real blob replaces a placeholder of it, never the reverse."""
         added = 0
         for h in hexes:
             dst = self.blobs / h
-            if dst.exists():
-                continue
             src = export_dir / "blobs" / "sha256" / h
+            if dst.exists() and not (layout.placeholder(dst) and not layout.placeholder(src)):
+                continue
             tmp = self.blobs / f".{h}.{os.urandom(16).hex()}.tmp"
             try:
                 os.rename(src, tmp)

@@ -74,3 +74,65 @@ def test_explain_says_which_candidates_the_store_holds(shim_env, engines, tmp_pa
     assert cp.returncode == 0, cp.stderr
     line = next(x for x in cp.stdout.splitlines() if "key candidates" in x)
     assert "content df-" in line and "(export, stored)" in line and f"tag {tag} (not stored)" in line
+
+
+def stored_blobs(store: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_size for p in (store / "oci" / "blobs" / "sha256").iterdir()}
+
+
+def base_layers(engine, image: str) -> set[str]:
+    """The compressed layer digests of an image, as the engine's containerd store holds them."""
+    from shim.build.baselayers import content_dir, layers
+    from shim.core.state import State
+    import os
+    import tempfile
+
+    sock = engine.host[len("unix://"):]
+    st = os.stat(sock)
+    content = content_dir(sock, State(Path(tempfile.mkdtemp())), f"{sock}|{st.st_ino}|{st.st_ctime_ns}")
+    assert content is not None, "the engine's content store is not readable here"
+    found = layers(content, [engine.docker("image", "inspect", "--format", "{{.Id}}", image).stdout.strip()])
+    assert found
+    return set(found)
+
+
+def test_the_store_never_holds_the_base_and_a_daemon_that_has_it_imports_every_step(shim_env, engines, tmp_path):
+    a, b = engines["a"], engines["b"]
+    token = uuid.uuid4().hex
+    store = Path(shim_env["DOCKCACHE_BUILD_STORE"])
+    ws = workspace(tmp_path / "a", token)
+    assert not slow_step(client_build(shim_env, a, ws, tmp_path), token).cached
+    blobs = stored_blobs(store)
+    base = base_layers(a, DEVTOOLS)
+    assert {h: blobs[h] for h in base if h in blobs} == {h: 0 for h in base}  # placeholders, never the 197 MB layer
+    assert sum(blobs.values()) < 5_000_000
+    copy = tmp_path / "b" / "proj"
+    shutil.copytree(ws, copy)
+    again = client_build(shim_env, b, copy, tmp_path)
+    assert slow_step(again, token).cached and step_named(again.stderr, "COPY tools.txt").cached
+    assert b.docker("run", "--rm", "--network", "none", f"vsc-proj-{hashlib.sha256(str(copy).encode()).hexdigest()}",
+                    "cat", "/t").stdout.strip() == token  # the image is whole: base layers from B's own engine
+
+
+def test_a_daemon_without_the_base_builds_it_and_imports_nothing_that_needs_it(shim_env, engines, tmp_path):
+    import os
+
+    registry = os.environ.get("DOCKCACHE_TEST_REGISTRY")
+    if not registry:
+        pytest.skip("no test registry (tests/engine/provision.sh)")
+    a, b = engines["a"], engines["b"]
+    token = uuid.uuid4().hex
+    base = f"{registry}/{a.prefix}/base:1"  # a base only A has; B pulls it from the registry
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "Dockerfile").write_text(f"FROM dockcache-test/busybox\nRUN echo {token} > /base\n")
+    a.docker("build", "--network", "none", "-q", "-t", base, str(tmp_path / "base"))
+    a.images.append(base)
+    a.docker("push", "-q", base)
+    ws = workspace(tmp_path / "a", token, base=base)
+    slow_step(client_build(shim_env, a, ws, tmp_path), token)
+    b.images.append(base)
+    cp = client_build(shim_env, b, ws, tmp_path)  # plain docker pulls the base and builds: so must this
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    cp = dockcache(shim_env, "explain", "--", "docker", "-H", b.host, "build", "-f",
+                   str(ws / ".devcontainer" / "Dockerfile"), str(ws / ".devcontainer"))
+    assert cp.returncode == 0, cp.stderr

@@ -1,0 +1,79 @@
+"""The store keeps a zero-byte placeholder for each layer of a build's FROM images
+(baselayers.py): BuildKit skips writing them, and a build that needs them imports only where
+the engine holds them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from shim.build import baselayers
+from shim.build.store import CacheStore
+from tests.unit.build.test_cachestore import LAYER, export
+
+BASE = b"B" * 100_000
+HEX = hashlib.sha256(BASE).hexdigest()
+
+
+@pytest.fixture
+def store(tmp_path) -> CacheStore:
+    return CacheStore(tmp_path / "store", lock_timeout=2, history=3)
+
+
+def exported_on_base(store: CacheStore, key: str, own: bytes):
+    d = store.new_export_dir(bases=[HEX])
+    assert (d / "blobs" / "sha256" / HEX).exists()  # BuildKit finds it there and skips it
+    return export_into(d, key, own)
+
+
+def export_into(d, key, own):
+    from tests.unit.build.test_cachestore import _blob, CONFIG, INDEX
+    base = {"mediaType": LAYER, "digest": f"sha256:{HEX}", "size": len(BASE)}
+    descs = [base, _blob(d, own, LAYER)]
+    cfg = _blob(d, json.dumps({"n": key}).encode(), CONFIG)
+    man = _blob(d, json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": [*descs, cfg]}).encode(), INDEX)
+    man["annotations"] = {"org.opencontainers.image.ref.name": key}
+    (d / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [man]}))
+    return d
+
+
+def test_the_base_is_a_placeholder_and_imports_only_where_the_engine_holds_it(store):
+    done = store.publish(exported_on_base(store, "app", b"own"), "app")
+    assert done.added < 1000 and (store.blobs / HEX).stat().st_size == 0
+    with store.snapshot(["app"]) as snap:  # no engine facts: the cached step would fail the build
+        assert snap.keys == () and snap.lacking == ("app",)
+    assert "app" in store.keys()  # not dropped as broken
+    with store.snapshot(["app"], lambda h: False) as snap:
+        assert snap.keys == ()
+    with store.snapshot(["app"], lambda h: h == HEX) as snap:
+        assert snap.import_tags("app") == ("app",)
+        assert not (snap.src / "blobs" / "sha256" / HEX).exists()  # BuildKit takes it from the engine
+
+
+def test_an_export_never_gets_the_stores_placeholders_and_a_real_blob_replaces_one(store):
+    store.publish(exported_on_base(store, "app", b"own"), "app")
+    d = store.new_export_dir()
+    assert not (d / "blobs" / "sha256" / HEX).exists()  # a build whose own layer it is writes it
+    store.publish(export(store, "base-image", BASE, b"x"), "base-image")
+    assert (store.blobs / HEX).read_bytes() == BASE
+    with store.snapshot(["app", "base-image"]) as snap:  # the real blob serves both now
+        assert set(snap.keys) == {"app", "base-image"}
+    store.publish(exported_on_base(store, "app", b"own2"), "app")
+    assert (store.blobs / HEX).read_bytes() == BASE  # a placeholder never replaces a real blob
+
+
+def test_layers_of_an_index_and_its_manifests(tmp_path):
+    def put(doc) -> str:
+        data = json.dumps(doc).encode()
+        h = hashlib.sha256(data).hexdigest()
+        (tmp_path / h).write_bytes(data)
+        return h
+    man = put({"mediaType": "application/vnd.oci.image.manifest.v1+json", "config": {"digest": "sha256:" + "c" * 64},
+               "layers": [{"digest": "sha256:" + "a" * 64}, {"digest": "sha256:" + "b" * 64}]})
+    idx = put({"mediaType": "application/vnd.oci.image.index.v1+json",
+               "manifests": [{"digest": f"sha256:{man}"}, {"digest": "sha256:" + "d" * 64}]})  # one not held
+    assert baselayers.layers(tmp_path, [f"sha256:{idx}"]) == {"a" * 64, "b" * 64}
+    assert baselayers.layers(tmp_path, ["sha256:" + "e" * 64]) == frozenset()
+    assert baselayers.holder(None) is None and baselayers.holder(tmp_path)(man)
