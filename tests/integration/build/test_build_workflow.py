@@ -66,7 +66,7 @@ def test_a_warm_build_writes_no_blob_the_store_already_has(shim_env, engines, tm
     tag = f"{a.prefix}/app:1"
     build(shim_env, a, ctx, tag)
     cold = last_build(shim_env)
-    assert cold["export_written"] > 100_000_000  # the base image's layers, once
+    assert cold["export_written"] < 1_000_000  # the base image's layers stay out (baselayers.py)
     build(shim_env, a, ctx, tag)  # nothing it reads changed since that export: docker runs it as typed
     same = last_build(shim_env)
     assert same["as_typed"] and not same["export"] and "export_written" not in same  # no --cache-to
