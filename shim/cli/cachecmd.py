@@ -51,8 +51,8 @@ def cache_stats(ctx: Ctx, *, as_json: bool) -> None:
 
 def _build_usage(records: list[dict]) -> dict:
     builds = [r for r in records if r.get("kind") == "build"]
-    compose = [r for r in records if r.get("kind") == "compose"]
-    return {"builds": len(builds), "compose_runs": len(compose),
+    compose = [r for r in records if r.get("kind") in ("compose", "bake")]  # imports listed per service / target
+    return {"builds": len(builds), "compose_runs": sum(1 for r in compose if r.get("kind") == "compose"),
             "with_import": sum(1 for r in builds if r.get("imports")) + sum(len(r.get("imports", [])) for r in compose),
             "served_by_own_daemon": sum(len(r.get("own", [])) for r in compose),
             "observed_cached_steps": None, "observed_executed_steps": None,

@@ -16,7 +16,7 @@ def metrics_show(ctx: Ctx, *, since: float | None, as_json: bool) -> None:
     kinds = Counter(r.get("kind", "?") for r in recs)
     mounted = Counter(c for r in recs for c in r.get("caches", []))
     builds = [r for r in recs if r.get("kind") == "build"]
-    compose = [r for r in recs if r.get("kind") == "compose"]
+    compose = [r for r in recs if r.get("kind") in ("compose", "bake")]  # per-service / per-target lists
     saves = [r for r in recs if r.get("kind") == "mount-save"]
     data = {
         "since": iso_utc(floor) if floor else None, "commands": dict(kinds),
@@ -30,7 +30,8 @@ def metrics_show(ctx: Ctx, *, since: float | None, as_json: bool) -> None:
                    "failed": sum(1 for r in builds + compose if r.get("rc")),
                    # nothing changed since this daemon's export: docker ran as typed, its own cache served it
                    "as_typed": sum(1 for r in builds if r.get("as_typed")),
-                   "compose_runs": len(compose),
+                   "compose_runs": sum(1 for r in compose if r.get("kind") == "compose"),
+                   "bake_runs": sum(1 for r in compose if r.get("kind") == "bake"),
                    "observed_cached_steps": None, "observed_executed_steps": None},
         "cache_mounts": {"seeded": sum(r.get("mounts_seeded", 0) for r in builds),
                          "seed_ms": round(sum(r.get("mounts_seed_ms", 0) for r in builds), 1),

@@ -10,7 +10,7 @@ import pytest
 
 from shim.build.progress import step_named
 from shim.build.store import CacheStore
-from tests.integration.helpers import REPO, shim
+from tests.integration.helpers import REPO, dockcache, shim
 
 pytestmark = pytest.mark.engine
 REGISTRY = os.environ.get("DOCKCACHE_TEST_REGISTRY", "localhost:5000")
@@ -80,6 +80,8 @@ def test_two_targets_on_a_then_b_hit_the_store(shim_env, engines, tmp_path, defi
     warm = bake(shim_env, b, tmp_path, *files, tags=tags)  # another session: B never built these
     assert all(ran(warm, t).cached for t in tokens.values())
     assert not list((Path(shim_env["DOCKCACHE_BUILD_STORE"]) / "tmp").iterdir())  # private dirs gone
+    metrics = json.loads(dockcache(shim_env, "metrics", "show", "--json").stdout)["builds"]
+    assert metrics["bake_runs"] == 2 and metrics["with_import"] == 2  # B's two targets imported
 
 
 def test_unchanged_bake_on_its_own_daemon_runs_as_typed(shim_env, engines, tmp_path):
@@ -127,6 +129,29 @@ def test_users_own_set_is_respected(shim_env, engines, tmp_path):
     assert f"{a.prefix}-bake-web" in keys(shim_env) and f"{a.prefix}-bake-api" not in keys(shim_env)
     warm = bake(shim_env, b, tmp_path, "--set", "web.args.UNUSED=1", tags=tags)
     assert ran(warm, tokens["web"]).cached and not ran(warm, tokens["api"]).cached
+
+
+def test_old_engine_imports_only(shim_env, engines, tmp_path):
+    """Engine 20.10 (classic image store) cannot export cache: its bake imports what A
+    published and adds no cache-to; the store is left as it was."""
+    import shutil
+
+    a, old = engines["a"], engines["old"]
+    (tmp_path / "app").mkdir()
+    shutil.copy("/bin/busybox", tmp_path / "app" / "busybox")
+    (tmp_path / "app" / "t").write_text(uuid.uuid4().hex)
+    (tmp_path / "app" / "Dockerfile").write_text("FROM scratch\nCOPY busybox /bin/busybox\nCOPY t /t\n")
+    tag = f"{a.prefix}/bake-old:1"
+    (tmp_path / "docker-bake.json").write_text(json.dumps({"target": {"default": {"context": "app", "tags": [tag]}}}))
+    assert bake(shim_env, a, tmp_path, tags=[tag]).returncode == 0
+    index = Path(shim_env["DOCKCACHE_BUILD_STORE"]) / "oci" / "index.json"
+    before = index.read_text()
+    cp = bake({**shim_env, "DOCKCACHE_DEBUG": "1"}, old, tmp_path, tags=[tag])
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    assert "default.cache-from=type=local" in cp.stderr and "cache-to" not in cp.stderr.split("\n")[0]
+    copy = step_named(cp.stderr, "COPY t /t")
+    assert copy and copy.cached  # imported from the store daemon A wrote
+    assert index.read_text() == before
 
 
 def test_registry_backend_across_sessions(shim_env, engines, tmp_path):
