@@ -26,6 +26,9 @@ def _docker(real: str, name: str, environ: Mapping[str, str]) -> str:
 
 
 def execute(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], *, on_error) -> None:
+    from shim.compose.execuser import execute_exec
+
+    execute_exec(real, name, args, environ, on_error=on_error)  # `exec -u`: the user's own caches
     _images_first(real, name, args, environ)
     try:
         p = plan(real, name, args, environ)

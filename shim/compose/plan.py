@@ -33,6 +33,9 @@ from shim.core.notice import say
 from shim.core.config import load
 from shim.core.engine import BuildCaps, cached_caps, legacy_reason
 from shim.core.state import State, endpoint_id, state_dir
+from shim.run.execplan import LABEL
+from shim.run.plan import cache_label
+
 
 @dataclass
 class ComposePlan:
@@ -396,6 +399,9 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
                              for src, dst in plan.mirror.binds]
         entry["environment"] = {k: v for m in mounts for k, v in m.env}
         entry["environment"].update({var: value for _m, var, value in plan.mirror.env})
+        label = cache_label(mounts, next((m.owner for m in mounts if not m.readonly), None))
+        if label:  # the caches' owner: `compose exec -u` of another user gets its own tree (run/execplan.py)
+            entry["labels"] = {LABEL: label}
         volumes.update({m.source: {"external": True} for m in mounts if m.kind == "volume"})
         if mounts:
             reasons.append(f"{svc}: package caches {', '.join(sorted({m.manager for m in mounts}))}")
