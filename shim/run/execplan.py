@@ -23,7 +23,6 @@ costs one inspect and runs unchanged.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from shim.core.records import dataclass
 
@@ -31,7 +30,6 @@ from shim.core.grammar import ExecArgs, insert_before
 
 LABEL = "dockcache.caches"
 USERS_DIR = ".users"
-_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _ROOT = ("", "0", "root")
 
 
@@ -76,7 +74,8 @@ def same_user(a: str, b: str) -> bool:
 
 def user_dir_name(user: str) -> str:
     name = user.split(":")[0]
-    return "root" if name in _ROOT else (_SAFE.sub("", name) or "user")
+    safe = "".join(c for c in name if c.isascii() and (c.isalnum() or c in "_.-")).lstrip(".")  # never `..`
+    return "root" if name in _ROOT else (safe or "user")
 
 
 def plan_exec(argv: Sequence[str], ex: ExecArgs, facts: Container | None,
@@ -117,6 +116,8 @@ def _container_env(env: Sequence[str]) -> dict[str, str]:
 def _redirect(value: str, paths: Sequence[str], user: str) -> tuple[str, list[str]]:
     """`value` with each cache path in it (a whole path, or a path's start: `=/c/npm/x`,
     `/c/npm:/other`) moved to CACHE/.users/USER; and the dirs that were used."""
+    import re  # only for a container with caches: an exec -u into any other costs no regex import
+
     used: list[str] = []
     for path in sorted(paths, key=len, reverse=True):
         mine = f"{path.rstrip('/')}/{USERS_DIR}/{user}"

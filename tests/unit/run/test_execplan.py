@@ -3,7 +3,7 @@
 from shim.core.config import load
 from shim.core.grammar import parse_exec, parse_invocation, parse_run
 from shim.run.detect import Detection
-from shim.run.execplan import LABEL, Container, label_value, plan_exec, read_label, same_user
+from shim.run.execplan import LABEL, Container, label_value, plan_exec, read_label, same_user, user_dir_name
 from shim.run.plan import Facts, plan_run
 
 ROOT_CACHES = label_value(None, ["/dockcache/npm", "/dockcache/go", "/dockcache/maven"])
@@ -67,6 +67,7 @@ def test_unknown_option_or_uninspectable_container_runs_unchanged():
 
 
 def test_user_spellings():
+    assert [user_dir_name(u) for u in ("dev:dev", "0:0", "..", "../../x", "ü")] == ["dev", "root", "user", "x", "user"]
     assert same_user("root", "0:0") and same_user("dev:staff", "dev") and not same_user("dev", "1000")
     assert read_label(label_value("dev", ["/c", "relative"])) == ("dev", ("/c",))
 
