@@ -47,6 +47,7 @@ class SharedRun:
     fingerprint: Callable[[], str | None] | None = None  # what the build reads (inputs.py), asked beside it
     socket: str | None = None  # the engine's unix socket: a tag is an API call, not a CLI start
     early: bool | None = None  # metrics: the image loaded while it built was the build's (earlyload.py); False: another
+    tail: str = ""  # the last of what a failed build printed on stderr (fallback.py reads it)
 
 
 def unreachable(address: str, timeout: float = CONNECT_TIMEOUT) -> str | None:
@@ -124,19 +125,26 @@ def session_base(build: BuildArgs, run: SharedRun, cwd: str) -> str | None:
     cannot see the engine's images (it pulls FROM images from registries), so such a build
     stays here. Read from the Dockerfile; a name only in the engine that dockcache never
     loaded (`docker load`, a build with the shared builder off) is not known here."""
-    if build.context in (None, "-") or build.file == "-" or "://" in (build.context or ""):
-        return None
-    path = os.path.join(cwd, build.file) if build.file else os.path.join(cwd, build.context, "Dockerfile")
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            text = fh.read(1_000_000)
-    except OSError:
+    text = dockerfile_text(build, cwd)
+    if text is None:
         return None
     run.bases = tuple(from_images(text))
     for image in run.bases:
         if any(run.state.get("sharedloads", run.daemon, t) for t in tag_forms(image)):
             return image
     return None
+
+
+def dockerfile_text(build: BuildArgs, cwd: str) -> str | None:
+    """The Dockerfile a build reads, when it is a local file (its first MB)."""
+    if build.context in (None, "-") or build.file == "-" or "://" in (build.context or ""):
+        return None
+    path = os.path.join(cwd, build.file) if build.file else os.path.join(cwd, build.context, "Dockerfile")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read(1_000_000)
+    except OSError:
+        return None
 
 
 def prepare_run(real: str, inv: Invocation, target: Target, environ: Mapping[str, str],
@@ -167,7 +175,7 @@ def build(real: str, inv: Invocation, argv, tags, run: SharedRun) -> int:
     with tempfile.TemporaryDirectory(prefix="dockcache-shared-") as tmp:
         meta = os.path.join(tmp, "metadata.json")
         first, _ = first_and_load(argv, inv, meta)
-        rc = proc.run_child(real, first)
+        rc = _run(real, first, run)
         if rc != 0:
             return rc
         built = _config_digest(meta)
@@ -178,11 +186,19 @@ def build(real: str, inv: Invocation, argv, tags, run: SharedRun) -> int:
     return _load(real, inv, loading, tags, run, built)
 
 
+def _run(real: str, argv, run: SharedRun, *, stdout=None) -> int:
+    """A build on the shared builder, its stderr passed on as it comes; a failed one's last
+    lines kept for the decision to build again on this engine (command.py, fallback.py)."""
+    rc, tail = proc.run_watched(real, argv, stdout=stdout)
+    run.tail = tail if rc != 0 else ""
+    return rc
+
+
 def _load(real: str, inv: Invocation, loading, tags, run: SharedRun, built: str) -> int:
     """The build with --load; remembered as (config digest, the engine's id) for next time."""
     with tempfile.TemporaryDirectory(prefix="dockcache-shared-") as tmp:
         meta = os.path.join(tmp, "metadata.json")
-        rc = proc.run_child(real, insert_before(loading, inv.args_start, ["--metadata-file", meta]))
+        rc = _run(real, insert_before(loading, inv.args_start, ["--metadata-file", meta]), run)
         built = built or _config_digest(meta)
     run.loaded = rc == 0
     if rc == 0 and built:
@@ -301,8 +317,7 @@ def _export_and_load(real: str, inv: Invocation, argv, tags, run: SharedRun, lay
 
     out = f"type=oci,tar=false,dest={layout.dir}" + (f",name={tags[0]}" if tags else "")
     argv = without_switch(argv, inv.args_start, BUILD_VALUE_FLAGS, "--load")  # the thin load is that load
-    rc = proc.run_child(real, insert_before(argv, inv.args_start, ["--provenance=false", "--output", out]),
-                        stdout=said)
+    rc = _run(real, insert_before(argv, inv.args_start, ["--provenance=false", "--output", out]), run, stdout=said)
     if rc != 0:
         return rc, ""
     got = layout.image()

@@ -49,6 +49,7 @@ class Prepared:
     seeded: tuple[int, float] = (0, 0.0)  # mounts seeded, seconds it took
     inputs: dict | None = None  # what this build reads (inputs.py): remembered once its export is published
     unchanged: bool = False  # ... the same as at this daemon's last export: the image it tags is the same
+    retried: str | None = None  # why this engine builds what failed on the shared builder (fallback.py)
 
 
 @dataclass
@@ -72,9 +73,10 @@ def caps_for(real: str, inv: Invocation, build: BuildArgs, environ: Mapping[str,
 
 
 def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str],
-            *, dry_run: bool = False) -> Prepared:
-    """The rewritten build and what to do around it (explain: with dry_run, nothing made)."""
-    prep = _prepare(real, args, inv, environ, dry_run=dry_run)
+            *, dry_run: bool = False, here: str | None = None) -> Prepared:
+    """The rewritten build and what to do around it (explain: with dry_run, nothing made).
+    `here`: why it runs on the session's engine, not the shared builder (a retry)."""
+    prep = _prepare(real, args, inv, environ, dry_run=dry_run, here=here)
     if prep.plan.key:
         prep.mounts, prep.generation = _mount_plan(inv, environ, prep)
         for reason in prep.mounts.reasons:
@@ -95,7 +97,7 @@ def _mount_plan(inv: Invocation, environ: Mapping[str, str], prep: Prepared) -> 
 
 
 def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str],
-             *, dry_run: bool = False) -> Prepared:
+             *, dry_run: bool = False, here: str | None = None) -> Prepared:
     build = parse_build(inv)
     cwd = os.getcwd()
     ctx_dir = os.path.join(cwd, build.context or ".")
@@ -114,7 +116,7 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
     if caps.mode == "none" or build.help:
         return Prepared(plan_build(args, inv, build, caps, key=key, available=(), import_src=None,
                                    export_dest=None), None, None, None, config, caps)
-    shared, stay_note = _shared(real, args, inv, build, config, caps, key, environ, dry_run)
+    shared, stay_note = (None, here) if here else _shared(real, args, inv, build, config, caps, key, environ, dry_run)
     if shared:
         return shared
     reg = _registry_facts(config, caps, key, fallbacks, build.no_cache, dry_run, login_environ(inv.globals, environ))
@@ -269,6 +271,9 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
     base = builder.session_base(build, run, os.getcwd())
     if base:
         return None, f"FROM {base}: an image of this session's engine, which the shared builder cannot see"
+    here = _engine_only(real, inv, build, run, environ)
+    if here:
+        return None, f"{here}: built on this engine"
     if caps.mode == "full" and caps.driver == "docker":  # the containerd image store loads OCI layouts
         run.layouts = Path(f"{config['build.store']}-load")
         run.key, run.prints_id, run.iidfile = key, prints_id(build), build.iidfile
@@ -279,6 +284,22 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
         plan = _noted(plan, "containerd image store: the build exports an OCI layout (only blobs it lacks) "
                             "and the load sends only layers this engine lacks")
     return Prepared(plan, None, None, None, config, caps, shared=run), None
+
+
+def _engine_only(real: str, inv: Invocation, build: BuildArgs, run, environ: Mapping[str, str]) -> str | None:
+    """Why an image this build reads keeps it on the session's engine (resolvable.py), or None.
+    `--pull` makes the engine pull too: then its own images do not count."""
+    from shim.build import builder, resolvable
+    from shim.build.baserefs import build_refs, contexts_of
+    from shim.build.mountsync import build_args, option
+
+    if any(k == "--pull" and (v is None or v.lower() in ("true", "1")) for k, v in build.options):
+        return None
+    text = builder.dockerfile_text(build, os.getcwd())
+    contexts = contexts_of(build.options)
+    refs = build_refs(text or "", build_args=build_args(build.options, environ), contexts=contexts,
+                      target=option(build.options, "--target"))
+    return resolvable.why_here(real, inv, run, refs.images) if refs.images else None
 
 
 def _fingerprint(args: Sequence[str], inv: Invocation, build: BuildArgs, environ: Mapping[str, str]) -> str | None:
@@ -395,6 +416,7 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
     try:
         _seed_mounts(real, inv, prep, environ)
         rc = _build(real, inv, prep)
+        prep, rc = _fallback(real, args, inv, environ, prep, rc)
         if rc == 0 and prep.plan.export and prep.export_dir:
             after_docker(_publish, prep)
         if rc == 0 and prep.mounts.saves:
@@ -433,6 +455,39 @@ def _bases_first(inv: Invocation, environ: Mapping[str, str]) -> None:
         return
 
 
+def _fallback(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str], prep: Prepared,
+              rc: int) -> tuple[Prepared, int]:
+    """A build the shared builder failed for a reason the session's engine would not have
+    (an image it could not resolve or pull, an entitlement: fallback.py) runs once more on
+    the engine, the way dockcache builds there, after one line. A build's own failure (a
+    RUN that exited non-zero) and a ^C keep BuildKit's output and exit code."""
+    from shim.build.fallback import failed_ref, last_error, retry_reason
+
+    build = parse_build(inv)
+    if rc == 0 or not prep.shared or proc.interrupted() is not None or "-" in (build.context, build.file):
+        return prep, rc  # (stdin was read by the first build: there is nothing to build again)
+    why = retry_reason(prep.shared.tail)
+    if why is None:
+        return prep, rc
+    say(f"{why}; building on this engine")
+    after_docker(_remember_failed, prep.shared, failed_ref(last_error(prep.shared.tail) or ""))
+    after_docker(_cleanup, prep)
+    try:
+        local = prepare(real, args, inv, environ, here=f"{why}: retried on this engine")
+    except Exception as exc:  # noqa: BLE001 - fail open: the user's build as typed
+        say(f"internal error ({type(exc).__name__}: {exc}); running docker unchanged")
+        return replace(prep, retried=why), proc.run_child(real, inv.argv)
+    local.retried = why
+    _seed_mounts(real, inv, local, environ)
+    return local, _build(real, inv, local)
+
+
+def _remember_failed(run, ref: str | None) -> None:
+    from shim.build.resolvable import remember_failed
+
+    remember_failed(run, ref)
+
+
 def _forget_tags(inv: Invocation, environ: Mapping[str, str]) -> None:
     """The image this build tags replaces what was remembered of that name (its USER owns
     the caches of `docker run` of it: a Dockerfile that gained `USER node` got the old root
@@ -464,6 +519,9 @@ def _build(real: str, inv: Invocation, prep: Prepared) -> int:
             prep.shared.loaded = None
             return proc.run_child(real, inv.argv)
     if not prep.plan.load_check:
+        if prep.shared:  # one build with --load: its stderr's last lines say whether to retry here
+            rc, prep.shared.tail = proc.run_watched(real, prep.plan.argv)
+            return rc
         return proc.run_child(real, prep.plan.argv)
     tag = parse_build(inv).tags[0]
     with tempfile.TemporaryDirectory(prefix="dockcache-iid-") as tmp:
@@ -547,7 +605,8 @@ def _record(environ: Mapping[str, str], prep: Prepared, rc: int | None, seconds:
         **({"as_typed": True} if rc is None else {}),
         **_published_fields(prep.published), **_mount_fields(prep),
         **({"builder": "shared", "loaded": prep.shared.loaded, "thin": prep.shared.thin,
-            "early": prep.shared.early} if prep.shared else {})})
+            "early": prep.shared.early} if prep.shared else {}),
+        **({"retried": prep.retried} if prep.retried else {})})
 
 
 def _mount_fields(prep: Prepared) -> dict:

@@ -85,7 +85,22 @@ def interrupted() -> int | None:
     return next((s for s in _SEEN if s in (signal.SIGINT, signal.SIGTERM)), None)
 
 
-def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = None, *, stdout=None) -> int:
+def run_watched(real: str, argv: Sequence[str], env: Mapping[str, str] | None = None, *,
+                stdout=None) -> tuple[int, str]:
+    """`run_child` with docker's stderr passed on as it comes and its last lines returned
+    (core/relay.py): why a build failed, without holding its output back from the user."""
+    from shim.core.relay import Relay
+
+    relay = Relay.open()
+    try:
+        rc = run_child(real, argv, env, stdout=stdout, relay=relay)
+    finally:
+        tail = relay.finish() if relay else ""
+    return rc, tail
+
+
+def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = None, *, stdout=None,
+              relay=None) -> int:
     """Run docker as a child sharing our TTY; forward signals; return its exit code as docker would.
 
     Used where dockcache has work to do after docker ends (publishing a build cache).
@@ -96,7 +111,8 @@ def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = No
     (siginfo's si_code), where the platform gives it (sigtimedwait); elsewhere by
     whether we are a terminal's foreground group. A signal sent to the whole process
     group by a process (`kill -INT -PGID`) reaches docker twice, as it would reach any
-    wrapper's child. `stdout`: a file that takes docker's standard output instead of ours.
+    wrapper's child. `stdout`: a file that takes docker's standard output instead of ours;
+    `relay`: a core.relay.Relay that takes its standard error (run_watched).
     """
     import signal
     import subprocess
@@ -108,15 +124,20 @@ def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = No
 
     def forward(signum, _frame):  # until the mask below is in place, and where it can't be
         seen(signum)
+        if relay is not None and signum == signal.SIGWINCH:
+            relay.resize()
         if proc is None or (signum in terminal and _foreground_of_a_terminal()):
             return
         _send(proc, signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in sigs}
     try:
-        proc = subprocess.Popen([real, *argv], env=dict(os.environ if env is None else env), stdout=stdout)
+        proc = subprocess.Popen([real, *argv], env=dict(os.environ if env is None else env), stdout=stdout,
+                                stderr=relay.child_fd if relay is not None else None)
+        if relay is not None:
+            relay.start()
         try:
-            rc = _wait_forwarding(proc, sigs, terminal) if hasattr(signal, "sigtimedwait") else _wait(proc)
+            rc = _wait_forwarding(proc, sigs, terminal, relay) if hasattr(signal, "sigtimedwait") else _wait(proc)
         except Exception:  # noqa: BLE001 - docker is running: its exit code is still what we return
             rc = _wait(proc)
     finally:
@@ -125,7 +146,7 @@ def run_child(real: str, argv: Sequence[str], env: Mapping[str, str] | None = No
     return rc if rc >= 0 else 128 - rc
 
 
-def _wait_forwarding(proc, sigs: list, terminal: set) -> int:
+def _wait_forwarding(proc, sigs: list, terminal: set, relay=None) -> int:
     """Wait for the child, taking our signals with their sender: a kernel-sent one
     (si_code > 0: the terminal) already reached the child; a process-sent one did not."""
     import signal
@@ -141,6 +162,8 @@ def _wait_forwarding(proc, sigs: list, terminal: set) -> int:
             if info is None or info.si_signo == signal.SIGCHLD:
                 continue
             seen(info.si_signo)
+            if relay is not None and info.si_signo == signal.SIGWINCH:
+                relay.resize()  # docker reads its new size from our pseudo-terminal
             if info.si_code > 0 and info.si_signo in terminal:
                 continue  # from the terminal: the child, in our group, got it too
             _send(proc, info.si_signo)

@@ -581,7 +581,7 @@ class LayoutWritingDocker:
     def __init__(self, tmp_path, stdout_text="sha256:configdigest\n"):
         self.tmp, self.stdout_text, self.builds, self.calls = tmp_path, stdout_text, [], []
 
-    def child(self, real, argv, env=None, stdout=None):
+    def child(self, real, argv, env=None, stdout=None, **_k):
         from pathlib import Path
 
         self.builds.append(tuple(argv))
@@ -639,7 +639,7 @@ def test_a_thin_build_writes_the_engines_id_into_the_users_iidfile(tmp_path, mon
 def test_a_failed_quiet_thin_build_passes_dockers_output_through(tmp_path, monkeypatch, capsys):
     fake, inv, build, run = _thin_run(tmp_path, ["build", "-q", "-t", "x:1", "."], monkeypatch)
 
-    def failing(real, argv, env=None, stdout=None):
+    def failing(real, argv, env=None, stdout=None, **_k):
         stdout.write("partial\n")
         return 3
     monkeypatch.setattr(proc, "run_child", failing)
