@@ -146,15 +146,16 @@ def _expanded(word: str, scope: Mapping[str, str | None]) -> str | None:
     if "$" not in word:
         return word
     try:
-        return expand(word, scope) or None
+        out = expand(word, scope)
     except Unknown:
         return None
+    return out if out and "$" not in out else None  # `${X:?msg}` and the like: BuildKit's to expand
 
 
 def _stage_of(earlier: list[_Stage], word: str) -> bool:
     """Does `word` name one of the stages before (by name or index)?"""
     word = word.lower()
-    return any(st.name == word or str(i) == word for i, st in enumerate(earlier))
+    return bool(word) and any(st.name == word or str(i) == word for i, st in enumerate(earlier))
 
 
 def _reachable(stages: list[_Stage], target: str | None) -> list[int]:
@@ -173,7 +174,7 @@ def _reachable(stages: list[_Stage], target: str | None) -> list[int]:
         if i in seen:
             continue
         seen.add(i)
-        for word in [stages[i].base, *stages[i].deps]:
+        for word in filter(None, [stages[i].base, *stages[i].deps]):
             word = word.lower()
             todo += [j for j, st in enumerate(stages[:i]) if st.name == word or str(j) == word]
     return sorted(seen)

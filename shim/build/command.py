@@ -271,7 +271,9 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
     base = builder.session_base(build, run, os.getcwd())
     if base:
         return None, f"FROM {base}: an image of this session's engine, which the shared builder cannot see"
-    here = _engine_only(real, inv, build, run, environ)
+    from shim.build.resolvable import failed_before
+
+    here = failed_before(run, key) or _engine_only(real, inv, build, run, environ)
     if here:
         return None, f"{here}: built on this engine"
     if caps.mode == "full" and caps.driver == "docker":  # the containerd image store loads OCI layouts
@@ -470,7 +472,7 @@ def _fallback(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[
     if why is None:
         return prep, rc
     say(f"{why}; building on this engine")
-    after_docker(_remember_failed, prep.shared, failed_ref(last_error(prep.shared.tail) or ""))
+    after_docker(_remember_failed, prep.shared, failed_ref(last_error(prep.shared.tail) or ""), prep.plan.key, why)
     after_docker(_cleanup, prep)
     try:
         local = prepare(real, args, inv, environ, here=f"{why}: retried on this engine")
@@ -482,10 +484,10 @@ def _fallback(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[
     return local, _build(real, inv, local)
 
 
-def _remember_failed(run, ref: str | None) -> None:
+def _remember_failed(run, ref: str | None, key: str, why: str) -> None:
     from shim.build.resolvable import remember_failed
 
-    remember_failed(run, ref)
+    remember_failed(run, ref, key, why)
 
 
 def _forget_tags(inv: Invocation, environ: Mapping[str, str]) -> None:

@@ -16,7 +16,8 @@ So, per image, before a build is routed:
   image id, so the steady state asks the engine's socket for the image id (a few ms),
   never a docker CLI.
 
-A name the builder failed to resolve in a real build (fallback.py) is remembered too.
+A build the shared builder failed and the engine then built (fallback.py) is remembered
+too: its cache key, and the name it could not resolve, stay here for a day.
 """
 
 from __future__ import annotations
@@ -57,8 +58,19 @@ def why_here(real: str, inv, run, images: Sequence[str]) -> str | None:
     return None
 
 
-def remember_failed(run, ref: str | None) -> None:
-    """A name the shared builder failed to resolve in a build: the next build of it stays here."""
+def failed_before(run, key: str) -> str | None:
+    """Why a build of this cache key stays here: an earlier one failed on the shared builder
+    for a reason this engine did not have (a name only the daemon could expand, a registry or
+    entitlement only the engine has), or None."""
+    known = run.state.get(KIND, run.target.name, f"key:{key}", max_age=MAX_AGE) if key else None
+    return f"an earlier build of {key} failed on the shared builder ({known.get('why')})" if known else None
+
+
+def remember_failed(run, ref: str | None, key: str, why: str) -> None:
+    """A build the shared builder failed and this engine built: the next build of its key,
+    and of any build naming the image it could not resolve, stays here (for a day)."""
+    if key:
+        run.state.put(KIND, run.target.name, f"key:{key}", {"why": why})
     if ref:
         run.state.put(KIND, run.target.name, f"{ref}@{FAILED}", {"same": False})
         short = ref.removeprefix("docker.io/").removeprefix("library/")
