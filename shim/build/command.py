@@ -273,7 +273,11 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
         return None, f"FROM {base}: an image of this session's engine, which the shared builder cannot see"
     from shim.build.resolvable import failed_before
 
-    here = failed_before(run, key) or _engine_only(real, inv, build, run, environ)
+    images = _images(build, environ)
+    # explain, too, asks the shared builder about the images the engine holds: it needs the
+    # buildx builder a build would make first (a file in the docker config dir)
+    ask = not (dry_run and images) or builder.ensure_builder(real, inv, target, environ) is None
+    here = failed_before(run, key) or (_engine_only(real, inv, run, images, ask) if images else None)
     if here:
         return None, f"{here}: built on this engine"
     if caps.mode == "full" and caps.driver == "docker":  # the containerd image store loads OCI layouts
@@ -282,26 +286,35 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
         run.fingerprint = functools.partial(_fingerprint, args, inv, build, environ)  # in the build's shadow
     caps = BuildCaps("full", "the host's shared BuildKit (buildx remote driver)", "remote", caps.buildx)
     plan = plan_shared(args, inv, build, target, key, caps, thin=run.layouts is not None)
+    if images:
+        plan = _noted(plan, f"images it reads ({', '.join(images)}): "
+                            + ("the shared builder resolves each as this engine would (not held here, or the same image)"
+                               if ask else "those this engine holds are compared with the shared builder's at the build"))
     if run.layouts and plan.load_check:
         plan = _noted(plan, "containerd image store: the build exports an OCI layout (only blobs it lacks) "
                             "and the load sends only layers this engine lacks")
     return Prepared(plan, None, None, None, config, caps, shared=run), None
 
 
-def _engine_only(real: str, inv: Invocation, build: BuildArgs, run, environ: Mapping[str, str]) -> str | None:
-    """Why an image this build reads keeps it on the session's engine (resolvable.py), or None.
-    `--pull` makes the engine pull too: then its own images do not count."""
-    from shim.build import builder, resolvable
+def _images(build: BuildArgs, environ: Mapping[str, str]) -> tuple[str, ...]:
+    """The images this build reads from outside (baserefs.py). None count under `--pull`:
+    the engine would pull them too, whatever it holds."""
+    from shim.build import builder
     from shim.build.baserefs import build_refs, contexts_of
     from shim.build.mountsync import build_args, option
 
     if any(k == "--pull" and (v is None or v.lower() in ("true", "1")) for k, v in build.options):
-        return None
+        return ()
     text = builder.dockerfile_text(build, os.getcwd())
-    contexts = contexts_of(build.options)
-    refs = build_refs(text or "", build_args=build_args(build.options, environ), contexts=contexts,
-                      target=option(build.options, "--target"))
-    return resolvable.why_here(real, inv, run, refs.images) if refs.images else None
+    return build_refs(text or "", build_args=build_args(build.options, environ), contexts=contexts_of(build.options),
+                      target=option(build.options, "--target")).images
+
+
+def _engine_only(real: str, inv: Invocation, run, images: Sequence[str], ask: bool) -> str | None:
+    """Why an image this build reads keeps it on the session's engine (resolvable.py), or None."""
+    from shim.build import resolvable
+
+    return resolvable.why_here(real, inv, run, images, ask=ask)
 
 
 def _fingerprint(args: Sequence[str], inv: Invocation, build: BuildArgs, environ: Mapping[str, str]) -> str | None:

@@ -36,9 +36,10 @@ _FROM_DIGEST = re.compile(r"FROM (\S+?)@(sha256:[0-9a-f]{64})")
 _UNSERVED = ("failed to resolve source metadata", "pull access denied", "not found", "insufficient_scope")
 
 
-def why_here(real: str, inv, run, images: Sequence[str]) -> str | None:
+def why_here(real: str, inv, run, images: Sequence[str], *, ask: bool = True) -> str | None:
     """Why this build stays on the session's engine (explain's words), or None when the
-    shared builder resolves every image as the engine would. `run`: builder.SharedRun."""
+    shared builder resolves every image as the engine would. `run`: builder.SharedRun.
+    Without `ask` (explain before any build made the buildx builder) nothing is probed."""
     from shim.build.shared import tag_forms
 
     state, builder = run.state, run.target.name
@@ -52,7 +53,7 @@ def why_here(real: str, inv, run, images: Sequence[str]) -> str | None:
         found = held.get(image)
         if found is None:
             continue  # not in the engine: it would pull it too
-        why = _verdict(real, inv, run, image, found)
+        why = _verdict(real, inv, run, image, found, ask=ask)
         if why:
             return why
     return None
@@ -78,9 +79,11 @@ def remember_failed(run, ref: str | None, key: str, why: str) -> None:
             run.state.put(KIND, run.target.name, f"{short}@{FAILED}", {"same": False})
 
 
-def _verdict(real: str, inv, run, image: str, found: dict) -> str | None:
+def _verdict(real: str, inv, run, image: str, found: dict, *, ask: bool) -> str | None:
     key = f"{image}@{found['Id']}"
     known = run.state.get(KIND, run.target.name, key, max_age=MAX_AGE)
+    if known is None and not ask:
+        return None
     if known is None:
         digest, problem = probe(real, inv, run.target.name, image)
         if problem:

@@ -253,10 +253,15 @@ def test_quiet_iidfile_untagged_and_user_load_builds_take_the_thin_load(sessions
 
 
 def test_the_old_engine_loads_with_load_and_skips_an_unchanged_image(sessions, engines, tmp_path):
-    """Engine 20.10, classic image store: no OCI layout load, so --load after the id check."""
+    """Engine 20.10, classic image store: no OCI layout load, so --load after the id check.
+    Its base is pulled from the registry the shared builder also pulls from: a classic store
+    names only a pulled image by its registry digest, so a loaded one keeps the build on the
+    engine (the shared builder may not resolve it to the same image: issue 35)."""
     old = engines["old"]
     env = {**sessions["a"], "DOCKER_HOST": old.host, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-old")}
-    ctx, token = project(tmp_path, SLOW)
+    base = f"{REGISTRY}/{BUSYBOX}"
+    old.docker("pull", "-q", base)
+    ctx, token = project(tmp_path, SLOW.replace(f"FROM {BUSYBOX}", f"FROM {base}"))
     tag = f"{old.prefix}/old:1"
     first = build(env, old, ctx, tag)
     assert "using remote driver" in first.stderr and "importing to docker" in first.stderr
