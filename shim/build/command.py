@@ -493,6 +493,7 @@ def _fallback(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[
         say(f"internal error ({type(exc).__name__}: {exc}); running docker unchanged")
         return replace(prep, retried=why), proc.run_child(real, inv.argv)
     local.retried = why
+    _bases_first(inv, environ)
     _seed_mounts(real, inv, local, environ)
     return local, _build(real, inv, local)
 
