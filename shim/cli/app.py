@@ -11,10 +11,12 @@ import typer
 from shim.core.config import ConfigError, parse_duration, parse_size
 from shim.core.managers import BY_NAME
 
+from .about import version_line
 from .context import Ctx
 from .output import CliError, UsageError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Warm, shared caches for docker.")
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Warm, shared caches for docker. Something odd? `dockcache doctor` first: each problem with its fix.")
 cache_app = typer.Typer(no_args_is_help=True, help="See, size, clear and prune caches.")
 config_app = typer.Typer(no_args_is_help=True, help="Write or show configuration.")
 metrics_app = typer.Typer(no_args_is_help=True, help="What dockcache did.")
@@ -35,6 +37,18 @@ def duration(text: str) -> float:
         return parse_duration(text)
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a duration like 30d, 12h, 90m") from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(version_line() + "\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print dockcache's version and exit.")):
+    """The options before any command."""
 
 
 HOST = typer.Option(None, "-H", "--host", help="Daemon socket to check, as docker's -H.")

@@ -12,6 +12,7 @@ from shim.build.store import CacheStore
 from shim.hot import DISABLE_VALUES
 from shim.core.realdocker import first_on_path, is_launcher
 
+from .about import version_line
 from .context import Ctx
 from .inventory import dir_size
 from .output import CliError, emit, human_size
@@ -31,7 +32,8 @@ def _shared_builder_check(cfg, check) -> None:
         check("shared builder", "none on this host (builds use each session's own builder)")
         return
     check("shared builder", target.address + (" (unreachable: builds fall back to this engine)" if problem else " (up)"),
-          None, None, warning=problem and "start it: `dockcache builder up`, or `dockcache builder use off`")
+          None, "start it: `sudo dockcache builder up`, or `dockcache builder use off`",
+          warning=problem and f"the shared builder does not answer ({problem})")
 
 
 def _layouts_check(ctx: Ctx, check) -> None:
@@ -51,12 +53,12 @@ def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
         checks.append({"check": name, "value": value, "ok": problem is None, "problem": problem, "fix": fix,
                        **({"warning": warning} if warning else {})})
 
+    check("dockcache", version_line())
     first = first_on_path("docker", ctx.environ)
     ours = bool(first and is_launcher(first))
     check("docker first on PATH", first or "(none)", None if ours else "the first docker on PATH is not dockcache's",
           "run install.sh, or put dockcache's bin directory first on PATH")
-    check("real docker", ctx.real or "(none)", None if ctx.real else "no real docker found",
-          "install the docker CLI or set DOCKCACHE_REAL_DOCKER")
+    _real_check(ctx, check)
     disabled = ctx.environ.get("DOCKCACHE_DISABLE", "").lower() in DISABLE_VALUES
     check("kill switch", "DOCKCACHE_DISABLE is set: dockcache is off" if disabled else "off (dockcache active)")
     ver = ctx.docker("version", "--format", "{{.Server.Version}}", timeout=20)
@@ -94,11 +96,9 @@ def run_doctor(ctx: Ctx, *, as_json: bool) -> int:
         _layouts_check(ctx, check)
         _mirror_checks(cfg, check)
         _images_check(ctx, cfg, check)
+        _mounts_parser_check(check)
     healthy = all(c["ok"] for c in checks)
-    human = "\n".join(f"{'ok ' if c['ok'] else 'BAD'} {c['check']}: {c['value']}"
-                      + (f"\n    problem: {c['problem']}\n    fix: {c['fix']}" if not c["ok"] else "")
-                      + (f"\n    warning: {c['warning']}" if c.get("warning") else "") for c in checks)
-    emit({"healthy": healthy, "checks": checks}, as_json=as_json, human=human)
+    emit({"healthy": healthy, "checks": checks}, as_json=as_json, human=_human(checks))
     return 0 if healthy else 1
 
 
@@ -123,6 +123,55 @@ def _images_check(ctx: Ctx, cfg, check) -> None:
           "run `dockcache images up` (or `images down` to forget it)")
 
 
+def _human(checks: list[dict]) -> str:
+    """One line per check; a problem or warning with its fix under it; a last line that counts them."""
+    lines = []
+    for c in checks:
+        mark = "BAD " if not c["ok"] else "warn" if c.get("warning") else "ok  "
+        lines.append(f"{mark} {c['check']}: {c['value']}")
+        if not c["ok"]:
+            lines.append(f"     problem: {c['problem']}")
+        if c.get("warning"):
+            lines.append(f"     warning: {c['warning']}")
+        if not c["ok"] or c.get("warning"):
+            lines.append(f"     fix: {c['fix']}")
+    bad = sum(not c["ok"] for c in checks)
+    warned = sum(bool(c.get("warning")) for c in checks)
+    if bad or warned:
+        lines.append(f"{bad} problem(s), {warned} warning(s): each fix is under it; "
+                     "more in dockcache's docs/troubleshooting.md; `DOCKCACHE_DISABLE=1` turns dockcache off meanwhile.")
+    else:
+        lines.append("all good. Something still odd? `dockcache explain -- docker run …` says what a command gets.")
+    return "\n".join(lines)
+
+
+def _real_check(ctx: Ctx, check) -> None:
+    """The docker dockcache runs: DOCKCACHE_REAL_DOCKER when set (it must be runnable, and not
+    one of our launchers, which would loop), else the next `docker` on PATH."""
+    named = ctx.environ.get("DOCKCACHE_REAL_DOCKER", "")
+    if named and is_launcher(named):
+        problem = f"DOCKCACHE_REAL_DOCKER={named} names a dockcache launcher (ignored: it would loop)"
+    elif named and not (os.path.isfile(named) and os.access(named, os.X_OK)):
+        problem = f"DOCKCACHE_REAL_DOCKER={named} is not an executable file"
+    else:
+        problem = None if ctx.real else "no real docker found"
+    fix = ("point DOCKCACHE_REAL_DOCKER at the docker CLI itself, or unset it" if named
+           else "install the docker CLI or set DOCKCACHE_REAL_DOCKER")
+    check("real docker", ctx.real or "(none)", problem, fix)
+
+
+def _mounts_parser_check(check) -> None:
+    """Cache mounts need BuildKit's Dockerfile parser (the `mounts` extra): without it they stay per session."""
+    import importlib.util
+
+    if importlib.util.find_spec("dockerfile") is not None:
+        return
+    check("cache mounts parser", "the `dockerfile` package is not installed", None,
+          "re-run ./install.sh (it installs the `mounts` extra), or `pip install 'dockcache[mounts]'` "
+          "in dockcache's environment",
+          warning="RUN --mount=type=cache contents are not carried across sessions")
+
+
 def _placement_checks(ctx: Ctx, cfg, reachable: bool, check) -> None:
     """Where run caches live on this engine (run.mode; auto probes once per daemon) and
     whether the bind root survives the session."""
@@ -134,7 +183,8 @@ def _placement_checks(ctx: Ctx, cfg, reachable: bool, check) -> None:
     check("run caches", f"{placed.mode}: {placed.reason}")
     local = session_local(str(bind)) if placed.mode == "bind" or cfg["run.host_caches"] else None
     check("bind cache root", f"{bind} ({human_size(dir_size(bind)) if bind.exists() else 'not created'})",
-          warning=local and f"{local}; set run.bind_root (or DOCKCACHE_BIND_ROOT) to a place every session shares")
+          fix="set run.bind_root (or DOCKCACHE_BIND_ROOT) to a place every session shares",
+          warning=local and f"{local}: the caches go with the session")
 
 
 def _any_image(ctx: Ctx) -> str | None:

@@ -116,3 +116,34 @@ def test_explain_under_the_kill_switch_says_docker_runs_unchanged(tmp_path):
     cp = subprocess.run([sys.executable, "-m", "shim", "explain", "--json", "--", *argv], env=env, cwd=REPO,
                         capture_output=True, text=True)
     assert any("npm_config_cache" in a for a in json.loads(cp.stdout)["argv"])  # the control: rewritten
+
+
+def test_version_names_the_version_and_the_code_that_answers(tmp_path):
+    import shim
+
+    cp = cli(tmp_path, "--version")
+    assert cp.returncode == 0 and cp.stdout.startswith(f"dockcache {shim.__version__} (python ")
+    assert str(REPO) in cp.stdout
+
+
+def test_every_problem_and_warning_doctor_reports_comes_with_its_fix(tmp_path):
+    """doctor is the page a confused user is sent to first: nothing it flags may leave them
+    without the next step (a bad DOCKCACHE_REAL_DOCKER, no engine, an unwritable store, a
+    mirror and a shared builder that do not answer)."""
+    (tmp_path / "store").write_text("a file where the store should be")
+    (tmp_path / "config.toml").write_text('[mirrors]\nnpm = "http://127.0.0.1:9/"\n')
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin", "DOCKCACHE_STATE_DIR": str(tmp_path / "state"),
+           "DOCKCACHE_BUILD_STORE": str(tmp_path / "store"), "DOCKCACHE_REAL_DOCKER": str(tmp_path / "nothing"),
+           "DOCKCACHE_CONFIG": str(tmp_path / "config.toml"),
+           "DOCKCACHE_BUILD_BUILDER": f"unix://{tmp_path}/buildkitd.sock"}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "shim", "doctor", *a], env=env, cwd=REPO,  # noqa: E731
+                                    capture_output=True, text=True)
+    checks = json.loads(run("--json").stdout)["checks"]
+    flagged = [c for c in checks if not c["ok"] or c.get("warning")]
+    names = {c["check"] for c in flagged}
+    assert {"real docker", "engine", "build store", "mirror npm", "shared builder"} <= names, names
+    assert all(c["fix"] for c in flagged), [c for c in flagged if not c["fix"]]
+    human = run()
+    assert human.returncode == 1 and "Traceback" not in human.stderr
+    assert human.stdout.count("     fix: ") == len(flagged)
+    assert human.stdout.rstrip().splitlines()[-1].startswith(f"{sum(not c['ok'] for c in checks)} problem(s), 1 warning(s)")
