@@ -5,7 +5,7 @@ RUN steps only, GC bounded by build.max_size) listening on a unix socket that th
 group may use, or attaches to the one already answering there. Its config, pid and log
 sit beside the socket (`SOCKET.toml`, `SOCKET.pid`, `SOCKET.log`), so `down` stops only
 a buildkitd that `up` started. `use` points build.builder at a builder (an address or a
-buildx builder name) in the user config. Running it as a service: README.md.
+buildx builder name) in the user config. Running it as a service: docs/shared-builder.md.
 """
 
 from __future__ import annotations

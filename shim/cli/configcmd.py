@@ -36,7 +36,7 @@ HEADER = """# dockcache configuration (user file). A project can override any ke
 #   name, or "off". build.builder_tls: a tcp builder's client ca.pem, cert.pem, key.pem
 #   directory. compose.shared_builder (default true): compose service builds go there too.
 # [mirrors]: npm, pypi, go, cargo, maven = the mirror URL ("" = none); ca_bundle = a PEM file
-#   on this host for a mirror behind a private CA (off by default). See README.md.
+#   on this host for a mirror behind a private CA (off by default). Every key: docs/configuration.md.
 """
 
 

@@ -1,4 +1,4 @@
-"""README's managers table is the generated one, and every manager has an engine proof entry."""
+"""docs/run.md's managers table is the generated one, and every manager has an engine proof entry."""
 
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ TOOL = _tool()
 PROOFS = TOOL.load_proofs()
 
 
-def test_readme_table_is_the_generated_one():
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert TOOL.START in readme and TOOL.END in readme
-    assert TOOL.replaced(readme, TOOL.table()) == readme, "run: python3 scripts/manager_table.py --write"
+def test_the_pages_table_is_the_generated_one():
+    page = (REPO / "docs" / "run.md").read_text(encoding="utf-8")
+    assert TOOL.START in page and TOOL.END in page
+    assert TOOL.replaced(page, TOOL.table()) == page, "re-run: python3 scripts/manager_table.py --write (docs/run.md)"
 
 
 def test_every_manager_has_a_proof_entry_and_no_other():

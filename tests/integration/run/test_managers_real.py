@@ -7,7 +7,7 @@ it the cache, or whose compile is a hit by the tool's own counters; and the same
 run with DOCKCACHE_DISABLE=1 as the control, which must fail (or miss). Registries these
 machines can't reach (RubyGems, Packagist, NuGet) are replaced by a source the cold container
 serves itself on its loopback, gone before the warm run. `pytest -m engine -k NAME` runs
-one manager's proof; README's managers table lists them (docs/manager_proofs.toml).
+one manager's proof; docs/run.md's managers table lists them (docs/manager_proofs.toml).
 """
 
 from __future__ import annotations
