@@ -170,7 +170,8 @@ def test_a_build_that_is_not_fingerprinted_starts_no_thread(tmp_path, monkeypatc
 def test_the_fingerprint_is_taken_beside_the_build_not_before_it(tmp_path, monkeypatch):
     """The walk of a big context (up to inputs.BUDGET) must not delay the build's start."""
     walking = threading.Event()
-    early, (lay, entry, manifest, run, engine, inv) = _early(tmp_path, monkeypatch)
+    first, (lay, entry, manifest, run, engine, inv) = _early(tmp_path, monkeypatch)
+    first.join()  # its load must not outlive this test: the next one's fake engine would record it
     run.fingerprint = lambda: walking.wait(5) and "fp1"
     early = earlyload.start("/bin/docker", inv, run, lay, threading.Thread(target=lambda: None), {}, steps=builder)
     assert early is not None and not early.known.is_set()  # start returned while the walk goes on
