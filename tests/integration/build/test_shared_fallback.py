@@ -192,3 +192,46 @@ def test_a_base_whose_registry_went_away_is_built_again_on_the_engine(sessions, 
     again = build(sessions["a"], a, app, tag)
     assert "using remote driver" not in again.stderr and "dockcache:" not in again.stderr
     assert content(a, tag, "/app.txt") == "again"
+
+
+def test_devcontainer_up_from_an_engine_only_image(sessions, engines, tmp_path):
+    """The issue's own case: `devcontainer up` (the dev containers CLI, through bin/docker)
+    of a Dockerfile FROM an image only A's engine holds (`docker load`ed): it builds and
+    starts as with plain docker, on A's engine."""
+    import json
+    import shutil
+
+    from tests.integration.helpers import REPO
+
+    if not shutil.which("devcontainer"):
+        pytest.skip("the dev containers CLI is not installed (tests/engine/provision.sh up)")
+    a, b = engines["a"], engines["b"]
+    tools = f"{a.prefix}/tools:1"
+    ctx, token = project(tmp_path, f"FROM {BUSYBOX}\nRUN echo TOKEN > /tools.txt\n", "tools")
+    b.images.append(tools)
+    assert b.docker("build", "-q", "--network", "none", "-t", tools, str(ctx)).returncode == 0
+    tar = tmp_path / "tools.tar"
+    assert b.docker("save", "-o", str(tar), tools).returncode == 0
+    a.images.append(tools)
+    assert a.docker("load", "-i", str(tar)).returncode == 0
+    folder = tmp_path / "dc" / "app"
+    (folder / ".devcontainer").mkdir(parents=True)
+    (folder / ".devcontainer" / "devcontainer.json").write_text(json.dumps({
+        "name": "dc35", "build": {"dockerfile": "Dockerfile", "options": ["--network=host"]},
+        "runArgs": ["--network=host"], "overrideCommand": True}))
+    (folder / ".devcontainer" / "Dockerfile").write_text(f"FROM {tools}\nRUN cat /tools.txt > /app.txt\n")
+    try:
+        cp = subprocess.run(["devcontainer", "up", "--workspace-folder", str(folder),
+                             "--docker-path", str(REPO / "bin" / "docker")],
+                            env=sessions["a"], capture_output=True, text=True, timeout=900)
+        result = json.loads(cp.stdout.strip().splitlines()[-1]) if cp.stdout.strip() else {}
+        assert cp.returncode == 0 and result.get("outcome") == "success", cp.stdout[-3000:] + cp.stderr[-3000:]
+        assert "failed to resolve source metadata" not in cp.stdout + cp.stderr
+        assert a.docker("exec", result["containerId"], "cat", "/app.txt").stdout.strip() == token
+    finally:
+        ids = a.docker("ps", "-aq", "--filter", f"label=devcontainer.local_folder={folder}", check=False).stdout.split()
+        images = {a.docker("inspect", "--format", "{{.Config.Image}}", i, check=False).stdout.strip() for i in ids}
+        if ids:
+            a.docker("rm", "-f", *ids, check=False)
+        for image in images - {""}:
+            a.docker("image", "rm", "-f", image, check=False)
