@@ -48,6 +48,6 @@ def running(entry: Mapping) -> bool:
     return pid > 0 and str(entry.get("config", "")).encode() in cmdline
 
 
-def up(root: str) -> dict[str, str]:
-    """registry -> HOST:PORT of each cache that is up."""
-    return {reg: str(e["address"]) for reg, e in read_index(root).items() if e.get("address") and running(e)}
+def up(root: str) -> dict[str, dict]:
+    """registry -> entry (its `address` HOST:PORT, its `dir`) of each cache that is up."""
+    return {reg: e for reg, e in read_index(root).items() if e.get("address") and running(e)}

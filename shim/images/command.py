@@ -31,8 +31,8 @@ class Engine:
         self.key = daemon_key(host, context, environ)
 
 
-def caches_up(environ: Mapping[str, str]) -> dict[str, str]:
-    """registry -> cache address, for the caches that are up; {} when images are off."""
+def caches_up(environ: Mapping[str, str]) -> dict[str, dict]:
+    """registry -> the cache's index entry (address, dir), for the caches that are up; {} when images are off."""
     from shim.core.config import load
     from shim.images.caches import up
 
@@ -52,7 +52,7 @@ def ensure(host: str | None, context: str | None, images: Iterable[str], environ
             return {}
         engine = Engine(host, context, environ)
         routes = plan_routes(engine, images, caches, set(asked), environ)
-        return pull_all(engine, routes, environ, platform=platform, style=style)
+        return pull_all(engine, routes, caches, environ, platform=platform, style=style)
     except Exception as exc:  # noqa: BLE001 - the engine pulls as it always did
         from shim.core.config import ConfigError
 
@@ -61,10 +61,11 @@ def ensure(host: str | None, context: str | None, images: Iterable[str], environ
         return {}
 
 
-def plan_routes(engine: Engine, images: Iterable[str], caches: Mapping[str, str], asked: set[str],
+def plan_routes(engine: Engine, images: Iterable[str], caches: Mapping[str, dict], asked: set[str],
                 environ: Mapping[str, str]) -> list[Route]:
     """The routes through a cache, after the engine was asked only about those candidates."""
-    routes = [decide(i, caches, present=None, asked=i in asked, local=engine.socket is not None)
+    addresses = {k: str(v["address"]) for k, v in caches.items()}
+    routes = [decide(i, addresses, present=None, asked=i in asked, local=engine.socket is not None)
               for i in dict.fromkeys(images)]
     out = []
     for r in wanted(routes):
@@ -90,7 +91,7 @@ def _present(engine: Engine, image: str, environ: Mapping[str, str]) -> bool:
     return found is not None
 
 
-def pull_all(engine: Engine, routes: Sequence[Route], environ: Mapping[str, str], *,
+def pull_all(engine: Engine, routes: Sequence[Route], caches: Mapping[str, dict], environ: Mapping[str, str], *,
              platform: str | None, style: str) -> dict[str, bool]:
     """The pulls side by side (compose's services, a build's stages); results per image."""
     if not routes:
@@ -99,12 +100,12 @@ def pull_all(engine: Engine, routes: Sequence[Route], environ: Mapping[str, str]
 
     results: dict[str, Pulled] = {}
     if len(routes) == 1:
-        results[routes[0].image] = _one(engine, routes[0], platform, style)
+        results[routes[0].image] = _one(engine, routes[0], caches, platform, style)
     else:
         import threading
 
         def work(r: Route) -> None:
-            results[r.image] = _one(engine, r, platform, "quiet")
+            results[r.image] = _one(engine, r, caches, platform, "quiet")
         threads = [threading.Thread(target=work, args=(r,), daemon=True) for r in routes]
         for t in threads:
             t.start()
@@ -114,12 +115,19 @@ def pull_all(engine: Engine, routes: Sequence[Route], environ: Mapping[str, str]
     return {r.image: results.get(r.image) is not None and results[r.image].ok for r in routes}
 
 
-def _one(engine: Engine, route: Route, platform: str | None, style: str):
+def _one(engine: Engine, route: Route, caches: Mapping[str, dict], platform: str | None, style: str):
+    from shim.images.prefetch import Unavailable, warm
     from shim.images.pull import Pulled, pull
     from shim.images.progress import Printer
 
     try:
         printer = Printer(route, style)
+        entry = caches[route.ref.registry]
+        try:
+            warm(route.via, route.ref.path, route.ref.tag, os.path.join(str(entry.get("dir")), "data"),
+                 platform=platform)
+        except Unavailable as exc:  # private, unknown, or a cache that does not answer
+            return Pulled(False, str(exc), down="cache at" in str(exc))
         printer.start()
         return pull(engine.socket, route, platform=platform, show=printer.show)
     except Exception as exc:  # noqa: BLE001 - a thread must not take the command down
@@ -191,10 +199,11 @@ def _pull_command(inv, environ: Mapping[str, str]) -> None:
     if not caches:
         return
     engine = Engine(inv.host, inv.context, environ)
-    route = decide(pa.image, caches, present=None, asked=True, local=engine.socket is not None)
+    addresses = {k: str(v["address"]) for k, v in caches.items()}
+    route = decide(pa.image, addresses, present=None, asked=True, local=engine.socket is not None)
     if route.via is None:
         return
-    done = pull_all(engine, [route], environ, platform=pa.platform, style="quiet" if pa.quiet else "pull")
+    done = pull_all(engine, [route], caches, environ, platform=pa.platform, style="quiet" if pa.quiet else "pull")
     if not done.get(route.image):
         return  # the engine pulls directly, as typed
     sys.stdout.write(f"{route.ref.repository()}:{route.ref.tag}\n")

@@ -1,0 +1,272 @@
+"""Images across sessions: a project's `docker compose up -d --build` in a new session, with
+every image behind a link that stands for the internet (100 Mbit/s, 20 ms).
+
+  python3 bench/images.py [--json F] [--keep]
+
+The stack: 3 built services (Go with a build cache mount, Node with `npm ci`, Python with
+`pip install`) FROM real bases, and 2 pulled service images, all in a registry of the
+bench's own on loopback behind bench/throttle.py (the "internet"). Each session is a fresh
+dockerd (an empty image store, as every new session's is), started and stopped here by pid.
+Measured: plain docker's new session; dockcache's first session (the host's image cache
+cold: it fetches each image once) and a new session after it (the host cache warm, the
+build store too); that session's warm restart (`compose down` + `up -d --build`). Wall time
+and bytes fetched from the "internet". Then single pulls of one ~200 MB base: direct
+through the link vs the first pull through the cache, and a new session's pull from the
+cache vs a plain pull from a loopback registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from benchenv import DOCKCACHE, HOSTS, REPO, real_docker  # noqa: E402
+from throttle import Throttle  # noqa: E402
+
+ENGINE_CACHE = Path(os.environ.get("DOCKCACHE_ENGINE_CACHE", "/var/cache/dockcache-engine"))
+PREFIX = ENGINE_CACHE / "prefix" / "trixie"
+WORK = Path(os.environ.get("DOCKCACHE_BENCH_DIR", "/var/tmp/dockcache-bench-images"))
+# what each name stands for: the test images provisioned on daemon A
+IMAGES = {"go": "dockcache-test/gotools:latest", "node": "dockcache-test/scripttools:latest",
+          "python": "dockcache-test/devtools:latest", "db": "dockcache-test/ctools:latest",
+          "cache": "dockcache-test/busybox:latest"}
+PROFILE = (100e6 / 8, 0.020)  # bytes/s, seconds per request
+
+
+def sh(*argv, env=None, cwd=None, check=True) -> subprocess.CompletedProcess:
+    cp = subprocess.run([str(a) for a in argv], env=env, cwd=cwd, capture_output=True, text=True)
+    if check and cp.returncode:
+        raise SystemExit(f"{' '.join(map(str, argv))} -> {cp.returncode}\n{cp.stderr[-3000:]}{cp.stdout[-1500:]}")
+    return cp
+
+
+class Registry:
+    """The bench's "internet" registry (Distribution on loopback), its data kept between runs."""
+
+    def __init__(self):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.address = f"127.0.0.1:{s.getsockname()[1]}"
+        WORK.mkdir(parents=True, exist_ok=True)
+        self.config = WORK / "upstream.yml"
+        self.config.write_text(f"version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {WORK / 'upstream'}}}\n"
+                               f"http: {{addr: \"{self.address}\"}}\n")
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.config)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        time.sleep(1)
+
+    def fill(self) -> None:
+        """Push the stand-in images once (from daemon A, at loopback speed)."""
+        docker = real_docker()
+        for name, src in IMAGES.items():
+            mark = WORK / "upstream" / f".pushed-{name}"
+            if mark.exists():
+                continue
+            ref = f"{self.address}/bench/{name}:1"
+            sh(docker, "-H", HOSTS["a"], "tag", src, ref)
+            sh(docker, "-H", HOSTS["a"], "push", "-q", ref)
+            sh(docker, "-H", HOSTS["a"], "image", "rm", ref)
+            mark.touch()
+
+    def stop(self) -> None:
+        os.kill(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(timeout=20)
+
+
+class Session:
+    """A fresh dockerd: its own data root, exec root and socket (a new session's engine)."""
+
+    def __init__(self, name: str):
+        tag = uuid.uuid4().hex[:6]
+        self.name, self.root, self.run = name, WORK / "sessions" / f"{name}-{tag}", Path(f"/run/dcbi-{tag}")
+        self.host = f"unix://{self.run}.sock"
+        self.root.mkdir(parents=True)
+        self.run.mkdir(parents=True)
+        cfg = {"features": {"containerd-snapshotter": True}, "bridge": "none", "iptables": False,
+               "ip-masq": False, "ip-forward": False, "data-root": str(self.root / "data"),
+               "exec-root": str(self.run / "exec"), "pidfile": str(self.run / "pid"), "hosts": [self.host]}
+        (self.root / "daemon.json").write_text(json.dumps(cfg))
+        env = {**os.environ, "PATH": f"{PREFIX}/usr/bin:{PREFIX}/usr/sbin:{os.environ['PATH']}"}
+        self.proc = subprocess.Popen([str(PREFIX / "usr/sbin/dockerd"), "--config-file", str(self.root / "daemon.json")],
+                                     env=env, stdout=open(self.root / "dockerd.log", "wb"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        for _ in range(120):
+            if subprocess.run([real_docker(), "-H", self.host, "version"], capture_output=True).returncode == 0:
+                return
+            time.sleep(0.5)
+        raise SystemExit(f"session {name}: dockerd did not answer ({self.root / 'dockerd.log'})")
+
+    def stop(self) -> None:
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        mounts = [ln.split()[4] for ln in open("/proc/self/mountinfo") if
+                  ln.split()[4].startswith((str(self.run), str(self.root)))]
+        for m in sorted(mounts, reverse=True):
+            subprocess.run(["umount", m], capture_output=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.rmtree(self.run, ignore_errors=True)
+
+
+def project(ctx: Path, reg: str) -> None:
+    """The stack, its images named by the "internet" registry's address."""
+    for d in ("api", "web", "worker"):
+        (ctx / d).mkdir(parents=True)
+    (ctx / "api/go.mod").write_text("module bench\n\ngo 1.19\n")
+    (ctx / "api/main.go").write_text('package main\n\nimport "time"\n\nfunc main() { for { time.Sleep(time.Hour) } }\n')
+    (ctx / "api/Dockerfile").write_text(f"FROM {reg}/bench/go:1\nWORKDIR /src\nCOPY . .\n"
+                                        "RUN --mount=type=cache,target=/root/.cache/go-build CGO_ENABLED=0 go build -o /app .\n"
+                                        'CMD ["/app"]\n')
+    (ctx / "web/package.json").write_text(json.dumps({"name": "web", "version": "1.0.0", "private": True,
+                                                      "dependencies": {"ms": "2.1.3", "debug": "4.3.4"}}))
+    sh("npm", "install", "--package-lock-only", "--no-audit", "--no-fund", "-q", cwd=ctx / "web")
+    (ctx / "web/Dockerfile").write_text(f"FROM {reg}/bench/node:1\nWORKDIR /app\nCOPY package*.json ./\n"
+                                        "RUN npm ci --no-audit --no-fund\nCOPY . .\n"
+                                        'CMD ["node", "-e", "setInterval(() => {}, 1e6)"]\n')
+    (ctx / "worker/requirements.txt").write_text("six==1.16.0\nidna==3.7\n")
+    (ctx / "worker/Dockerfile").write_text(f"FROM {reg}/bench/python:1\nWORKDIR /app\nCOPY requirements.txt .\n"
+                                           "RUN pip install --break-system-packages -r requirements.txt\nCOPY . .\n"
+                                           'CMD ["sleep", "infinity"]\n')
+    svc = lambda body: "    network_mode: none\n" + body  # noqa: E731
+    (ctx / "compose.yaml").write_text(
+        "services:\n"
+        "  api:\n    build: {context: ./api, network: none}\n" + svc("") +
+        "  web:\n    build: {context: ./web, network: host}\n" + svc("") +
+        "  worker:\n    build: {context: ./worker, network: host}\n" + svc("") +
+        f"  db:\n    image: {reg}/bench/db:1\n" + svc("    command: sleep infinity\n") +
+        f"  cache:\n    image: {reg}/bench/cache:1\n" + svc("    command: sleep 1000000\n"))
+
+
+def timed(env: dict, *argv, cwd=None) -> float:
+    t = time.perf_counter()
+    sh(*argv, env=env, cwd=cwd)
+    return round(time.perf_counter() - t, 2)
+
+
+def env_for(session: Session, home: Path, *, plain: bool, images_root: Path) -> dict:
+    env = {**os.environ, "DOCKER_HOST": session.host, "HOME": str(home),
+           "DOCKCACHE_STATE_DIR": str(home / "state"), "DOCKCACHE_BUILD_STORE": str(WORK / "buildstore"),
+           "DOCKCACHE_IMAGES_ROOT": str(images_root), "DOCKCACHE_BUILD_BUILDER": "off",
+           "COMPOSE_PROJECT_NAME": "bench"}
+    if plain:
+        env["DOCKCACHE_DISABLE"] = "1"
+    return env
+
+
+def up(session: Session, home: Path, ctx: Path, link: Throttle, images_root: Path, *, plain: bool) -> dict:
+    env = env_for(session, home, plain=plain, images_root=images_root)
+    link.reset()
+    seconds = timed(env, DOCKCACHE, "compose", "up", "-d", "--build", cwd=ctx)
+    return {"seconds": seconds, "internet_bytes": link.reset()}
+
+
+def images_cmd(images_root: Path, *args) -> None:
+    env = {**os.environ, "DOCKCACHE_IMAGES_ROOT": str(images_root), "DOCKCACHE_IMAGES_PORT": "5400"}
+    python = os.environ.get("DOCKCACHE_TEST_PYTHON") or next(
+        (str(p) for p in [REPO / ".venv/bin/python"] if p.exists()), sys.executable)  # the CLI needs typer
+    sh(python, "-m", "shim", "images", *args, env=env, cwd=REPO)
+
+
+def stack(reg: Registry, link: Throttle, tmp: Path) -> dict:
+    ctx = tmp / "proj"
+    project(ctx, link.address)
+    roots = tmp / "images"
+    out = {}
+    s = Session("plain")
+    try:
+        out["plain_new_session"] = up(s, tmp / "home-plain", ctx, link, roots, plain=True)
+    finally:
+        s.stop()
+    shutil.rmtree(WORK / "buildstore", ignore_errors=True)
+    images_cmd(roots, "up", "--upstream", link.address)
+    try:
+        s = Session("a")
+        try:
+            out["dockcache_first_session"] = up(s, tmp / "home-a", ctx, link, roots, plain=False)
+        finally:
+            s.stop()
+        s = Session("b")
+        try:
+            out["dockcache_new_session"] = up(s, tmp / "home-b", ctx, link, roots, plain=False)
+            env = env_for(s, tmp / "home-b", plain=False, images_root=roots)
+            sh(DOCKCACHE, "compose", "down", "-t", "0", env=env, cwd=ctx)
+            out["dockcache_warm_restart"] = up(s, tmp / "home-b", ctx, link, roots, plain=False)
+        finally:
+            s.stop()
+    finally:
+        images_cmd(roots, "down")
+    return out
+
+
+def pulls(reg: Registry, link: Throttle, tmp: Path) -> dict:
+    """One ~200 MB (compressed) base: the acceptance ratios for single pulls."""
+    name, direct_name = f"{link.address}/bench/python:1", f"{reg.address}/bench/python:1"
+    roots = tmp / "images-pull"
+    out = {}
+
+    def once(label: str, image: str, *, plain: bool):
+        s = Session(label)
+        try:
+            env = env_for(s, tmp / f"home-{label}", plain=plain, images_root=roots)
+            link.reset()
+            out[label] = {"seconds": timed(env, DOCKCACHE, "pull", "-q", image), "internet_bytes": link.reset()}
+        finally:
+            s.stop()
+    once("direct_through_the_link", name, plain=True)
+    images_cmd(roots, "up", "--upstream", link.address)
+    try:
+        once("first_through_the_cache", name, plain=False)
+        once("new_session_from_the_cache", name, plain=False)
+    finally:
+        images_cmd(roots, "down")
+    once("plain_from_a_loopback_registry", direct_name, plain=True)
+    out["first_pull_ratio"] = round(out["first_through_the_cache"]["seconds"] / out["direct_through_the_link"]["seconds"], 2)
+    out["new_session_ratio"] = round(out["new_session_from_the_cache"]["seconds"]
+                                     / out["plain_from_a_loopback_registry"]["seconds"], 2)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json")
+    ap.add_argument("--only", choices=("stack", "pulls"))
+    args = ap.parse_args()
+    reg = Registry()
+    link = Throttle(tuple(reg.address.split(":")[0:1]) + (int(reg.address.split(":")[1]),),
+                    rate=PROFILE[0], latency=PROFILE[1]).start()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-images-", dir=WORK))
+    try:
+        reg.fill()
+        report = {"profile": "100 Mbit/s, 20 ms per request", "images": IMAGES}
+        if args.only != "pulls":
+            report["stack"] = stack(reg, link, tmp)
+            st = report["stack"]
+            st["speedup_new_session"] = round(st["plain_new_session"]["seconds"] / st["dockcache_new_session"]["seconds"], 2)
+        if args.only != "stack":
+            report["pulls"] = pulls(reg, link, tmp)
+    finally:
+        link.stop()
+        reg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    text = json.dumps(report, indent=1)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
