@@ -23,7 +23,7 @@ CONFIG = """{
   "name": "dcapp",
   "build": {"dockerfile": "Dockerfile", "options": ["--network=host"]},  /* no bridge here */
   "runArgs": ["--network=host"],
-  "remoteUser": "dev",
+  "remoteUser": "REMOTE_USER",
   "updateRemoteUserUID": false,
   "postCreateCommand": "npm ci --no-audit --no-fund"
 }
@@ -35,9 +35,9 @@ LOCK = {"name": "dcapp", "version": "1.0.0", "lockfileVersion": 3, "requires": T
                                             "v0004MRL43QKPDlK9cGvNp6NZWZUBlbGXYxxng=="}}}
 
 
-def project(where, token):
+def project(where, token, user="dev"):
     (where / ".devcontainer").mkdir(parents=True)
-    (where / ".devcontainer" / "devcontainer.json").write_text(CONFIG)
+    (where / ".devcontainer" / "devcontainer.json").write_text(CONFIG.replace("REMOTE_USER", user))
     (where / ".devcontainer" / "Dockerfile").write_text(
         # the token: no daemon's own BuildKit cache has this step from an earlier run
         f"FROM {DEVTOOLS}\nRUN useradd -m -u 1000 dev && sleep 3 && echo {token} && date +%s%N > /built-at\n")
@@ -92,3 +92,12 @@ def test_devcontainer_up_on_two_sessions_with_a_non_root_remote_user(shim_env, e
     built_a = engines["a"].docker("exec", cid_a, "cat", "/built-at").stdout
     built_b = engines["b"].docker("exec", cid_b, "cat", "/built-at").stdout
     assert built_a == built_b  # the layer came from A's build: B's slow RUN was CACHED (a stable build key)
+
+
+def test_devcontainer_up_with_root_as_the_remote_user(shim_env, engines, tmp_path, devcontainer):
+    """The other common shape: the remote user is the container's (root): its caches are its own."""
+    env = {**shim_env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state")}
+    cid = devcontainer(env, project(tmp_path / "dcapp", uuid.uuid4().hex, user="root"))
+    offline = "rm -rf node_modules && npm ci --offline --no-audit --no-fund"
+    cp = ok(shim(env, "exec", "-u", "root", "-w", "/workspaces/dcapp", cid, "sh", "-c", f"{offline}; echo $npm_config_cache"))
+    assert "added 1 package" in cp.stdout and cp.stdout.strip().endswith("/dockcache/npm")  # no tree of its own
