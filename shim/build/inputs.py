@@ -35,10 +35,26 @@ def build_inputs(argv: Sequence[str], start: int, build, cwd: str,
         return None
     ctx = os.path.abspath(os.path.join(cwd, build.context))
     dockerfile = os.path.abspath(os.path.join(cwd, build.file)) if build.file else os.path.join(ctx, "Dockerfile")
-    words = list(argv[start:])
+    words = _file_named_once(list(argv[start:]), build.file)
     words += [f"{v}={environ.get(v, '')}" for k, v in build.options  # `--build-arg NAME`: from the environment
               if k == "--build-arg" and v and "=" not in v]
     return _read(ctx, dockerfile, words + _environment(environ))
+
+
+def _file_named_once(words: list[str], file: str | None) -> list[str]:
+    """The argv with the Dockerfile's path left out: its text (and its own ignore file) is
+    read below, and a client that copies it to a new temp path for every build (the dev
+    containers CLI) builds the same thing each time."""
+    if not file or file == "-":
+        return words
+    out = []
+    for word in words:
+        if word == file:
+            word = "<dockerfile>"
+        elif word in (f"--file={file}", f"-f{file}", f"-f={file}"):
+            word = "--file=<dockerfile>"
+        out.append(word)
+    return out
 
 
 def _environment(environ: Mapping[str, str]) -> list[str]:

@@ -136,3 +136,15 @@ def test_a_daemon_without_the_base_builds_it_and_imports_nothing_that_needs_it(s
     cp = dockcache(shim_env, "explain", "--", "docker", "-H", b.host, "build", "-f",
                    str(ws / ".devcontainer" / "Dockerfile"), str(ws / ".devcontainer"))
     assert cp.returncode == 0, cp.stderr
+
+
+def test_a_rebuild_from_a_new_temp_dockerfile_path_runs_as_typed(shim_env, engines, tmp_path):
+    """Nothing it reads changed (the Dockerfile's text, not its path, counts): no --cache-to."""
+    a = engines["a"]
+    token = uuid.uuid4().hex
+    ws = workspace(tmp_path, token)
+    slow_step(client_build(shim_env, a, ws, tmp_path), token)
+    assert slow_step(client_build(shim_env, a, ws, tmp_path), token).cached
+    lines = (Path(shim_env["DOCKCACHE_STATE_DIR"]) / "metrics.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1])
+    assert last.get("as_typed") and not last["export"]

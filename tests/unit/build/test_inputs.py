@@ -198,3 +198,19 @@ def test_a_from_arg_is_expanded_where_it_names_the_image_not_inside_a_flag():
     went unseen)."""
     text = "ARG IMG=alpine:3\nARG IMG_PLATFORM=linux/amd64\nFROM --platform=$IMG_PLATFORM $IMG\n"
     assert inputs.bases(text) == ["alpine:3"]
+
+
+def test_a_dockerfile_copied_to_a_new_temp_path_for_each_build_is_the_same_build(ctx, tmp_path):
+    """The dev containers CLI writes the Dockerfile to a new temp dir every time: its text
+    counts, not its path."""
+    got = []
+    for n, form in enumerate((["-f", "{}"], ["--file={}"], ["-f{}"])):
+        written = tmp_path / f"devcontainercli-{n}" / "Dockerfile"
+        written.parent.mkdir()
+        written.write_text((ctx / "Dockerfile").read_text())
+        got.append(fp(["buildx", "build", *(w.format(written) for w in form), "-t", "app:1", "ctx"], ctx.parent))
+    assert got[0] and len(set(got)) <= 2  # -f PATH and -fPATH / --file=PATH
+    other = tmp_path / "devcontainercli-x" / "Dockerfile"
+    other.parent.mkdir()
+    other.write_text("FROM base:2\n")
+    assert fp(["buildx", "build", "-f", str(other), "-t", "app:1", "ctx"], ctx.parent) != got[0]
