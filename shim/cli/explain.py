@@ -49,6 +49,11 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
         data = {"kind": "bake", "keys": list(plan.keys), "imports": list(plan.imports),
                 "exports": [{"target": t, "key": k} for t, k, _d in plan.exports],
                 "reasons": list(plan.reasons), "argv": ["docker", *plan.argv]}
+    elif inv.kind == "exec":
+        from shim.run.execcmd import plan_for
+        plan, _facts = plan_for(ctx.real, argv, inv, ctx.environ)
+        data = {"kind": "exec", "reasons": list(plan.reasons), "user_dirs": list(plan.dirs),
+                "argv": ["docker", *plan.argv]}
     elif inv.kind == "compose" or argv[:1] == ["compose"]:
         data = _compose(ctx, argv)
     else:

@@ -31,14 +31,21 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
 
 
 def planned_argv(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[str, str]) -> list[str]:
-    ex = parse_exec(inv.argv, inv.args_start)
-    if ex.user is None or ex.container is None or ex.unknown:
-        return list(args)
-    facts = inspect(real, inv, ex.container, environ)
-    plan = plan_exec(args, ex, facts, _env_file_names(ex))
-    if plan.dirs and facts is not None and not prepare(real, inv, environ, facts.id, ex.container, plan):
+    plan, facts = plan_for(real, args, inv, environ)
+    ref = parse_exec(inv.argv, inv.args_start).container or ""
+    if plan.dirs and facts is not None and not prepare(real, inv, environ, facts.id, ref, plan):
         return list(args)
     return list(plan.argv)
+
+
+def plan_for(real: str, args: Sequence[str], inv: Invocation,
+             environ: Mapping[str, str]) -> tuple[ExecPlan, Container | None]:
+    """The plan (`explain` shows it) and what the inspect said; makes nothing."""
+    ex = parse_exec(inv.argv, inv.args_start)
+    if ex.user is None or ex.container is None or ex.unknown:
+        return plan_exec(args, ex, None), None
+    facts = inspect(real, inv, ex.container, environ)
+    return plan_exec(args, ex, facts, _env_file_names(ex)), facts
 
 
 def inspect(real: str, inv: Invocation, ref: str, environ: Mapping[str, str]) -> Container | None:

@@ -82,8 +82,13 @@ def plan_exec(argv: Sequence[str], ex: ExecArgs, facts: Container | None,
               env_file_names: frozenset[str] = frozenset()) -> ExecPlan:
     """The exec as typed, or with the cache variables pointed at the user's own tree."""
     argv = tuple(argv)
-    if ex.user is None or ex.insert_at is None or ex.unknown or facts is None or not facts.running:
+    if ex.user is None or ex.insert_at is None:
         return ExecPlan(argv, reasons=("runs as the container's user: its caches are its own",))
+    if ex.unknown:
+        return ExecPlan(argv, reasons=(f"unknown option {ex.unknown[0]}: it may take a value, so the container "
+                                       "is not certain; the exec runs unchanged",))
+    if facts is None or not facts.running:
+        return ExecPlan(argv, reasons=("the container is not running (or could not be inspected): docker says why",))
     got = read_label(facts.label)
     if got is None:
         return ExecPlan(argv, reasons=("no dockcache caches in this container",))

@@ -83,3 +83,39 @@ def test_run_labels_its_writable_caches_with_their_owner():
     assert read_label(label("run", "img", "npm", "ci")) == ("root", ("/dockcache/npm",))
     assert read_label(label("run", "-u", "1000:1000", "img", "npm", "ci")) == ("1000:1000", ("/dockcache/npm",))
     assert label("run", "-e", "npm_config_cache=/x", "img", "npm", "ci") is None  # no cache of ours
+
+
+def test_executor_makes_the_dirs_once_and_fails_open(monkeypatch, tmp_path, capsys):
+    """The I/O half with a fake docker: dirs made as root once per container; a failure
+    to make them leaves the exec exactly as typed, with one line."""
+    from shim.core import proc
+    from shim.run import execcmd
+
+    calls, rc = [], {"v": 0}
+    monkeypatch.setattr(execcmd, "inspect", lambda *a: Container("cid1", ROOT_CACHES, ENV))
+    monkeypatch.setattr(proc, "run_docker", lambda real, argv, **kw: calls.append(argv) or proc.Result(tuple(argv), rc["v"], "", "no sh"))
+    environ = {"DOCKCACHE_STATE_DIR": str(tmp_path), "DOCKER_HOST": "tcp://127.0.0.1:1"}
+    argv = ["exec", "-u", "dev", "C", "npm", "ci"]
+    inv = parse_invocation(argv)
+    rc["v"] = 1
+    assert execcmd.planned_argv("docker", argv, inv, environ) == argv
+    assert "could not give dev its own caches in C (no sh); exec runs unchanged" in capsys.readouterr().err
+    rc["v"] = 0
+    first = execcmd.planned_argv("docker", argv, inv, environ)
+    assert "npm_config_cache=/dockcache/npm/.users/dev" in first and calls[-1][:5] == ["exec", "-u", "0", "C", "sh"]
+    made = len(calls)
+    assert execcmd.planned_argv("docker", argv, inv, environ) == first and len(calls) == made  # remembered
+
+
+def test_compose_exec_finds_the_replica_compose_would_use(monkeypatch):
+    from shim.compose import execuser
+    from shim.compose.files import split
+    from shim.core import proc
+
+    out = "aaa\tproj-app-2\nbbb\tproj-app-1\n"
+    monkeypatch.setattr(proc, "run_docker", lambda real, argv, **kw: proc.Result(tuple(argv), 0, out, ""))
+    call = split("docker", ["compose", "-p", "proj", "exec", "-u", "dev", "app", "ls"])
+    assert execuser._container("docker", call, "app", "1") == "bbb"
+    assert execuser._container("docker", call, "app", "2") == "aaa"
+    assert execuser._index(["-T", "--index", "2"]) == "2" and execuser._index(["--index=3"]) == "3"
+    assert execuser._index(["-T"]) == "1"
