@@ -84,7 +84,28 @@ def unpack(src: Path, dest: Path) -> None:
 
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(src, "r:gz") as tar:
-        tar.extractall(dest, filter="tar")
+        if hasattr(tarfile, "tar_filter"):  # Python 3.11.4+ (and the 3.8-3.10 security releases)
+            tar.extractall(dest, filter="tar")
+        else:  # Debian 12's python3 is 3.11.2: the "tar" filter's refusals by hand
+            tar.extractall(dest, members=[_safe(m, dest) for m in tar.getmembers()])
+
+
+def _safe(member, dest: Path):
+    """What the "tar" extraction filter lets through: nothing outside `dest` (by name or by
+    link), no device files, no setuid/setgid/sticky or group/other write bits."""
+    import stat
+    import tarfile
+
+    root = os.path.realpath(dest)
+    name = os.path.normpath(os.path.join(root, member.name))
+    link = member.linkname
+    to = os.path.normpath(os.path.join(os.path.dirname(name) if member.issym() else root, link)) if link else root
+    if os.path.isabs(member.name) or os.path.commonpath([root, name]) != root \
+            or os.path.isabs(link) or os.path.commonpath([root, to]) != root or member.isdev():
+        raise tarfile.TarError(f"refused to unpack {member.name!r}: outside the cache mount or a device")
+    if member.mode is not None:
+        member.mode &= ~(stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWGRP | stat.S_IWOTH)
+    return member
 
 
 # ------------------------------------------------------------------ lock-free helpers (store.py)

@@ -3,6 +3,8 @@
 import os
 import time
 
+import pytest
+
 from shim.build.mountplan import NO_UNPACK, plan_mounts, save_dockerfile, seed_dockerfile, unusable
 from shim.build.mounts import CacheMount, Found, find
 from shim.build.mountstore import MountStore, mount_name, pack, read_index, unpack
@@ -109,6 +111,37 @@ def test_packing_keeps_modes_links_and_empty_dirs(tmp_path):
     out = tmp_path / "out"
     assert (out / "empty").is_dir() and os.readlink(out / "link") == "run.sh"
     assert os.stat(out / "run.sh").st_mode & 0o777 == 0o750
+
+
+def test_without_the_extraction_filter_the_same_refusals_hold(tmp_path, monkeypatch):
+    """Debian 12's python3 (3.11.2) has no `filter=` for extractall (issue 34: cache mounts failed
+    there with a TypeError); the fallback lets through what the "tar" filter does, nothing else."""
+    import io
+    import tarfile
+
+    monkeypatch.delattr(tarfile, "tar_filter", raising=False)
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(src / "d" / "run.sh", 0o4775)
+    os.symlink("../d/run.sh", src / "d" / "up")
+    pack(src, tmp_path / "ok.tgz")
+    unpack(tmp_path / "ok.tgz", tmp_path / "out")
+    assert os.readlink(tmp_path / "out" / "d" / "up") == "../d/run.sh"
+    assert os.stat(tmp_path / "out" / "d" / "run.sh").st_mode & 0o7777 == 0o755  # no setuid, no group write
+    for bad in ({"name": "../escape", "type": tarfile.REGTYPE}, {"name": "/abs", "type": tarfile.REGTYPE},
+                {"name": "l", "type": tarfile.SYMTYPE, "linkname": "/etc/passwd"},
+                {"name": "d/l", "type": tarfile.SYMTYPE, "linkname": "../../x"},
+                {"name": "h", "type": tarfile.LNKTYPE, "linkname": "../x"},
+                {"name": "dev", "type": tarfile.CHRTYPE}):
+        path = tmp_path / f"bad-{len(bad)}-{bad['type']!r}.tgz"
+        with tarfile.open(path, "w:gz") as tar:
+            info = tarfile.TarInfo(bad["name"])
+            info.type, info.linkname = bad["type"], bad.get("linkname", "")
+            tar.addfile(info, io.BytesIO(b"") if bad["type"] == tarfile.REGTYPE else None)
+        with pytest.raises(tarfile.TarError):
+            unpack(path, tmp_path / "refused")
+    assert not (tmp_path / "escape").exists() and not any((tmp_path / "refused").iterdir())
 
 
 def test_a_tree_from_before_packing_is_still_snapshotted_and_dropped(tmp_path):
