@@ -30,6 +30,7 @@ from pathlib import Path
 KIND = "contentstore"  # state kind: daemon generation -> {"dir": the content store's blob dir or ""}
 _CONTENT = "io.containerd.content.v1.content/blobs/sha256"
 _INDEX = ("manifest.list", "image.index")
+_REF_TYPE = "vnd.docker.reference.type"
 
 
 def content_dir(socket_path: str | None, state, generation: str | None) -> Path | None:
@@ -83,7 +84,9 @@ def _walk(content: Path, hexd: str, depth: int) -> set[str]:
     if any(k in str(doc.get("mediaType", "")) for k in _INDEX) or "manifests" in doc:
         found: set[str] = set()
         for m in doc.get("manifests", []) if depth < 2 else []:
-            digest = str(m.get("digest", "")) if isinstance(m, dict) else ""
+            if not isinstance(m, dict) or (m.get("annotations") or {}).get(_REF_TYPE) == "attestation-manifest":
+                continue  # provenance, not layers a build starts from
+            digest = str(m.get("digest", ""))
             if digest.startswith("sha256:"):
                 found |= _walk(content, digest[7:], depth + 1)
         return found
