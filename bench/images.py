@@ -10,7 +10,8 @@ dockerd (an empty image store, as every new session's is), started and stopped h
 Measured: plain docker's new session; dockcache's first session (the host's image cache
 cold: it fetches each image once) and a new session after it (the host cache warm, the
 build store too); that session's warm restart (`compose down` + `up -d --build`). Wall time
-and bytes fetched from the "internet". Then single pulls of one ~200 MB base: direct
+and bytes fetched from the "internet"; and plain docker's new session with the registry on
+loopback (the floor: unpacking, builds and starts on this machine). Then single pulls of one ~200 MB base: direct
 through the link vs the first pull through the cache, and a new session's pull from the
 cache vs a plain pull from a loopback registry.
 """
@@ -212,6 +213,19 @@ def stack(reg: Registry, link: Throttle, tmp: Path) -> dict:
     return out
 
 
+def floor(reg: Registry, link: Throttle, tmp: Path) -> dict:
+    """Plain docker's new session with the registry on loopback (no link): what a new session
+    costs on this machine when nothing crosses the internet (unpacking, builds, starts)."""
+    ctx = tmp / "proj-floor"
+    project(ctx, reg.address)
+    s = Session("floor")
+    try:
+        return {"plain_new_session_loopback_registry": up(s, tmp / "home-floor", ctx, link, tmp / "images-floor",
+                                                           plain=True)}
+    finally:
+        s.stop()
+
+
 def pulls(reg: Registry, link: Throttle, tmp: Path) -> dict:
     """One ~200 MB (compressed) base: the acceptance ratios for single pulls."""
     name, direct_name = f"{link.address}/bench/python:1", f"{reg.address}/bench/python:1"
@@ -243,7 +257,7 @@ def pulls(reg: Registry, link: Throttle, tmp: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
-    ap.add_argument("--only", choices=("stack", "pulls"))
+    ap.add_argument("--only", choices=("stack", "pulls", "floor"))
     args = ap.parse_args()
     reg = Registry()
     link = Throttle(tuple(reg.address.split(":")[0:1]) + (int(reg.address.split(":")[1]),),
@@ -252,11 +266,13 @@ def main() -> None:
     try:
         reg.fill()
         report = {"profile": "100 Mbit/s, 20 ms per request", "images": IMAGES}
-        if args.only != "pulls":
+        if args.only in (None, "floor"):
+            report["floor"] = floor(reg, link, tmp)
+        if args.only in (None, "stack"):
             report["stack"] = stack(reg, link, tmp)
             st = report["stack"]
             st["speedup_new_session"] = round(st["plain_new_session"]["seconds"] / st["dockcache_new_session"]["seconds"], 2)
-        if args.only != "stack":
+        if args.only in (None, "pulls"):
             report["pulls"] = pulls(reg, link, tmp)
     finally:
         link.stop()

@@ -85,7 +85,8 @@ def up(ctx: Ctx, *, buildkitd: str | None, socket: str | None, root: str | None,
     rootdir = root or DEFAULT_ROOT
     Path(rootdir).mkdir(parents=True, exist_ok=True)
     files["toml"].write_text(buildkitd_config(sock, rootdir, ctx.config["build.max_size"], docker_gid(),
-                                              [_mirror(m) for m in mirrors]))
+                                              with_image_caches([_mirror(m) for m in mirrors],
+                                                                ctx.config["images.root"])))
     if os.path.exists(sock):
         os.unlink(sock)  # a dead builder's socket: buildkitd refuses to listen over it
     pid = proc.spawn_detached([binary, "--config", str(files["toml"])], str(files["log"]))
@@ -100,6 +101,15 @@ def up(ctx: Ctx, *, buildkitd: str | None, socket: str | None, root: str | None,
     emit({"address": address, "started": True, "pid": pid, "config": str(files["toml"])}, as_json=as_json,
          human=f"shared builder up at {address} (pid {pid}, config {files['toml']})")
     return 0
+
+
+def with_image_caches(mirrors: list[tuple[str, str]], images_root: str) -> list[tuple[str, str]]:
+    """The --mirror pairs, then the host's image caches that are up (`dockcache images up`) for
+    the registries not named: the builder's FROM pulls come from the host too (docs/images.md)."""
+    from shim.images.caches import up
+
+    named = {r for r, _m in mirrors}
+    return mirrors + [(r, str(e["address"])) for r, e in sorted(up(images_root).items()) if r not in named]
 
 
 def _mirror(spec: str) -> tuple[str, str]:

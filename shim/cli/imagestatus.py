@@ -1,8 +1,10 @@
 """`dockcache images status|prune`: what each host image cache holds and did.
 
 Hits and misses are the registry's own counters (Distribution's proxy metrics on its
-debug server's expvar page, since that registry started): blobs served from the host's
-disk against blobs fetched from the upstream, and the bytes of each. Sizes are the
+debug server's expvar page, since that registry started): blobs and manifests served from
+the host's disk against those fetched for a client. A blob the shim's fill stored first
+(shim/images/prefetch.py) counts as a hit when the engine then pulls it; what the cache
+fetched from its upstream is its size on disk. Sizes are the
 cache's storage on disk. `prune` keeps all caches together under images.max_size by
 deleting the least recently used blobs: a proxy that finds a blob gone fetches it again.
 """
@@ -75,8 +77,8 @@ def status(ctx: Ctx, *, root: str | None, as_json: bool) -> int:
     human = [f"images root: {base} ({_mib(data['size'])} of {_mib(max_size)})"
              + ("" if data["routing"] else "; routing is off (images.enabled = false)")]
     for r in rows:
-        counts = (f", {r['hits']} hits / {r['misses']} misses, {_mib(r['bytes_served'] or 0)} served, "
-                  f"{_mib(r['bytes_from_upstream'] or 0)} from upstream" if r["hits"] is not None else "")
+        counts = (f", {r['hits']} hits / {r['misses']} misses, {_mib(r['bytes_served'] or 0)} served"
+                  if r["hits"] is not None else "")
         human.append(f"{r['upstream']}: {r['state']}" + (f" at {r['address']}" if r["address"] else "")
                      + f", {_mib(r['size'])} in {r['blobs']} blobs{counts}"
                      + (", with configured credentials" if r["credentials"] else ""))
