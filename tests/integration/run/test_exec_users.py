@@ -88,3 +88,26 @@ def test_go_as_an_exec_user_builds_offline_from_the_cache(container, engines, mo
     assert "uuid 36" in ok(as_dev("export GOPROXY=off; " + build.replace("/tmp/app", "/tmp/app2"))).stdout
     only_in_own_tree(engines, as_dev.cid, "/dockcache/go")
     assert as_dev("export GOPROXY=off; " + build, DOCKCACHE_DISABLE="1").returncode != 0
+
+
+@MODES
+def test_root_exec_leaves_a_non_root_containers_cache_to_its_owner(shim_env, engines, tmp_path, mode):
+    """The container runs as uid 1000 (its caches are 1000's); `docker exec -u 0` runs npm as
+    root: root's files go to its own tree, so the owner's next download still works."""
+    env = {**shim_env, "DOCKCACHE_MODE": mode, "DOCKCACHE_BIND_ROOT": str(tmp_path / "bindroot")}
+    proj = tmp_path / "app"
+    proj.mkdir()
+    (proj / "package.json").write_text('{"name": "app", "version": "1.0.0"}')
+    (proj / "package.json").chmod(0o666)  # uid 1000 adds its dependency
+    proj.chmod(0o777)
+    cid = ok(shim(env, "run", "-d", "--network", "host", "--user", "1000:1000", "-e", "HOME=/tmp", "--label",
+                  engines["a"].label, "-v", f"{proj}:/app", "-w", "/app", GOTOOLS, "sleep", "900")).stdout.strip()
+    try:
+        ok(shim(env, "exec", "-u", "0", cid, "npm", "install", "--prefix", "/tmp/r", "--no-audit", "--no-fund", "is-number@7.0.0"))
+        owner = ok(shim(env, "exec", cid, "npm", "install", "--no-audit", "--no-fund", "left-pad@1.3.0"))
+        assert "added 1 package" in owner.stdout
+        stray = engines["a"].docker("exec", cid, "find", "/dockcache/npm", "-mindepth", "1", "-user", "root",
+                                    "-not", "-path", "/dockcache/npm/.users*").stdout
+        assert stray == ""  # nothing of root's in the owner's cache
+    finally:
+        engines["a"].docker("rm", "-f", cid, check=False)
