@@ -30,6 +30,11 @@ OPTIONS = [
     ["-w", "/app"], ["--name", "n1"], ["-u", "1000:1000"], ["--network", "none"], ["--label", "k=v"],
     ["--entrypoint", "sh"], ["-h", "host1"], ["--tmpfs", "/run"], ["-e=C=3"], ["--env-file", "/dev/null"],
     ["--cap-add", "NET_ADMIN"], ["-p", "8080:80"], ["--workdir=/srv"],
+    # what dockcache's plan reads: a variable passed through, mounts at or near a cache path,
+    # another user, other containers' volumes, another network, a subdirectory to work in
+    ["-e", "npm_config_cache"], ["-v", "/tmp/y:/dockcache/npm"], ["--mount", "type=tmpfs,dst=/root/.cache/pip"],
+    ["--user", "node"], ["--volumes-from", "c1"], ["--network", "host"], ["--env", "HOME=/srv"],
+    ["-v", "/tmp/x:/app:ro"], ["-w", "/app/web"], ["--read-only=false"],
 ]
 COMMANDS = [[], ["npm", "ci"], ["pip", "install", "x"], ["sh", "-c", "npm ci && pip install x"], ["yarn"], ["go", "build"]]
 
