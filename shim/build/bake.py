@@ -23,6 +23,7 @@ from shim.build import bakefiles
 from shim.build.bakeplan import BakePlan, BakeTarget, already_ours, plan_bake, user_sets
 from shim.build.command import _room_for, login_environ, mark_used, open_store, safe_snapshot
 from shim.build.key import keys_for
+from shim.build.shared import NAME_PREFIX
 from shim.build.local import LocalBuilds, for_engine
 from shim.build.store import CacheStore, Snapshot
 from shim.core import proc
@@ -64,7 +65,7 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         return _unchanged(args, "build caching is disabled in config")
     if bake.misread:
         return _unchanged(args, bake.misread, f"{bake.misread}; bake runs unchanged", config)
-    if already_ours(bake) or (bake.builder or "").startswith("dockcache-shared-"):
+    if already_ours(bake) or (bake.builder or "").startswith(NAME_PREFIX):
         return _unchanged(args, "already rewritten by dockcache (nested shim)")
     caps = _caps(real, inv, bake, environ)
     if caps.mode == "none":
@@ -107,9 +108,8 @@ def _with_store(real, args, inv, bake, environ, config, caps, targets, dry_run, 
     same = frozenset()
     if prep.local and caps.mode == "full":
         from shim.build.bakeinputs import split
-        pull = any(k == "--pull" and (v is None or v.lower() in ("1", "t", "true")) for k, v in bake.options)
         prep.inputs, same = split(real, inv.globals, prep.local, prep.store, targets, resolved, os.getcwd(),
-                                  no_cache=bake.no_cache, pull=pull, environ=environ)
+                                  no_cache=bake.no_cache, pull=bake.pull, environ=environ)
     try:
         src, tags, dests, own = _local(prep, targets, environ, dry_run, same)
         prep.plan = plan_bake(args, inv, bake, caps, targets, import_src=src, import_tags=tags, export_dests=dests,

@@ -506,6 +506,7 @@ class BakeArgs:
     load: bool
     push: bool
     builder: str | None
+    pull: bool = False
     looks: str | None = None  # bake only prints, lists or checks (or --help): left alone, silently
     misread: str | None = None  # why the targets or files cannot be told for sure: then dockcache adds nothing
 
@@ -529,7 +530,7 @@ def parse_bake(inv: Invocation) -> BakeArgs:
     return BakeArgs(
         options=tuple(opts), targets=targets, files=values("--file"), sets=values("--set"),
         no_cache=flag("--no-cache"), load=flag("--load"), push=flag("--push"),
-        builder=_last(values("--builder")) or inv.builder, looks=_bake_looks(opts, flag),
+        builder=_last(values("--builder")) or inv.builder, pull=flag("--pull"), looks=_bake_looks(opts, flag),
         misread=_bake_misread(opts, targets))
 
 

@@ -96,6 +96,7 @@ def test_not_sure_runs_unchanged_with_one_line(fake, argv, extra, rc):
     assert cp.stderr.count("dockcache:") == 1
 
 
-def test_bakes_exit_code_is_returned(fake):
-    cp, calls = fake("buildx", "bake", "api", extra={"FAKE_RC": "7"})
+@pytest.mark.parametrize("word", ["bake", "f"])  # `f`: bake's alias, which bin/docker sends to Python too
+def test_bakes_exit_code_is_returned(fake, word):
+    cp, calls = fake("buildx", word, "api", extra={"FAKE_RC": "7"})
     assert cp.returncode == 7 and any("--set" in c for c in calls)
