@@ -20,7 +20,7 @@ if sys.argv[1:3] == ["buildx", "inspect"]:
     print("Name: default\\nDriver: docker\\n org.mobyproject.buildkit.worker.snapshotter: overlayfs")
 if sys.argv[1:3] == ["buildx", "version"]:
     print("github.com/docker/buildx 0.13.1 x")
-sys.exit(int(os.environ.get("FAKE_RC", "0")) if "bake" in sys.argv else 0)
+sys.exit(int(os.environ.get("FAKE_RC", "0")) if sys.argv[2:3] in (["bake"], ["f"]) else 0)
 """
 RESOLVED = {"group": {"default": {"targets": ["api", "web"]}},
             "target": {"api": {"context": "api", "dockerfile": "Dockerfile", "tags": ["org/api:1"]},
