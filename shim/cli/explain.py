@@ -45,10 +45,12 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
                                + (f" ({data['registry']})" if backend in ("registry", "both") else ""))
     elif inv.kind == "bake":
         from shim.build.bake import prepare as prepare_bake
-        plan = prepare_bake(ctx.real, argv, inv, ctx.environ, dry_run=True).plan
+        prep = prepare_bake(ctx.real, argv, inv, ctx.environ, dry_run=True)
+        plan = prep.plan
         data = {"kind": "bake", "keys": list(plan.keys), "imports": list(plan.imports),
                 "exports": [{"target": t, "key": k} for t, k, _d in plan.exports],
-                "reasons": list(plan.reasons), "argv": ["docker", *plan.argv]}
+                "reasons": list(plan.reasons), "argv": ["docker", *plan.argv] if not prep.builds else ["(no bake run)"],
+                "target_builds": [["docker", *inv.globals, *b.argv] for b in prep.builds]}
     elif inv.kind == "exec":
         from shim.run.execcmd import plan_for
         plan, _facts = plan_for(ctx.real, argv, inv, ctx.environ)
@@ -61,6 +63,8 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
     human = "\n".join([f"command kind: {data['kind']}", *[f"- {r}" for r in data["reasons"]],
                        *(["builds first:"] if data.get("service_builds") else []),
                        *["  " + " ".join(b) for b in data.get("service_builds", [])],
+                       *(["builds instead:"] if data.get("target_builds") else []),
+                       *["  " + " ".join(b) for b in data.get("target_builds", [])],
                        "final argv:", "  " + " ".join(data["argv"])]
                       + [f"with {k}={v}" for k, v in data.get("env", {}).items()]
                       + (["override file:", json.dumps(data["override"], indent=2, sort_keys=True)]

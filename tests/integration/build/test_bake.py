@@ -11,6 +11,7 @@ import pytest
 from shim.build.progress import step_named
 from shim.build.store import CacheStore
 from tests.integration.helpers import REPO, dockcache, shim
+from tests.integration.build.test_shared_builder import sessions  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.engine
 REGISTRY = os.environ.get("DOCKCACHE_TEST_REGISTRY", "localhost:5000")
@@ -51,7 +52,11 @@ def bake(env, engine, root, *argv, tags=()):
 
 def ran(cp, token):
     assert cp.returncode == 0, cp.stderr[-3000:]
-    step = step_named(cp.stderr, token)
+    # targets built side by side (the shared builder) name each line: "api | #5 CACHED";
+    # each build numbers its own steps, so only the token's target's lines (tokens are "api-…")
+    mine = f"{token.split('-')[0]} | "
+    text = "\n".join(ln[len(mine):] for ln in cp.stderr.splitlines() if ln.startswith(mine)) or cp.stderr
+    step = step_named(text, token)
     assert step is not None, cp.stderr[-3000:]
     return step
 
@@ -208,3 +213,32 @@ def test_compose_building_through_bake_gets_the_cache_from_its_override(shim_env
         step = step_named(out, tokens["api"])
         assert step is not None and step.cached is (engine is b), out[-3000:]
         shim(env, "compose", "down", cwd=tmp_path, extra={"DOCKER_HOST": engine.host})
+
+
+def test_targets_on_the_shared_builder_load_only_what_changed(sessions, engines, tmp_path):
+    """With the host's shared BuildKit up, each target is a docker build on it (no store
+    export or import): B's RUNs are CACHED, each tagged image reaches B's engine, and an
+    unchanged bake loads nothing."""
+    a, b = engines["a"], engines["b"]
+    tokens = two_services(tmp_path)
+    hcl(tmp_path, a.prefix)
+    tags = [f"{a.prefix}/bake-api:1", f"{a.prefix}/bake-web:1"]
+    cold = bake(sessions["a"], a, tmp_path, tags=tags)
+    assert "using remote driver" in cold.stderr and not ran(cold, tokens["api"]).cached
+    warm = bake(sessions["b"], b, tmp_path, "--load", tags=tags)
+    assert ran(warm, tokens["api"]).cached and ran(warm, tokens["web"]).cached
+    for tag, token in zip(tags, (tokens["api"], tokens["web"])):
+        assert b.docker("run", "--rm", "--network", "none", tag, "cat", "/t").stdout.strip() == token
+    again = bake(sessions["b"], b, tmp_path, tags=tags)
+    assert again.returncode == 0 and again.stderr.count("load skipped") == 2, again.stderr[-3000:]
+    assert not Path(sessions["a"]["DOCKCACHE_BUILD_STORE"]).joinpath("oci").exists()  # BuildKit's cache only
+
+
+def test_a_target_bake_alone_can_say_keeps_the_store_path_on_the_shared_builder(sessions, engines, tmp_path):
+    a = engines["a"]
+    tokens = two_services(tmp_path)
+    hcl(tmp_path, a.prefix)
+    env = {**sessions["a"], "DOCKCACHE_DEBUG": "1"}
+    cp = bake(env, a, tmp_path, "--set", "api.output=type=cacheonly", tags=[f"{a.prefix}/bake-web:1"])
+    assert not ran(cp, tokens["api"]).cached and "using remote driver" not in cp.stderr
+    assert "web.cache-to=type=local" in cp.stderr  # bake ran itself, with the store's cache

@@ -125,3 +125,39 @@ def test_a_target_read_as_a_compose_build_section():
     assert section == {"context": "/w/api", "dockerfile": "Dockerfile", "no_cache": True,
                        "additional_contexts": {"x": "target:y"}, "tags": ["t"]}
     assert as_build_section({"context": "https://example.invalid/r.git"}, "/w") is None
+
+
+def test_targets_as_docker_builds_for_the_shared_builder():
+    from shim.build.bakeshared import plan_target_builds
+
+    resolved = {"web": {"context": "web", "dockerfile": "Dockerfile.web", "tags": ["o/web:1"], "args": {"A": "1", "B": None},
+                        "target": "prod", "platforms": ["linux/amd64"], "output": ["type=docker"]},
+                "api": {"context": "api", "dockerfile": "Dockerfile", "no-cache": True}}
+    builds, why = plan_target_builds(parse_bake(parse_invocation(["buildx", "bake", "--load", "--progress=plain"])), resolved)
+    assert why is None and [b.target for b in builds] == ["api", "web"]
+    assert builds[0].argv == ("build", "--no-cache", "--progress", "plain", "api")
+    assert builds[1].argv == ("build", "-f", "web/Dockerfile.web", "-t", "o/web:1", "--build-arg", "A=1",
+                              "--target", "prod", "--platform", "linux/amd64", "--progress", "plain", "web")
+
+
+@pytest.mark.parametrize("argv,target,why", [
+    (["buildx", "bake", "--push"], {"context": "."}, "--push"),
+    (["buildx", "bake", "--metadata-file", "m.json"], {"context": "."}, "--metadata-file"),
+    (["buildx", "bake"], {"context": ".", "contexts": {"b": "target:base"}}, "contexts"),
+    (["buildx", "bake"], {"context": ".", "output": ["type=registry"]}, "output"),
+    (["buildx", "bake"], {"context": ".", "platforms": ["linux/amd64", "linux/arm64"]}, "platforms"),
+    (["buildx", "bake"], {"context": "https://example.invalid/r.git"}, "remote"),
+])
+def test_what_a_docker_build_cannot_say_stays_with_bake(argv, target, why):
+    from shim.build.bakeshared import plan_target_builds
+
+    builds, reason = plan_target_builds(parse_bake(parse_invocation(argv)), {"t": target})
+    assert builds == [] and why in reason
+
+
+def test_a_target_from_another_targets_image_keeps_the_store_path():
+    from shim.build.bakeshared import builds_on_another
+
+    resolved = {"base": {"tags": ["o/base:1"]}, "app": {"tags": ["o/app:1"]}}
+    assert "app builds FROM o/base:1" in builds_on_another(resolved, {"app": "FROM o/base:1\nRUN true\n"})
+    assert builds_on_another(resolved, {"app": "FROM busybox\n"}) is None
