@@ -22,7 +22,7 @@ from shim.core.records import dataclass, field
 from shim.build import bakefiles
 from shim.build.bakeplan import BakePlan, BakeTarget, already_ours, plan_bake, user_sets
 from shim.build.command import _room_for, login_environ, mark_used, open_store, safe_snapshot
-from shim.build.key import keys_for
+from shim.build.key import choose
 from shim.build.shared import NAME_PREFIX
 from shim.build.local import LocalBuilds, for_engine
 from shim.build.store import CacheStore, Snapshot
@@ -134,9 +134,10 @@ def _caps(real: str, inv: Invocation, bake: BakeArgs, environ: Mapping[str, str]
 
 
 def _target(name: str, t: Mapping, bake: BakeArgs, cwd: str, config: Config) -> BakeTarget:
-    key, fallbacks = keys_for(bakefiles.tags_of(t), str(t.get("context") or "."), bakefiles.dockerfile_of(t), cwd,
-                              config["build.key"], config["build.fallback_keys"])
-    return BakeTarget(name, key, tuple(fallbacks),
+    stage = t.get("target") if isinstance(t.get("target"), str) else None
+    keys = choose(bakefiles.tags_of(t), str(t.get("context") or "."), bakefiles.dockerfile_of(t), cwd,
+                  config["build.key"], config["build.fallback_keys"], stage)
+    return BakeTarget(name, keys.own, keys.imports,
                       own_from=bakefiles.has(t, "cache-from") or user_sets(bake, name, "cache-from"),
                       own_to=bakefiles.has(t, "cache-to") or user_sets(bake, name, "cache-to"),
                       no_cache=bake.no_cache or t.get("no-cache") is True)
