@@ -82,7 +82,10 @@ def up(ctx: Ctx, *, upstreams: list[str], root: str | None, registry: str | None
     if not binary or not os.access(binary, os.X_OK):
         raise CliError("no Distribution registry found (install Debian's docker-registry, "
                        "put `registry` on PATH or pass --registry PATH)")
-    Path(base).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliError(f"cannot make {base}: {exc.strerror} (run as root, or set images.root / --root)") from None
     index = read_index(base)
     taken = {int(e["address"].rsplit(":", 1)[1]) for e in index.values() if running(e) and ":" in str(e.get("address"))}
     rows = []

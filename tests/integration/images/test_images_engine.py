@@ -115,6 +115,19 @@ def test_compose_up_on_b_through_the_cache(cache, engines, upstream, tmp_path):
     no_cache_names(b, cache)
 
 
+def test_compose_pull_on_b_is_complete_through_the_cache(cache, engines, upstream, tmp_path):
+    a, b = engines["a"], engines["b"]
+    name, image_id, _t = pushed(engines, upstream.address, tmp_path)
+    ok(shim(session(cache, a, tmp_path, "a"), "pull", name))
+    upstream.stop()
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / "compose.yaml").write_text(f"services:\n  web:\n    image: {name}\n    network_mode: none\n")
+    assert b.docker("compose", "-p", b.prefix, "pull", cwd=project, check=False).returncode != 0  # control
+    cp = ok(shim(session(cache, b, tmp_path, "b"), "compose", "-p", b.prefix, "pull", cwd=project))
+    assert "web Pulled" in cp.stderr and facts(b, name)["id"] == image_id
+
+
 def test_build_on_b_from_an_image_a_pulled(cache, engines, upstream, tmp_path):
     a, b = engines["a"], engines["b"]
     name, _id, token = pushed(engines, upstream.address, tmp_path)
