@@ -333,6 +333,24 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
     return Prepared(plan, None, None, None, config, caps, shared=run), None
 
 
+def stays_on_engine(real: str, inv: Invocation, target, environ: Mapping[str, str]) -> str | None:
+    """For explain of a build another flow runs as a docker build (a compose service): why it
+    would stay on the session's engine rather than the shared builder `target`, or None."""
+    from shim.build import builder
+    from shim.build.resolvable import failed_before
+
+    build = parse_build(inv)
+    run = builder.prepare_run(real, inv, target, environ, dry_run=True)
+    from shim.build.mountsync import option
+
+    config = load(environ, os.getcwd())
+    key = choose(build.tags, build.context, build.file, os.getcwd(), config["build.key"],
+                 config["build.fallback_keys"], option(build.options, "--target")).own
+    images = _images(build, environ)
+    ask = not images or builder.ensure_builder(real, inv, target, environ) is None
+    return failed_before(run, key) or (_engine_only(real, inv, run, images, ask) if images else None)
+
+
 def _images(build: BuildArgs, environ: Mapping[str, str]) -> tuple[str, ...]:
     """The images this build reads from outside (baserefs.py). None count under `--pull`:
     the engine would pull them too, whatever it holds."""
@@ -348,10 +366,14 @@ def _images(build: BuildArgs, environ: Mapping[str, str]) -> tuple[str, ...]:
 
 
 def _engine_only(real: str, inv: Invocation, run, images: Sequence[str], ask: bool) -> str | None:
-    """Why an image this build reads keeps it on the session's engine (resolvable.py), or None."""
+    """Why an image this build reads keeps it on the session's engine (resolvable.py), or None.
+    A check that fails keeps it there too: the engine builds it as plain docker would."""
     from shim.build import resolvable
 
-    return resolvable.why_here(real, inv, run, images, ask=ask)
+    try:
+        return resolvable.why_here(real, inv, run, images, ask=ask)
+    except Exception as exc:  # noqa: BLE001 - a dockcache bug must not route a build it cannot vouch for
+        return f"the images it reads could not be checked ({type(exc).__name__}: {exc})"
 
 
 def _fingerprint(args: Sequence[str], inv: Invocation, build: BuildArgs, environ: Mapping[str, str]) -> str | None:

@@ -202,7 +202,23 @@ def _shared(real: str, call: ComposeCall, builds: dict, cfg: dict, project: str,
         return [], None
     return planned, (f"service builds on the shared builder {target.address or target.name}: one docker build "
                      f"each ({', '.join(b.service for b in planned)}), {order_note(planned, build_limit(call, environ))}, "
-                     "loading only what changed; then compose with --no-build")
+                     "loading only what changed; then compose with --no-build"
+                     + (_engine_only(real, call, planned, target, environ) if dry_run else ""))
+
+
+def _engine_only(real: str, call: ComposeCall, planned: list, target, environ) -> str:
+    """explain: the service builds that will stay on the engine, each as its docker build decides
+    (an image it reads that the shared builder does not resolve as the engine would)."""
+    from shim.build.command import stays_on_engine
+    from shim.core.grammar import parse_invocation
+
+    said = []
+    for b in planned:
+        inv = parse_invocation([*invocation(call).globals, *b.argv])
+        why = stays_on_engine(real, inv, target, environ)
+        if why:
+            said.append(f"; service {b.service} builds on this engine ({why})")
+    return "".join(said)
 
 
 def _dockerfiles(builds: dict) -> dict[str, str]:

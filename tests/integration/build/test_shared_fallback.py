@@ -12,12 +12,11 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import BUSYBOX
-from tests.integration.build.test_shared_builder import all_metrics, build, metrics, project, sessions  # noqa: F401
+from tests.integration.build.test_shared_builder import build, metrics, project, sessions  # noqa: F401 (a fixture)
 from tests.integration.helpers import shim
 
 pytestmark = pytest.mark.engine
@@ -98,6 +97,8 @@ def test_compose_a_service_from_another_services_locally_built_image(sessions, e
     a.images += [f"{name}-base", f"{name}-app"]
     first = shim({**env, "DOCKCACHE_BUILD_BUILDER": "off"}, "compose", "build", "base", cwd=root)
     assert first.returncode == 0, first.stderr[-2000:]
+    said = explain(env, "compose", "up", "--build", "app", cwd=root)
+    assert "service app builds on this engine" in said and f"{name}-base" in said, said
     try:
         cp = shim(env, "compose", "up", "--build", "app", cwd=root)
     finally:
