@@ -76,54 +76,14 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
     except bakefiles.Unresolved as exc:
         return _unchanged(args, f"bake --print failed ({exc})",
                           f"bake's targets could not be read ({exc}); bake runs unchanged", config)
-    shared, stay = _shared(real, args, inv, bake, config, resolved, environ, dry_run)
-    if shared:
-        return shared
+    from shim.build.bakeroute import route
+    builds, stay = route(real, inv, bake, config, resolved, environ, dry_run)
+    if builds:
+        return Prepared(BakePlan(tuple(args), reasons=(stay,)), config, builds=builds)
     targets = [_target(name, t, bake, cwd, config) for name, t in sorted(resolved.items())]
     prep = _with_store(real, args, inv, bake, environ, config, caps, targets, dry_run, resolved)
     prep.plan = _noted(prep.plan, stay)
     return prep
-
-
-def _shared(real: str, args: Sequence[str], inv: Invocation, bake: BakeArgs, config: Config,
-            resolved: Mapping[str, Mapping], environ: Mapping[str, str], dry_run: bool) -> tuple[Prepared | None, str | None]:
-    """Each target as a docker build on the host's shared BuildKit (bakeshared.py), or
-    (None, why it stays on this engine; None when there is nothing to say)."""
-    from shim.build.bakeshared import builds_on_another, plan_target_builds
-    from shim.build.builder import prepare_run, reachable_target
-
-    if bake.builder or environ.get("BUILDX_BUILDER"):
-        return None, None  # the user chose a builder: left on it
-    target, why = reachable_target(config)
-    if target is None:
-        if why and "unreachable" in why and not dry_run:
-            say(why)
-        return None, why
-    builds, why = plan_target_builds(bake, resolved)
-    why = why or builds_on_another(resolved, _dockerfiles(resolved))
-    where = target.address or target.name
-    if why or not builds:
-        return None, f"shared builder {where}: {why or 'no target to build'}; the targets take the store path"
-    if prepare_run(real, inv, target, environ, dry_run=dry_run) is None:
-        return None, None
-    note = (f"targets on the shared builder {where}: one docker build each ({', '.join(b.target for b in builds)}), "
-            "side by side, loading only what changed; bake itself does not run")
-    return Prepared(BakePlan(tuple(args), reasons=(note,)), config, builds=builds), None
-
-
-def _dockerfiles(resolved: Mapping[str, Mapping]) -> dict[str, str]:
-    """Each target's Dockerfile text, where it is a local file dockcache can read."""
-    from shim.build.bakeshared import dockerfile_path
-
-    out = {}
-    for name, t in resolved.items():
-        path = dockerfile_path(t)
-        try:
-            with open(path or "", encoding="utf-8", errors="replace") as fh:
-                out[name] = fh.read(1_000_000)
-        except OSError:
-            continue
-    return out
 
 
 def _caps(real: str, inv: Invocation, bake: BakeArgs, environ: Mapping[str, str]) -> BuildCaps:
@@ -256,37 +216,16 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
 
 
 def _target_builds(real: str, inv: Invocation, prep: Prepared, environ: Mapping[str, str]) -> None:
-    """Each target's docker build through dockcache's build flow (routing, thin load, metrics
-    and fail-open are the build's own); one alone keeps the terminal, several run side by
-    side with each output line named by its target. Exits with the first failure's code."""
+    """Each target's docker build on the shared builder (bakeroute.py); exits with the first
+    failure's code."""
+    from shim.build.bakeroute import run_builds
+
     rc, started = 1, time.monotonic()
     try:
-        if len(prep.builds) == 1:
-            rc = proc.run_child(*_docker_build(real, inv.globals, prep.builds[0].argv, environ))
-        else:
-            from shim.core.parallel import Job, run_all
-
-            jobs = []
-            for b in prep.builds:
-                program, argv, env = _docker_build(real, inv.globals, b.argv, environ)
-                jobs.append(Job(b.target, (program, *argv), env, frozenset()))
-            rc = run_all(jobs, 0)
+        rc = run_builds(real, inv, prep.builds, environ)
     finally:
         after_docker(_record, environ, prep, rc, time.monotonic() - started)
     sys.exit(rc)
-
-
-def _docker_build(docker: str, docker_globals, argv, environ: Mapping[str, str]):
-    """`docker build` through dockcache's launcher as if typed (a child Python, as compose's
-    service builds): program, argv, env."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**environ, "DOCKCACHE_RESOLVED_REAL": docker}
-    if "LC_CTYPE" in environ:  # what bin/docker does: Python's locale coercion is undone for docker
-        env["DOCKCACHE_LC_CTYPE"] = environ["LC_CTYPE"]
-    else:
-        env["DOCKCACHE_LC_CTYPE_UNSET"] = "1"
-    return sys.executable, ["-S", "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-                            "from shim.hot import main; main()", root, "docker", *docker_globals, *argv], env
 
 
 def _publish(prep: Prepared) -> None:
