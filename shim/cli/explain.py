@@ -30,6 +30,7 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
         data = {"kind": "run", "detected": detected, "reasons": list(plan.reasons), "added": list(plan.added),
                 "caches_in": plan.mounts[0].kind if plan.mounts else None, "placement": placement,
                 "argv": ["docker", *plan.argv], "notes": notes}
+        _image_reason(ctx, inv, data)
     elif inv.kind == "build":
         from shim.build.command import prepare
         prep = prepare(ctx.real, argv, inv, ctx.environ, dry_run=True)
@@ -58,6 +59,9 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
                 "argv": ["docker", *plan.argv]}
     elif inv.kind == "compose" or argv[:1] == ["compose"]:
         data = _compose(ctx, argv)
+    elif inv.kind == "pull":
+        data = {"kind": "pull", "reasons": [], "argv": ["docker", *argv]}
+        _image_reason(ctx, inv, data)
     else:
         data = {"kind": inv.kind, "reasons": ["dockcache does not rewrite this command"], "argv": ["docker", *argv]}
     human = "\n".join([f"command kind: {data['kind']}", *[f"- {r}" for r in data["reasons"]],
@@ -70,6 +74,22 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
                       + (["override file:", json.dumps(data["override"], indent=2, sort_keys=True)]
                          if data.get("override") else []))
     emit(data, as_json=as_json, human=human)
+
+
+def _image_reason(ctx: Ctx, inv, data: dict) -> None:
+    """Where the image of a run or pull would come from (the host's image cache or the registry)."""
+    from shim.core.grammar import parse_pull, parse_run
+    from shim.images.command import explain
+
+    if inv.kind == "pull":
+        image, asked = parse_pull(inv).image, True
+    else:
+        run = parse_run(inv)
+        policy = next((v for k, v in reversed(run.options) if k == "--pull"), "missing")
+        image, asked = (None if policy == "never" else run.image), policy == "always"
+    if image:
+        data["image"] = explain(inv.host, inv.context, image, ctx.environ, asked=asked)
+        data["reasons"].append(data["image"])
 
 
 def _compose(ctx: Ctx, argv: list[str]) -> dict:

@@ -163,6 +163,24 @@ def _say(message: str) -> None:
     sys.stderr.flush()
 
 
+def explain(host: str | None, context: str | None, image: str, environ: Mapping[str, str], *, asked: bool) -> str:
+    """How the image would be pulled, for `dockcache explain` (one inspect at most; pulls nothing)."""
+    from shim.core import engineapi
+
+    caches = caches_up(environ)
+    engine = Engine(host, context, environ)
+    addresses = {k: str(v["address"]) for k, v in caches.items()}
+    route = decide(image, addresses, present=None, asked=asked, local=engine.socket is not None)
+    if route.via and not asked:
+        try:
+            if engineapi.inspect(engine.socket, image) is not None:
+                return f"image {image}: the engine has it"
+        except engineapi.Unanswered:
+            return f"image {image}: the engine did not answer; pulled as docker pulls it"
+    how = route.reason if route.via else f"{'' if asked else 'if absent, '}pulled directly by the engine ({route.reason})"
+    return f"image {image}: {how}"
+
+
 # ------------------------------------------------------------------ the hooks
 
 

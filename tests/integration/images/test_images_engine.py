@@ -78,6 +78,9 @@ def test_b_runs_what_a_pulled_after_the_upstream_is_gone(cache, engines, upstrea
     ok(shim(session(cache, a, tmp_path, "a"), "pull", name))
     upstream.stop()
     assert b.docker("pull", name, check=False).returncode != 0  # control: plain docker cannot
+    said = json.loads(ok(dockcache(session(cache, b, tmp_path, "b"), "explain", "--json", "--", "docker", "run",
+                                   "--rm", name)).stdout)
+    assert f"through the cache for {upstream.address}" in said["image"]
     cp = ok(shim(session(cache, b, tmp_path, "b"), "run", "--rm", "--network", "none", name, "cat", "/token"))
     assert cp.stdout.strip() == token
     assert f"Unable to find image '{name}' locally" in cp.stderr and "dockcache:" not in cp.stderr
