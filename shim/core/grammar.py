@@ -61,12 +61,13 @@ BUILDX_VALUE_FLAGS = _flags("--builder")
 EXEC_VALUE_FLAGS = _flags("--detach-keys -e --env --env-file -u --user -w --workdir")
 EXEC_BOOL_FLAGS = _flags("-d --detach --help -i --interactive --privileged -t --tty")
 BUILD_KNOWN = BUILD_VALUE_FLAGS | BUILD_BOOL_FLAGS | BUILDX_VALUE_FLAGS | {"-h"}
-# `docker buildx bake --help` (buildx 0.13) plus what later releases added (--allow, --call,
-# --list, --var, --check): a flag not here may take a value, so the targets are not certain.
+# `docker buildx bake --help` (buildx 0.13 and 0.19, tests/integration/test_grammar_parity.py)
+# plus what later releases added (--list, --var): a flag not here may take a value, so the
+# targets are not certain.
 BAKE_VALUE_FLAGS = _flags("""
 --builder -f --file --metadata-file --progress --provenance --sbom --set --allow --call --list --var
 """)
-BAKE_BOOL_FLAGS = _flags("--load --no-cache --print --pull --push --check --help -h")
+BAKE_BOOL_FLAGS = _flags("--load --no-cache --print --pull --push --check --help -h -D --debug")
 BAKE_LOOKS = _flags("--print --list --check")  # bake only prints or checks: nothing to cache
 
 RUN_KNOWN = RUN_VALUE_FLAGS | RUN_BOOL_FLAGS

@@ -38,6 +38,7 @@ def options(*words: str, environ: dict | None = None) -> tuple[set[str], set[str
     return valued, switches
 
 
+NEWER_BUILDX = os.environ.get("DOCKCACHE_TEST_COMPOSE_BAKE", "")  # its cli-plugins dir
 RUN = (grammar.RUN_VALUE_FLAGS, grammar.RUN_BOOL_FLAGS)
 BUILD = (grammar.BUILD_VALUE_FLAGS, grammar.BUILD_BOOL_FLAGS)
 
@@ -50,6 +51,10 @@ BUILD = (grammar.BUILD_VALUE_FLAGS, grammar.BUILD_BOOL_FLAGS)
     (("buildx", "build"), None, BUILD),
     (("build",), {"DOCKER_BUILDKIT": "0"}, BUILD),  # the legacy builder's own list
     ((), None, (grammar.GLOBAL_VALUE_FLAGS, grammar.GLOBAL_BOOL_FLAGS)),
+    (("buildx", "bake"), {"BUILDX_EXPERIMENTAL": "1"}, (grammar.BAKE_VALUE_FLAGS, grammar.BAKE_BOOL_FLAGS)),
+    # a newer buildx (0.19, tests/engine/provision.sh compose-bake), where it was built
+    *([(("buildx", "bake"), {"BUILDX_EXPERIMENTAL": "1", "DOCKER_CONFIG": os.path.dirname(NEWER_BUILDX)},
+        (grammar.BAKE_VALUE_FLAGS, grammar.BAKE_BOOL_FLAGS))] if NEWER_BUILDX else []),
 ])
 def test_docker_tables_read_every_option_as_the_cli_does(words, environ, tables):
     valued, switches = options(*words, environ=environ)
