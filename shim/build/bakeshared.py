@@ -22,6 +22,7 @@ from shim.core.grammar import BakeArgs
 # target attributes a docker build takes as they are (bake --print's names)
 KNOWN = frozenset("context dockerfile args labels tags target platforms no-cache pull output".split())
 PASSED = frozenset("--file --set --load --no-cache --pull --progress --var".split())  # resolved or passed on
+PROGRESS = frozenset("auto tty plain".split())  # bake's values a docker build shows the same way
 LOADS = ([], ["type=docker"])  # the outputs a docker build makes by loading the image into the engine
 
 
@@ -37,6 +38,8 @@ def plan_target_builds(bake: BakeArgs, resolved: Mapping[str, Mapping]) -> tuple
     if passed:
         return [], f"bake {passed[0]}: left to bake"
     progress = [v for k, v in bake.options if k == "--progress" and v]
+    if progress and progress[-1] not in PROGRESS:  # docker build's quiet prints the image id; bake's prints nothing
+        return [], f"bake --progress {progress[-1]}: left to bake"
     out = []
     for name, t in sorted(resolved.items()):
         argv = target_argv(t, progress[-1:])

@@ -143,6 +143,7 @@ def test_targets_as_docker_builds_for_the_shared_builder():
 @pytest.mark.parametrize("argv,target,why", [
     (["buildx", "bake", "--push"], {"context": "."}, "--push"),
     (["buildx", "bake", "--metadata-file", "m.json"], {"context": "."}, "--metadata-file"),
+    (["buildx", "bake", "--progress=quiet"], {"context": "."}, "quiet"),
     (["buildx", "bake"], {"context": ".", "contexts": {"b": "target:base"}}, "contexts"),
     (["buildx", "bake"], {"context": ".", "output": ["type=registry"]}, "output"),
     (["buildx", "bake"], {"context": ".", "platforms": ["linux/amd64", "linux/arm64"]}, "platforms"),
