@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 KIND = "contentstore"  # state kind: daemon generation -> {"dir": the content store's blob dir or ""}
@@ -99,3 +99,81 @@ def holder(content: Path | None) -> Callable[[str], bool] | None:
     if content is None:
         return None
     return lambda hexd: (content / hexd).is_file()
+
+
+# ------------------------------------------------------------ one build (command.py)
+
+def content_store(local) -> Path | None:
+    """The engine's content store, when its own BuildKit builds here (`local`: LocalBuilds)."""
+    from shim.build.inputs import socket_of
+
+    if local is None:
+        return None
+    return content_dir(socket_of(local), local.state, local.generation)
+
+
+def of_build(build, environ: Mapping[str, str], local, content: Path | None) -> frozenset[str]:
+    """The layers of this build's FROM images that the engine holds: placeholders in its export dir."""
+    if content is None:
+        return frozenset()
+    from shim.build.inputs import socket_of
+    from shim.core.engineapi import image_id
+
+    socket = socket_of(local)
+    return layers(content, [i for i in (image_id(socket, name) for name in from_images(build, environ)) if i])
+
+
+def from_images(build, environ: Mapping[str, str]) -> list[str]:
+    """The FROM images of the Dockerfile this build reads (none when it cannot be told)."""
+    from shim.build.inputs import bases
+    from shim.build.mountsync import build_args
+
+    if build.file == "-":
+        return []
+    ctx = os.path.join(os.getcwd(), build.context or ".")
+    path = os.path.join(os.getcwd(), build.file) if build.file else os.path.join(ctx, "Dockerfile")
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read(1_000_000)
+    except OSError:
+        return []
+    return list(dict.fromkeys(bases(text, build_args(build.options, environ)) or []))
+
+
+def pull_missing(real: str, docker_globals: Sequence[str], build, environ: Mapping[str, str], local,
+                 content: Path | None, snap, snapshot_again: Callable):
+    """(the snapshot to import, a note). Stored builds were left out because this engine lacks
+    their base layers: a new session's daemon has not pulled the base yet. The build would
+    pull it anyway (a cold build needs every layer), so the FROM images the engine lacks are
+    pulled first (docker pull, its output on stderr) and the snapshot is taken again: the
+    records then import. A pull that fails leaves them out; the build then pulls (or fails)
+    as it would have."""
+    from shim.build.inputs import socket_of
+    from shim.build.mountsync import option
+    from shim.core import proc
+    from shim.core.engineapi import image_id
+
+    if snap is None or not snap.lacking or content is None:
+        return snap, None
+    socket = socket_of(local)
+    missing = [i for i in from_images(build, environ) if not image_id(socket, i)]
+    if not missing:
+        return snap, None
+    platform = option(build.options, "--platform")
+    for image in missing:
+        got = proc.run_docker(real, [*docker_globals, "pull", *(["--platform", platform] if platform else []), image],
+                              timeout=3600, progress=True)
+        if got.returncode != 0:
+            return snap, f"pull of {image} failed: the stored builds on it are not imported"
+    snap.release()
+    return snapshot_again(), f"pulled {', '.join(missing)} first: the stored builds need its layers"
+
+
+def note(bases: frozenset[str], snap, pulled: str | None) -> str | None:
+    """explain: what stays out of the export, what was pulled, what was not imported."""
+    parts = [pulled] if pulled else []
+    if bases:
+        parts.append(f"{len(bases)} layer(s) of the FROM images stay out of the export (this engine has them)")
+    if snap and snap.lacking:
+        parts.append(f"not imported: {', '.join(snap.lacking)} (their base layers are not in this engine)")
+    return "; ".join(parts) or None

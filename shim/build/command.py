@@ -148,14 +148,15 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
         available = tuple(k for k in wanted if k in store.keys())
         src, dest = str(store.root / "snapshots"), (None if same_note else str(store.root / "tmp"))
     else:
-        content = _content_store(local, environ)
+        content = baselayers.content_store(local)
         snap = safe_snapshot(store, wanted, baselayers.holder(content)) if wanted else None
-        snap, pulled = _pull_bases(real, inv, build, environ, store, wanted, local, content, snap)
+        snap, pulled = baselayers.pull_missing(real, inv.globals, build, environ, local, content, snap,
+                                               lambda: safe_snapshot(store, wanted, baselayers.holder(content)))
         export = (caps.mode == "full" and not build.cache_to and not same_note
                   and _room_for(store, key, config, environ))
-        bases = _base_layers(real, inv, build, environ, local, content) if export else frozenset()
+        bases = baselayers.of_build(build, environ, local, content) if export else frozenset()
         export_dir = store.new_export_dir(snap, bases) if export else None
-        base_note = _base_note(bases, snap, pulled)
+        base_note = baselayers.note(bases, snap, pulled)
         available = tuple(t for k in snap.keys for t in snap.import_tags(k)) if snap else ()
         src = str(snap.src) if snap and snap.src else None
         dest = str(export_dir) if export_dir else None
@@ -185,82 +186,6 @@ def candidates_note(keys: Keys, store: CacheStore, imported, dry_run: bool) -> s
                  else "not stored" if dry_run else "not imported")
         marks.append(f"{c.kind} {c.key} ({'export, ' if c.key == keys.own else ''}{state})")
     return "key candidates: " + "; ".join(marks)
-
-
-def _content_store(local: LocalBuilds | None, environ: Mapping[str, str]):
-    """The engine's containerd content store (baselayers.py), when its own BuildKit builds here."""
-    from shim.build.inputs import socket_of
-
-    if local is None:
-        return None
-    return baselayers.content_dir(socket_of(local), local.state, local.generation)
-
-
-def _base_layers(real: str, inv: Invocation, build: BuildArgs, environ: Mapping[str, str], local,
-                 content) -> frozenset[str]:
-    """The layers of the FROM images this engine holds: placeholders in the export dir."""
-    if content is None or build.file == "-":
-        return frozenset()
-    from shim.build import inputs
-    from shim.core.engineapi import image_id
-
-    socket = inputs.socket_of(local)
-    ids = [i for i in (image_id(socket, name) for name in _from_images(build, environ)) if i]
-    return baselayers.layers(content, ids)
-
-
-def _from_images(build: BuildArgs, environ: Mapping[str, str]) -> list[str]:
-    """The FROM images of the Dockerfile this build reads (none when it cannot be told)."""
-    from shim.build import inputs
-    from shim.build.mountsync import build_args
-
-    if build.file == "-":
-        return []
-    ctx = os.path.join(os.getcwd(), build.context or ".")
-    path = os.path.join(os.getcwd(), build.file) if build.file else os.path.join(ctx, "Dockerfile")
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            text = fh.read(1_000_000)
-    except OSError:
-        return []
-    return list(dict.fromkeys(inputs.bases(text, build_args(build.options, environ)) or []))
-
-
-def _pull_bases(real: str, inv: Invocation, build: BuildArgs, environ: Mapping[str, str], store: CacheStore,
-                wanted, local, content, snap: Snapshot | None) -> tuple[Snapshot | None, str | None]:
-    """Stored builds left out because this engine lacks their base layers: a new session's
-    daemon has not pulled the base yet. The build would pull it anyway (a cold build needs
-    every layer), so the FROM images this engine lacks are pulled first (docker pull, its
-    output on stderr) and the snapshot taken again: the records then import. A pull that
-    fails leaves them out, and the build pulls (or fails) as it would have."""
-    from shim.build.inputs import socket_of
-    from shim.build.mountsync import option
-    from shim.core.engineapi import image_id
-
-    if snap is None or not snap.lacking or content is None:
-        return snap, None
-    socket = socket_of(local)
-    missing = [i for i in _from_images(build, environ) if not image_id(socket, i)]
-    if not missing:
-        return snap, None
-    platform = option(build.options, "--platform")
-    for image in missing:
-        got = proc.run_docker(real, [*inv.globals, "pull", *(["--platform", platform] if platform else []), image],
-                              timeout=3600, progress=True)
-        if got.returncode != 0:
-            return snap, f"pull of {image} failed: the stored builds on it are not imported"
-    snap.release()
-    return (safe_snapshot(store, wanted, baselayers.holder(content)),
-            f"pulled {', '.join(missing)} first: the stored builds need its layers, which the store leaves out")
-
-
-def _base_note(bases: frozenset[str], snap: Snapshot | None, pulled: str | None = None) -> str | None:
-    parts = [pulled] if pulled else []
-    if bases:
-        parts.append(f"{len(bases)} layer(s) of the FROM images stay out of the export (this engine has them)")
-    if snap and snap.lacking:
-        parts.append(f"not imported: {', '.join(snap.lacking)} (their base layers are not in this engine)")
-    return "; ".join(parts) or None
 
 
 def _inputs(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, caps: BuildCaps, local,
