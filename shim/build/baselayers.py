@@ -160,7 +160,12 @@ def pull_missing(real: str, docker_globals: Sequence[str], build, environ: Mappi
     if not missing:
         return snap, None
     platform = option(build.options, "--platform")
-    for image in missing:
+    from shim.core.grammar import parse_invocation
+    from shim.images.command import ensure  # the host's image cache first, where one is up (docs/images.md)
+
+    inv = parse_invocation(list(docker_globals))
+    through_cache = ensure(inv.host, inv.context, missing, environ, platform=platform)
+    for image in (i for i in missing if not through_cache.get(i)):
         got = proc.run_docker(real, [*docker_globals, "pull", *(["--platform", platform] if platform else []), image],
                               timeout=3600, progress=True)
         if got.returncode != 0:

@@ -146,6 +146,25 @@ def test_build_on_b_from_an_image_a_pulled(cache, engines, upstream, tmp_path):
     assert b.docker("run", "--rm", "--network", "none", tag, "cat", "/copied").stdout.strip() == token
 
 
+def test_b_imports_a_s_stored_build_from_a_base_only_the_cache_has(cache, engines, upstream, tmp_path):
+    """The build store's records on a base B lacks: the base comes through the cache, then they import."""
+    a, b = engines["a"], engines["b"]
+    name, _id, token = pushed(engines, upstream.address, tmp_path)
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text(f"FROM {name}\nRUN cp /token /copied && echo built-{token}\n")
+    tag = f"{a.prefix}/stored:1"
+    for e in (a, b):
+        e.images.append(tag)
+    ok(shim(session(cache, a, tmp_path, "a"), "build", "--progress", "plain", "--network", "none", "-t", tag, str(ctx)))
+    upstream.stop()
+    cp = ok(shim(session(cache, b, tmp_path, "b"), "build", "--progress", "plain", "--network", "none", "-t", tag,
+                 str(ctx)))
+    step = next(ln for ln in cp.stderr.splitlines() if "RUN cp /token" in ln).split()[0]  # "#6"
+    lines = [ln for ln in cp.stderr.splitlines() if ln.startswith(step + " ")]
+    assert f"{step} CACHED" in lines and not [ln for ln in lines if ln.endswith(f" built-{token}") and " RUN " not in ln], cp.stderr
+
+
 def test_same_id_digest_and_name_as_a_direct_pull(cache, engines, upstream, tmp_path):
     b = engines["b"]
     name, image_id, _t = pushed(engines, upstream.address, tmp_path)
