@@ -147,6 +147,9 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
         snap, export_dir = None, None
         available = tuple(k for k in wanted if k in store.keys())
         src, dest = str(store.root / "snapshots"), (None if same_note else str(store.root / "tmp"))
+        content = baselayers.content_store(local)  # read-only: the FROM layers that would stay out
+        base_note = baselayers.note(baselayers.of_build(build, environ, local, content) if dest else frozenset(),
+                                    None, None)
     else:
         content = baselayers.content_store(local)
         snap = safe_snapshot(store, wanted, baselayers.holder(content)) if wanted else None
@@ -168,7 +171,7 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
         raise
     plan = _noted(_noted(_noted(_noted(plan, candidates_note(keys, store, available, dry_run)), same_note),
                          reg.note), stay_note)
-    plan = _noted(plan, None if dry_run else base_note)
+    plan = _noted(plan, base_note)
     return Prepared(plan, store, snap, export_dir, config, caps, reg.client, local, inputs=inputs,
                     unchanged=bool(same_note))
 

@@ -74,6 +74,7 @@ def test_explain_says_which_candidates_the_store_holds(shim_env, engines, tmp_pa
     assert cp.returncode == 0, cp.stderr
     line = next(x for x in cp.stdout.splitlines() if "key candidates" in x)
     assert "content df-" in line and "(export, stored)" in line and f"tag {tag} (not stored)" in line
+    assert "1 layer(s) of the FROM images stay out of the export" in cp.stdout  # devtools has one
 
 
 def stored_blobs(store: Path) -> dict[str, int]:
