@@ -23,6 +23,7 @@ BENCHES = {  # name -> (script, arguments, quick arguments)
     "overhead": ("overhead.py", ["--runs", "120"], ["--runs", "20"]),
     "builds": ("builds.py", [], ["--loops", "1000000", "--sessions", "2"]),
     "workflow": ("workflow.py", ["--rounds", "5"], ["--rounds", "2"]),
+    "devcontainer": ("devcontainer.py", ["--rounds", "3"], ["--rounds", "1", "--no-cli"]),
     "compose": ("compose_stack.py", ["--loops", "1000000", "--base", "dockcache-test/devtools", "--rounds", "7"],
                 ["--loops", "1000000", "--rounds", "3"]),
     "stats": ("stats.py", [], ["--runs", "2"]),
