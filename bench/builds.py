@@ -27,7 +27,7 @@ import uuid
 from pathlib import Path
 
 from benchenv import REPO, HOSTS, real_docker  # noqa: E402
-from shim.build.store import CacheStore  # noqa: E402
+from shim.build.store.cachestore import CacheStore  # noqa: E402
 from shim.build.progress import counts  # noqa: E402
 
 
@@ -110,7 +110,7 @@ def median_of(rounds: list[dict], kind: str) -> dict:
 
 
 def _registry_backend(env: dict, run_id: str):
-    from shim.build.registry import Registry
+    from shim.build.store.registry import Registry
 
     repo = f"{os.environ.get('DOCKCACHE_TEST_REGISTRY', 'localhost:5000')}/dcbench-{run_id}"
     env.update({"DOCKCACHE_BUILD_BACKEND": "registry", "DOCKCACHE_BUILD_REGISTRY": repo})

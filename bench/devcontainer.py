@@ -41,7 +41,7 @@ from pathlib import Path
 
 from benchenv import DOCKCACHE, HOSTS, real_docker  # noqa: E402
 from shim.build.progress import counts, step_named  # noqa: E402
-from shim.build.store import CacheStore  # noqa: E402
+from shim.build.store.cachestore import CacheStore  # noqa: E402
 
 REGISTRY = os.environ.get("DOCKCACHE_TEST_REGISTRY", "localhost:5000")
 BASE = f"{REGISTRY}/dockcache-bench/devbase:v1"

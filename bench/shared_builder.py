@@ -35,7 +35,7 @@ from pathlib import Path
 
 from benchenv import BUILDER, DOCKCACHE, HOSTS, real_docker  # noqa: E402
 from shim.build.progress import counts  # noqa: E402
-from shim.build.shared import builder_name  # noqa: E402
+from shim.build.shared.route import builder_name  # noqa: E402
 
 WAYS = ("shared", "store", "plain")
 STEPS = ("cold_a", "warm_a", "warm_b", "edited_a", "edited_b")

@@ -33,7 +33,7 @@ import uuid
 from pathlib import Path
 
 from benchenv import DOCKCACHE, HOSTS, real_docker  # noqa: E402
-from shim.build.store import CacheStore  # noqa: E402
+from shim.build.store.cachestore import CacheStore  # noqa: E402
 from shim.build.progress import counts  # noqa: E402
 
 

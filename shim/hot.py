@@ -78,7 +78,7 @@ def _handler(name: str, args: list[str]):
         from shim.compose import command as compose
         return lambda real, a: compose.execute(real, name, a, os.environ, on_error=_fallback)
     if inv.kind == "prune":
-        from shim.build.local import forget_daemon
+        from shim.build.store.local import forget_daemon
         return lambda real, a: forget_daemon(inv, os.environ)
     if inv.kind == "exec":
         from shim.run import execcmd
@@ -87,7 +87,7 @@ def _handler(name: str, args: list[str]):
         from shim.build import command as build
         return lambda real, a: build.execute(real, a, inv, os.environ, on_error=_fallback)
     if inv.kind == "bake":
-        from shim.build import bake
+        from shim.build.bake import command as bake
         return lambda real, a: bake.execute(real, a, inv, os.environ, on_error=_fallback)
     return None
 

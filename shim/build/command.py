@@ -20,15 +20,15 @@ from pathlib import Path
 
 from shim.core import proc
 from shim.core.notice import after_docker, say
-from shim.build import baselayers
+from shim.build.store import baselayers
 from shim.build.key import Keys, choose
 from shim.build.plan import BuildPlan, load_steps, plan_build
-from shim.build.store import CacheStore, Published, Snapshot, StoreError
+from shim.build.store.cachestore import CacheStore, Published, Snapshot, StoreError
 from shim.core.config import Config, load
 from shim.core.engine import BuildCaps, cached_caps, legacy_reason
 from shim.core.grammar import BuildArgs, Invocation, parse_build
-from shim.build.local import LocalBuilds, for_engine
-from shim.build.mountplan import MountPlan
+from shim.build.store.local import LocalBuilds, for_engine
+from shim.build.mounts.plan import MountPlan
 from shim.core.state import State, endpoint_id, state_dir
 
 
@@ -86,7 +86,7 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
 
 def _mount_plan(inv: Invocation, environ: Mapping[str, str], prep: Prepared) -> tuple[MountPlan, str | None]:
     """Which cache mounts to seed and save (build/mountsync.py); only files and state are read."""
-    from shim.build import mountsync
+    from shim.build.mounts import sync as mountsync
 
     build = parse_build(inv)
     opts = build.options
@@ -106,7 +106,7 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
         caps = BuildCaps("none", build.misread or "--help: docker only prints help")
         return Prepared(plan_build(args, inv, build, caps, key="", available=(), import_src=None,
                                    export_dest=None), None, None, None, config, caps)
-    from shim.build.mountsync import option
+    from shim.build.mounts.sync import option
     keys = choose(build.tags, build.context, build.file, cwd, config["build.key"], config["build.fallback_keys"],
                   option(build.options, "--target"))
     key, fallbacks = keys.own, list(keys.imports)
@@ -201,7 +201,7 @@ def _inputs(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
     if local is None or caps.mode != "full" or build.cache_to:
         return None, None
     got = reads.build_inputs(args, inv.args_start, build, os.getcwd(), environ)
-    from shim.build.mountsync import build_args
+    from shim.build.mounts.sync import build_args
     images = reads.bases(got[1], build_args(build.options, environ)) if got else None
     if got is None or images is None:
         return None, None
@@ -219,8 +219,8 @@ def _inputs(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
 def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, config: Config, caps: BuildCaps,
             key: str, environ: Mapping[str, str], dry_run: bool) -> tuple[Prepared | None, str | None]:
     """The build routed to the host's shared BuildKit (builder.py), or (None, why it stays here)."""
-    from shim.build import builder
-    from shim.build.shared import NAME_PREFIX, plan_shared, prints_id
+    from shim.build.shared import builder
+    from shim.build.shared.route import NAME_PREFIX, plan_shared, prints_id
 
     if (build.builder or "").startswith(NAME_PREFIX):  # a shim behind a shim: routed already
         return Prepared(BuildPlan(tuple(args), key, reasons=("already on dockcache's shared builder (nested shim)",)),
@@ -236,7 +236,7 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
     base = builder.session_base(build, run, os.getcwd())
     if base:
         return None, f"FROM {base}: an image of this session's engine, which the shared builder cannot see"
-    from shim.build.resolvable import failed_before
+    from shim.build.shared.resolvable import failed_before
 
     images = _images(build, environ)
     # explain, too, asks the shared builder about the images the engine holds: it needs the
@@ -264,12 +264,12 @@ def _shared(real: str, args: Sequence[str], inv: Invocation, build: BuildArgs, c
 def stays_on_engine(real: str, inv: Invocation, target, environ: Mapping[str, str]) -> str | None:
     """For explain of a build another flow runs as a docker build (a compose service): why it
     would stay on the session's engine rather than the shared builder `target`, or None."""
-    from shim.build import builder
-    from shim.build.resolvable import failed_before
+    from shim.build.shared import builder
+    from shim.build.shared.resolvable import failed_before
 
     build = parse_build(inv)
     run = builder.prepare_run(real, inv, target, environ, dry_run=True)
-    from shim.build.mountsync import option
+    from shim.build.mounts.sync import option
 
     config = load(environ, os.getcwd())
     key = choose(build.tags, build.context, build.file, os.getcwd(), config["build.key"],
@@ -282,9 +282,9 @@ def stays_on_engine(real: str, inv: Invocation, target, environ: Mapping[str, st
 def _images(build: BuildArgs, environ: Mapping[str, str]) -> tuple[str, ...]:
     """The images this build reads from outside (baserefs.py). None count under `--pull`:
     the engine would pull them too, whatever it holds."""
-    from shim.build import builder
-    from shim.build.baserefs import build_refs, contexts_of
-    from shim.build.mountsync import build_args, option
+    from shim.build.shared import builder
+    from shim.build.shared.baserefs import build_refs, contexts_of
+    from shim.build.mounts.sync import build_args, option
 
     if any(k == "--pull" and (v is None or v.lower() in ("true", "1")) for k, v in build.options):
         return ()
@@ -296,7 +296,7 @@ def _images(build: BuildArgs, environ: Mapping[str, str]) -> tuple[str, ...]:
 def _engine_only(real: str, inv: Invocation, run, images: Sequence[str], ask: bool) -> str | None:
     """Why an image this build reads keeps it on the session's engine (resolvable.py), or None.
     A check that fails keeps it there too: the engine builds it as plain docker would."""
-    from shim.build import resolvable
+    from shim.build.shared import resolvable
 
     try:
         return resolvable.why_here(real, inv, run, images, ask=ask)
@@ -364,7 +364,7 @@ def _registry_facts(config: Config, caps: BuildCaps, key: str, fallbacks: Sequen
         return RegistryFacts()
     if caps.mode != "full":
         return RegistryFacts(spec)  # plan_build says why the engine cannot use it
-    from shim.build.registry import Registry, RegistryDenied, RegistryUnreachable, build_tag, lineage_tags
+    from shim.build.store.registry import Registry, RegistryDenied, RegistryUnreachable, build_tag, lineage_tags
     client = Registry(spec, timeout=2.0, environ=environ)
     try:
         probe = client.probe([*lineage_tags(key, config["build.key_history"]), *fallbacks])
@@ -379,7 +379,7 @@ def _registry_facts(config: Config, caps: BuildCaps, key: str, fallbacks: Sequen
 def safe_snapshot(store: CacheStore, keys: Sequence[str], holds=None) -> Snapshot | None:
     """A snapshot of the keys that exist, or None (one line said) when the store fails us;
     `holds`: which base layers this engine has (baselayers.holder)."""
-    from shim.build.handoff import SNAPSHOT_WAIT
+    from shim.build.store.handoff import SNAPSHOT_WAIT
 
     try:
         with store.waiting_at_most(SNAPSHOT_WAIT):
@@ -435,7 +435,7 @@ def _bases_first(inv: Invocation, environ: Mapping[str, str]) -> None:
     """FROM images the engine lacks (all of them with `--pull`) through the host's image cache
     (shim/images): the engine's BuildKit then finds them in its own image store."""
     from shim.build.inputs import bases
-    from shim.build.shared import from_images
+    from shim.build.shared.route import from_images
     from shim.images.command import caches_up, ensure
 
     try:
@@ -463,7 +463,7 @@ def _fallback(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[
     (an image it could not resolve or pull, an entitlement: fallback.py) runs once more on
     the engine, the way dockcache builds there, after one line. A build's own failure (a
     RUN that exited non-zero) and a ^C keep BuildKit's output and exit code."""
-    from shim.build.fallback import failed_ref, last_error, retry_reason
+    from shim.build.shared.fallback import failed_ref, last_error, retry_reason
 
     build = parse_build(inv)
     if rc == 0 or not prep.shared or proc.interrupted() is not None or "-" in (build.context, build.file):
@@ -486,7 +486,7 @@ def _fallback(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[
 
 
 def _remember_failed(run, ref: str | None, key: str, why: str) -> None:
-    from shim.build.resolvable import remember_failed
+    from shim.build.shared.resolvable import remember_failed
 
     remember_failed(run, ref, key, why)
 
@@ -514,7 +514,7 @@ def _say_daily(environ: Mapping[str, str], inv: Invocation, what: str, line: str
 
 def _build(real: str, inv: Invocation, prep: Prepared) -> int:
     if prep.shared and prep.plan.load_check:
-        from shim.build import builder
+        from shim.build.shared import builder
         try:
             return builder.build(real, inv, prep.plan.argv, parse_build(inv).tags, prep.shared)
         except Exception as exc:  # noqa: BLE001 - a dockcache bug: the user's command, unchanged
@@ -548,7 +548,7 @@ def _seed_mounts(real: str, inv: Invocation, prep: Prepared, environ: Mapping[st
     """Before docker: a failed seed costs the warm mount, never the build."""
     if not prep.mounts.mounts:
         return
-    from shim.build import mountsync
+    from shim.build.mounts import sync as mountsync
     started = time.monotonic()
     try:
         mountsync.say_failed_save(State(state_dir(environ)), prep.plan.key)
@@ -562,14 +562,14 @@ def _seed_mounts(real: str, inv: Invocation, prep: Prepared, environ: Mapping[st
 
 
 def _save_mounts(real: str, inv: Invocation, prep: Prepared, environ: Mapping[str, str]) -> None:
-    from shim.build import mountsync
+    from shim.build.mounts import sync as mountsync
     tags = parse_build(inv).tags
     mountsync.save_later(real, inv.globals, prep.mounts, key=prep.plan.key, config=prep.config,
                          environ=environ, generation=prep.generation, tag=tags[0] if tags else None)
 
 
 def _publish(prep: Prepared) -> None:
-    from shim.build import handoff
+    from shim.build.store import handoff
 
     try:
         done = handoff.publish(prep.store, prep.export_dir, prep.plan.key, max_size=prep.config["build.max_size"])
@@ -586,7 +586,7 @@ def _publish(prep: Prepared) -> None:
 
 
 def _move_key_tag(prep: Prepared) -> None:
-    from shim.build.registry import RegistryError, RegistryUnreachable
+    from shim.build.store.registry import RegistryError, RegistryUnreachable
     try:
         prep.registry.move(prep.plan.registry_tag, prep.plan.key, history=prep.config["build.key_history"])
     except (RegistryError, RegistryUnreachable) as exc:  # e.g. the export itself was ignored

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from shim.build.mounts import (KNOWN_SYNTAX, Unknown, buildkit_parser, declare, platform_args, directives,
+from shim.build.mounts.parse import (KNOWN_SYNTAX, Unknown, buildkit_parser, declare, platform_args, directives,
                                expand)
 
 
@@ -138,7 +138,7 @@ def for_service(build: Mapping, platform: str | None, base_config: Callable[[str
                 text = fh.read(1_000_000)
         except (OSError, UnicodeDecodeError):
             return None
-    from shim.build.mountsync import section_args
+    from shim.build.mounts.sync import section_args
 
     try:
         return predict(str(text), target=build.get("target"), build_args=section_args(build),
@@ -157,6 +157,6 @@ def available() -> bool:
 
 
 def _native() -> str:
-    from shim.build.mountsync import native_platform
+    from shim.build.mounts.sync import native_platform
 
     return native_platform()

@@ -181,8 +181,8 @@ def _ignored_dirs(ignore: bytes | None) -> set[str]:
 def bases(dockerfile_text: str, build_args: Mapping[str, str] | None = None) -> list[str] | None:
     """The FROM images, an ARG before the first FROM expanded as BuildKit does (`--build-arg`,
     else its default, else empty); None when one cannot be told for sure."""
-    from shim.build.mounts import platform_args
-    from shim.build.shared import from_images
+    from shim.build.mounts.parse import platform_args
+    from shim.build.shared.route import from_images
 
     automatic = platform_args("")  # BuildKit's own platform ARGs: their names
     scope: dict[str, str | None] = {}
@@ -213,7 +213,7 @@ def bases(dockerfile_text: str, build_args: Mapping[str, str] | None = None) -> 
 def _arg_value(word: str, scope: Mapping[str, str | None]) -> str | None:
     """`word` with $X/${X} expanded from `scope` and surrounding quotes taken off; None when a
     name has no value known here (or a quote is left: a value split at a space)."""
-    from shim.build.mounts import Unknown, expand
+    from shim.build.mounts.parse import Unknown, expand
 
     if len(word) >= 2 and word[0] == word[-1] and word[0] in "\"'":
         word = word[1:-1]

@@ -17,8 +17,8 @@ import signal
 import time
 from pathlib import Path
 
-from shim.build.builder import instance_path, unreachable
-from shim.build.shared import DEFAULT_SOCKET, socket_of, target_for
+from shim.build.shared.builder import instance_path, unreachable
+from shim.build.shared.route import DEFAULT_SOCKET, socket_of, target_for
 from shim.core import proc
 from shim.core.config import builder_problem, load, user_config_path
 from shim.core.grammar import parse_invocation

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 
-from shim.build.store import CacheStore, StoreError
+from shim.build.store.cachestore import CacheStore, StoreError
 
 from .context import Ctx
 from .inventory import CacheRow, all_rows
@@ -177,7 +177,7 @@ REGISTRY_GC_NOTE = ("tags are deleted now; blob space returns only after the reg
 
 def _prune_registry(ctx: Ctx, older_than: float | None, max_size: int | None, dry_run: bool,
                     human: list[str]) -> dict:
-    from shim.build.registry import Registry, RegistryError, RegistryUnreachable, plan_prune
+    from shim.build.store.registry import Registry, RegistryError, RegistryUnreachable, plan_prune
 
     spec = ctx.config["build.registry"]
     if not spec:

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 from shim.core import engine
-from shim.build.mountstore import read_index
-from shim.build.store import CacheStore
+from shim.build.mounts.store import read_index
+from shim.build.store.cachestore import CacheStore
 from shim.hot import DISABLE_VALUES
 from shim.core.realdocker import first_on_path, is_launcher
 
@@ -20,8 +20,8 @@ from .output import CliError, emit, human_size
 
 def _shared_builder_check(cfg, check) -> None:
     """The host's shared BuildKit: "auto" with none started is not a problem (builds stay here)."""
-    from shim.build.builder import unreachable
-    from shim.build.shared import target_for
+    from shim.build.shared.builder import unreachable
+    from shim.build.shared.route import target_for
 
     target = target_for(cfg["build.builder"], cfg["build.builder_tls"])
     if target is None or not target.address:
@@ -38,7 +38,7 @@ def _shared_builder_check(cfg, check) -> None:
 
 def _layouts_check(ctx: Ctx, check) -> None:
     """The images kept for thin loads from the shared builder (bounded in thinload.py)."""
-    from shim.build.thinload import KEEP_LAYOUTS, usage
+    from shim.build.shared.thinload import KEEP_LAYOUTS, usage
 
     root = Path(f"{ctx.store_root}-load")
     if root.is_dir():
@@ -220,7 +220,7 @@ def _backend_checks(cfg, caps, check) -> None:
         check("registry cache on this engine", "not supported",
               "this engine imports only inline cache from registries: builds run without the registry cache",
               "use backend = \"local\" with this engine, or an engine with BuildKit and buildx")
-    from shim.build.registry import Registry, RegistryDenied, RegistryError, RegistryUnreachable
+    from shim.build.store.registry import Registry, RegistryDenied, RegistryError, RegistryUnreachable
 
     registry = Registry(spec, timeout=3.0)
     try:

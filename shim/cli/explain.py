@@ -45,7 +45,7 @@ def run_explain(ctx: Ctx, argv: list[str], *, as_json: bool) -> None:
         data["reasons"].insert(0, f"build cache backend: {backend}"
                                + (f" ({data['registry']})" if backend in ("registry", "both") else ""))
     elif inv.kind == "bake":
-        from shim.build.bake import prepare as prepare_bake
+        from shim.build.bake.command import prepare as prepare_bake
         prep = prepare_bake(ctx.real, argv, inv, ctx.environ, dry_run=True)
         plan = prep.plan
         data = {"kind": "bake", "keys": list(plan.keys), "imports": list(plan.imports),

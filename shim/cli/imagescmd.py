@@ -164,7 +164,7 @@ def _credentials(ctx: Ctx, reg: str) -> tuple[str, str]:
     wanted = {registry_name(c) for c in ctx.config["images.credentials"]}
     if reg not in wanted:
         return "", ""
-    from shim.build.registry_auth import credentials
+    from shim.build.store.registry_auth import credentials
 
     found = credentials(reg, ctx.environ)
     if found is None:

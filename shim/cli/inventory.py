@@ -13,7 +13,7 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from shim.build.store import CacheStore
+from shim.build.store.cachestore import CacheStore
 
 from .context import Ctx
 from .rows import CacheRow
@@ -226,8 +226,8 @@ def build_rows(ctx: Ctx, usage) -> list[CacheRow]:
 
 def mount_rows(ctx: Ctx) -> list[CacheRow]:
     """Saved `RUN --mount=type=cache` contents (build/mountstore.py), named `mount:NAME`."""
-    from shim.build.mountstore import read_index
-    from shim.build.store import MOUNT
+    from shim.build.mounts.store import read_index
+    from shim.build.store.cachestore import MOUNT
 
     return [CacheRow(f"{MOUNT}{name}", "build-mount", "buildkit", e.size, e.created or None, e.last_used or None,
                      entries=e.files) for name, e in sorted(read_index(Path(ctx.store_root)).items())]
@@ -239,7 +239,7 @@ def registry_rows(ctx: Ctx) -> list[CacheRow]:
     spec = ctx.config["build.registry"]
     if ctx.config["build.backend"] == "local" or not spec:
         return []
-    from shim.build.registry import Registry, RegistryError, RegistryUnreachable
+    from shim.build.store.registry import Registry, RegistryError, RegistryUnreachable
 
     try:
         infos = Registry(spec, timeout=3.0).inventory()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shim.build.store import CacheStore
+from shim.build.store.cachestore import CacheStore
 
 from .context import Ctx
 from .output import CliError
@@ -14,7 +14,7 @@ def remove(ctx: Ctx, row: CacheRow) -> bool:
     if row.kind == "bind":
         return _remove_dir(ctx, row)
     if row.kind == "build-mount":
-        from shim.build.mountstore import MountStore
+        from shim.build.mounts.store import MountStore
         MountStore(CacheStore(ctx.store_root)).drop([row.name.split(":", 1)[1]])
         ctx.audit("clear", f"build:{row.name}", bytes=row.size)
         return True

@@ -174,7 +174,7 @@ def _seed_mounts(real: str, p: ComposePlan, environ: Mapping[str, str]) -> None:
 
 def _seed_each(real: str, p: ComposePlan, environ: Mapping[str, str]) -> None:
     from shim.build.command import open_store
-    from shim.build.mountsync import say_failed_save, seed
+    from shim.build.mounts.sync import say_failed_save, seed
     from shim.core.config import load
     from shim.core.state import State, state_dir
 
@@ -194,7 +194,7 @@ def _seed_each(real: str, p: ComposePlan, environ: Mapping[str, str]) -> None:
 
 
 def _save_mounts(real: str, p: ComposePlan, environ: Mapping[str, str]) -> None:
-    from shim.build.mountsync import save_later
+    from shim.build.mounts.sync import save_later
     from shim.core.config import load
 
     config = load(environ, os.getcwd())
@@ -205,7 +205,7 @@ def _save_mounts(real: str, p: ComposePlan, environ: Mapping[str, str]) -> None:
 
 
 def _publish(p: ComposePlan) -> None:
-    from shim.build import handoff
+    from shim.build.store import handoff
     from shim.build.inputs import remember
     from shim.core.config import load
 
@@ -229,7 +229,7 @@ def _publish(p: ComposePlan) -> None:
 def _move_keys(p: ComposePlan) -> None:
     if not p.moves or not p.registry:
         return
-    from shim.build.registry import RegistryError, RegistryUnreachable
+    from shim.build.store.registry import RegistryError, RegistryUnreachable
 
     for key, tag in p.moves.items():
         try:

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from shim.build.command import login_environ, mark_used, open_store, safe_snapshot
 from shim.build.key import sanitize
-from shim.build.local import LocalBuilds, for_engine
-from shim.build.store import CacheStore, Snapshot
+from shim.build.store.local import LocalBuilds, for_engine
+from shim.build.store.cachestore import CacheStore, Snapshot
 from shim.compose.files import ComposeCall, builder_of, env_files_kept, files_for, given, invocation, only_looks, reads_stdin, split, wants_build
 from shim.compose.override import write_override
 from shim.compose.services import forget_rebuilt, forget_vanished, named_services, names, service_caches
@@ -152,7 +152,7 @@ def service_mounts(call: ComposeCall, environ, config, caps: BuildCaps, builds: 
                    project: str, builder: str | None = None) -> dict[str, ServiceMounts]:
     """Each built service's cache mounts (build/mountsync.py reads its Dockerfile); none to
     carry on the shared builder, whose BuildKit keeps them for every session."""
-    from shim.build.mountsync import plan_for, section_args
+    from shim.build.mounts.sync import plan_for, section_args
 
     out = {}
     for svc, spec in builds.items():
@@ -179,7 +179,7 @@ def _shared(real: str, call: ComposeCall, builds: dict, cfg: dict, project: str,
     in full (~8 s per 320 MB image, docs/benchmarks.md); a docker build each loads only what
     changed (sharedbuild.py). For `compose build` and `up|run|create --build`; `up` alone
     builds only missing images, which compose decides."""
-    from shim.build.builder import prepare_run, reachable_target
+    from shim.build.shared.builder import prepare_run, reachable_target
 
     if not builds or (call.sub != "build" and "--build" not in call.rest):
         return [], None
@@ -296,7 +296,7 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
     spec = config["build.registry"] if config["build.backend"] != "local" else ""
     if not spec or caps.mode != "full":
         return Sources(caps, store, snap, stored=stored, local=local, own=own)
-    from shim.build.registry import Registry, RegistryDenied, RegistryUnreachable, build_tag, lineage_tags
+    from shim.build.store.registry import Registry, RegistryDenied, RegistryUnreachable, build_tag, lineage_tags
     client = Registry(spec, timeout=2.0, environ=login_environ(call.base[:-1], environ))
     history = config["build.key_history"]
     try:
@@ -320,7 +320,7 @@ def _inputs(real: str, call: ComposeCall, builds: dict, keys: dict, src: Sources
     """(key -> what each service's build reads, to remember after its publish; the keys whose
     inputs are those of this daemon's last export, still the newest: no store export)."""
     from shim.build import inputs as reads
-    from shim.build.mountsync import section_args
+    from shim.build.mounts.sync import section_args
 
     if not (src.local and src.store and src.caps.mode == "full"):
         return {}, frozenset()
@@ -358,7 +358,7 @@ def _inputs(real: str, call: ComposeCall, builds: dict, keys: dict, src: Sources
 def _cli_build_args(call: ComposeCall, environ: Mapping[str, str]) -> dict[str, str] | None:
     """`compose build --build-arg K=V` (every service's build gets them); None when a bare
     `--build-arg K` is not in the environment (compose may take it from .env: not known here)."""
-    from shim.build.mountsync import build_args
+    from shim.build.mounts.sync import build_args
     from shim.compose.services import BUILD_VALUE
     from shim.core.grammar import scan_options
 
@@ -382,7 +382,7 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
         elif key in src.stored:
             entry["cache_from"].append(f"type=local,src={src.store.root / 'snapshots'},tag={key}")
         if src.registry:
-            from shim.build.registry import lineage_tags
+            from shim.build.store.registry import lineage_tags
             entry["cache_from"] += [f"type=registry,ref={src.registry}:{t}"
                                     for t in lineage_tags(key, src.history) if t in src.in_registry]
         if spec["build"].get("cache_to"):

@@ -137,7 +137,7 @@ def _cli_options(call: ComposeCall) -> tuple[list[str], str | None]:
 def service_argv(svc: str, spec: Mapping, cfg: Mapping, project: str, version: str,
                  cli: Sequence[str]) -> list[str] | str:
     """`build …` for one service, or why it cannot be said as a docker build."""
-    from shim.build.mountsync import section_args
+    from shim.build.mounts.sync import section_args
 
     b = spec.get("build") or {}
     unknown = sorted(set(b) - KNOWN)
@@ -215,7 +215,7 @@ def builds_on_another(builds: Mapping[str, Mapping], project: str, dockerfiles: 
     """A service whose Dockerfile starts FROM another service's image: that image lives in
     this session's engine (the shared builder pulls FROM images from registries), so the
     command keeps the store path. `dockerfiles`: service -> Dockerfile text (when readable)."""
-    from shim.build.shared import from_images, tag_forms
+    from shim.build.shared.route import from_images, tag_forms
 
     names = {form for svc, spec in builds.items() for form in tag_forms(image_name(project, svc, spec))}
     for svc, text in dockerfiles.items():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shim.build.store import CacheStore
+from shim.build.store.cachestore import CacheStore
 from tests.integration.helpers import DEVTOOLS, shim, write_json
 
 pytestmark = pytest.mark.engine

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from shim.build.progress import step_named
-from shim.build.store import CacheStore
+from shim.build.store.cachestore import CacheStore
 from tests.integration.helpers import REPO, dockcache, keep_previous, shim
 from tests.integration.build.test_shared_builder import sessions  # noqa: F401 - the fixture
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shim.build.store import CacheStore
+from shim.build.store.cachestore import CacheStore
 from shim.build.progress import step_named
 from tests.integration.helpers import keep_previous, shim
 
@@ -159,7 +159,7 @@ def test_prune_during_builds_never_fails_one(shim_env, engines, tmp_path):
 
 def reachable(store: Path) -> list[Path]:
     """The blobs the store's index reaches."""
-    from shim.build import layout
+    from shim.build.store import layout
 
     blobs, seen = store / "oci" / "blobs" / "sha256", set()
     for desc in json.loads((store / "oci" / "index.json").read_text())["manifests"]:

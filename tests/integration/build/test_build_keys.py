@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from shim.build.progress import step_named
-from shim.build.store import CacheStore
+from shim.build.store.cachestore import CacheStore
 from tests.integration.helpers import DEVTOOLS, dockcache, shim
 
 pytestmark = pytest.mark.engine
@@ -83,7 +83,7 @@ def stored_blobs(store: Path) -> dict[str, int]:
 
 def base_layers(engine, image: str) -> set[str]:
     """The compressed layer digests of an image, as the engine's containerd store holds them."""
-    from shim.build.baselayers import content_dir, layers
+    from shim.build.store.baselayers import content_dir, layers
     from shim.core.state import State
     import os
     import tempfile

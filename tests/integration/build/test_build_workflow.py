@@ -97,7 +97,7 @@ def test_variants_through_the_registry_backend_both_hit_on_a_new_host(shim_env, 
     state dir imports them all."""
     import os
 
-    from shim.build.registry import Registry
+    from shim.build.store.registry import Registry
 
     a, b = engines["a"], engines["b"]
     repo = f"{os.environ.get('DOCKCACHE_TEST_REGISTRY', 'localhost:5000')}/{a.prefix}-wf"

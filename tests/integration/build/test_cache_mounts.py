@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from shim.build.mountstore import read_index, unpack
+from shim.build.mounts.store import read_index, unpack
 from tests.integration.helpers import GOTOOLS, DEVTOOLS, REPO, keep_previous, shim
 
 pytestmark = pytest.mark.engine

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import jsonschema
 import pytest
 
-from shim.build.registry import Registry
+from shim.build.store.registry import Registry
 from tests.integration.helpers import REPO, shim
 from tests.integration.build.test_build_cache import build, project, run_step
 

@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from shim.compose import command as compose
-from shim.build.store import CacheStore
+from shim.build.store.cachestore import CacheStore
 from shim.build.progress import build_steps
 from tests.integration.helpers import REPO, shim
 
@@ -164,7 +164,7 @@ def test_service_containers_get_package_caches(shim_env, engines, tmp_path):
 
 
 def test_stack_through_the_registry_backend(shim_env, engines, tmp_path):
-    from shim.build.registry import Registry
+    from shim.build.store.registry import Registry
 
     root = stack(tmp_path, services=("api", "web"))
     repo = f"{os.environ.get('DOCKCACHE_TEST_REGISTRY', 'localhost:5000')}/dct-{uuid.uuid4().hex[:8]}"

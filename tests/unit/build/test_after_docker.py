@@ -2,7 +2,7 @@
 
 import pytest
 
-from shim.build import registry as registrycache
+from shim.build.store import registry as registrycache
 from shim.compose import command as compose
 from shim.core import proc
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from shim.build.bakeplan import BakeTarget, plan_bake, user_sets
+from shim.build.bake.plan import BakeTarget, plan_bake, user_sets
 from shim.core.engine import BuildCaps
 from shim.core.grammar import parse_bake, parse_invocation
 
@@ -118,7 +118,7 @@ def test_an_unchanged_target_exports_nothing_to_the_store():
 
 
 def test_a_target_read_as_a_compose_build_section():
-    from shim.build.bakeinputs import as_build_section
+    from shim.build.bake.inputs import as_build_section
 
     section = as_build_section({"context": "api", "dockerfile": "Dockerfile", "no-cache": True,
                                 "contexts": {"x": "target:y"}, "cache-from": ["a"], "tags": ["t"]}, "/w")
@@ -128,7 +128,7 @@ def test_a_target_read_as_a_compose_build_section():
 
 
 def test_targets_as_docker_builds_for_the_shared_builder():
-    from shim.build.bakeshared import plan_target_builds
+    from shim.build.bake.shared import plan_target_builds
 
     resolved = {"web": {"context": "web", "dockerfile": "Dockerfile.web", "tags": ["o/web:1"], "args": {"A": "1", "B": None},
                         "target": "prod", "platforms": ["linux/amd64"], "output": ["type=docker"]},
@@ -150,14 +150,14 @@ def test_targets_as_docker_builds_for_the_shared_builder():
     (["buildx", "bake"], {"context": "https://example.invalid/r.git"}, "remote"),
 ])
 def test_what_a_docker_build_cannot_say_stays_with_bake(argv, target, why):
-    from shim.build.bakeshared import plan_target_builds
+    from shim.build.bake.shared import plan_target_builds
 
     builds, reason = plan_target_builds(parse_bake(parse_invocation(argv)), {"t": target})
     assert builds == [] and why in reason
 
 
 def test_a_target_from_another_targets_image_keeps_the_store_path():
-    from shim.build.bakeshared import builds_on_another
+    from shim.build.bake.shared import builds_on_another
 
     resolved = {"base": {"tags": ["o/base:1"]}, "app": {"tags": ["o/app:1"]}}
     assert "app builds FROM o/base:1" in builds_on_another(resolved, {"app": "FROM o/base:1\nRUN true\n"})

@@ -106,7 +106,7 @@ def test_registry_export_goes_to_the_build_tag_and_is_remembered_for_the_move():
 
 
 def test_registry_key_tag_move_failure_is_one_line(monkeypatch, capsys):
-    from shim.build import registry as registrycache
+    from shim.build.store import registry as registrycache
 
     def refuse(self, source, key, **_kw):
         raise registrycache.RegistryError("localhost:5000/cache:k--b1-abcdef: manifest answered HTTP 404")

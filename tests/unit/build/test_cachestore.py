@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from shim.build.layout import LockTimeout
-from shim.build.store import CacheStore
-from shim.build.local import LocalBuilds, daemon_generation
+from shim.build.store.layout import LockTimeout
+from shim.build.store.cachestore import CacheStore
+from shim.build.store.local import LocalBuilds, daemon_generation
 from shim.core.state import State
 
 LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
@@ -181,7 +181,7 @@ def test_local_builds_hold_a_key_only_when_every_stored_build_came_from_this_dae
 
 @pytest.mark.parametrize("argv", [["builder", "prune", "-af"], ["system", "prune"], ["buildx", "prune", "-f"]])
 def test_a_buildkit_prune_makes_the_daemon_import_again(tmp_path, argv):
-    from shim.build.local import forget_daemon
+    from shim.build.store.local import forget_daemon
     from shim.core.grammar import parse_invocation
 
     sock = tmp_path / "d.sock"
@@ -204,7 +204,7 @@ def test_a_publish_the_lock_keeps_waiting_is_handed_to_a_worker_that_publishes_o
     the timeout and a detached worker publishes it when the holder lets go."""
     import fcntl
 
-    from shim.build import handoff
+    from shim.build.store import handoff
 
     spawned = []
     monkeypatch.setattr("shim.core.proc.spawn_job", lambda argv, env=None: spawned.append(argv) or os.getpid())
@@ -229,7 +229,8 @@ def test_a_handed_off_export_outlives_the_build_that_made_it(store, monkeypatch)
     the build's pid, so that prune took it and the worker had nothing to publish."""
     import fcntl
 
-    from shim.build import handoff, layout
+    from shim.build.store import handoff
+    from shim.build.store import layout
 
     worker = 4_000_000  # no such process here: only the fakes below say it lives
     spawned = []
@@ -250,7 +251,7 @@ def test_a_handed_off_export_outlives_the_build_that_made_it(store, monkeypatch)
 
 
 def test_a_publish_that_gets_the_lock_publishes_here(store):
-    from shim.build import handoff
+    from shim.build.store import handoff
 
     done = handoff.publish(store, export(store, "app", BASE, b"a"), "app", max_size=10**9)
     assert done is not None and done.changed and store.lineage("app") == (done.digest,)
@@ -262,7 +263,7 @@ def test_a_key_its_daemon_serves_is_marked_used_once_an_hour_and_only_when_the_l
     meta = json.loads((store.root / "keys.json").read_text())
     meta["app"]["last_used"] = meta["lib"]["last_used"] - 7200  # app: the older, so the first the LRU prune takes
     (store.root / "keys.json").write_text(json.dumps(meta))
-    from shim.build.lock import Held
+    from shim.build.store.lock import Held
     with Held(str(store.root / ".lock"), 1.0, store.root):
         store.used("app")  # the lock is held: no wait, no mark
     assert store.keys()["app"].last_used == meta["app"]["last_used"]
@@ -309,7 +310,7 @@ def test_the_prune_after_a_publish_waits_for_the_lock_no_longer_than_the_publish
     """Over max_size the publish prunes; that prune waited the full lock timeout (30 s) and,
     timed out, read 'build cache not published' for a build that was published (and its
     daemon's records were not kept). Now it waits WAIT and leaves the prune to the next one."""
-    from shim.build import handoff
+    from shim.build.store import handoff
 
     waited = []
 

@@ -4,7 +4,7 @@ import os
 from collections import namedtuple
 
 from shim.build import command
-from shim.build.store import CacheStore
+from shim.build.store.cachestore import CacheStore
 from shim.core.config import load
 
 VFS = namedtuple("VFS", "f_bavail f_frsize f_blocks")

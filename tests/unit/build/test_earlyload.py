@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from shim.build import builder, earlyload
+from shim.build.shared import builder
+from shim.build.shared import earlyload
 from shim.core import engineapi, proc
 from shim.core.state import State
 from tests.unit.build.test_shared_routing import TARGET, _layout_with_image, args
@@ -119,7 +120,7 @@ def test_the_nameless_load_carries_no_name_annotation(tmp_path, monkeypatch):
 def test_another_result_or_a_failed_build_removes_the_image_the_early_load_added(tmp_path, monkeypatch):
     """Removed after the build's own load, which may leave out the layers it brought (an
     image removed first lets the engine drop them while that load still counts on them)."""
-    from shim.build.thinload import layers
+    from shim.build.shared.thinload import layers
 
     early, (lay, entry, manifest, run, engine, inv) = _early(tmp_path, monkeypatch)
     removed = []

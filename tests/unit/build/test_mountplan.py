@@ -5,10 +5,10 @@ import time
 
 import pytest
 
-from shim.build.mountplan import NO_UNPACK, plan_mounts, save_dockerfile, seed_dockerfile, unusable
-from shim.build.mounts import CacheMount, Found, find
-from shim.build.mountstore import MountStore, mount_name, pack, read_index, unpack
-from shim.build.store import MOUNT, CacheStore
+from shim.build.mounts.plan import NO_UNPACK, plan_mounts, save_dockerfile, seed_dockerfile, unusable
+from shim.build.mounts.parse import CacheMount, Found, find
+from shim.build.mounts.store import MountStore, mount_name, pack, read_index, unpack
+from shim.build.store.cachestore import MOUNT, CacheStore
 
 GO = CacheMount("/root/.cache/go-build", "/root/.cache/go-build", base="golang:1.22")
 MOD = CacheMount("mod", "/go/pkg/mod", "locked", 1000, 1000, "0770", "golang:1.22")
@@ -145,7 +145,7 @@ def test_without_the_extraction_filter_the_same_refusals_hold(tmp_path, monkeypa
 
 
 def test_a_tree_from_before_packing_is_still_snapshotted_and_dropped(tmp_path):
-    from shim.build.mountstore import MountEntry, write_index
+    from shim.build.mounts.store import MountEntry, write_index
 
     store = CacheStore(tmp_path / "s")
     old = MountEntry("n", "g0", 1, 1, 0.0, 0.0, "app", "/c", "p")

@@ -4,7 +4,7 @@ import string
 
 from hypothesis import given, strategies as st
 
-from shim.build.mounts import CacheMount, Unknown, directives, expand, find, mount_fields
+from shim.build.mounts.parse import CacheMount, Unknown, directives, expand, find, mount_fields
 
 AMD64 = "linux/amd64"
 

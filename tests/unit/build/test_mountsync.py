@@ -4,12 +4,13 @@ import os
 
 from pathlib import Path
 
-from shim.build import mountstore, mountsync
-from shim.build import mountplan
-from shim.build.mountplan import MountPlan, Planned
-from shim.build.mounts import CacheMount
-from shim.build.mountstore import MountStore, read_index
-from shim.build.store import CacheStore
+from shim.build.mounts import store as mountstore
+from shim.build.mounts import sync as mountsync
+from shim.build.mounts import plan as mountplan
+from shim.build.mounts.plan import MountPlan, Planned
+from shim.build.mounts.parse import CacheMount
+from shim.build.mounts.store import MountStore, read_index
+from shim.build.store.cachestore import CacheStore
 from shim.core.proc import Result
 from shim.core.state import State
 

@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from shim.build import registry_auth as registryauth
-from shim.build.registry import Registry, RegistryDenied
+from shim.build.store import registry_auth as registryauth
+from shim.build.store.registry import Registry, RegistryDenied
 
 USER, PASSWORD, TOKEN = "ci", "s3cret", "tok-123"
 

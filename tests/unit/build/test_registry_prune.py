@@ -3,7 +3,7 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shim.build.registry import BUILD_TAG_RE, MAX_TAG, TagInfo, build_tag, manifest_size, plan_prune
+from shim.build.store.registry import BUILD_TAG_RE, MAX_TAG, TagInfo, build_tag, manifest_size, plan_prune
 
 NOW = 2_000_000_000
 
@@ -82,7 +82,7 @@ def test_registry_client_falls_back_to_http_only_when_https_fails(monkeypatch):
     import urllib.error
     import urllib.request
 
-    from shim.build.registry import Registry, RegistryUnreachable
+    from shim.build.store.registry import Registry, RegistryUnreachable
 
     asked = []
 

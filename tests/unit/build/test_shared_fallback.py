@@ -4,10 +4,12 @@
 
 import pytest
 
-from shim.build import builder, resolvable, shared
+from shim.build.shared import builder
+from shim.build.shared import resolvable
+from shim.build.shared import route as shared
 from shim.build import command as buildcmd
-from shim.build.baserefs import build_refs, contexts_of
-from shim.build.fallback import failed_ref, last_error, retry_reason
+from shim.build.shared.baserefs import build_refs, contexts_of
+from shim.build.shared.fallback import failed_ref, last_error, retry_reason
 from shim.core import engineapi, proc
 from shim.core.engine import BuildCaps
 from shim.core.grammar import parse_build, parse_invocation

@@ -6,7 +6,8 @@ import socket
 
 import pytest
 
-from shim.build import builder, shared
+from shim.build.shared import builder
+from shim.build.shared import route as shared
 from shim.build import command as buildcmd
 from shim.cli.buildercmd import buildkitd_config, with_builder
 from shim.core import proc
@@ -232,7 +233,7 @@ def _layout_with_image(root, tag, layers_data):
     import hashlib
     import json as _json
 
-    from shim.build.thinload import Layout
+    from shim.build.shared.thinload import Layout
 
     lay = Layout(root, tag)
     lay.blobs.mkdir(parents=True)
@@ -268,7 +269,7 @@ def test_thin_tar_leaves_out_held_layers_and_the_layout_keeps_one_image(tmp_path
 
 
 def test_a_new_layout_is_seeded_with_links_to_its_siblings_blobs(tmp_path):
-    from shim.build.thinload import Layout
+    from shim.build.shared.thinload import Layout
 
     first, _e, manifest = _layout_with_image(tmp_path, "x:1", [b"base"])
     new = Layout(tmp_path, "y:1")
@@ -279,8 +280,8 @@ def test_a_new_layout_is_seeded_with_links_to_its_siblings_blobs(tmp_path):
 
 def test_a_new_layout_links_the_blobs_of_the_layout_that_held_its_base_however_old(tmp_path):
     """Past the newest siblings: the layout remembered for a FROM image still seeds a new tag."""
-    from shim.build import thinload
-    from shim.build.thinload import Layout
+    from shim.build.shared import thinload
+    from shim.build.shared.thinload import Layout
 
     holder, _e, manifest = _layout_with_image(tmp_path, "old:1", [b"node base"])
     holder.holds(["node:20"])
@@ -303,8 +304,8 @@ def test_layouts_beside_the_store_are_bounded(tmp_path, monkeypatch):
     layout is made; one whose lock is held (a build writing it) stays."""
     import fcntl
 
-    from shim.build import thinload
-    from shim.build.thinload import Layout
+    from shim.build.shared import thinload
+    from shim.build.shared.thinload import Layout
 
     monkeypatch.setattr(thinload, "KEEP_LAYOUTS", 3)
     names = []
@@ -330,8 +331,8 @@ def test_a_layout_whose_first_build_failed_does_not_keep_blobs_forever(tmp_path)
     the FROM records stay."""
     import fcntl
 
-    from shim.build import thinload
-    from shim.build.thinload import Layout
+    from shim.build.shared import thinload
+    from shim.build.shared.thinload import Layout
 
     _layout_with_image(tmp_path, "base:1", [b"big base"])
     failed, busy = Layout(tmp_path, "app:sha1"), Layout(tmp_path, "app:sha2")
@@ -356,8 +357,8 @@ def test_a_sibling_removed_while_a_new_layout_is_seeded_costs_nothing(tmp_path, 
     to the user's command on this engine)."""
     import shutil
 
-    from shim.build import thinload
-    from shim.build.thinload import Layout
+    from shim.build.shared import thinload
+    from shim.build.shared.thinload import Layout
 
     kept, _e, manifest = _layout_with_image(tmp_path, "kept:1", [b"base"])
     gone, _e, _m = _layout_with_image(tmp_path, "gone:1", [b"other"])
@@ -682,8 +683,8 @@ def test_a_layout_lock_taken_on_a_file_a_prune_unlinked_is_taken_again_on_the_cu
     import os
     import shutil
 
-    from shim.build import thinload
-    from shim.build.thinload import Layout
+    from shim.build.shared import thinload
+    from shim.build.shared.thinload import Layout
 
     lay = Layout(tmp_path, "x:1")
     lay.dir.mkdir()

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from shim.build import baselayers
-from shim.build.store import CacheStore
+from shim.build.store import baselayers
+from shim.build.store.cachestore import CacheStore
 from tests.unit.build.test_cachestore import LAYER, export
 
 BASE = b"B" * 100_000

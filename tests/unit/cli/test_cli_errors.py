@@ -77,7 +77,7 @@ def test_clear_lists_every_manager_flag_in_its_help(private_home, tmp_path):
 
 def test_list_and_stats_show_the_host_side_store_without_an_engine(private_home, tmp_path):
     from tests.unit.build.test_cachestore import BASE, export
-    from shim.build.store import CacheStore
+    from shim.build.store.cachestore import CacheStore
 
     store = CacheStore(tmp_path / "store")
     store.publish(export(store, "app", BASE, b"x"), "app")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from shim.build import inputs as reads
-from shim.build.local import LocalBuilds
+from shim.build.store.local import LocalBuilds
 from shim.compose import files
 from shim.compose import plan as compose_plan
 from shim.core.engine import BuildCaps

@@ -126,7 +126,7 @@ def test_compose_run_user_and_env_flags_reach_the_run_planner():
 
 
 def test_a_failure_while_planning_leaves_no_export_dir_behind(project, monkeypatch, tmp_path):
-    from shim.build.store import CacheStore
+    from shim.build.store.cachestore import CacheStore
     from shim.core.engine import BuildCaps
 
     store = CacheStore(tmp_path / "store")

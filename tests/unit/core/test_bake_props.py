@@ -5,7 +5,7 @@ and nothing raises on any argv."""
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shim.build.bakeplan import BakeTarget, plan_bake
+from shim.build.bake.plan import BakeTarget, plan_bake
 from shim.core.engine import BuildCaps
 from shim.core.grammar import BAKE_BOOL_FLAGS, BAKE_LOOKS, BAKE_VALUE_FLAGS, GLOBAL_VALUE_FLAGS, parse_bake, parse_invocation
 

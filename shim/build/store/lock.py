@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from shim.build.layout import LockTimeout
+from shim.build.store.layout import LockTimeout
 
 
 class Held:

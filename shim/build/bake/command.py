@@ -19,13 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from shim.core.records import dataclass, field
 
-from shim.build import bakefiles
-from shim.build.bakeplan import BakePlan, BakeTarget, already_ours, plan_bake, user_sets
+from shim.build.bake import files as bakefiles
+from shim.build.bake.plan import BakePlan, BakeTarget, already_ours, plan_bake, user_sets
 from shim.build.command import _room_for, login_environ, mark_used, open_store, safe_snapshot
 from shim.build.key import choose
-from shim.build.shared import NAME_PREFIX
-from shim.build.local import LocalBuilds, for_engine
-from shim.build.store import CacheStore, Snapshot
+from shim.build.shared.route import NAME_PREFIX
+from shim.build.store.local import LocalBuilds, for_engine
+from shim.build.store.cachestore import CacheStore, Snapshot
 from shim.core import proc
 from shim.core.config import Config, load
 from shim.core.engine import BuildCaps, cached_caps
@@ -76,7 +76,7 @@ def prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
     except bakefiles.Unresolved as exc:
         return _unchanged(args, f"bake --print failed ({exc})",
                           f"bake's targets could not be read ({exc}); bake runs unchanged", config)
-    from shim.build.bakeroute import route
+    from shim.build.bake.route import route
     builds, stay = route(real, inv, bake, config, resolved, environ, dry_run)
     if builds:
         return Prepared(BakePlan(tuple(args), reasons=(stay,)), config, builds=builds)
@@ -115,7 +115,7 @@ def _with_store(real, args, inv, bake, environ, config, caps, targets, dry_run, 
     prep.local = for_engine(inv, caps.driver, bake.builder, environ) if prep.store else None
     same = frozenset()
     if prep.local and caps.mode == "full":
-        from shim.build.bakeinputs import split
+        from shim.build.bake.inputs import split
         prep.inputs, same = split(real, inv.globals, prep.local, prep.store, targets, resolved, os.getcwd(),
                                   no_cache=bake.no_cache, pull=bake.pull, environ=environ)
     try:
@@ -165,7 +165,7 @@ def _registry(config: Config, caps: BuildCaps, targets: Sequence[BakeTarget], dr
     spec = config["build.registry"]
     if config["build.backend"] not in ("registry", "both") or not spec or caps.mode != "full":
         return {}
-    from shim.build.registry import Registry, RegistryDenied, RegistryUnreachable, build_tag, lineage_tags
+    from shim.build.store.registry import Registry, RegistryDenied, RegistryUnreachable, build_tag, lineage_tags
 
     history = config["build.key_history"]
     keys = list(dict.fromkeys(k for t in targets for k in (t.key, *t.fallbacks)))
@@ -218,7 +218,7 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
 def _target_builds(real: str, inv: Invocation, prep: Prepared, environ: Mapping[str, str]) -> None:
     """Each target's docker build on the shared builder (bakeroute.py); exits with the first
     failure's code."""
-    from shim.build.bakeroute import run_builds
+    from shim.build.bake.route import run_builds
 
     rc, started = 1, time.monotonic()
     try:
@@ -231,7 +231,7 @@ def _target_builds(real: str, inv: Invocation, prep: Prepared, environ: Mapping[
 def _publish(prep: Prepared) -> None:
     """Each target's export into the store, one after another under its lock; a target
     bake did not export (a failed export is ignored: ignore-error) publishes nothing."""
-    from shim.build import handoff
+    from shim.build.store import handoff
 
     for name, key, dest in prep.plan.exports:
         path = Path(dest)
@@ -252,7 +252,7 @@ def _publish(prep: Prepared) -> None:
 
 
 def _move_keys(prep: Prepared) -> None:
-    from shim.build.registry import RegistryError, RegistryUnreachable
+    from shim.build.store.registry import RegistryError, RegistryUnreachable
 
     for key, tag in prep.plan.moves:
         try:

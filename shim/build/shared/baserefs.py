@@ -36,7 +36,7 @@ class _Stage:
 def build_refs(text: str, *, build_args: Mapping[str, str], contexts: Mapping[str, str],
                target: str | None = None) -> Refs:
     """The images a build of `target` (default: the last stage) reads from outside."""
-    from shim.build.mounts import directives
+    from shim.build.mounts.parse import directives
 
     stages, unknown = _stages(_instructions(text), build_args)
     images: list[str] = []
@@ -68,7 +68,7 @@ def _instructions(text: str) -> list[list[str]]:
     """Logical lines as words: continuations joined (the `# escape=` character), comments
     and blank lines left out. Heredoc bodies are not told apart (they rarely start with an
     instruction of interest)."""
-    from shim.build.mounts import directives
+    from shim.build.mounts.parse import directives
 
     escape = directives(text).get("escape", "\\")[:1] or "\\"
     out, pending = [], ""
@@ -89,7 +89,7 @@ def _instructions(text: str) -> list[list[str]]:
 
 
 def _stages(lines: list[list[str]], build_args: Mapping[str, str]) -> tuple[list[_Stage], list[str]]:
-    from shim.build.mounts import mount_fields
+    from shim.build.mounts.parse import mount_fields
 
     scope: dict[str, str | None] = {}
     stages: list[_Stage] = []
@@ -125,7 +125,7 @@ def _flag_value(flag: str) -> str:
 def _declare(decls: Sequence[str], scope: dict, build_args: Mapping[str, str]) -> None:
     """Global ARGs: `--build-arg`, else the default, else empty; BuildKit's platform ARGs
     (filled in by the daemon) unknown."""
-    from shim.build.mounts import platform_args
+    from shim.build.mounts.parse import platform_args
 
     for decl in decls:
         name, has, default = decl.partition("=")
@@ -139,7 +139,7 @@ def _declare(decls: Sequence[str], scope: dict, build_args: Mapping[str, str]) -
 
 def _expanded(word: str, scope: Mapping[str, str | None]) -> str | None:
     """`word` with $X expanded from the global ARGs, quotes off; None when not known here."""
-    from shim.build.mounts import Unknown, expand
+    from shim.build.mounts.parse import Unknown, expand
 
     if len(word) >= 2 and word[0] == word[-1] and word[0] in "\"'":
         word = word[1:-1]

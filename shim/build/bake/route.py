@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-from shim.build.bakeshared import TargetBuild, builds_on_another, dockerfile_path, plan_target_builds
+from shim.build.bake.shared import TargetBuild, builds_on_another, dockerfile_path, plan_target_builds
 from shim.core import proc
 from shim.core.config import Config
 from shim.core.grammar import BakeArgs, Invocation
@@ -20,7 +21,7 @@ def route(real: str, inv: Invocation, bake: BakeArgs, config: Config, resolved: 
           environ: Mapping[str, str], dry_run: bool) -> tuple[list[TargetBuild], str | None]:
     """(one docker build per target on the shared builder, the reason), or ([], why the bake
     stays on this engine; None when there is nothing to say)."""
-    from shim.build.builder import prepare_run, reachable_target
+    from shim.build.shared.builder import prepare_run, reachable_target
 
     if bake.builder or environ.get("BUILDX_BUILDER"):
         return [], None  # the user chose a builder: left on it
@@ -70,7 +71,7 @@ def run_builds(real: str, inv: Invocation, builds: Sequence[TargetBuild], enviro
 
 def _docker_build(docker: str, docker_globals, argv, environ: Mapping[str, str]):
     """`docker build` through dockcache's launcher as if typed: program, argv, env."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    root = str(Path(__file__).resolve().parents[3])  # the checkout that holds shim/
     env = {**environ, "DOCKCACHE_RESOLVED_REAL": docker}
     if "LC_CTYPE" in environ:  # what bin/docker does: Python's locale coercion is undone for docker
         env["DOCKCACHE_LC_CTYPE"] = environ["LC_CTYPE"]

@@ -34,9 +34,10 @@ from collections.abc import Callable, Iterable, Sequence
 from shim.core.records import dataclass
 from pathlib import Path
 
-from shim.build import layout, mountstore
-from shim.build.layout import LockTimeout, StoreError
-from shim.build.lock import Held
+from shim.build.store import layout
+from shim.build.mounts import store as mountstore
+from shim.build.store.layout import LockTimeout, StoreError
+from shim.build.store.lock import Held
 
 MOUNT = "mount:"  # prune results name saved cache mounts MOUNT + their store name
 SEED_LIMIT = 20000  # above this many store blobs, an export dir gets links to the imported keys' only

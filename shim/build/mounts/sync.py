@@ -21,10 +21,10 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from shim.build import mountplan
-from shim.build.mountplan import MountPlan
-from shim.build.mounts import CacheMount, Found, find
-from shim.build.mountstore import PACKED_NAME, MountStore, unpack
+from shim.build.mounts import plan as mountplan
+from shim.build.mounts.plan import MountPlan
+from shim.build.mounts.parse import CacheMount, Found, find
+from shim.build.mounts.store import PACKED_NAME, MountStore, unpack
 from shim.core import proc
 from shim.core.notice import say
 from shim.core.state import State, state_dir
@@ -93,8 +93,8 @@ def plan_for(inv, environ: Mapping[str, str], config, caps, *, key: str, context
              builder: str | None, no_cache: bool) -> tuple[MountPlan, str | None]:
     """(what to seed and save, the daemon generation they go to) for one build of `key`;
     reads the Dockerfile, the store's mount index and the state dir, runs nothing."""
-    from shim.build.local import daemon_generation, for_engine
-    from shim.build.store import CacheStore
+    from shim.build.store.local import daemon_generation, for_engine
+    from shim.build.store.cachestore import CacheStore
 
     found = read_found(context, dockerfile, os.getcwd(), target=target, args=args,
                        platform=platform or native_platform())
@@ -124,7 +124,7 @@ def held(state: State, generation: str, names: Sequence[str]) -> dict[str, str]:
 
 def make_plan(found: Found, *, key: str, platform: str, user_platform: str | None, store, state: State,
               generation: str | None, why_not: str | None) -> MountPlan:
-    from shim.build.mountstore import mount_name, read_index
+    from shim.build.mounts.store import mount_name, read_index
 
     stored = {n: e.gen for n, e in read_index(store.root).items()} if found.mounts and not why_not else {}
     names = [mount_name(key, m.id, platform) for m in found.mounts]
@@ -207,10 +207,10 @@ def save_later(real: str, docker_globals: Sequence[str], plan: MountPlan, *, key
     if config["build.cache_mounts_save"] == "wait":
         save(payload)
         return
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[3])
     proc.spawn_job([sys.executable, "-S", "-c",
                     "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-                    "from shim.build.mountsync import save_main; save_main()", root, json.dumps(payload)])
+                    "from shim.build.mounts.sync import save_main; save_main()", root, json.dumps(payload)])
 
 
 def save_main() -> None:
@@ -276,7 +276,7 @@ def _only_save_of(p: dict):
 
 
 def _save(p: dict, state: State) -> None:
-    from shim.build.store import CacheStore
+    from shim.build.store.cachestore import CacheStore
 
     started = time.monotonic()
     image = _image_id(p) if p.get("tag") else None
@@ -331,7 +331,7 @@ def _unchanged(state: State, p: dict, image: str) -> bool:
     seeded with. A newer generation another session published since is kept, not replaced
     by this daemon's older contents (two sessions building alternately each re-saved and
     dropped the other's additions)."""
-    from shim.build.mountstore import read_index
+    from shim.build.mounts.store import read_index
 
     last = state.get("mountsaved", p["generation"], p["key"], max_age=TRUST)
     if not last or last.get("image") != image:

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from shim.build.layout import LockTimeout
-from shim.build.store import CacheStore, Published
+from shim.build.store.layout import LockTimeout
+from shim.build.store.cachestore import CacheStore, Published
 
 WAIT = 1.0  # seconds the user's command waits for the store's lock after the build
 SNAPSHOT_WAIT = 2.0  # ... and before it, for the import snapshot (then it builds without)
@@ -53,9 +53,9 @@ def later(root: Path, export_dir: Path, key: str, *, lock_timeout: float, histor
     tag = os.urandom(4).hex()
     payload = {"root": str(root), "dir": str(export_dir.parent), "tag": tag, "key": key,
                "lock_timeout": lock_timeout, "history": history, "max_size": max_size}
-    here = str(Path(__file__).resolve().parents[2])
+    here = str(Path(__file__).resolve().parents[3])
     pid = proc.spawn_job([sys.executable, "-S", "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-                          "from shim.build.handoff import main; main()", here, json.dumps(payload)])
+                          "from shim.build.store.handoff import main; main()", here, json.dumps(payload)])
     try:
         export_dir.rename(_owned(export_dir.parent, pid, tag))
     except OSError:  # the worker finds nothing and ends; nothing is left behind

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from shim.core.records import dataclass
 
-from shim.build.shared import (TLS_FILES, Target, first_and_load, from_images, socket_of, tag_forms, target_for,
+from shim.build.shared.route import (TLS_FILES, Target, first_and_load, from_images, socket_of, tag_forms, target_for,
                                tls_opts, unchanged, why_local)
 from shim.core import proc
 from shim.core.daemon import daemon_key, socket_path
@@ -215,7 +215,7 @@ def _thin(real: str, inv: Invocation, argv, tags, run: SharedRun) -> int:
     layout is named by its cache key and loads nameless (a dangling image, as docker's)."""
     import threading
 
-    from shim.build.thinload import Layout
+    from shim.build.shared.thinload import Layout
 
     facts: dict = {}
     asking = threading.Thread(target=_ask, args=(facts, real, inv, tags, run), daemon=True)
@@ -298,7 +298,7 @@ def _thin_build(real: str, inv: Invocation, argv, tags, run: SharedRun, layout, 
                 said) -> tuple[int, str]:
     """(exit code, this engine's id for the image). `said`: where docker's stdout goes
     (a quiet build's id, replaced by the engine's)."""
-    from shim.build import earlyload
+    from shim.build.shared import earlyload
 
     with layout.locked():
         layout.seed(run.bases)
@@ -352,8 +352,8 @@ def one_load_at_a_time(run: SharedRun):
     """Loads into one engine take turns (compose's services build side by side): the next
     then leaves out the layers the one before it just loaded, instead of each carrying
     the same new base. A lock held too long (a stuck load) is not waited for."""
-    from shim.build.layout import LockTimeout
-    from shim.build.lock import Held
+    from shim.build.store.layout import LockTimeout
+    from shim.build.store.lock import Held
 
     run.state.root.mkdir(parents=True, exist_ok=True)
     try:
@@ -406,7 +406,7 @@ def load_lacking(real: str, inv: Invocation, run: SharedRun, layout, entry: dict
     dockcache loaded that are still there (certain), else those its FROM images hold by
     content (checked after the load) — and the full layout when `name` does not then
     name the image."""
-    from shim.build.thinload import layers
+    from shim.build.shared.thinload import layers
 
     omit = {d for d in layers(manifest) if d in held}
     guessed = set()
@@ -432,7 +432,7 @@ def remember_load(run: SharedRun, tags, layout, entry: dict, manifest: dict) -> 
 
 def remember_image(run: SharedRun, entry: dict, manifest: dict) -> None:
     """An image now in the engine, with its layers: later loads leave them out."""
-    from shim.build.thinload import layers
+    from shim.build.shared.thinload import layers
 
     images = {i: ls for i, ls in _loaded(run).items() if i != entry["digest"]}
     images[entry["digest"]] = layers(manifest)

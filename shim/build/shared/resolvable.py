@@ -40,7 +40,7 @@ def why_here(real: str, inv, run, images: Sequence[str], *, ask: bool = True) ->
     """Why this build stays on the session's engine (explain's words), or None when the
     shared builder resolves every image as the engine would. `run`: builder.SharedRun.
     Without `ask` (explain before any build made the buildx builder) nothing is probed."""
-    from shim.build.shared import tag_forms
+    from shim.build.shared.route import tag_forms
 
     state, builder = run.state, run.target.name
     for image in images:

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from shim.core.records import dataclass
 from pathlib import Path
 
-from shim.build import layout
+from shim.build.store import layout
 from shim.build.key import sanitize
 from shim.core.state import short_hash
 

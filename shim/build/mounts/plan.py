@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from shim.core.records import dataclass, replace
 
-from shim.build.mounts import CacheMount, Found
-from shim.build.mountstore import PACKED_NAME, mount_name
+from shim.build.mounts.parse import CacheMount, Found
+from shim.build.mounts.store import PACKED_NAME, mount_name
 
 SEED_AT, SAVE_FROM, OUT = "/dockcache-m", "/dockcache-s", "/dockcache-out"
 

@@ -81,7 +81,7 @@ def builds_on_another(resolved: Mapping[str, Mapping], dockerfiles: Mapping[str,
     """A target whose Dockerfile starts FROM another target's image: that image lives in this
     session's engine (the shared builder pulls FROM images from registries), so the bake
     keeps the store path. `dockerfiles`: target -> its Dockerfile's text (when readable)."""
-    from shim.build.shared import from_images, tag_forms
+    from shim.build.shared.route import from_images, tag_forms
 
     names = {form for t in resolved.values() for tag in t.get("tags") or [] for form in tag_forms(str(tag))}
     for name, text in sorted(dockerfiles.items()):

@@ -84,7 +84,7 @@ class EarlyLoad:
 
     def held(self) -> set[str]:
         """The layers the engine holds through this load's image (nothing when it has none)."""
-        from shim.build.thinload import layers
+        from shim.build.shared.thinload import layers
 
         return set(layers(self.manifest)) if self.loaded else set()
 

@@ -14,7 +14,7 @@ are imported with it, as in the local store: builds of other build args or targe
 one repository no longer replace each other's records. BuildKit itself HEADs every blob
 before it uploads, so blobs the registry holds are never sent again.
 
-Credentials come from the user's `docker login` (`shim.build.registry_auth`), read only when a
+Credentials come from the user's `docker login` (`shim.build.store.registry_auth`), read only when a
 registry answers 401 and never stored. A registry that refuses them, or that has none to
 use, is left out of the build with one line (BuildKit would be refused too). One whose
 authentication dockcache cannot do (an unknown scheme, a token server that fails) is
@@ -34,8 +34,8 @@ import urllib.error
 import urllib.request
 from shim.core.records import dataclass
 
-from shim.build import registry_auth
-from shim.build.registry_auth import HUB_HOSTS
+from shim.build.store import registry_auth
+from shim.build.store.registry_auth import HUB_HOSTS
 
 ACCEPT = ", ".join(["application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
                     "application/vnd.docker.distribution.manifest.list.v2+json",

@@ -126,7 +126,7 @@ def of_build(build, environ: Mapping[str, str], local, content: Path | None) -> 
 def from_images(build, environ: Mapping[str, str]) -> list[str]:
     """The FROM images of the Dockerfile this build reads (none when it cannot be told)."""
     from shim.build.inputs import bases
-    from shim.build.mountsync import build_args
+    from shim.build.mounts.sync import build_args
 
     if build.file == "-":
         return []
@@ -149,7 +149,7 @@ def pull_missing(real: str, docker_globals: Sequence[str], build, environ: Mappi
     records then import. A pull that fails leaves them out; the build then pulls (or fails)
     as it would have."""
     from shim.build.inputs import socket_of
-    from shim.build.mountsync import option
+    from shim.build.mounts.sync import option
     from shim.core import proc
     from shim.core.engineapi import image_id
 
