@@ -122,13 +122,13 @@ def _service_builds(real: str, name: str, args: Sequence[str], environ: Mapping[
     docker = _docker(real, name, environ)
     try:
         if len(p.service_builds) == 1:
-            rc = proc.run_child(*_docker_build(docker, p.docker_globals, p.service_builds[0].argv, environ))
+            rc = proc.run_child(*proc.through_shim(docker, [*p.docker_globals, *p.service_builds[0].argv], environ))
         else:
             from shim.core.parallel import Job, run_all
 
             jobs = []
             for b in p.service_builds:
-                program, argv, env = _docker_build(docker, p.docker_globals, b.argv, environ)
+                program, argv, env = proc.through_shim(docker, [*p.docker_globals, *b.argv], environ)
                 jobs.append(Job(b.service, (program, *argv), env, b.after))
             rc = run_all(jobs, p.build_limit)
     except Exception as exc:  # noqa: BLE001 - fail open
@@ -140,18 +140,6 @@ def _service_builds(real: str, name: str, args: Sequence[str], environ: Mapping[
         return CANCELED
     return proc.run_child(real, p.argv, env={**environ, **p.env}) if p.compose_runs else 0
 
-
-def _docker_build(docker: str, docker_globals, argv, environ: Mapping[str, str]):
-    """`docker build` through dockcache's own build flow, as if typed (a child Python, so
-    that flow's routing, thin load, metrics and fail-open apply unchanged): program, argv, env."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = {**environ, "DOCKCACHE_RESOLVED_REAL": docker}
-    if "LC_CTYPE" in environ:  # what bin/docker does: Python's locale coercion is undone for docker
-        env["DOCKCACHE_LC_CTYPE"] = environ["LC_CTYPE"]
-    else:
-        env["DOCKCACHE_LC_CTYPE_UNSET"] = "1"
-    return sys.executable, ["-S", "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-                            "from shim.hot import main; main()", root, "docker", *docker_globals, *argv], env
 
 
 def _record(p: ComposePlan, environ: Mapping[str, str], rc: int, seconds: float) -> None:

@@ -200,6 +200,19 @@ def _foreground_of_a_terminal() -> bool:
         os.close(fd)
 
 
+
+def through_shim(docker: str, argv: Sequence[str], environ: Mapping[str, str]):
+    """A docker command through dockcache's own hot path, as if typed (a child Python, so
+    that flow's routing, loads, metrics and fail-open apply unchanged): program, argv, env."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = {**environ, "DOCKCACHE_RESOLVED_REAL": docker}
+    if "LC_CTYPE" in environ:  # what bin/docker does: Python's locale coercion is undone for docker
+        env["DOCKCACHE_LC_CTYPE"] = environ["LC_CTYPE"]
+    else:
+        env["DOCKCACHE_LC_CTYPE_UNSET"] = "1"
+    return sys.executable, ["-S", "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                            "from shim.hot import main; main()", root, "docker", *argv], env
+
 def spawn_detached(argv: Sequence[str], log_path: str) -> int:
     """Start a long-lived service (`dockcache builder up`) in its own session, so it outlives
     this command and no terminal signal reaches it; its output goes to `log_path`. Its pid."""

@@ -5,10 +5,7 @@ builds run (compose/command.py)."""
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from shim.build.bake.shared import TargetBuild, builds_on_another, dockerfile_path, plan_target_builds
 from shim.core import proc
@@ -59,23 +56,11 @@ def run_builds(real: str, inv: Invocation, builds: Sequence[TargetBuild], enviro
     """The builds; one alone keeps the terminal, several run side by side with each output
     line named by its target. The first failure's exit code."""
     if len(builds) == 1:
-        return proc.run_child(*_docker_build(real, inv.globals, builds[0].argv, environ))
+        return proc.run_child(*proc.through_shim(real, [*inv.globals, *builds[0].argv], environ))
     from shim.core.parallel import Job, run_all
 
     jobs = []
     for b in builds:
-        program, argv, env = _docker_build(real, inv.globals, b.argv, environ)
+        program, argv, env = proc.through_shim(real, [*inv.globals, *b.argv], environ)
         jobs.append(Job(b.target, (program, *argv), env, frozenset()))
     return run_all(jobs, 0)
-
-
-def _docker_build(docker: str, docker_globals, argv, environ: Mapping[str, str]):
-    """`docker build` through dockcache's launcher as if typed: program, argv, env."""
-    root = str(Path(__file__).resolve().parents[3])  # the checkout that holds shim/
-    env = {**environ, "DOCKCACHE_RESOLVED_REAL": docker}
-    if "LC_CTYPE" in environ:  # what bin/docker does: Python's locale coercion is undone for docker
-        env["DOCKCACHE_LC_CTYPE"] = environ["LC_CTYPE"]
-    else:
-        env["DOCKCACHE_LC_CTYPE_UNSET"] = "1"
-    return sys.executable, ["-S", "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
-                            "from shim.hot import main; main()", root, "docker", *docker_globals, *argv], env

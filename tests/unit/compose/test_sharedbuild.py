@@ -113,7 +113,7 @@ def test_service_builds_stop_at_the_first_failure_and_a_dockcache_bug_runs_compo
     from shim.compose import command
 
     codes, ran = {"a": 3, "b": 0, "c": 0}, []
-    monkeypatch.setattr(command, "_docker_build", lambda docker, g, argv, env: (
+    monkeypatch.setattr(command.proc, "through_shim", lambda docker, argv, env: (
         "/bin/sh", ["-c", f"echo built {argv[2]} >> {tmp_path}/log; exit {codes[argv[2]]}"], dict(env)))
     monkeypatch.setattr(command.proc, "run_child", lambda real, argv, env=None: ran.append(tuple(argv)) or 0)
     args = ["compose", "up", "--build"]
@@ -131,7 +131,7 @@ def test_service_builds_stop_at_the_first_failure_and_a_dockcache_bug_runs_compo
 
     def broken(*a):
         raise OSError("no python")
-    monkeypatch.setattr(command, "_docker_build", broken)
+    monkeypatch.setattr(command.proc, "through_shim", broken)
     ran.clear()
     assert command._service_builds("/bin/docker", "docker", args, {}, _plan_with(["a", "b"])) == 0
     assert ran == [tuple(args)] and "running compose unchanged" in capfd.readouterr().err
