@@ -234,9 +234,14 @@ def choose(tags, context, dockerfile, cwd, key_template: str, fallbacks: Sequenc
            target: str | None = None) -> Keys:
     """The key to export to (the template over the most stable candidate) and every other
     candidate and fallback to import from."""
-    ctx_dir = os.path.join(cwd, context or ".")
-    template = key_template or "{repo}"
     raw = candidates(tags, context, dockerfile, cwd, target)
+    return pick(raw, os.path.join(cwd, context or "."), key_template, fallbacks)
+
+
+def pick(raw: Sequence[Candidate], ctx_dir: str, key_template: str, fallbacks: Sequence[str]) -> Keys:
+    """Keys from candidates (most stable first): the template over each, the first exported,
+    every other one and each fallback (over the first) imported. compose/keys.py gives its own."""
+    template = key_template or "{repo}"
     found: dict[str, Candidate] = {}
     for c in raw:  # a key once, at its first place
         found.setdefault(render(template, c.key, ctx_dir), Candidate(c.kind, render(template, c.key, ctx_dir)))

@@ -19,10 +19,11 @@ from collections.abc import Mapping, Sequence
 from shim.core.records import dataclass, field
 from pathlib import Path
 
-from shim.build.command import login_environ, mark_used, open_store, safe_snapshot
-from shim.build.key import sanitize
+from shim.build.command import candidates_note, login_environ, mark_used, open_store, safe_snapshot
+from shim.build.store import baselayers
 from shim.build.store.local import LocalBuilds, for_engine
 from shim.build.store.cachestore import CacheStore, Snapshot
+from shim.compose.keys import named_project, service_keys
 from shim.compose.files import ComposeCall, builder_of, env_files_kept, files_for, given, invocation, only_looks, reads_stdin, split, wants_build
 from shim.compose.override import write_override
 from shim.compose.services import forget_rebuilt, forget_vanished, named_services, names, service_caches
@@ -82,6 +83,8 @@ class Sources:
     history: int = 1  # builds a key keeps (build.key_history)
     local: LocalBuilds | None = None  # what this daemon exported
     own: frozenset[str] = frozenset()  # keys whose every stored build this daemon made: no import
+    imports: dict = field(default_factory=dict)  # own key -> its other candidates and fallbacks (keys.py)
+    content: object = None  # the engine's content store (baselayers.py): base layers stay out of exports
 
 
 def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], *, dry_run=False) -> ComposePlan | None:
@@ -124,8 +127,11 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
             return ComposePlan(list(args), {}, reasons=[shared_note], service_builds=per_service,
                                docker_globals=invocation(call).globals, build_limit=build_limit(call, environ))
         return None
-    keys = {s: sanitize(f"{project}-{s}") for s in builds}
-    src = (sources(real, call, config, environ, list(keys.values()), dry_run) if builds
+    chosen = service_keys(builds, project, os.getcwd(), config["build.key"], config["build.fallback_keys"],
+                          named_project(project, _project_dirs(call, environ)))
+    keys = {s: k.own for s, k in chosen.items()}
+    imports = {k.own: k.imports for k in chosen.values()}
+    src = (sources(real, call, config, environ, list(keys.values()), dry_run, imports) if builds
            else Sources(BuildCaps("none", "no service builds"), None))
     made: dict = {}
     inputs, same = _inputs(real, call, builds, keys, src, environ)
@@ -133,6 +139,7 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
         mark_used(src.store, key)
     try:
         p = _with_override(call, args, environ, builds, keys, src, dry_run, run_caches, made, same)
+        p.reasons += [f"{svc}: {n}" for svc, n in _candidate_notes(chosen, src, p.override, dry_run)]
         p.inputs = inputs
         p.reasons[:0] = [shared_note] if shared_note else []
         p.service_builds, p.build_limit = per_service, build_limit(call, environ)
@@ -274,9 +281,10 @@ def _version_problem(real: str, call: ComposeCall, environ) -> str | None:
     return None
 
 
-def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_run: bool) -> Sources:
+def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_run: bool,
+            imports: Mapping[str, Sequence[str]] | None = None) -> Sources:
     """What this engine can do (an old engine cannot export: a cache_to would fail the
-    build) and what each backend holds."""
+    build) and what each backend holds; `imports`: key -> the other keys it imports from."""
     caps = _caps(real, call, environ)
     if caps.mode == "none":
         return Sources(caps, None)
@@ -289,23 +297,28 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
                 say(f"{unwritable}; building without the shared cache")
             store = None
     local = for_engine(invocation(call), caps.driver, builder_of(call, environ), environ)
+    imports = {k: tuple((imports or {}).get(k, ())) for k in keys}
     own = frozenset(k for k in keys if store and local and local.holds(k, store.lineage(k)))
-    wanted = [k for k in keys if k not in own]
-    snap = safe_snapshot(store, wanted) if store and wanted and not dry_run else None
+    wanted = list(dict.fromkeys(x for k in keys if k not in own for x in (k, *imports[k])))
+    content = baselayers.content_store(local) if store else None
+    snap = (safe_snapshot(store, wanted, baselayers.holder(content))
+            if store and wanted and not dry_run else None)
     stored = frozenset(k for k in wanted if k in store.keys()) if store and dry_run else frozenset()
     spec = config["build.registry"] if config["build.backend"] != "local" else ""
     if not spec or caps.mode != "full":
-        return Sources(caps, store, snap, stored=stored, local=local, own=own)
+        return Sources(caps, store, snap, stored=stored, local=local, own=own, imports=imports, content=content)
     from shim.build.store.registry import Registry, RegistryDenied, RegistryUnreachable, build_tag, lineage_tags
     client = Registry(spec, timeout=2.0, environ=login_environ(call.base[:-1], environ))
     history = config["build.key_history"]
     try:
-        probe = client.probe([t for k in keys for t in lineage_tags(k, history)])
+        probe = client.probe([t for k in dict.fromkeys(x for k in keys for x in (k, *imports[k]))
+                              for t in lineage_tags(k, history)])
     except (RegistryUnreachable, RegistryDenied) as exc:
         say(f"{exc}; building without it")
-        return Sources(caps, store, snap, stored=stored, local=local, own=own)
+        return Sources(caps, store, snap, stored=stored, local=local, own=own, imports=imports, content=content)
     tags = {k: k if probe.needs_login or dry_run else build_tag(k, time.time(), os.urandom(3).hex()) for k in keys}
-    return Sources(caps, store, snap, spec, frozenset(probe.existing), tags, stored, client, history, local, own)
+    return Sources(caps, store, snap, spec, frozenset(probe.existing), tags, stored, client, history, local, own,
+                   imports, content)
 
 
 def _caps(real: str, call: ComposeCall, environ) -> BuildCaps:
@@ -377,14 +390,16 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
         reasons.append(f"engine: {src.caps.mode} ({src.caps.reason})")
     for svc, spec in builds.items():
         key, entry = keys[svc], {"cache_from": [], "cache_to": []}
-        if src.snap and key in src.snap.keys:
-            entry["cache_from"] += [f"type=local,src={src.snap.src},tag={t}" for t in src.snap.import_tags(key)]
-        elif key in src.stored:
-            entry["cache_from"].append(f"type=local,src={src.store.root / 'snapshots'},tag={key}")
+        every = (key, *src.imports.get(key, ())) if key not in src.own else (key,)
+        for k in every:  # the service's own key, then every other candidate the store holds (keys.py)
+            if src.snap and k in src.snap.keys:
+                entry["cache_from"] += [f"type=local,src={src.snap.src},tag={t}" for t in src.snap.import_tags(k)]
+            elif k in src.stored:
+                entry["cache_from"].append(f"type=local,src={src.store.root / 'snapshots'},tag={k}")
         if src.registry:
             from shim.build.store.registry import lineage_tags
             entry["cache_from"] += [f"type=registry,ref={src.registry}:{t}"
-                                    for t in lineage_tags(key, src.history) if t in src.in_registry]
+                                    for k in every for t in lineage_tags(k, src.history) if t in src.in_registry]
         if spec["build"].get("cache_to"):
             reasons.append(f"{svc}: you set cache_to; import only")
         elif src.caps.mode == "full":
@@ -392,7 +407,8 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
                 reasons.append(f"{svc}: nothing its build reads changed since this daemon exported {key}: "
                                "no store export")
             elif src.store:
-                dest = src.store.root / "tmp" if dry_run else src.store.new_export_dir(src.snap)
+                dest = (src.store.root / "tmp" if dry_run else
+                        src.store.new_export_dir(src.snap, _bases(call, environ, spec["build"], src)))
                 exports[key] = dest
                 entry["cache_to"].append(f"type=local,dest={dest},mode=max,tag={key},ignore-error=true")
             if src.registry:
@@ -443,3 +459,52 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
              "caches": sorted({m.source for plan in run_caches.values() for m in plan.mounts})}
     return ComposePlan(argv, env, exports, src.snap, tmpdir, override, reasons, src.client, moves, src.store,
                        src.history, src.local, usage)
+
+
+def _bases(call: ComposeCall, environ: Mapping[str, str], build: Mapping, src: Sources) -> frozenset[str]:
+    """The layers of the service's FROM images this engine holds: placeholders in its export
+    dir, so the store never gets the base (baselayers.py); none when they cannot be told."""
+    from shim.build.mounts.sync import section_args
+
+    if src.content is None:
+        return frozenset()
+    cli = _cli_build_args(call, environ)
+    text = build.get("dockerfile_inline")
+    if not isinstance(text, str):
+        name = str(build.get("dockerfile") or "Dockerfile")
+        text = baselayers.read_dockerfile(os.path.join(str(build.get("context") or "."), name))
+    if cli is None or not text:
+        return frozenset()
+    return baselayers.of_dockerfile(text, {**section_args(build), **cli}, src.local, src.content)
+
+
+def _candidate_notes(chosen: Mapping, src: Sources, override: Mapping, dry_run: bool):
+    """explain: each service's key candidates, which the store holds and which are imported."""
+    if src.store is None:
+        return []
+    out = []
+    for svc, keys in chosen.items():
+        froms = ((override.get("services") or {}).get(svc) or {}).get("build", {}).get("cache_from", [])
+        tags = [f.rsplit(",tag=", 1)[1] for f in froms if f.startswith("type=local,") and ",tag=" in f]
+        note = candidates_note(keys, src.store, tags, dry_run)
+        if note:
+            out.append((svc, note))
+    return out
+
+
+def _project_dirs(call: ComposeCall, environ: Mapping[str, str]) -> list[str]:
+    """The directories compose may name the project after: the working dir, the project dir,
+    the dirs of the files it loads."""
+    from shim.compose.files import GLOBAL_VALUE, project_dir
+    from shim.core.grammar import scan_options
+
+    cwd = os.getcwd()
+    opts, _ = scan_options(call.globals, 0, GLOBAL_VALUE, interspersed=True)
+    files = [v for k, v in opts if k in ("-f", "--file") and v and v != "-"]
+    if not files:
+        try:
+            files = files_for(call, environ, cwd)[0] or []
+        except Exception:  # noqa: BLE001 - only the keys' order: the override's own call reports it
+            files = []
+    listed = files
+    return [cwd, project_dir(opts, cwd), *(os.path.dirname(os.path.join(cwd, f)) for f in listed)]

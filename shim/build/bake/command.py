@@ -24,6 +24,7 @@ from shim.build.bake.plan import BakePlan, BakeTarget, already_ours, plan_bake, 
 from shim.build.command import _room_for, login_environ, mark_used, open_store, safe_snapshot
 from shim.build.key import choose
 from shim.build.shared.route import NAME_PREFIX
+from shim.build.store import baselayers
 from shim.build.store.local import LocalBuilds, for_engine
 from shim.build.store.cachestore import CacheStore, Snapshot
 from shim.core import proc
@@ -119,7 +120,7 @@ def _with_store(real, args, inv, bake, environ, config, caps, targets, dry_run, 
         prep.inputs, same = split(real, inv.globals, prep.local, prep.store, targets, resolved, os.getcwd(),
                                   no_cache=bake.no_cache, pull=bake.pull, environ=environ)
     try:
-        src, tags, dests, own = _local(prep, targets, environ, dry_run, same)
+        src, tags, dests, own = _local(prep, targets, environ, dry_run, same, resolved)
         prep.plan = plan_bake(args, inv, bake, caps, targets, import_src=src, import_tags=tags, export_dests=dests,
                               registry=reg.get("spec"), registry_imports=reg.get("imports"),
                               registry_tags=reg.get("tags"), own=own, unchanged=same)
@@ -131,9 +132,12 @@ def _with_store(real, args, inv, bake, environ, config, caps, targets, dry_run, 
     return prep
 
 
-def _local(prep: Prepared, targets: Sequence[BakeTarget], environ, dry_run: bool, same: frozenset):
+def _local(prep: Prepared, targets: Sequence[BakeTarget], environ, dry_run: bool, same: frozenset,
+           resolved: Mapping[str, Mapping] | None = None):
     """(snapshot dir, key -> tags to import, target -> private export dir, keys this daemon
-    made every stored build of) from the local store."""
+    made every stored build of) from the local store. As for a build (baselayers.py): a stored
+    build that reaches base-layer placeholders is imported only where this engine holds those
+    layers, and each export dir gets placeholders for the target's FROM layers."""
     store = prep.store
     if store is None:
         return None, {}, {}, frozenset()
@@ -147,16 +151,32 @@ def _local(prep: Prepared, targets: Sequence[BakeTarget], environ, dry_run: bool
         held = store.keys()
         return (str(store.root / "snapshots"), {k: (k,) for k in wanted if k in held},
                 {t.name: str(store.root / "tmp") for t in exporting}, own)
-    snap = safe_snapshot(store, wanted) if wanted else None
+    content = baselayers.content_store(prep.local)
+    snap = safe_snapshot(store, wanted, baselayers.holder(content)) if wanted else None
     prep.snapshot = snap
     dests = {}
     for t in exporting:
         if _room_for(store, t.key, prep.config, environ):
-            dest = store.new_export_dir(snap)
+            dest = store.new_export_dir(snap, _bases((resolved or {}).get(t.name) or {}, prep.local, content))
             prep.dirs.append(dest)
             dests[t.name] = str(dest)
     tags = {k: snap.import_tags(k) for k in snap.keys} if snap else {}
     return (str(snap.src) if snap and snap.src else None), tags, dests, own
+
+
+def _bases(target: Mapping, local, content) -> frozenset[str]:
+    """The layers of a target's FROM images this engine holds (its args as bake resolved them)."""
+    if content is None:
+        return frozenset()
+    text = target.get("dockerfile-inline")
+    if not isinstance(text, str):
+        context = str(target.get("context") or ".")
+        if "://" in context:
+            return frozenset()
+        text = baselayers.read_dockerfile(bakefiles.dockerfile_of(target) or os.path.join(context, "Dockerfile"))
+    args = target.get("args") if isinstance(target.get("args"), dict) else {}
+    return baselayers.of_dockerfile(text or "", {str(k): str(v) for k, v in args.items() if v is not None},
+                                    local, content)
 
 
 def _registry(config: Config, caps: BuildCaps, targets: Sequence[BakeTarget], dry_run: bool,

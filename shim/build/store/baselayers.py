@@ -116,11 +116,36 @@ def of_build(build, environ: Mapping[str, str], local, content: Path | None) -> 
     """The layers of this build's FROM images that the engine holds: placeholders in its export dir."""
     if content is None:
         return frozenset()
+    return of_images(from_images(build, environ), local, content)
+
+
+def of_dockerfile(text: str, build_args: Mapping[str, str], local, content: Path | None) -> frozenset[str]:
+    """The same for a Dockerfile's text and its build args (a compose service, a bake target)."""
+    from shim.build.inputs import bases
+
+    if content is None or not text:
+        return frozenset()
+    return of_images(dict.fromkeys(bases(text, build_args) or []), local, content)
+
+
+def of_images(images: Iterable[str], local, content: Path | None) -> frozenset[str]:
+    """The layers of these images (names) that the engine holds, every platform."""
     from shim.build.inputs import socket_of
     from shim.core.engineapi import image_id
 
+    images = list(images)
     socket = socket_of(local)
-    return layers(content, [i for i in (image_id(socket, name) for name in from_images(build, environ)) if i])
+    if content is None or not socket or not images:
+        return frozenset()
+    return layers(content, [i for i in (image_id(socket, name) for name in images) if i])
+
+
+def read_dockerfile(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read(1_000_000)
+    except OSError:
+        return None
 
 
 def from_images(build, environ: Mapping[str, str]) -> list[str]:
@@ -132,10 +157,8 @@ def from_images(build, environ: Mapping[str, str]) -> list[str]:
         return []
     ctx = os.path.join(os.getcwd(), build.context or ".")
     path = os.path.join(os.getcwd(), build.file) if build.file else os.path.join(ctx, "Dockerfile")
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            text = fh.read(1_000_000)
-    except OSError:
+    text = read_dockerfile(path)
+    if text is None:
         return []
     return list(dict.fromkeys(bases(text, build_args(build.options, environ)) or []))
 
