@@ -244,3 +244,28 @@ def test_a_target_bake_alone_can_say_keeps_the_store_path_on_the_shared_builder(
     cp = bake(env, a, tmp_path, "--set", "api.output=type=cacheonly", tags=[f"{a.prefix}/bake-web:1"])
     assert not ran(cp, tokens["api"]).cached and "using remote driver" not in cp.stderr
     assert "web.cache-to=type=local" in cp.stderr  # bake ran itself, with the store's cache
+
+
+def test_a_target_never_exports_its_base_and_a_new_session_that_has_it_imports_every_step(
+        shim_env, engines, tmp_path):
+    """As for docker build (docs/build.md): placeholders for the FROM image's layers in the
+    target's export dir, and the stored build imported where the engine holds them."""
+    from tests.integration.build.test_build_keys import base_layers, stored_blobs
+    from tests.integration.helpers import DEVTOOLS
+
+    a, b = engines["a"], engines["b"]
+    token = f"app-{uuid.uuid4().hex}"
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Dockerfile").write_text(f"ARG BASE=busybox\nFROM ${{BASE}}\n" + SLOW.format(token=token)
+                                                 + "COPY tools.txt /tools.txt\n")
+    (tmp_path / "app" / "tools.txt").write_text("make\n")
+    tag = f"{a.prefix}/bake-base:1"
+    (tmp_path / "docker-bake.hcl").write_text(
+        f'target "app" {{\n  context = "app"\n  args = {{ BASE = "{DEVTOOLS}" }}\n  tags = ["{tag}"]\n}}\n')
+    cold = bake(shim_env, a, tmp_path, "app", tags=[tag])
+    assert not ran(cold, token).cached
+    blobs, base = stored_blobs(Path(shim_env["DOCKCACHE_BUILD_STORE"])), base_layers(a, DEVTOOLS)
+    assert {h: blobs[h] for h in base if h in blobs} == {h: 0 for h in base}  # placeholders, never the base
+    assert sum(blobs.values()) < 5_000_000
+    warm = bake(shim_env, b, tmp_path, "app", tags=[tag])
+    assert ran(warm, token).cached and step_named(warm.stderr, "COPY tools.txt").cached

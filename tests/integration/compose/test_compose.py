@@ -10,7 +10,9 @@ import pytest
 
 from shim.compose import command as compose
 from shim.build.store.cachestore import CacheStore
-from shim.build.progress import build_steps
+from pathlib import Path
+
+from shim.build.progress import build_steps, step_named
 from tests.integration.helpers import REPO, shim
 
 pytestmark = pytest.mark.engine
@@ -30,6 +32,17 @@ def stack(tmp_path, services=("api", "web", "worker"), extra=""):
                   '    command: ["sleep", "2"]']
     (root / "compose.yaml").write_text("\n".join(lines) + "\n" + extra)
     return root
+
+
+def key_of(root, svc):
+    """The key a stack service exports to (compose/keys.py): its Dockerfile's content key, named
+    by the service (the stack is in no git clone, and its project is named after its dir)."""
+    from shim.compose.keys import service_keys
+
+    spec = {"build": {"context": str(root / svc), "dockerfile": "Dockerfile"}}
+    keys = service_keys({svc: spec}, root.name, str(root), "", [])[svc]
+    assert keys.own.startswith("df-") and keys.own.endswith(f"-{svc}") and keys.imports == (f"{root.name}-{svc}",)
+    return keys.own
 
 
 def npm_app(root, name):
@@ -55,7 +68,7 @@ def test_stack_in_session_b_is_all_cached(shim_env, engines, tmp_path):
     assert cold.returncode == 0, cold.stderr[-2000:]
     assert [s.cached for s in build_steps(cold.stdout + cold.stderr)] == [False] * 3
     store = CacheStore(shim_env["DOCKCACHE_BUILD_STORE"])
-    assert {f"{root.name}-{s}" for s in ("api", "web", "worker")} <= set(store.keys())
+    assert {key_of(root, s) for s in ("api", "web", "worker")} <= set(store.keys())
     warm = up(shim_env, engines["b"], root, "up", "-d", "--build")
     assert warm.returncode == 0, warm.stderr[-2000:]
     assert [s.cached for s in build_steps(warm.stdout + warm.stderr)] == [True] * 3
@@ -171,7 +184,7 @@ def test_stack_through_the_registry_backend(shim_env, engines, tmp_path):
     env = {**shim_env, "DOCKCACHE_BUILD_BACKEND": "registry", "DOCKCACHE_BUILD_REGISTRY": repo}
     cold = up(env, engines["a"], root, "build")
     assert cold.returncode == 0, cold.stderr[-2000:]
-    keys = {f"{root.name}-{s}" for s in ("api", "web")}
+    keys = {key_of(root, s) for s in ("api", "web")}
     tags = Registry(repo).tags()
     assert keys <= set(tags) and len(tags) == 4  # two keys, each moved to its build's own tag
     assert not os.path.exists(shim_env["DOCKCACHE_BUILD_STORE"])  # registry only
@@ -192,7 +205,7 @@ def test_old_engine_stack_builds_import_only(shim_env, engines, tmp_path):
 
 def test_explain_shows_the_override_and_creates_nothing(shim_env, engines, tmp_path):
     root = stack(tmp_path, services=("one",))
-    before = up(shim_env, engines["a"], root, "build")  # publishes key <root>-one
+    before = up(shim_env, engines["a"], root, "build")  # publishes one's key (df-…-one)
     assert before.returncode == 0, before.stderr[-2000:]
     def explain(engine):
         cp = subprocess.run([sys.executable, "-m", "shim", "explain", "--json", "--", "docker", "compose", "up",
@@ -206,7 +219,7 @@ def test_explain_shows_the_override_and_creates_nothing(shim_env, engines, tmp_p
     assert any("nothing its build reads changed" in r for r in same["reasons"])  # and no export either
     data = explain(engines["b"])  # another session imports it
     build = data["override"]["services"]["one"]["build"]
-    assert data["kind"] == "compose" and f"tag={root.name}-one" in build["cache_from"][0]
+    assert data["kind"] == "compose" and f"tag={key_of(root, 'one')}" in build["cache_from"][0]
     assert "<override>" in data["argv"] and data["argv"][-2:] == ["up", "--build"]
     assert not os.listdir(os.path.join(shim_env["DOCKCACHE_BUILD_STORE"], "tmp"))  # no export dir made
 
@@ -270,7 +283,7 @@ def test_a_service_of_a_profile_named_on_the_command_line_gets_its_cache(shim_en
     cold = up(shim_env, engines["a"], root, "up", "--build", "web")
     assert cold.returncode == 0, cold.stderr[-2000:]
     store = CacheStore(shim_env["DOCKCACHE_BUILD_STORE"])
-    assert set(store.keys()) >= {f"{root.name}-web"} and f"{root.name}-api" not in store.keys()
+    assert set(store.keys()) >= {key_of(root, "web")} and key_of(root, "api") not in store.keys()
     warm = up(shim_env, engines["b"], root, "up", "--build", "web")
     assert warm.returncode == 0, warm.stderr[-2000:]
     assert [s.cached for s in build_steps(warm.stdout + warm.stderr)] == [True]
@@ -311,7 +324,8 @@ def test_an_unchanged_service_is_not_exported_again_and_an_edited_one_is(shim_en
     a, b = engines["a"], engines["b"]
     store = CacheStore(shim_env["DOCKCACHE_BUILD_STORE"])
     assert up(shim_env, a, root, "build").returncode == 0
-    first = {s: store.lineage(f"{root.name}-{s}") for s in ("api", "web")}
+    first = {s: store.lineage(key_of(root, s)) for s in ("api", "web")}
+    api = key_of(root, "api")
 
     def explained():
         cp = subprocess.run([sys.executable, "-m", "shim", "explain", "--json", "--", "docker", "compose", "build"],
@@ -325,7 +339,9 @@ def test_an_unchanged_service_is_not_exported_again_and_an_edited_one_is(shim_en
     (root / "api" / "Dockerfile").write_text((root / "api" / "Dockerfile").read_text() + "RUN echo edited\n")
     assert explained() == {"api": True, "web": False}
     assert up(shim_env, a, root, "build").returncode == 0
-    assert store.lineage(f"{root.name}-api")[0] != first["api"][0] and store.lineage(f"{root.name}-web") == first["web"]
+    edited = key_of(root, "api")  # an edit is a new content key (docs/compose.md): the old one is left as it was
+    assert edited != api and store.lineage(edited) and store.lineage(edited)[0] != first["api"][0]
+    assert store.lineage(api) == first["api"] and store.lineage(key_of(root, "web")) == first["web"]
     warm = up({**shim_env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b")}, b, root, "build")
     assert warm.returncode == 0 and all(s.cached for s in build_steps(warm.stdout + warm.stderr))
 
@@ -400,3 +416,76 @@ def test_a_non_root_service_not_built_yet_gets_a_volume_cache_its_user_writes(sh
     assert first.returncode == 0, first.stderr[-2000:]
     assert "4321" in first.stdout and "wrote" in first.stdout, first.stdout[-2000:] + first.stderr[-2000:]
     assert "could not prepare cache" not in first.stderr, first.stderr[-2000:]
+
+
+def test_a_checkout_in_a_directory_of_another_name_imports_what_another_session_built(shim_env, engines, tmp_path):
+    """Compose names the project after its directory: keyed `<project>-<service>`, a new
+    session's checkout under another name imported nothing."""
+    import shutil
+
+    (tmp_path / "session-a").mkdir()
+    first = stack(tmp_path / "session-a", services=("api",))
+    project = first.parent / "proj-a"
+    first.rename(project)
+    cold = up(shim_env, engines["a"], project, "build")
+    assert cold.returncode == 0 and [s.cached for s in build_steps(cold.stdout + cold.stderr)] == [False]
+    other = tmp_path / "session-b" / "checkout"
+    shutil.copytree(project, other)
+    fresh = {**shim_env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b")}
+    warm = up(fresh, engines["b"], other, "build")
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    assert [s.cached for s in build_steps(warm.stdout + warm.stderr)] == [True]
+    assert set(CacheStore(shim_env["DOCKCACHE_BUILD_STORE"]).keys()) == {key_of(project, "api")}
+
+
+def test_a_store_keyed_by_project_and_service_still_imports(shim_env, engines, tmp_path):
+    """A store written before these keys holds `<project>-<service>`: still a candidate."""
+    root = stack(tmp_path, services=("api",))
+    cold = up(shim_env, engines["a"], root, "build")
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    store = CacheStore(shim_env["DOCKCACHE_BUILD_STORE"])
+    _rename_key(store, key_of(root, "api"), f"{root.name}-api")
+    assert set(store.keys()) == {f"{root.name}-api"}
+    warm = up({**shim_env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b")}, engines["b"], root, "build")
+    assert warm.returncode == 0 and [s.cached for s in build_steps(warm.stdout + warm.stderr)] == [True]
+
+
+def _rename_key(store, old, new):
+    """As an older dockcache would have named it: the index entry's ref name changed."""
+    index = store.root / "oci" / "index.json"
+    data = json.loads(index.read_text())
+    for m in data["manifests"]:
+        ann = m.get("annotations") or {}
+        if ann.get("org.opencontainers.image.ref.name") == old:
+            ann["org.opencontainers.image.ref.name"] = new
+    index.write_text(json.dumps(data))
+
+
+def test_a_service_never_exports_its_base_and_a_new_session_that_has_it_imports_every_step(
+        shim_env, engines, tmp_path):
+    import shutil
+
+    from tests.integration.build.test_build_keys import base_layers, stored_blobs
+    from tests.integration.helpers import DEVTOOLS
+
+    a, b = engines["a"], engines["b"]
+    root = tmp_path / "proj-a"
+    (root / "app").mkdir(parents=True)
+    token = uuid.uuid4().hex
+    (root / "app" / "Dockerfile").write_text(
+        f"FROM {DEVTOOLS}\nRUN echo {token} > /t && i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done\n"
+        "COPY tools.txt /tools.txt\n")
+    (root / "app" / "tools.txt").write_text("make\n")
+    (root / "compose.yaml").write_text("services:\n  app:\n    build: {context: ./app, network: none}\n")
+    cold = up(shim_env, a, root, "build")
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    store = Path(shim_env["DOCKCACHE_BUILD_STORE"])
+    blobs, base = stored_blobs(store), base_layers(a, DEVTOOLS)
+    assert {h: blobs[h] for h in base if h in blobs} == {h: 0 for h in base}  # placeholders, never the base
+    assert sum(blobs.values()) < 5_000_000
+    other = tmp_path / "session-b" / "checkout"
+    shutil.copytree(root, other)
+    warm = up({**shim_env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b")}, b, other, "build")
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    assert step_named(warm.stdout + warm.stderr, token).cached
+    assert step_named(warm.stdout + warm.stderr, "COPY tools.txt").cached
