@@ -20,7 +20,7 @@ from shim.core.records import dataclass, field
 from pathlib import Path
 
 from shim.build.command import candidates_note, login_environ, mark_used, open_store, safe_snapshot
-from shim.build.store import baselayers
+from shim.build.store import baselayers, layout
 from shim.build.store.local import LocalBuilds, for_engine
 from shim.build.store.cachestore import CacheStore, Snapshot
 from shim.compose.keys import named_project, service_keys
@@ -131,7 +131,8 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
                           named_project(project, _project_dirs(call, environ)))
     keys = {s: k.own for s, k in chosen.items()}
     imports = {k.own: k.imports for k in chosen.values()}
-    src = (sources(real, call, config, environ, list(keys.values()), dry_run, imports) if builds
+    src = (sources(real, call, config, environ, list(keys.values()), dry_run, imports,
+                   _froms(call, environ, builds, chosen)) if builds
            else Sources(BuildCaps("none", "no service builds"), None))
     made: dict = {}
     inputs, same = _inputs(real, call, builds, keys, src, environ)
@@ -282,9 +283,10 @@ def _version_problem(real: str, call: ComposeCall, environ) -> str | None:
 
 
 def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_run: bool,
-            imports: Mapping[str, Sequence[str]] | None = None) -> Sources:
+            imports: Mapping[str, Sequence[str]] | None = None, froms=None) -> Sources:
     """What this engine can do (an old engine cannot export: a cache_to would fail the
-    build) and what each backend holds; `imports`: key -> the other keys it imports from."""
+    build) and what each backend holds; `imports`: key -> the other keys it imports from;
+    `froms`: keys -> (the FROM images of the services that import them, their platform)."""
     caps = _caps(real, call, environ)
     if caps.mode == "none":
         return Sources(caps, None)
@@ -303,6 +305,10 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
     content = baselayers.content_store(local) if store else None
     snap = (safe_snapshot(store, wanted, baselayers.holder(content))
             if store and wanted and not dry_run else None)
+    if snap and snap.lacking and froms:  # a new session's daemon without the base: pulled first, as for builds
+        images, platform = froms({layout.base(t) for t in snap.lacking})
+        snap, _said = baselayers.pull_first(real, invocation(call).globals, images, platform, environ, local, snap,
+                                            lambda: safe_snapshot(store, wanted, baselayers.holder(content)))
     stored = frozenset(k for k in wanted if k in store.keys()) if store and dry_run else frozenset()
     spec = config["build.registry"] if config["build.backend"] != "local" else ""
     if not spec or caps.mode != "full":
@@ -464,18 +470,34 @@ def _with_override(call, args, environ, builds, keys, src: Sources, dry_run, run
 def _bases(call: ComposeCall, environ: Mapping[str, str], build: Mapping, src: Sources) -> frozenset[str]:
     """The layers of the service's FROM images this engine holds: placeholders in its export
     dir, so the store never gets the base (baselayers.py); none when they cannot be told."""
-    from shim.build.mounts.sync import section_args
-
     if src.content is None:
         return frozenset()
+    return baselayers.of_images(_from_images(call, environ, build), src.local, src.content)
+
+
+def _from_images(call: ComposeCall, environ: Mapping[str, str], build: Mapping) -> list[str]:
+    """The FROM images of a service's Dockerfile (or dockerfile_inline), with the section's
+    args and `compose build --build-arg`; none when they cannot be told."""
+    from shim.build.mounts.sync import section_args
+
     cli = _cli_build_args(call, environ)
     text = build.get("dockerfile_inline")
     if not isinstance(text, str):
         name = str(build.get("dockerfile") or "Dockerfile")
         text = baselayers.read_dockerfile(os.path.join(str(build.get("context") or "."), name))
     if cli is None or not text:
-        return frozenset()
-    return baselayers.of_dockerfile(text, {**section_args(build), **cli}, src.local, src.content)
+        return []
+    return baselayers.dockerfile_images(text, {**section_args(build), **cli})
+
+
+def _froms(call: ComposeCall, environ: Mapping[str, str], builds: Mapping, chosen: Mapping):
+    """keys -> (the FROM images of the services that import any of them, their one platform)."""
+    def froms(keys) -> tuple[list[str], str | None]:
+        svcs = [s for s, k in chosen.items() if keys & {k.own, *k.imports}]
+        images = [i for s in svcs for i in _from_images(call, environ, builds[s]["build"])]
+        platforms = {str(builds[s].get("platform") or "") for s in svcs}
+        return images, (platforms.pop() or None) if len(platforms) == 1 else None
+    return froms
 
 
 def _candidate_notes(chosen: Mapping, src: Sources, override: Mapping, dry_run: bool):

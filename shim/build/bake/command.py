@@ -24,7 +24,7 @@ from shim.build.bake.plan import BakePlan, BakeTarget, already_ours, plan_bake, 
 from shim.build.command import _room_for, login_environ, mark_used, open_store, safe_snapshot
 from shim.build.key import choose
 from shim.build.shared.route import NAME_PREFIX
-from shim.build.store import baselayers
+from shim.build.store import baselayers, layout
 from shim.build.store.local import LocalBuilds, for_engine
 from shim.build.store.cachestore import CacheStore, Snapshot
 from shim.core import proc
@@ -120,7 +120,7 @@ def _with_store(real, args, inv, bake, environ, config, caps, targets, dry_run, 
         prep.inputs, same = split(real, inv.globals, prep.local, prep.store, targets, resolved, os.getcwd(),
                                   no_cache=bake.no_cache, pull=bake.pull, environ=environ)
     try:
-        src, tags, dests, own = _local(prep, targets, environ, dry_run, same, resolved)
+        src, tags, dests, own = _local(prep, targets, environ, dry_run, same, resolved, (real, inv.globals))
         prep.plan = plan_bake(args, inv, bake, caps, targets, import_src=src, import_tags=tags, export_dests=dests,
                               registry=reg.get("spec"), registry_imports=reg.get("imports"),
                               registry_tags=reg.get("tags"), own=own, unchanged=same)
@@ -133,11 +133,12 @@ def _with_store(real, args, inv, bake, environ, config, caps, targets, dry_run, 
 
 
 def _local(prep: Prepared, targets: Sequence[BakeTarget], environ, dry_run: bool, same: frozenset,
-           resolved: Mapping[str, Mapping] | None = None):
+           resolved: Mapping[str, Mapping] | None = None, docker: tuple | None = None):
     """(snapshot dir, key -> tags to import, target -> private export dir, keys this daemon
     made every stored build of) from the local store. As for a build (baselayers.py): a stored
     build that reaches base-layer placeholders is imported only where this engine holds those
-    layers, and each export dir gets placeholders for the target's FROM layers."""
+    layers (the FROM images this engine lacks are pulled first, `docker`: (real, its globals)),
+    and each export dir gets placeholders for the target's FROM layers."""
     store = prep.store
     if store is None:
         return None, {}, {}, frozenset()
@@ -153,6 +154,10 @@ def _local(prep: Prepared, targets: Sequence[BakeTarget], environ, dry_run: bool
                 {t.name: str(store.root / "tmp") for t in exporting}, own)
     content = baselayers.content_store(prep.local)
     snap = safe_snapshot(store, wanted, baselayers.holder(content)) if wanted else None
+    if snap and snap.lacking and docker and content is not None:  # a new session's daemon without the base
+        images, platform = _froms(targets, resolved or {}, {layout.base(t) for t in snap.lacking})
+        snap, _said = baselayers.pull_first(docker[0], docker[1], images, platform, environ, prep.local, snap,
+                                            lambda: safe_snapshot(store, wanted, baselayers.holder(content)))
     prep.snapshot = snap
     dests = {}
     for t in exporting:
@@ -168,15 +173,27 @@ def _bases(target: Mapping, local, content) -> frozenset[str]:
     """The layers of a target's FROM images this engine holds (its args as bake resolved them)."""
     if content is None:
         return frozenset()
+    return baselayers.of_images(_from_images(target), local, content)
+
+
+def _from_images(target: Mapping) -> list[str]:
     text = target.get("dockerfile-inline")
     if not isinstance(text, str):
         context = str(target.get("context") or ".")
         if "://" in context:
-            return frozenset()
+            return []
         text = baselayers.read_dockerfile(bakefiles.dockerfile_of(target) or os.path.join(context, "Dockerfile"))
     args = target.get("args") if isinstance(target.get("args"), dict) else {}
-    return baselayers.of_dockerfile(text or "", {str(k): str(v) for k, v in args.items() if v is not None},
-                                    local, content)
+    return baselayers.dockerfile_images(text, {str(k): str(v) for k, v in args.items() if v is not None})
+
+
+def _froms(targets: Sequence[BakeTarget], resolved: Mapping[str, Mapping], keys) -> tuple[list[str], str | None]:
+    """(the FROM images of the targets that import any of these keys, their one platform)."""
+    chosen = [t.name for t in targets if keys & {t.key, *t.fallbacks}]
+    images = [i for n in chosen for i in _from_images(resolved.get(n) or {})]
+    platforms = {tuple((resolved.get(n) or {}).get("platforms") or ()) for n in chosen}
+    one = platforms.pop() if len(platforms) == 1 else ()
+    return images, (one[0] if len(one) == 1 else None)
 
 
 def _registry(config: Config, caps: BuildCaps, targets: Sequence[BakeTarget], dry_run: bool,

@@ -121,11 +121,16 @@ def of_build(build, environ: Mapping[str, str], local, content: Path | None) -> 
 
 def of_dockerfile(text: str, build_args: Mapping[str, str], local, content: Path | None) -> frozenset[str]:
     """The same for a Dockerfile's text and its build args (a compose service, a bake target)."""
-    from shim.build.inputs import bases
-
     if content is None or not text:
         return frozenset()
-    return of_images(dict.fromkeys(bases(text, build_args) or []), local, content)
+    return of_images(dockerfile_images(text, build_args), local, content)
+
+
+def dockerfile_images(text: str | None, build_args: Mapping[str, str]) -> list[str]:
+    """The FROM images of a Dockerfile's text (none when they cannot be told)."""
+    from shim.build.inputs import bases
+
+    return list(dict.fromkeys(bases(text, build_args) or [])) if text else []
 
 
 def of_images(images: Iterable[str], local, content: Path | None) -> frozenset[str]:
@@ -171,18 +176,26 @@ def pull_missing(real: str, docker_globals: Sequence[str], build, environ: Mappi
     pulled first (docker pull, its output on stderr) and the snapshot is taken again: the
     records then import. A pull that fails leaves them out; the build then pulls (or fails)
     as it would have."""
-    from shim.build.inputs import socket_of
     from shim.build.mounts.sync import option
-    from shim.core import proc
-    from shim.core.engineapi import image_id
 
     if snap is None or not snap.lacking or content is None:
         return snap, None
+    return pull_first(real, docker_globals, from_images(build, environ), option(build.options, "--platform"),
+                      environ, local, snap, snapshot_again)
+
+
+def pull_first(real: str, docker_globals: Sequence[str], images: Sequence[str], platform: str | None,
+               environ: Mapping[str, str], local, snap, snapshot_again: Callable):
+    """pull_missing for the FROM images of a compose service or bake target whose stored
+    builds were left out: those the engine lacks are pulled, then the snapshot is taken again."""
+    from shim.build.inputs import socket_of
+    from shim.core import proc
+    from shim.core.engineapi import image_id
+
     socket = socket_of(local)
-    missing = [i for i in from_images(build, environ) if not image_id(socket, i)]
-    if not missing:
+    missing = [i for i in dict.fromkeys(images) if socket and not image_id(socket, i)]
+    if snap is None or not snap.lacking or not missing:
         return snap, None
-    platform = option(build.options, "--platform")
     from shim.core.grammar import parse_invocation
     from shim.images.command import ensure  # the host's image cache first, where one is up (docs/images.md)
 

@@ -269,3 +269,24 @@ def test_a_target_never_exports_its_base_and_a_new_session_that_has_it_imports_e
     assert sum(blobs.values()) < 5_000_000
     warm = bake(shim_env, b, tmp_path, "app", tags=[tag])
     assert ran(warm, token).cached and step_named(warm.stderr, "COPY tools.txt").cached
+
+
+def test_a_new_session_without_the_base_pulls_it_first_and_imports_every_step(shim_env, engines, tmp_path):
+    registry = os.environ.get("DOCKCACHE_TEST_REGISTRY")
+    if not registry:
+        pytest.skip("no test registry (tests/engine/provision.sh)")
+    a, b = engines["a"], engines["b"]
+    token = f"app-{uuid.uuid4().hex}"
+    base = f"{registry}/{a.prefix}/bbase:1"  # a base only A has; B pulls it from the registry
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "Dockerfile").write_text(f"FROM dockcache-test/busybox\nRUN echo {token} > /base\n")
+    a.docker("build", "--network", "none", "-q", "-t", base, str(tmp_path / "base"))
+    a.images.append(base)
+    a.docker("push", "-q", base)
+    b.images.append(base)
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Dockerfile").write_text(f"FROM {base}\n" + SLOW.format(token=token))
+    tag = f"{a.prefix}/bake-pulled:1"
+    (tmp_path / "docker-bake.hcl").write_text(f'target "app" {{\n  context = "app"\n  tags = ["{tag}"]\n}}\n')
+    assert not ran(bake(shim_env, a, tmp_path, "app", tags=[tag]), token).cached
+    assert ran(bake(shim_env, b, tmp_path, "app", tags=[tag]), token).cached  # pulled, then imported

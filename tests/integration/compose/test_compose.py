@@ -489,3 +489,30 @@ def test_a_service_never_exports_its_base_and_a_new_session_that_has_it_imports_
     assert warm.returncode == 0, warm.stderr[-2000:]
     assert step_named(warm.stdout + warm.stderr, token).cached
     assert step_named(warm.stdout + warm.stderr, "COPY tools.txt").cached
+
+
+def test_a_new_session_without_the_base_pulls_it_first_and_imports_every_step(shim_env, engines, tmp_path):
+    """The store has no base layers: a daemon that lacks the base would import nothing (given
+    those records, BuildKit fails the build). As for docker build, the base is pulled first."""
+    registry = os.environ.get("DOCKCACHE_TEST_REGISTRY")
+    if not registry:
+        pytest.skip("no test registry (tests/engine/provision.sh)")
+    a, b = engines["a"], engines["b"]
+    token = uuid.uuid4().hex
+    base = f"{registry}/{a.prefix}/cbase:1"  # a base only A has; B pulls it from the registry
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "Dockerfile").write_text(f"FROM dockcache-test/busybox\nRUN echo {token} > /base\n")
+    a.docker("build", "--network", "none", "-q", "-t", base, str(tmp_path / "base"))
+    a.images.append(base)
+    a.docker("push", "-q", base)
+    b.images.append(base)
+    root = tmp_path / "proj-a"
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "Dockerfile").write_text(
+        f"ARG BASE\nFROM ${{BASE}}\nRUN echo {token} > /t && i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done\n")
+    (root / "compose.yaml").write_text(
+        f"services:\n  app:\n    build: {{context: ./app, network: none, args: {{BASE: '{base}'}}}}\n")
+    assert up(shim_env, a, root, "build").returncode == 0
+    warm = up({**shim_env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b")}, b, root, "build")
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    assert step_named(warm.stdout + warm.stderr, token).cached  # pulled, then imported
