@@ -516,3 +516,18 @@ def test_a_new_session_without_the_base_pulls_it_first_and_imports_every_step(sh
     warm = up({**shim_env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b")}, b, root, "build")
     assert warm.returncode == 0, warm.stderr[-2000:]
     assert step_named(warm.stdout + warm.stderr, token).cached  # pulled, then imported
+
+
+def test_a_project_named_in_its_file_keeps_exporting_under_its_name(shim_env, engines, tmp_path):
+    """`name:` survives a new checkout: `<name>-<service>` stays the key exported to (an edited
+    Dockerfile keeps its key), the content key is a candidate; explain lists both."""
+    root = stack(tmp_path, services=("api",))
+    name = f"shop{uuid.uuid4().hex[:6]}"
+    (root / "compose.yaml").write_text(f"name: {name}\n" + (root / "compose.yaml").read_text())
+    cold = up(shim_env, engines["a"], root, "build")
+    assert cold.returncode == 0, cold.stderr[-2000:]
+    assert set(CacheStore(shim_env["DOCKCACHE_BUILD_STORE"]).keys()) == {f"{name}-api"}
+    cp = subprocess.run([sys.executable, "-m", "shim", "explain", "--", "docker", "compose", "build"],
+                        env={**shim_env, "DOCKER_HOST": engines["b"].host}, cwd=root, capture_output=True, text=True)
+    line = next(x for x in cp.stdout.splitlines() if "key candidates" in x)
+    assert f"project {name}-api (export, imported)" in line and f"content {key_of(root, 'api')} (not stored)" in line
