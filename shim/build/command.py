@@ -119,6 +119,8 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
     shared, stay_note = (None, here) if here else _shared(real, args, inv, build, config, caps, key, environ, dry_run)
     if shared:
         return shared
+    if not dry_run:  # before the export dir is seeded: a base pulled now is left out of the store
+        _bases_first(inv, environ)
     reg = _registry_facts(config, caps, key, fallbacks, build.no_cache, dry_run, login_environ(inv.globals, environ))
     registry_args = {"registry": reg.spec, "registry_keys": reg.keys, "registry_tag": reg.tag}
     if config["build.backend"] == "registry":
@@ -401,7 +403,7 @@ def execute(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[st
         _forget_tags(inv, environ)
         on_error(real, list(args), exc)
         return
-    if not prep.shared:  # the shared builder pulls FROM images itself (its own registry mirrors)
+    if not prep.shared and prep.store is None:  # the store path pulled them in _prepare
         _bases_first(inv, environ)
     if not prep.unchanged:  # an unchanged rebuild tags the same image: `docker run` of it keeps its plan
         _forget_tags(inv, environ)

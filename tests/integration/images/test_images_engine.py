@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -157,6 +158,9 @@ def test_b_imports_a_s_stored_build_from_a_base_only_the_cache_has(cache, engine
     for e in (a, b):
         e.images.append(tag)
     ok(shim(session(cache, a, tmp_path, "a"), "build", "--progress", "plain", "--network", "none", "-t", tag, str(ctx)))
+    from tests.integration.build.test_build_keys import base_layers, stored_blobs
+    blobs, base = stored_blobs(Path(cache["DOCKCACHE_BUILD_STORE"])), base_layers(a, name)
+    assert {h: blobs[h] for h in base if h in blobs} == {h: 0 for h in base}  # pulled before the build: left out
     upstream.stop()
     cp = ok(shim(session(cache, b, tmp_path, "b"), "build", "--progress", "plain", "--network", "none", "-t", tag,
                  str(ctx)))
