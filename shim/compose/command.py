@@ -67,15 +67,18 @@ def _images_first(real: str, name: str, args: Sequence[str], environ: Mapping[st
 
     try:
         call = split(name, args)
-        if call.sub not in ("up", "create", "run", "pull") or reads_stdin(call) or only_looks(call):
+        if call.sub not in ("up", "create", "run", "pull", "build") or reads_stdin(call) or only_looks(call):
             return
         if not caches_up(environ):
             return
         cfg = selected_config(real, call, environ) or {"services": {}}
-        flag = next((v for k, v in _options(call.rest) if k == "--pull"), None)
+        opts = _options(call.rest)
+        flag = next((v for k, v in opts if k == "--pull"), None)
         images, asked = {}, set()
+        builds = call.sub == "build" or any(k == "--build" for k, _ in opts)
+        bases = _build_bases(cfg["services"]) if builds else []
         for svc_name, svc in cfg["services"].items():
-            if not isinstance(svc, dict) or not svc.get("image") or svc.get("build"):
+            if call.sub == "build" or not isinstance(svc, dict) or not svc.get("image") or svc.get("build"):
                 continue  # compose builds it: nothing to pull
             policy = flag or svc.get("pull_policy") or "missing"
             if policy in ("never", "build"):
@@ -84,13 +87,32 @@ def _images_first(real: str, name: str, args: Sequence[str], environ: Mapping[st
             if call.sub == "pull" or policy == "always":
                 asked.add(images[svc_name])
         inv = invocation(call)
-        done = ensure(inv.host, inv.context, images.values(), environ, asked=asked)
+        done = ensure(inv.host, inv.context, [*images.values(), *bases], environ, asked=asked)
     except Exception:  # noqa: BLE001 - compose pulls as it always did
         return
     if call.sub == "pull" and images and all(done.get(i) for i in images.values()):
         for svc_name in images:
             sys.stderr.write(f" ✔ {svc_name} Pulled\n")
         sys.exit(0)
+
+
+def _build_bases(services: Mapping[str, object]) -> list[str]:
+    """The FROM images of the services compose will build: pulled through the host's cache
+    before the plan, so their layers stay out of the build store (baselayers.py) and the next
+    session pulls them from the host instead of unpacking them from the store."""
+    from shim.build.store.baselayers import dockerfile_images, read_dockerfile
+
+    out = []
+    for svc in services.values():
+        spec = svc.get("build") if isinstance(svc, dict) else None
+        if not isinstance(spec, dict) or not isinstance(spec.get("context"), str) or "://" in spec["context"]:
+            continue
+        text = spec.get("dockerfile_inline") or read_dockerfile(
+            os.path.join(spec["context"], str(spec.get("dockerfile") or "Dockerfile")))
+        args = spec.get("args") if isinstance(spec.get("args"), dict) else {}
+        args = {k: str(v) for k, v in args.items() if v is not None}
+        out += dockerfile_images(text, args)
+    return list(dict.fromkeys(out))
 
 
 def _options(rest: Sequence[str]) -> list[tuple[str, str | None]]:

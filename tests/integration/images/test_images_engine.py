@@ -119,6 +119,34 @@ def test_compose_up_on_b_through_the_cache(cache, engines, upstream, tmp_path):
     no_cache_names(b, cache)
 
 
+def test_a_compose_build_takes_its_base_through_the_cache_and_leaves_it_out_of_the_store(
+        cache, engines, upstream, tmp_path):
+    """A built service's FROM image the engine lacks comes through the host cache before compose
+    builds: the store then holds none of the base (BuildKit pulled it during the build before),
+    and a new session B builds the service with the upstream gone, its RUN CACHED."""
+    from tests.integration.build.test_build_keys import base_layers, stored_blobs
+
+    a, b = engines["a"], engines["b"]
+    name, _id, token = pushed(engines, upstream.address, tmp_path)
+    project = tmp_path / "proj"
+    (project / "app").mkdir(parents=True)
+    (project / "app" / "Dockerfile").write_text(f"FROM {name}\nRUN cp /token /copied && echo built-{token}\n")
+    tag = f"{a.prefix}/svc:1"
+    for e in (a, b):
+        e.images.append(tag)
+    (project / "compose.yaml").write_text(
+        f"services:\n  app:\n    build: {{context: ./app, network: none}}\n    image: {tag}\n"
+        f"    network_mode: none\n")
+    ok(shim(session(cache, a, tmp_path, "a"), "compose", "-p", a.prefix, "build", cwd=project))
+    blobs, base = stored_blobs(Path(cache["DOCKCACHE_BUILD_STORE"])), base_layers(a, name)
+    assert {h: blobs[h] for h in base if h in blobs} == {h: 0 for h in base}  # placeholders, never the base
+    upstream.stop()
+    cp = ok(shim(session(cache, b, tmp_path, "b"), "compose", "-p", b.prefix, "--progress", "plain", "build",
+                 cwd=project))
+    assert "built-" + token not in cp.stderr.replace(f"echo built-{token}", ""), cp.stderr  # the RUN did not run
+    assert b.docker("run", "--rm", "--network", "none", tag, "cat", "/copied").stdout.strip() == token
+
+
 def test_compose_pull_on_b_is_complete_through_the_cache(cache, engines, upstream, tmp_path):
     a, b = engines["a"], engines["b"]
     name, image_id, _t = pushed(engines, upstream.address, tmp_path)
