@@ -150,8 +150,10 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
         available = tuple(k for k in wanted if k in store.keys())
         src, dest = str(store.root / "snapshots"), (None if same_note else str(store.root / "tmp"))
         content = baselayers.content_store(local)  # read-only: the FROM layers that would stay out
+        lacking = baselayers.absent(baselayers.reached(build, environ), local) if dest and content else []
         base_note = baselayers.note(baselayers.of_build(build, environ, local, content) if dest else frozenset(),
-                                    None, None)
+                                    None, f"would pull {', '.join(lacking)} first: its layers stay out of the "
+                                          "store" if lacking else None)
     else:
         content = baselayers.content_store(local)
         snap = safe_snapshot(store, wanted, baselayers.holder(content)) if wanted else None
@@ -159,6 +161,11 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
                                                lambda: safe_snapshot(store, wanted, baselayers.holder(content)))
         export = (caps.mode == "full" and not build.cache_to and not same_note
                   and _room_for(store, key, config, environ))
+        if export:  # a first build on an engine without its base: pulled now, not exported with the build
+            from shim.build.shared.route import prints_id
+            pulled = baselayers.pull_absent(real, inv.globals, baselayers.reached(build, environ),
+                                            option(build.options, "--platform"), environ, local, content,
+                                            quiet=prints_id(build)) or pulled
         bases = baselayers.of_build(build, environ, local, content) if export else frozenset()
         export_dir = store.new_export_dir(snap, bases) if export else None
         base_note = baselayers.note(bases, snap, pulled)

@@ -138,8 +138,10 @@ def plan(real: str, name: str, args: Sequence[str], environ: Mapping[str, str], 
     inputs, same = _inputs(real, call, builds, keys, src, environ)
     for key in (same & src.own) if not dry_run else ():  # no import, no export: nothing else marks it used
         mark_used(src.store, key)
+    pulled = None if dry_run else _pull_bases(real, call, environ, builds, keys, src, same)
     try:
         p = _with_override(call, args, environ, builds, keys, src, dry_run, run_caches, made, same)
+        p.reasons += [pulled] if pulled else []
         p.reasons += [f"{svc}: {n}" for svc, n in _candidate_notes(chosen, src, p.override, dry_run)]
         p.inputs = inputs
         p.reasons[:0] = [shared_note] if shared_note else []
@@ -307,7 +309,7 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
             if store and wanted and not dry_run else None)
     if snap and snap.lacking and froms:  # a new session's daemon without the base: pulled first, as for builds
         images, platform = froms({layout.base(t) for t in snap.lacking})
-        snap, _said = baselayers.pull_first(real, invocation(call).globals, images, platform, environ, local, snap,
+        snap, _said = baselayers.pull_first(_docker(real, call, environ), invocation(call).globals, images, platform, environ, local, snap,
                                             lambda: safe_snapshot(store, wanted, baselayers.holder(content)))
     stored = frozenset(k for k in wanted if k in store.keys()) if store and dry_run else frozenset()
     spec = config["build.registry"] if config["build.backend"] != "local" else ""
@@ -488,6 +490,28 @@ def _from_images(call: ComposeCall, environ: Mapping[str, str], build: Mapping) 
     if cli is None or not text:
         return []
     return baselayers.dockerfile_images(text, {**section_args(build), **cli})
+
+
+def _pull_bases(real: str, call: ComposeCall, environ: Mapping[str, str], builds: Mapping, keys: Mapping,
+                src: Sources, same: frozenset) -> str | None:
+    """The FROM images the engine lacks of the services whose builds export to the store,
+    pulled before the export dirs are seeded (baselayers.pull_absent): their layers stay out."""
+    if src.store is None or src.content is None or src.caps.mode != "full":
+        return None
+    exporting = [s for s, spec in builds.items() if keys[s] not in same and not spec["build"].get("cache_to")]
+    images = [i for s in exporting for i in _from_images(call, environ, builds[s]["build"])]
+    platforms = {str(builds[s].get("platform") or "") for s in exporting}
+    platform = (platforms.pop() or None) if len(platforms) == 1 else None
+    return baselayers.pull_absent(_docker(real, call, environ), invocation(call).globals, images, platform, environ, src.local,
+                                  src.content, quiet=any(a in ("-q", "--quiet") for a in call.rest))
+
+
+def _docker(real: str, call: ComposeCall, environ: Mapping[str, str]) -> str:
+    """docker itself for a pull, also under a standalone docker-compose (`real` is then that)."""
+    if call.base:  # `docker [globals] compose`: real is docker
+        return real
+    from shim.core.realdocker import find_real
+    return find_real("docker", environ) or real
 
 
 def _froms(call: ComposeCall, environ: Mapping[str, str], builds: Mapping, chosen: Mapping):

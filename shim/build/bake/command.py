@@ -159,6 +159,10 @@ def _local(prep: Prepared, targets: Sequence[BakeTarget], environ, dry_run: bool
         snap, _said = baselayers.pull_first(docker[0], docker[1], images, platform, environ, prep.local, snap,
                                             lambda: safe_snapshot(store, wanted, baselayers.holder(content)))
     prep.snapshot = snap
+    if docker and content is not None:  # a first build without the bases: pulled now, not exported
+        room = [t for t in exporting if _room_for(store, t.key, prep.config, environ)]
+        images, platform = _images_of([t.name for t in room], resolved or {})
+        baselayers.pull_absent(docker[0], docker[1], images, platform, environ, prep.local, content)
     dests = {}
     for t in exporting:
         if _room_for(store, t.key, prep.config, environ):
@@ -189,7 +193,11 @@ def _from_images(target: Mapping) -> list[str]:
 
 def _froms(targets: Sequence[BakeTarget], resolved: Mapping[str, Mapping], keys) -> tuple[list[str], str | None]:
     """(the FROM images of the targets that import any of these keys, their one platform)."""
-    chosen = [t.name for t in targets if keys & {t.key, *t.fallbacks}]
+    return _images_of([t.name for t in targets if keys & {t.key, *t.fallbacks}], resolved)
+
+
+def _images_of(chosen: Sequence[str], resolved: Mapping[str, Mapping]) -> tuple[list[str], str | None]:
+    """(the FROM images of these targets, their one platform)."""
     images = [i for n in chosen for i in _from_images(resolved.get(n) or {})]
     platforms = {tuple((resolved.get(n) or {}).get("platforms") or ()) for n in chosen}
     one = platforms.pop() if len(platforms) == 1 else ()

@@ -158,14 +158,29 @@ def from_images(build, environ: Mapping[str, str]) -> list[str]:
     from shim.build.inputs import bases
     from shim.build.mounts.sync import build_args
 
+    text = _text(build)
+    return list(dict.fromkeys(bases(text, build_args(build.options, environ)) or [])) if text else []
+
+
+def reached(build, environ: Mapping[str, str]) -> list[str]:
+    """Those of them the stages `--target` reaches start FROM: what the build pulls."""
+    from shim.build.mounts.sync import build_args, option
+    from shim.build.shared.baserefs import build_refs, contexts_of
+
+    text = _text(build)
+    if not text:
+        return []
+    froms = from_images(build, environ)
+    refs = build_refs(text, build_args=build_args(build.options, environ), contexts=contexts_of(build.options),
+                      target=option(build.options, "--target"))
+    return [i for i in refs.images if i in froms]
+
+
+def _text(build) -> str | None:
     if build.file == "-":
-        return []
+        return None
     ctx = os.path.join(os.getcwd(), build.context or ".")
-    path = os.path.join(os.getcwd(), build.file) if build.file else os.path.join(ctx, "Dockerfile")
-    text = read_dockerfile(path)
-    if text is None:
-        return []
-    return list(dict.fromkeys(bases(text, build_args(build.options, environ)) or []))
+    return read_dockerfile(os.path.join(os.getcwd(), build.file) if build.file else os.path.join(ctx, "Dockerfile"))
 
 
 def pull_missing(real: str, docker_globals: Sequence[str], build, environ: Mapping[str, str], local,
@@ -188,26 +203,73 @@ def pull_first(real: str, docker_globals: Sequence[str], images: Sequence[str], 
                environ: Mapping[str, str], local, snap, snapshot_again: Callable):
     """pull_missing for the FROM images of a compose service or bake target whose stored
     builds were left out: those the engine lacks are pulled, then the snapshot is taken again."""
+    missing = absent(images, local)
+    if snap is None or not snap.lacking or not missing:
+        return snap, None
+    failed = _pull(real, docker_globals, missing, platform, environ, quiet=False)
+    if failed:
+        return snap, f"pull of {failed[0]} failed: the stored builds on it are not imported"
+    snap.release()
+    return snapshot_again(), f"pulled {', '.join(missing)} first: the stored builds need its layers"
+
+
+def pull_absent(real: str, docker_globals: Sequence[str], images: Sequence[str], platform: str | None,
+                environ: Mapping[str, str], local, content: Path | None, *, quiet: bool = False) -> str | None:
+    """A first build on an engine that lacks its FROM images pulls them inside the build, and
+    the export then writes every base layer into the store (a 1 GB+ base, again, on every
+    project's first build). The build downloads them either way, so those the engine lacks
+    are pulled first (the host's image cache, else docker pull): the export dir then gets
+    placeholders for them. Only where placeholders work (`content`: the engine's content
+    store can be read). A failed pull changes nothing: the build pulls (or fails) as it
+    would have. The images stay in the engine, as a pull leaves them. A note for explain."""
+    if content is None or (platform and "," in platform):
+        return None
+    missing = absent(images, local)
+    if not missing:
+        return None
+    failed = _pull(real, docker_globals, missing, platform, environ, quiet=quiet)
+    done = [i for i in missing if i not in failed]
+    return f"pulled {', '.join(done)} before the build: its layers stay out of the store" if done else None
+
+
+def absent(images: Iterable[str], local) -> list[str]:
+    """Those of these images the engine does not hold (none when it cannot be asked)."""
     from shim.build.inputs import socket_of
-    from shim.core import proc
     from shim.core.engineapi import image_id
 
     socket = socket_of(local)
-    missing = [i for i in dict.fromkeys(images) if socket and not image_id(socket, i)]
-    if snap is None or not snap.lacking or not missing:
-        return snap, None
+    return [i for i in dict.fromkeys(images) if socket and not image_id(socket, i)]
+
+
+def _pull(real: str, docker_globals: Sequence[str], images: Sequence[str], platform: str | None,
+          environ: Mapping[str, str], *, quiet: bool) -> list[str]:
+    """Pull through the host's image cache where one is up, the rest with docker pull (side
+    by side; its progress on stderr when there is one image and the user watches). The
+    images that failed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from shim.core import proc
     from shim.core.grammar import parse_invocation
-    from shim.images.command import ensure  # the host's image cache first, where one is up (docs/images.md)
+    from shim.images.command import ensure  # docs/images.md
 
     inv = parse_invocation(list(docker_globals))
-    through_cache = ensure(inv.host, inv.context, missing, environ, platform=platform)
-    for image in (i for i in missing if not through_cache.get(i)):
-        got = proc.run_docker(real, [*docker_globals, "pull", *(["--platform", platform] if platform else []), image],
-                              timeout=3600, progress=True)
-        if got.returncode != 0:
-            return snap, f"pull of {image} failed: the stored builds on it are not imported"
-    snap.release()
-    return snapshot_again(), f"pulled {', '.join(missing)} first: the stored builds need its layers"
+    through_cache = ensure(inv.host, inv.context, images, environ, platform=platform)
+    rest = [i for i in images if not through_cache.get(i)]
+    shown = len(rest) == 1 and not quiet
+    argv = ["pull", *(["--platform", platform] if platform else [])]
+
+    def one(image: str) -> bool:
+        got = proc.run_docker(real, [*docker_globals, *argv, *(["-q"] if not shown else []), image],
+                              timeout=3600, progress=shown)
+        return got.returncode == 0
+
+    if len(rest) > 1 and not quiet:
+        from shim.core.notice import say
+
+        say(f"pulling {', '.join(rest)} before the build")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        ok = list(pool.map(one, rest))
+    return [i for i, good in zip(rest, ok) if not good]
 
 
 def note(bases: frozenset[str], snap, pulled: str | None) -> str | None:

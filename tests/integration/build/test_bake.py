@@ -290,3 +290,17 @@ def test_a_new_session_without_the_base_pulls_it_first_and_imports_every_step(sh
     (tmp_path / "docker-bake.hcl").write_text(f'target "app" {{\n  context = "app"\n  tags = ["{tag}"]\n}}\n')
     assert not ran(bake(shim_env, a, tmp_path, "app", tags=[tag]), token).cached
     assert ran(bake(shim_env, b, tmp_path, "app", tags=[tag]), token).cached  # pulled, then imported
+
+
+def test_a_first_bake_on_an_engine_without_the_base_leaves_the_base_out_of_the_store(shim_env, engines, tmp_path):
+    from tests.integration.build.test_build_keys import assert_no_base, fresh_base
+
+    a, b = engines["a"], engines["b"]
+    token = f"app-{uuid.uuid4().hex}"
+    base = fresh_base(a, b, tmp_path, "bfresh")
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "Dockerfile").write_text(f"FROM {base}\n" + SLOW.format(token=token))
+    tag = f"{a.prefix}/bake-fresh:1"
+    (tmp_path / "docker-bake.hcl").write_text(f'target "app" {{\n  context = "app"\n  tags = ["{tag}"]\n}}\n')
+    assert not ran(bake(shim_env, a, tmp_path, "app", tags=[tag]), token).cached
+    assert_no_base(Path(shim_env["DOCKCACHE_BUILD_STORE"]), b, base)

@@ -141,6 +141,47 @@ def test_a_daemon_without_the_base_pulls_it_first_and_imports_every_step(shim_en
     assert slow_step(cp, token).cached  # pulled, then imported
 
 
+def fresh_base(a, b, tmp: Path, name: str) -> str:
+    """A base with a 2 MB layer of its own, made and pushed by B: A has never seen it."""
+    import os
+
+    registry = os.environ.get("DOCKCACHE_TEST_REGISTRY")
+    if not registry:
+        pytest.skip("no test registry (tests/engine/provision.sh)")
+    base = f"{registry}/{a.prefix}/{name}:1"
+    (tmp / name).mkdir()
+    (tmp / name / "blob").write_bytes(os.urandom(2_000_000))
+    (tmp / name / "Dockerfile").write_text("FROM dockcache-test/busybox\nCOPY blob /blob\n")
+    b.docker("build", "--network", "none", "-q", "-t", base, str(tmp / name))
+    b.images.append(base)
+    b.docker("push", "-q", base)
+    a.images.append(base)
+    assert a.docker("image", "inspect", base, check=False).returncode != 0
+    return base
+
+
+def assert_no_base(store: Path, b, base: str) -> None:
+    """The store holds the base's layers only as placeholders (one digest on A and B)."""
+    blobs, layers = stored_blobs(store), base_layers(b, base)
+    assert {h: blobs[h] for h in layers if h in blobs} == {h: 0 for h in layers}
+    assert sum(blobs.values()) < 1_500_000  # the 2 MB layer is not there
+
+
+def test_a_first_build_on_an_engine_without_the_base_leaves_the_base_out_of_the_store(shim_env, engines, tmp_path):
+    """A fresh engine pulls the base inside a plain build, and the export then wrote every
+    base layer into the store (a 1 GB+ dev container base again, on every project's first
+    build). The base is pulled first: its layers get placeholders, the build imports nothing
+    it lacks, and the image is whole."""
+    a, b = engines["a"], engines["b"]
+    token = uuid.uuid4().hex
+    base = fresh_base(a, b, tmp_path, "fresh")
+    ws = workspace(tmp_path / "a", token, base=base)
+    slow_step(client_build(shim_env, a, ws, tmp_path), token)
+    assert_no_base(Path(shim_env["DOCKCACHE_BUILD_STORE"]), b, base)
+    tag = f"vsc-proj-{hashlib.sha256(str(ws).encode()).hexdigest()}"
+    assert a.docker("run", "--rm", "--network", "none", tag, "cat", "/t").stdout.strip() == token
+
+
 def test_a_daemon_that_cannot_get_the_base_builds_as_plain_docker_would(shim_env, engines, tmp_path):
     """Records that need base layers this engine lacks, and a pull that fails: not imported,
     the build runs (and fails, or not) as it would have."""

@@ -518,6 +518,20 @@ def test_a_new_session_without_the_base_pulls_it_first_and_imports_every_step(sh
     assert step_named(warm.stdout + warm.stderr, token).cached  # pulled, then imported
 
 
+def test_a_first_build_on_an_engine_without_the_base_leaves_the_base_out_of_the_store(shim_env, engines, tmp_path):
+    from tests.integration.build.test_build_keys import assert_no_base, fresh_base
+
+    a, b = engines["a"], engines["b"]
+    base = fresh_base(a, b, tmp_path, "cfresh")
+    root = tmp_path / "proj"
+    (root / "app").mkdir(parents=True)
+    (root / "app" / "Dockerfile").write_text(f"FROM {base}\nRUN echo {uuid.uuid4().hex} > /t\n")
+    (root / "compose.yaml").write_text("services:\n  app:\n    build: {context: ./app, network: none}\n")
+    cp = up(shim_env, a, root, "build")
+    assert cp.returncode == 0, cp.stderr[-2000:]
+    assert_no_base(Path(shim_env["DOCKCACHE_BUILD_STORE"]), b, base)
+
+
 def test_a_project_named_in_its_file_keeps_exporting_under_its_name(shim_env, engines, tmp_path):
     """`name:` survives a new checkout: `<name>-<service>` stays the key exported to (an edited
     Dockerfile keeps its key), the content key is a candidate; explain lists both."""

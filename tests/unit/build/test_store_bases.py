@@ -77,3 +77,61 @@ def test_layers_of_an_index_and_its_manifests(tmp_path):
     assert baselayers.layers(tmp_path, [f"sha256:{idx}"]) == {"a" * 64, "b" * 64}
     assert baselayers.layers(tmp_path, ["sha256:" + "e" * 64]) == frozenset()
     assert baselayers.holder(None) is None and baselayers.holder(tmp_path)(man)
+
+
+class _Pulls:
+    """docker pull, faked: records the argv, fails for the names in `bad`."""
+    def __init__(self, bad=()):
+        self.argv, self.bad = [], set(bad)
+
+    def __call__(self, real, argv, **kw):
+        from shim.core.proc import Result
+        self.argv.append(list(argv))
+        return Result((real, *argv), 1 if argv[-1] in self.bad else 0, "", "")
+
+
+@pytest.fixture
+def pulls(monkeypatch, tmp_path):
+    from shim.core import engineapi, proc
+    from shim.images import command
+
+    fake = _Pulls()
+    monkeypatch.setattr(proc, "run_docker", fake)
+    monkeypatch.setattr(command, "ensure", lambda *a, **k: {})  # no host image cache
+    monkeypatch.setattr(engineapi, "image_id", lambda sock, name: "sha256:x" if name == "have:1" else None)
+    monkeypatch.setattr("shim.build.inputs.socket_of", lambda local: "/s")
+    return fake
+
+
+def test_a_first_build_pulls_only_the_bases_the_engine_lacks(pulls, tmp_path):
+    got = baselayers.pull_absent("docker", ["-H", "unix:///s"], ["have:1", "new:1", "new:1"], "linux/amd64", {},
+                                 object(), tmp_path)
+    assert pulls.argv == [["-H", "unix:///s", "pull", "--platform", "linux/amd64", "new:1"]]
+    assert got and "new:1" in got and "have:1" not in got
+
+
+def test_no_pull_where_placeholders_cannot_work_or_the_platform_is_many(pulls, tmp_path):
+    assert baselayers.pull_absent("docker", [], ["new:1"], None, {}, object(), None) is None
+    assert baselayers.pull_absent("docker", [], ["new:1"], "linux/amd64,linux/arm64", {}, object(), tmp_path) is None
+    assert pulls.argv == []
+
+
+def test_a_failed_pull_is_no_note_and_the_build_goes_on(pulls, tmp_path):
+    pulls.bad = {"gone:1"}
+    assert baselayers.pull_absent("docker", [], ["gone:1"], None, {}, object(), tmp_path) is None
+    assert baselayers.pull_absent("docker", [], ["gone:1", "new:1"], None, {}, object(), tmp_path).startswith(
+        "pulled new:1 ")
+    assert all("-q" in a for a in pulls.argv[1:])  # several side by side: no progress bars over each other
+
+
+def test_only_the_bases_the_target_reaches_are_pulled(tmp_path, monkeypatch):
+    from shim.core.grammar import parse_build, parse_invocation
+
+    (tmp_path / "Dockerfile").write_text("ARG V=1\nFROM big:$V AS dev\nFROM small:1 AS prod\nCOPY --from=tool:1 / /\n"
+                                         "FROM prod\n")
+    monkeypatch.chdir(tmp_path)
+    build = parse_build(parse_invocation(["build", "--target", "prod", "--build-arg", "V=2", "."]))
+    assert baselayers.reached(build, {}) == ["small:1"]
+    assert baselayers.reached(parse_build(parse_invocation(["build", "--build-arg", "V=2", "."])), {}) == ["small:1"]
+    assert baselayers.reached(parse_build(parse_invocation(["build", "--target", "dev", "--build-arg", "V=2",
+                                                            "."])), {}) == ["big:2"]
