@@ -17,6 +17,12 @@ time, the context the project's `.devcontainer`:
   new session B   dockcache on daemon B, a copy of the project at another path (another tag,
                   another temp path); its reference is the warm build on A
 
+`--base-absent`: before each cold run (plain and dockcache alike) the base leaves daemon A
+(it, the images the bench made FROM it and dangling images removed, the build cache
+pruned), as on a fresh engine: both pull it from the loopback
+registry inside the cold build or `devcontainer up` (dockcache pulls it first, so its layers
+stay out of the store: store bytes after cold show it). A and B get the base back at the end.
+
 With the dev containers CLI installed (tests/engine/provision.sh), the same as real
 `devcontainer up` runs (`--docker-path` plain docker or dockcache; warm = up with
 `--remove-existing-container`, which builds again and starts a new container). Medians over
@@ -80,9 +86,9 @@ def ensure_base(real: str) -> dict:
 
 
 class Bench:
-    def __init__(self, shim: str, sleep: float):
+    def __init__(self, shim: str, sleep: float, absent: bool = False):
         self.tmp = Path(tempfile.mkdtemp(prefix="dcbench-"))
-        self.real, self.shim, self.sleep = real_docker(), shim, sleep
+        self.real, self.shim, self.sleep, self.absent = real_docker(), shim, sleep, absent
         self.made: list[tuple[str, str]] = []  # (daemon, image)
 
     def env(self, round_no: int, session: str) -> dict:
@@ -125,7 +131,8 @@ class Bench:
         cached, executed = counts(cp.stderr)
         step = step_named(cp.stderr, token)
         out = {"seconds": round(took, 3), "cached_steps": cached, "executed_steps": executed,
-               "slow_step_cached": bool(step and step.cached)}
+               "slow_step_cached": bool(step and step.cached),
+               "pulled_base": any(w in cp.stderr for w in ("extracting sha256:", "Pulling from", "Pull complete"))}
         lines = metrics.read_text().splitlines() if metrics.exists() else []
         if not plain and len(lines) > before:
             record = json.loads(lines[-1])
@@ -142,19 +149,50 @@ class Bench:
         last = cp.stdout.strip().splitlines()[-1] if cp.stdout.strip() else "{}"
         if cp.returncode or json.loads(last).get("outcome") != "success":
             raise SystemExit(f"devcontainer up on {daemon} failed:\n{cp.stdout[-1500:]}{cp.stderr[-1500:]}")
-        return {"seconds": round(took, 3)}
+        image = sh(self.real, daemon, "inspect", "--format", "{{.Config.Image}}", json.loads(last)["containerId"],
+                   check=False).stdout.strip()
+        self.made += [(daemon, image)] if image else []
+        return {"seconds": round(took, 3), "pulled_base": "extracting sha256:" in cp.stdout + cp.stderr
+                or "Pull complete" in cp.stdout + cp.stderr}
+
+    def sequence(self, sides: dict, round_no: int):
+        """(phase, side, its args): both colds then both warms, the side first alternating per
+        round; with --base-absent each side's cold then warm (dropping the base prunes the
+        build cache: the other side's cold build would no longer be warm)."""
+        names = list(sides) if round_no % 2 == 0 else list(sides)[::-1]
+        pairs = ([(p, n) for n in names for p in ("cold_a", "warm_a")] if self.absent
+                 else [(p, n) for p in ("cold_a", "warm_a") for n in names])
+        return [(p, n, sides[n]) for p, n in pairs]
+
+    def before_cold(self, daemon: str) -> None:
+        """--base-absent: the engine as a fresh one is, without the base or any layer of it."""
+        if self.absent:  # the images made FROM it so far hold its layers too
+            self.remove_containers(daemon)
+            for d, image in [m for m in self.made if m[0] == daemon]:
+                sh(self.real, d, "image", "rm", "-f", image, check=False)
+            sh(self.real, daemon, "image", "rm", "-f", BASE, check=False)
+            sh(self.real, daemon, "image", "prune", "-f")  # dangling images may hold its layers
+            sh(self.real, daemon, "builder", "prune", "-af")
+            if sh(self.real, daemon, "image", "inspect", BASE, check=False).returncode == 0:
+                raise SystemExit(f"the base is still on {daemon}")
 
     def cleanup(self) -> None:
         for d in HOSTS:
-            ids = sh(self.real, d, "ps", "-aq", "--filter", f"label=devcontainer.local_folder", check=False).stdout.split()
-            mine = [i for i in ids if str(self.tmp) in sh(self.real, d, "inspect", "--format",
-                                                            '{{index .Config.Labels "devcontainer.local_folder"}}',
-                                                            i, check=False).stdout]
-            if mine:
-                sh(self.real, d, "rm", "-f", *mine, check=False)
+            self.remove_containers(d)
         for d, image in self.made:
             sh(self.real, d, "image", "rm", "-f", image, check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.absent:
+            for d in HOSTS:
+                sh(self.real, d, "pull", "-q", BASE, check=False)
+
+    def remove_containers(self, d: str) -> None:
+        ids = sh(self.real, d, "ps", "-aq", "--filter", "label=devcontainer.local_folder", check=False).stdout.split()
+        mine = [i for i in ids if str(self.tmp) in sh(self.real, d, "inspect", "--format",
+                                                        '{{index .Config.Labels "devcontainer.local_folder"}}',
+                                                        i, check=False).stdout]
+        if mine:
+            sh(self.real, d, "rm", "-f", *mine, check=False)
 
 
 def builds_round(b: Bench, i: int) -> dict:
@@ -162,9 +200,10 @@ def builds_round(b: Bench, i: int) -> dict:
     (p_ws, p_tok), (d_ws, d_tok) = b.workspace(f"plain-{i}"), b.workspace(f"dc-{i}")
     r: dict = {}
     order = [("plain", p_ws, p_tok, True), ("dockcache", d_ws, d_tok, False)]
-    for phase in ("cold_a", "warm_a"):
-        for name, ws, tok, plain in (order if i % 2 == 0 else order[::-1]):
-            r[f"{phase}_{name}"] = b.build("a", ws, tok, env_a, plain=plain)
+    for phase, name, (ws, tok, plain) in b.sequence({n: (w, t, p) for n, w, t, p in order}, i):
+        if phase == "cold_a":
+            b.before_cold("a")
+        r[f"{phase}_{name}"] = b.build("a", ws, tok, env_a, plain=plain)
     r["store_bytes_after_cold"] = CacheStore(Path(env_a["DOCKCACHE_BUILD_STORE"])).size()
     r["new_session_b_dockcache"] = b.build("b", b.copy(d_ws, f"dc-{i}-b"), d_tok, env_b, plain=False)
     return r
@@ -175,9 +214,10 @@ def cli_round(b: Bench, i: int) -> dict:
     (p_ws, _), (d_ws, _) = b.workspace(f"cli-plain-{i}"), b.workspace(f"cli-dc-{i}")
     r: dict = {}
     order = [("plain", p_ws, True), ("dockcache", d_ws, False)]
-    for phase, again in (("cold_a", False), ("warm_a", True)):
-        for name, ws, plain in (order if i % 2 == 0 else order[::-1]):
-            r[f"up_{phase}_{name}"] = b.up("a", ws, env_a, plain=plain, again=again)
+    for phase, name, (ws, plain) in b.sequence({n: (w, p) for n, w, p in order}, i):
+        if phase == "cold_a":
+            b.before_cold("a")
+        r[f"up_{phase}_{name}"] = b.up("a", ws, env_a, plain=plain, again=phase == "warm_a")
     r["up_new_session_b_dockcache"] = b.up("b", b.copy(d_ws, f"cli-dc-{i}-b"), env_b, plain=False)
     return r
 
@@ -187,7 +227,7 @@ def median(rounds: list[dict], kind: str):
     if not isinstance(runs[0], dict):
         return max(runs)
     out = {"seconds": round(statistics.median(x["seconds"] for x in runs), 3), "each": [x["seconds"] for x in runs]}
-    for k in ("cached_steps", "executed_steps", "slow_step_cached", "export_written", "as_typed"):
+    for k in ("cached_steps", "executed_steps", "slow_step_cached", "pulled_base", "export_written", "as_typed"):
         if k in runs[0]:
             out[k] = [x.get(k) for x in runs]
     return out
@@ -217,10 +257,11 @@ def main() -> None:
     ap.add_argument("--sleep", type=float, default=8.0, help="seconds the slow RUN takes (the issue's took 8.1 s)")
     ap.add_argument("--shim", default=DOCKCACHE, help="the dockcache launcher (another checkout's bin/docker)")
     ap.add_argument("--no-cli", action="store_true", help="leave out the devcontainer up runs")
+    ap.add_argument("--base-absent", action="store_true", help="each cold run starts without the base (pulls it)")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    b = Bench(args.shim, args.sleep)
-    res: dict = {"base": ensure_base(b.real), "rounds": args.rounds, "shim": args.shim,
+    b = Bench(args.shim, args.sleep, args.base_absent)
+    res: dict = {"base": ensure_base(b.real), "rounds": args.rounds, "shim": args.shim, "base_absent": args.base_absent,
                  "load_average": os.getloadavg()[0]}
     try:
         rounds = [builds_round(b, i) for i in range(args.rounds)]

@@ -1,6 +1,7 @@
 """`dockcache images up|down|status|prune`: the host's pull-through image caches.
 
-One Distribution registry (Debian's `docker-registry`, or `registry` on PATH) per upstream
+One Distribution registry (`registry` on PATH, else Debian's `docker-registry`; Distribution 3
+is faster on a miss: registryconf.fill_mode) per upstream
 in proxy mode, on images.address (loopback by default), like `builder up` runs buildkitd:
 each cache's config, pid file, log and storage sit under `ROOT/<upstream>/`, and the index
 `ROOT/caches.json` is what every session's shim reads to route its pulls (shim/images).
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from shim.images.caches import read_index, running, write_index
 from shim.images.refs import registry_name, remote_url
-from shim.images.registryconf import config_yaml
+from shim.images.registryconf import config_yaml, fill_mode
 from shim.core import proc
 
 from .buildercmd import _stop, _tail
@@ -78,7 +79,7 @@ def answers(address: str) -> bool:
 
 def up(ctx: Ctx, *, upstreams: list[str], root: str | None, registry: str | None, as_json: bool) -> int:
     base = root_of(ctx, root)
-    binary = registry or shutil.which("docker-registry") or shutil.which("registry")
+    binary = registry or shutil.which("registry") or shutil.which("docker-registry")
     if not binary or not os.access(binary, os.X_OK):
         raise CliError("no Distribution registry found (install Debian's docker-registry, "
                        "put `registry` on PATH or pass --registry PATH)")
@@ -138,7 +139,17 @@ def _start(ctx: Ctx, base: str, reg: str, binary: str, taken: set[int]) -> tuple
             return None, _why(log)
         time.sleep(0.1)
     return {"address": address, "debug": f"{host}:{debug}", "pid": pid, "config": str(conf), "dir": str(here),
-            "url": remote_url(reg), "credentials": bool(user), "started": time.time()}, ""
+            "url": remote_url(reg), "credentials": bool(user), "started": time.time(),
+            "fill": fill_mode(_version(binary))}, ""
+
+
+def _version(binary: str) -> str:
+    import subprocess
+
+    try:
+        return subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def _alive(pid: int) -> bool:

@@ -125,7 +125,7 @@ def _one(engine: Engine, route: Route, caches: Mapping[str, dict], platform: str
         entry = caches[route.ref.registry]
         try:
             warm(route.via, route.ref.path, route.ref.tag, os.path.join(str(entry.get("dir")), "data"),
-                 platform=platform)
+                 platform=platform, fill=entry.get("fill") != "stream")
         except Unavailable as exc:  # private, unknown, or a cache that does not answer
             return Pulled(False, str(exc), down="cache at" in str(exc))
         printer.start()

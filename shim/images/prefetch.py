@@ -1,6 +1,7 @@
 """Fill a cache with one image before the engine pulls it from there. Stdlib only.
 
-Distribution 2.8's proxy fetches a blob it lacks twice: one copy for its storage, one
+Distribution 3 stores a missed blob from the one fetch it streams to the client: the
+engine pulls through it directly (only the manifest is read here first). Distribution 2.8's proxy fetches a blob it lacks twice: one copy for its storage, one
 streamed to the client, both from the upstream at once (proxyblobstore.go, ServeBlob). On a
 link to the internet that doubles the bytes and halves the speed of every first pull. So
 on a miss dockcache reads the image's manifest through the cache (stored as it passes),
@@ -30,11 +31,16 @@ class Unavailable(Exception):
     """The cache cannot give this image (an upstream it cannot read, a name it does not know)."""
 
 
-def warm(address: str, path: str, tag: str, data_dir: str, *, platform: str | None = None) -> int:
-    """Blobs the cache fetched for this image (0: it held them all). Raises Unavailable."""
+def warm(address: str, path: str, tag: str, data_dir: str, *, platform: str | None = None,
+         fill: bool = True) -> int:
+    """The image's blobs (the cache holds them all when this returns, with `fill`). Raises
+    Unavailable. Without `fill` (Distribution 3 stores what it streams: registryconf.fill_mode)
+    only the manifest is read: whether the cache can give the image at all."""
     manifest = _manifest(address, path, tag)
     if "manifests" in manifest:
         manifest = _manifest(address, path, _pick(manifest["manifests"], platform))
+    if not fill:
+        return 0
     blobs = [manifest.get("config", {})] + list(manifest.get("layers") or [])
     missing = [b for b in blobs if b.get("digest") and not stored(data_dir, b["digest"])]
     for b in missing:

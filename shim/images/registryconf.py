@@ -11,6 +11,7 @@ miss counters that `images status` shows.
 from __future__ import annotations
 
 import json
+import re
 
 
 def config_yaml(*, data_dir: str, address: str, debug_address: str, remote_url: str, secret: str,
@@ -27,3 +28,15 @@ def config_yaml(*, data_dir: str, address: str, debug_address: str, remote_url: 
     if username:
         lines += [f"  username: {q(username)}", f"  password: {q(password)}"]
     return "\n".join(lines) + "\n"
+
+
+def fill_mode(version_text: str) -> str:
+    """How a miss gets into the cache (images/prefetch.py): Distribution 3 stores a blob from
+    the one fetch it streams to the engine ("stream"); 2.x fetches it twice from the
+    upstream at once, so dockcache fills the cache before the engine pulls ("prefill").
+    `registry --version` prints e.g. `registry github.com/distribution/distribution/v3 v3.1.2`
+    (Debian's: `docker-registry github.com/docker/distribution 2.8.2+ds1`); unknown: prefill."""
+    words = version_text.split()
+    found = re.match(r"v?(\d+)\.\d+", words[2]) if len(words) >= 3 else None
+    return "stream" if found and int(found.group(1)) >= 3 else "prefill"
+

@@ -439,6 +439,25 @@ install_buildkit() {
   rm -rf "$BUILDKIT_DIR/bin"; mv "$BUILDKIT_DIR/bin.tmp" "$BUILDKIT_DIR/bin"
 }
 
+# Distribution 3 for the host image cache's tests and bench (docs/images.md): it stores a
+# missed blob from the one fetch it streams, where Debian's 2.8 fetches it twice. Built
+# after buildkitd in the same background job (2 cores), from the Go module proxy.
+DISTRIBUTION_VERSION=v3.1.2
+DISTRIBUTION_DIR=$CACHE/distribution-$DISTRIBUTION_VERSION
+
+install_distribution() {
+  [ -x "$DISTRIBUTION_DIR/bin/registry" ] && return 0
+  local go; go=$(command -v go || echo /usr/local/go/bin/go)
+  [ -x "$go" ] || fail "no Go on this machine to build the Distribution registry"
+  step "build the Distribution registry $DISTRIBUTION_VERSION with the host's Go (once; minutes)"
+  rm -rf "$DISTRIBUTION_DIR/bin.tmp"; mkdir -p "$DISTRIBUTION_DIR"
+  (cd "$DISTRIBUTION_DIR" && CGO_ENABLED=0 GOBIN="$DISTRIBUTION_DIR/bin.tmp" GOFLAGS=-buildvcs=false "$go" install \
+      "github.com/distribution/distribution/v3/cmd/registry@$DISTRIBUTION_VERSION") \
+    >"$CACHE/logs/distribution-go.log" 2>&1 \
+    || { tail -n 15 "$CACHE/logs/distribution-go.log" >&2; fail "go install of the Distribution registry failed"; }
+  rm -rf "$DISTRIBUTION_DIR/bin"; mv "$DISTRIBUTION_DIR/bin.tmp" "$DISTRIBUTION_DIR/bin"
+}
+
 mirror_images() {  # the test base images into the loopback registry, once per recipe
   local entry img recipe mark ref
   mkdir -p "$DATADIR/mirrored"
@@ -546,6 +565,9 @@ print_env() {
   echo "export DOCKCACHE_TEST_HOST_OLD=$(host old)"
   echo "export DOCKCACHE_TEST_REGISTRY=localhost:${REGISTRY_ADDR##*:}"
   echo "export DOCKCACHE_TEST_BUILDER=unix://$BUILDER_SOCK"
+  if [ -x "$DISTRIBUTION_DIR/bin/registry" ]; then
+    echo "export DOCKCACHE_TEST_DISTRIBUTION3=$DISTRIBUTION_DIR/bin/registry"
+  fi
   if [ -x "$COMPOSE_BAKE_DIR/cli-plugins/docker-compose" ]; then
     echo "export DOCKCACHE_TEST_COMPOSE_BAKE=$COMPOSE_BAKE_DIR/cli-plugins"
   fi
@@ -556,14 +578,14 @@ cmd_up() {
   mkdir -p "$CACHE/logs"
   # buildkitd's Go build (CPU, ~6 min once) runs beside the image builds (network, apt)
   local bk_pid
-  install_buildkit & bk_pid=$!
+  { install_buildkit && install_distribution; } & bk_pid=$!
   install_all
   local d
   for d in "${DAEMONS[@]}"; do start_daemon "$d"; done
   for d in "${DAEMONS[@]}"; do wait_daemon "$d"; done
   start_registry
   images_all
-  wait "$bk_pid" || fail "building buildkitd failed (log: $CACHE/logs/buildkit-go.log)"
+  wait "$bk_pid" || fail "building buildkitd or the registry failed (logs: $CACHE/logs/*-go.log)"
   cmd_builder_up
   print_env
 }

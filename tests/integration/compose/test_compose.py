@@ -287,6 +287,9 @@ def test_a_service_of_a_profile_named_on_the_command_line_gets_its_cache(shim_en
     warm = up(shim_env, engines["b"], root, "up", "--build", "web")
     assert warm.returncode == 0, warm.stderr[-2000:]
     assert [s.cached for s in build_steps(warm.stdout + warm.stderr)] == [True]
+    for engine in (engines["a"], engines["b"]):  # `down` leaves a service of a profile it was not given
+        subprocess.run([REAL, "-H", engine.host, "compose", "--profile", "web", "down", "--rmi", "local"], cwd=root,
+                       capture_output=True)
 
 
 def test_compose_run_with_a_bind_and_workdir_on_its_command_line_gets_the_apps_cache(shim_env, engines, tmp_path):

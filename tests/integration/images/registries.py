@@ -31,7 +31,7 @@ def answers(address: str) -> bool:
 class Upstream:
     """A Distribution registry of the test's own (started and stopped by its pid)."""
 
-    def __init__(self, root: Path, *, users: dict[str, str] | None = None):
+    def __init__(self, root: Path, *, users: dict[str, str] | None = None, access_log: bool = False):
         self.root = root
         self.address = f"127.0.0.1:{free_port()}"
         self.config = root / "upstream.yml"
@@ -43,12 +43,13 @@ class Upstream:
             htpasswd.write_text("".join(f"{u}:{crypt.crypt(p, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n"
                                         for u, p in users.items()))
             auth = f"auth:\n  htpasswd: {{realm: test, path: {htpasswd}}}\n"
-        self.config.write_text(f"version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {root / 'data'}}}\n"
+        self.config.write_text(f"version: 0.1\nlog: {{level: {'info' if access_log else 'warn'}}}\nstorage:\n  filesystem: {{rootdirectory: {root / 'data'}}}\n"
                                f"{auth}http: {{addr: \"{self.address}\"}}\n")
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Upstream":
-        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.config)], stdout=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.config)],
+                                     stdout=open(self.root / "access.log", "ab"),
                                      stderr=open(self.root / "upstream.log", "ab"), start_new_session=True)
         for _ in range(100):
             if answers(self.address):
@@ -61,3 +62,15 @@ class Upstream:
             os.kill(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=20)
         self.proc = None
+
+    def blob_gets(self) -> dict[str, int]:
+        """digest -> GETs of that blob the upstream answered (its access log: access_log=True)."""
+        import re
+
+        text = (self.root / "access.log").read_text(errors="replace") if (self.root / "access.log").exists() else ""
+        text += (self.root / "upstream.log").read_text(errors="replace")
+        out: dict[str, int] = {}
+        for digest in re.findall(r'"GET /v2/[^ ]*/blobs/(sha256:[0-9a-f]{64})', text):
+            out[digest] = out.get(digest, 0) + 1
+        return out
+

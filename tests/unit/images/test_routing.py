@@ -134,3 +134,26 @@ def test_progress_replaces_the_cache_name(monkeypatch):
         p.show(msg)
     assert out.getvalue().splitlines() == ["latest: Pulling from library/nginx", "abc: Download complete",
                                            "Status: Downloaded newer image for nginx:latest"]
+
+
+@pytest.mark.parametrize("text, mode", [
+    ("registry github.com/distribution/distribution/v3 v3.1.2\n", "stream"),
+    ("registry github.com/distribution/distribution/v3 3.0.0\n", "stream"),
+    ("docker-registry github.com/docker/distribution 2.8.2+ds1\n", "prefill"),
+    ("registry github.com/distribution/distribution v2.8.3\n", "prefill"),
+    ("", "prefill"), ("garbage", "prefill"), ("a b c", "prefill")])
+def test_only_a_registry_that_stores_what_it_streams_is_pulled_through_without_a_fill(text, mode):
+    from shim.images.registryconf import fill_mode
+
+    assert fill_mode(text) == mode
+
+
+def test_without_a_fill_only_the_manifest_is_read(monkeypatch, tmp_path):
+    from shim.images import prefetch
+
+    asked = []
+    monkeypatch.setattr(prefetch, "_manifest", lambda a, p, ref: asked.append(ref) or {
+        "config": {"digest": "sha256:c"}, "layers": [{"digest": "sha256:l", "size": 1}]})
+    monkeypatch.setattr(prefetch, "_trigger", lambda *a: asked.append("blob"))
+    assert prefetch.warm("127.0.0.1:1", "lib/x", "1", str(tmp_path), fill=False) == 0
+    assert asked == ["1"]
