@@ -1,7 +1,7 @@
 """Images across sessions: a project's `docker compose up -d --build` in a new session, with
 every image behind a link that stands for the internet (100 Mbit/s, 20 ms).
 
-  python3 bench/images.py [--json F] [--keep]
+  python3 bench/images.py [--json F] [--only stack|pulls|floor] [--rounds N] [--registry PATH]
 
 The stack: 3 built services (Go with a build cache mount, Node with `npm ci`, Python with
 `pip install`) FROM real bases, and 2 pulled service images, all in a registry of the
@@ -175,7 +175,11 @@ def up(session: Session, home: Path, ctx: Path, link: Throttle, images_root: Pat
     return {"seconds": seconds, "internet_bytes": link.reset()}
 
 
+CACHE_REGISTRY: list[str] = []  # --registry PATH for `images up` (bench option)
+
+
 def images_cmd(images_root: Path, *args) -> None:
+    args = (*args, *CACHE_REGISTRY) if args[:1] == ("up",) else args
     env = {**os.environ, "DOCKCACHE_IMAGES_ROOT": str(images_root), "DOCKCACHE_IMAGES_PORT": "5400"}
     python = os.environ.get("DOCKCACHE_TEST_PYTHON") or next(
         (str(p) for p in [REPO / ".venv/bin/python"] if p.exists()), sys.executable)  # the CLI needs typer
@@ -226,13 +230,17 @@ def floor(reg: Registry, link: Throttle, tmp: Path) -> dict:
         s.stop()
 
 
-def pulls(reg: Registry, link: Throttle, tmp: Path) -> dict:
-    """One ~200 MB (compressed) base: the acceptance ratios for single pulls."""
-    name, direct_name = f"{link.address}/bench/python:1", f"{reg.address}/bench/python:1"
-    roots = tmp / "images-pull"
-    out = {}
+def pulls(reg: Registry, link: Throttle, tmp: Path, rounds: int = 1) -> dict:
+    """One ~200 MB (compressed) base: the acceptance ratios for single pulls. Each round: a
+    direct pull and the first pull through a fresh cache back to back (their order alternating),
+    then a new session's pull from that cache and a plain pull from a loopback registry; the
+    ratios are the medians of each round's own (the machine's load moves between rounds)."""
+    import statistics
 
-    def once(label: str, image: str, *, plain: bool):
+    name, direct_name = f"{link.address}/bench/python:1", f"{reg.address}/bench/python:1"
+    each: list[dict] = []
+
+    def once(out: dict, label: str, image: str, roots: Path, *, plain: bool):
         s = Session(label)
         try:
             env = env_for(s, tmp / f"home-{label}", plain=plain, images_root=roots)
@@ -240,32 +248,52 @@ def pulls(reg: Registry, link: Throttle, tmp: Path) -> dict:
             out[label] = {"seconds": timed(env, DOCKCACHE, "pull", "-q", image), "internet_bytes": link.reset()}
         finally:
             s.stop()
-    once("direct_through_the_link", name, plain=True)
-    images_cmd(roots, "up", "--upstream", link.address)
-    try:
-        once("first_through_the_cache", name, plain=False)
-        once("new_session_from_the_cache", name, plain=False)
-    finally:
-        images_cmd(roots, "down")
-    once("plain_from_a_loopback_registry", direct_name, plain=True)
-    out["first_pull_ratio"] = round(out["first_through_the_cache"]["seconds"] / out["direct_through_the_link"]["seconds"], 2)
-    out["new_session_ratio"] = round(out["new_session_from_the_cache"]["seconds"]
-                                     / out["plain_from_a_loopback_registry"]["seconds"], 2)
-    return out
+
+    for i in range(rounds):
+        out: dict = {}
+        roots = tmp / f"images-pull-{i}"
+        first = ["direct", "cache"] if i % 2 == 0 else ["cache", "direct"]
+        images_cmd(roots, "up", "--upstream", link.address)
+        try:
+            for side in first:
+                if side == "direct":
+                    once(out, "direct_through_the_link", name, roots, plain=True)
+                else:
+                    once(out, "first_through_the_cache", name, roots, plain=False)
+            once(out, "new_session_from_the_cache", name, roots, plain=False)
+        finally:
+            images_cmd(roots, "down")
+            shutil.rmtree(roots, ignore_errors=True)
+        once(out, "plain_from_a_loopback_registry", direct_name, roots, plain=True)
+        out["first_pull_ratio"] = round(out["first_through_the_cache"]["seconds"]
+                                        / out["direct_through_the_link"]["seconds"], 2)
+        out["new_session_ratio"] = round(out["new_session_from_the_cache"]["seconds"]
+                                         / out["plain_from_a_loopback_registry"]["seconds"], 2)
+        each.append(out)
+    median = {k: {"seconds": round(statistics.median(r[k]["seconds"] for r in each), 2),
+                  "internet_bytes": max(r[k]["internet_bytes"] for r in each)}
+              for k in each[0] if isinstance(each[0][k], dict)}
+    return {**median, "first_pull_ratio": round(statistics.median(r["first_pull_ratio"] for r in each), 2),
+            "new_session_ratio": round(statistics.median(r["new_session_ratio"] for r in each), 2),
+            "rounds": each}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
     ap.add_argument("--only", choices=("stack", "pulls", "floor"))
+    ap.add_argument("--rounds", type=int, default=1, help="rounds of the single pulls (--only pulls)")
+    ap.add_argument("--registry", help="the Distribution binary the host caches run (default: images up's choice)")
     args = ap.parse_args()
+    CACHE_REGISTRY[:] = ["--registry", args.registry] if args.registry else []
     reg = Registry()
     link = Throttle(tuple(reg.address.split(":")[0:1]) + (int(reg.address.split(":")[1]),),
                     rate=PROFILE[0], latency=PROFILE[1]).start()
     tmp = Path(tempfile.mkdtemp(prefix="bench-images-", dir=WORK))
     try:
         reg.fill()
-        report = {"profile": "100 Mbit/s, 20 ms per request", "images": IMAGES}
+        report = {"profile": "100 Mbit/s, 20 ms per request", "images": IMAGES,
+                  "cache_registry": args.registry or "images up's choice"}
         if args.only in (None, "floor"):
             report["floor"] = floor(reg, link, tmp)
         if args.only in (None, "stack"):
@@ -273,7 +301,7 @@ def main() -> None:
             st = report["stack"]
             st["speedup_new_session"] = round(st["plain_new_session"]["seconds"] / st["dockcache_new_session"]["seconds"], 2)
         if args.only in (None, "pulls"):
-            report["pulls"] = pulls(reg, link, tmp)
+            report["pulls"] = pulls(reg, link, tmp, args.rounds)
     finally:
         link.stop()
         reg.stop()

@@ -130,7 +130,10 @@ def dockerfile_images(text: str | None, build_args: Mapping[str, str]) -> list[s
     """The FROM images of a Dockerfile's text (none when they cannot be told)."""
     from shim.build.inputs import bases
 
-    return list(dict.fromkeys(bases(text, build_args) or [])) if text else []
+    if not text:
+        return []
+    other = pinned_elsewhere(text, None)
+    return [i for i in dict.fromkeys(bases(text, build_args) or []) if i not in other]
 
 
 def of_images(images: Iterable[str], local, content: Path | None) -> frozenset[str]:
@@ -173,7 +176,31 @@ def reached(build, environ: Mapping[str, str]) -> list[str]:
     froms = from_images(build, environ)
     refs = build_refs(text, build_args=build_args(build.options, environ), contexts=contexts_of(build.options),
                       target=option(build.options, "--target"))
-    return [i for i in refs.images if i in froms]
+    other = pinned_elsewhere(text, option(build.options, "--platform"))
+    return [i for i in refs.images if i in froms and i not in other]
+
+
+def pinned_elsewhere(text: str, platform: str | None) -> set[str]:
+    """Images a FROM line pins to a platform (`--platform=…`) other than the one a pull takes
+    (the build's --platform, else this machine's): a pull would fetch the wrong variant, so
+    BuildKit pulls them. `$BUILDPLATFORM` is this machine's, `$TARGETPLATFORM` the build's;
+    another ARG is not known here."""
+    import platform as _platform
+
+    from shim.images.prefetch import ARCH
+
+    host = f"linux/{ARCH.get(_platform.machine(), _platform.machine())}"
+    want = platform or host
+    known = {"$BUILDPLATFORM": host, "${BUILDPLATFORM}": host, "$TARGETPLATFORM": want, "${TARGETPLATFORM}": want}
+    out = set()
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) < 3 or words[0].upper() != "FROM":
+            continue
+        pins = [w.split("=", 1)[1] for w in words[1:] if w.startswith("--platform=")]
+        if pins and known.get(pins[-1], pins[-1]) != want:
+            out.add(next((w for w in words[1:] if not w.startswith("--")), ""))
+    return out
 
 
 def _text(build) -> str | None:

@@ -135,3 +135,15 @@ def test_only_the_bases_the_target_reaches_are_pulled(tmp_path, monkeypatch):
     assert baselayers.reached(parse_build(parse_invocation(["build", "--build-arg", "V=2", "."])), {}) == ["small:1"]
     assert baselayers.reached(parse_build(parse_invocation(["build", "--target", "dev", "--build-arg", "V=2",
                                                             "."])), {}) == ["big:2"]
+
+
+def test_a_base_pinned_to_another_platform_is_left_to_buildkit(tmp_path, monkeypatch):
+    from shim.core.grammar import parse_build, parse_invocation
+
+    (tmp_path / "Dockerfile").write_text("FROM --platform=linux/s390x tool:1 AS t\nFROM --platform=$BUILDPLATFORM go:1 AS b\n"
+                                         "FROM --platform=linux/amd64 run:1\nCOPY --from=t / /\nCOPY --from=b / /\n")
+    monkeypatch.chdir(tmp_path)
+    assert baselayers.reached(parse_build(parse_invocation(["build", "--platform", "linux/amd64", "."])), {}) == [
+        "go:1", "run:1"]
+    assert baselayers.reached(parse_build(parse_invocation(["build", "--platform", "linux/s390x", "."])), {}) == [
+        "tool:1"]  # go:1 is this machine's variant: not what a pull for s390x takes
