@@ -1,6 +1,6 @@
 """A dev container's day: a 1 GB+ base, the first build, a rebuild, a new session elsewhere.
 
-  python3 bench/devcontainer.py [--rounds 2] [--sleep 8] [--shim bin/docker] [--no-cli] [--json F]
+  python3 bench/devcontainer.py [--rounds 2] [--sleep 8] [--shim bin/docker] [--no-cli] [--base-absent] [--json F]
 
 Base image: devtools (Debian, python, node) plus two real toolchains from this host (a JDK
 and Go: ~1.7 GB unpacked, ~0.6 GB compressed), built once on daemon A, pushed to the loopback

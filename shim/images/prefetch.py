@@ -24,6 +24,7 @@ ACCEPT = ", ".join(["application/vnd.oci.image.index.v1+json",
                     "application/vnd.docker.distribution.manifest.v2+json"])
 ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 BLOBS = "docker/registry/v2/blobs/sha256"
+REPOS = "docker/registry/v2/repositories"
 TIMEOUT = 30.0
 
 
@@ -39,9 +40,10 @@ def warm(address: str, path: str, tag: str, data_dir: str, *, platform: str | No
     manifest = _manifest(address, path, tag)
     if "manifests" in manifest:
         manifest = _manifest(address, path, _pick(manifest["manifests"], platform))
+    blobs = [manifest.get("config", {})] + list(manifest.get("layers") or [])
+    link_stored(data_dir, path, [str(b.get("digest") or "") for b in blobs])
     if not fill:
         return 0
-    blobs = [manifest.get("config", {})] + list(manifest.get("layers") or [])
     missing = [b for b in blobs if b.get("digest") and not stored(data_dir, b["digest"])]
     for b in missing:
         _trigger(address, path, b["digest"])
@@ -51,6 +53,39 @@ def warm(address: str, path: str, tag: str, data_dir: str, *, platform: str | No
         missing = [b for b in missing if not stored(data_dir, b["digest"])]
         time.sleep(0.1)
     return len(blobs)
+
+
+def link_stored(data_dir: str, path: str, digests: list[str]) -> int:
+    """Blobs the cache holds under another repository, linked under this one; how many.
+
+    Distribution's proxy serves a blob only from the repository it was fetched for: images
+    that share a base (every service image FROM one distro) get the shared layers once, under
+    whichever repository the engine asked first, and a new session whose engine asks another
+    repository for them fetches them from the internet again (a 197 MB base layer in the
+    images bench). The registry's own storage layout (`storage/paths.go`: a `link` file per
+    repository naming the digest, as a blob's commit writes it) makes the stored blob this
+    repository's too. Only where this process may write the cache's storage (`images up`
+    ran as this user): elsewhere the proxy fetches it again, as before."""
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return 0
+    done = 0
+    for digest in digests:
+        hexd = digest.split(":", 1)[-1]
+        if not digest.startswith("sha256:") or not stored(data_dir, digest):
+            continue
+        link = os.path.join(data_dir, REPOS, path, "_layers", "sha256", hexd, "link")
+        if os.path.exists(link):
+            continue
+        try:
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            tmp = f"{link}.{os.getpid()}.tmp"
+            with open(tmp, "w", encoding="ascii") as fh:
+                fh.write(digest)
+            os.replace(tmp, link)
+        except OSError:
+            return done
+        done += 1
+    return done
 
 
 def stored(data_dir: str, digest: str) -> bool:

@@ -278,3 +278,80 @@ def test_distribution_3_fetches_each_blob_once_and_b_pulls_it_with_the_upstream_
         upstream.stop()
         dockcache(images_env, "images", "down")
 
+
+
+def test_distribution_3_serves_a_basic_auth_upstream_with_the_configured_login(images_env, engines, tmp_path):
+    """images.credentials: the login of the user who runs `images up` goes into the cache's
+    config; Distribution 3's proxy answers a basic-auth (htpasswd) upstream with it, where
+    2.8 answers only token-auth ones (docs/images.md). A session without any login pulls it."""
+    import os
+
+    binary = os.environ.get("DOCKCACHE_TEST_DISTRIBUTION3")
+    if not binary:
+        pytest.skip("no Distribution 3 registry (tests/engine/provision.sh up builds it)")
+    a, b = engines["a"], engines["b"]
+    (tmp_path / "priv").mkdir()
+    private = Upstream(tmp_path / "priv", users={"robot": "r3ad"}).start()
+    try:
+        login = tmp_path / "robot-docker"
+        login.mkdir()
+        a.docker("--config", str(login), "login", "-u", "robot", "--password-stdin", private.address, input="r3ad")
+        name, image_id, token = pushed(engines, private.address, tmp_path, config=str(login))
+        (tmp_path / "config.toml").write_text(f'[images]\ncredentials = ["{private.address}"]\n')
+        env = {**images_env, "DOCKCACHE_CONFIG": str(tmp_path / "config.toml")}
+        ok(dockcache({**env, "DOCKER_CONFIG": str(login)}, "images", "up", "--upstream", private.address,
+                     "--registry", binary))
+        assert b.docker("pull", name, check=False).returncode != 0  # control: no login on B
+        cp = ok(shim(session(env, b, tmp_path, "b"), "run", "--rm", "--network", "none", name, "cat", "/token"))
+        assert cp.stdout.strip() == token and facts(b, name)["id"] == image_id
+        no_cache_names(b, env)
+    finally:
+        dockcache(images_env, "images", "down")
+        private.stop()
+
+
+@pytest.mark.parametrize("registry", ["2.8", "3"])
+def test_b_gets_a_layer_a_fetched_under_another_repository_from_the_cache(images_env, engines, tmp_path, registry):
+    """Two images FROM one base, in two repositories: A pulls the first through the cache, B
+    the second. Distribution's proxy serves a blob only under the repository it fetched it
+    for: the shared layers must be this repository's too (prefetch.link_stored), or B's pull
+    fetches them from the internet again (only the second image's own blobs may cross)."""
+    import os
+    import shutil
+
+    binary = os.environ.get("DOCKCACHE_TEST_DISTRIBUTION3") if registry == "3" else shutil.which("docker-registry")
+    if not binary:
+        pytest.skip("no Distribution 3 registry (tests/engine/provision.sh up builds it)")
+    a, b, old = engines["a"], engines["b"], engines["old"]
+    (tmp_path / "up").mkdir()
+    upstream = Upstream(tmp_path / "up", access_log=True).start()
+    try:
+        base = f"{upstream.address}/{a.prefix}/base:1"
+        ctx = tmp_path / "base"
+        ctx.mkdir()
+        (ctx / "layer").write_bytes(os.urandom(1_000_000))
+        (ctx / "Dockerfile").write_text(f"FROM {BUSYBOX}\nCOPY layer /layer\n")
+        old.docker("build", "-q", "-t", base, str(ctx))
+        names = []
+        for repo in ("first", "second"):
+            (tmp_path / repo).mkdir()
+            (tmp_path / repo / "Dockerfile").write_text(f"FROM {base}\nRUN echo {repo} > /which\n")
+            name = f"{upstream.address}/{a.prefix}/{repo}:1"
+            old.docker("build", "-q", "--network", "none", "-t", name, str(tmp_path / repo))
+            old.docker("push", name)
+            names.append(name)
+            for e in engines.values():
+                e.images.append(name)
+        old.images.append(base)
+        ok(dockcache(images_env, "images", "up", "--upstream", upstream.address, "--registry", binary))
+        before = upstream.blob_gets()
+        ok(shim(session(images_env, a, tmp_path, "a"), "pull", names[0]))
+        by_a = {d for d, n in upstream.blob_gets().items() if n > before.get(d, 0)}
+        before = upstream.blob_gets()
+        cp = shim(session(images_env, b, tmp_path, "b"), "run", "--rm", "--network", "none", names[1], "cat", "/which")
+        assert cp.returncode == 0 and cp.stdout.strip() == "second", cp.stderr[-1500:]
+        by_b = {d for d, n in upstream.blob_gets().items() if n > before.get(d, 0)}
+        assert len(by_a) >= 3 and by_b and not by_a & by_b, (by_a, by_b)
+    finally:
+        upstream.stop()
+        dockcache(images_env, "images", "down")

@@ -157,3 +157,19 @@ def test_without_a_fill_only_the_manifest_is_read(monkeypatch, tmp_path):
     monkeypatch.setattr(prefetch, "_trigger", lambda *a: asked.append("blob"))
     assert prefetch.warm("127.0.0.1:1", "lib/x", "1", str(tmp_path), fill=False) == 0
     assert asked == ["1"]
+
+
+def test_a_blob_stored_under_another_repository_is_linked_under_this_one(tmp_path):
+    from shim.images import prefetch
+
+    hexd = "ab" * 32
+    data = tmp_path / prefetch.BLOBS / hexd[:2] / hexd
+    data.mkdir(parents=True)
+    (data / "data").write_bytes(b"x")
+    digests = [f"sha256:{hexd}", "sha256:" + "cd" * 32]  # the second is not stored: the proxy fetches it
+    assert prefetch.link_stored(str(tmp_path), "lib/app", digests) == 1
+    link = tmp_path / prefetch.REPOS / "lib/app/_layers/sha256" / hexd / "link"
+    assert link.read_text() == f"sha256:{hexd}"
+    assert prefetch.link_stored(str(tmp_path), "lib/app", digests) == 0  # once
+    assert prefetch.link_stored(str(tmp_path), "../../etc", digests) == 0
+    assert not (tmp_path / prefetch.REPOS / "lib/app/_layers/sha256" / ("cd" * 32)).exists()
