@@ -152,9 +152,23 @@ def project(ctx: Path, reg: str) -> None:
         f"  cache:\n    image: {reg}/bench/cache:1\n" + svc("    command: sleep 1000000\n"))
 
 
+TRACE: list[Path] = []  # --trace DIR: each timed command's output, every line stamped
+
+
 def timed(env: dict, *argv, cwd=None) -> float:
     t = time.perf_counter()
-    sh(*argv, env=env, cwd=cwd)
+    if not TRACE:
+        sh(*argv, env=env, cwd=cwd)
+        return round(time.perf_counter() - t, 2)
+    TRACE[0].mkdir(parents=True, exist_ok=True)
+    log = TRACE[0] / f"{len(list(TRACE[0].iterdir())):02d}-{env.get('DOCKCACHE_STATE_DIR', 'x').split('/')[-2]}.log"
+    env = {**env, "DOCKCACHE_DEBUG": "1"}
+    with subprocess.Popen([str(a) for a in argv], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as p, open(log, "w") as out:
+        for line in p.stdout:
+            out.write(f"{time.perf_counter() - t:7.2f} {line}")
+    if p.returncode:
+        raise SystemExit(f"{' '.join(map(str, argv))} -> {p.returncode}: {log}")
     return round(time.perf_counter() - t, 2)
 
 
@@ -282,10 +296,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
     ap.add_argument("--only", choices=("stack", "pulls", "floor"))
+    ap.add_argument("--trace", help="a dir for each timed command's output, every line stamped (DOCKCACHE_DEBUG=1)")
     ap.add_argument("--rounds", type=int, default=1, help="rounds of the single pulls (--only pulls)")
     ap.add_argument("--registry", help="the Distribution binary the host caches run (default: images up's choice)")
     args = ap.parse_args()
     CACHE_REGISTRY[:] = ["--registry", args.registry] if args.registry else []
+    TRACE[:] = [Path(args.trace)] if args.trace else []
     reg = Registry()
     link = Throttle(tuple(reg.address.split(":")[0:1]) + (int(reg.address.split(":")[1]),),
                     rate=PROFILE[0], latency=PROFILE[1]).start()

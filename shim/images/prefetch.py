@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import platform as _platform
+import threading
 import time
 
 ACCEPT = ", ".join(["application/vnd.oci.image.index.v1+json",
@@ -46,13 +47,30 @@ def warm(address: str, path: str, tag: str, data_dir: str, *, platform: str | No
         return 0
     missing = [b for b in blobs if b.get("digest") and not stored(data_dir, b["digest"])]
     for b in missing:
-        _trigger(address, path, b["digest"])
+        if _claim(data_dir, b["digest"]):
+            _trigger(address, path, b["digest"])
     size = sum(int(b.get("size") or 0) for b in missing)
     deadline = time.monotonic() + 60 + size / 1_000_000  # 1 MB/s at least, else the engine's own pull
     while missing and time.monotonic() < deadline:
         missing = [b for b in missing if not stored(data_dir, b["digest"])]
         time.sleep(0.1)
+    link_stored(data_dir, path, [str(b.get("digest") or "") for b in blobs])  # those another image fetched
     return len(blobs)
+
+
+_CLAIMED: set[tuple[str, str]] = set()
+_CLAIM_LOCK = threading.Lock()
+
+
+def _claim(data_dir: str, digest: str) -> bool:
+    """Only one fill per blob in this process: images pulled side by side (`compose up`) that
+    share a base would each have the cache fetch the shared layers again (935 MB from the
+    upstream for a 540 MB stack); the others wait for it to be stored and link it."""
+    with _CLAIM_LOCK:
+        if (data_dir, digest) in _CLAIMED:
+            return False
+        _CLAIMED.add((data_dir, digest))
+        return True
 
 
 def link_stored(data_dir: str, path: str, digests: list[str]) -> int:

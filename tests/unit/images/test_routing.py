@@ -173,3 +173,32 @@ def test_a_blob_stored_under_another_repository_is_linked_under_this_one(tmp_pat
     assert prefetch.link_stored(str(tmp_path), "lib/app", digests) == 0  # once
     assert prefetch.link_stored(str(tmp_path), "../../etc", digests) == 0
     assert not (tmp_path / prefetch.REPOS / "lib/app/_layers/sha256" / ("cd" * 32)).exists()
+
+
+def test_images_filled_side_by_side_fetch_a_shared_blob_once(monkeypatch, tmp_path):
+    import threading
+
+    from shim.images import prefetch
+
+    shared, own = "sha256:" + "11" * 32, ["sha256:" + c * 64 for c in "23"]
+    triggered = []
+
+    def store(digest):
+        hexd = digest[7:]
+        (tmp_path / prefetch.BLOBS / hexd[:2] / hexd).mkdir(parents=True, exist_ok=True)
+        (tmp_path / prefetch.BLOBS / hexd[:2] / hexd / "data").write_bytes(b"x")
+
+    def trigger(address, path, digest):
+        triggered.append(digest)
+        threading.Timer(0.2, store, (digest,)).start()
+    monkeypatch.setattr(prefetch, "_trigger", trigger)
+    monkeypatch.setattr(prefetch, "_manifest", lambda a, path, ref: {
+        "config": {"digest": own[path == "b"]}, "layers": [{"digest": shared, "size": 1}]})
+    threads = [threading.Thread(target=prefetch.warm, args=("x:1", p, "1", str(tmp_path))) for p in "ab"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(triggered) == sorted([shared, *own])  # the shared layer once
+    for p in "ab":  # and each repository has it
+        assert (tmp_path / prefetch.REPOS / p / "_layers/sha256" / ("11" * 32) / "link").exists()
