@@ -502,8 +502,9 @@ def _pull_bases(real: str, call: ComposeCall, environ: Mapping[str, str], builds
     images = [i for s in exporting for i in _from_images(call, environ, builds[s]["build"])]
     platforms = {str(builds[s].get("platform") or "") for s in exporting}
     platform = (platforms.pop() or None) if len(platforms) == 1 else None
-    return baselayers.pull_absent(_docker(real, call, environ), invocation(call).globals, images, platform, environ, src.local,
-                                  src.content, quiet=any(a in ("-q", "--quiet") for a in call.rest))
+    quiet = any(a in ("-q", "--quiet", "--quiet-pull") for a in call.rest)
+    return baselayers.pull_absent(_docker(real, call, environ), invocation(call).globals, images, platform, environ,
+                                  src.local, src.content, quiet=quiet)
 
 
 def _docker(real: str, call: ComposeCall, environ: Mapping[str, str]) -> str:

@@ -1,10 +1,11 @@
 """Fill a cache with one image before the engine pulls it from there. Stdlib only.
 
 Distribution 3 stores a missed blob from the one fetch it streams to the client: the
-engine pulls through it directly (only the manifest is read here first). Distribution 2.8's proxy fetches a blob it lacks twice: one copy for its storage, one
-streamed to the client, both from the upstream at once (proxyblobstore.go, ServeBlob). On a
-link to the internet that doubles the bytes and halves the speed of every first pull. So
-on a miss dockcache reads the image's manifest through the cache (stored as it passes),
+engine pulls through it directly (only the manifest is read here first). Distribution
+2.8's proxy fetches a blob it lacks twice: one copy for its storage, one streamed to the
+client, both from the upstream at once (proxyblobstore.go, ServeBlob). On a link to the
+internet that doubles the bytes and halves the speed of every first pull. So on a miss
+dockcache reads the image's manifest through the cache (stored as it passes),
 asks the cache for each blob it does not hold and hangs up once the answer starts (the
 proxy's own copy for its storage carries on alone), waits until every blob is in the
 cache's storage, and only then lets the engine pull: everything then comes from the host.
