@@ -44,9 +44,12 @@ def cache_stats(ctx: Ctx, *, as_json: bool) -> None:
               "entries": sum(e["entries"] for e in seen), "misses": sum(e["misses"] for e in seen),
               "hits": None if not seen or None in hits else sum(hits),
               "saved_bytes": None if not seen or None in hits else sum(e["savings"]["bytes"] for e in seen)}
-    data = {"caches": [r.to_json() for r in rows], "totals": totals,
-            "build": _build_usage(read_log(ctx, "metrics")), "schema": STATS_SCHEMA}
-    emit(data, as_json=as_json, human=_stats_human(rows, totals, data["build"]))
+    from .metricscmd import _images
+
+    records = read_log(ctx, "metrics")
+    data = {"caches": [r.to_json() for r in rows], "totals": totals, "build": _build_usage(records),
+            "images": _images(records), "schema": STATS_SCHEMA}
+    emit(data, as_json=as_json, human=_stats_human(rows, totals, data["build"], data["images"]))
 
 
 def _build_usage(records: list[dict]) -> dict:
@@ -59,7 +62,7 @@ def _build_usage(records: list[dict]) -> dict:
             "reason": "steps CACHED vs run are in docker's own output, which dockcache leaves to you unread"}
 
 
-def _stats_human(rows: list[CacheRow], totals: dict, build: dict) -> str:
+def _stats_human(rows: list[CacheRow], totals: dict, build: dict, images: dict | None = None) -> str:
     biggest = max((r.size or 0 for r in rows), default=0) or 1
     body = []
     for r in rows:
@@ -83,6 +86,9 @@ def _stats_human(rows: list[CacheRow], totals: dict, build: dict) -> str:
               "'-' where this host cannot see the cache")
     human += (f"\nbuilds: {build['builds']} builds, {build['compose_runs']} compose runs, "
               f"{build['with_import']} imports from the shared store")
+    if images and (images["pulled"] or images["fell_back"]):
+        human += (f"\nimages: {images['pulled']} pulled through the host's image cache "
+                  f"({human_size(images['bytes'])} in the engine, not downloaded), {images['fell_back']} pulled directly")
     return human
 
 

@@ -90,6 +90,7 @@ def test_b_runs_what_a_pulled_after_the_upstream_is_gone(cache, engines, upstrea
     b_env = session(cache, b, tmp_path, "b")
     shown = json.loads(ok(dockcache(b_env, "metrics", "show", "--json")).stdout)["images"]
     assert shown["pulled"] == 1 and shown["bytes"] > 200000 and shown["fell_back"] == 0
+    assert json.loads(ok(dockcache(b_env, "cache", "stats", "--json")).stdout)["images"] == shown
     doctor = json.loads(dockcache(b_env, "doctor", "--json").stdout)["checks"]
     line = next(c for c in doctor if c["check"] == "image caches")
     assert line["ok"] and f"pulls of {upstream.address} go through" in line["value"]

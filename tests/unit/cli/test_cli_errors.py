@@ -89,3 +89,17 @@ def test_list_and_stats_show_the_host_side_store_without_an_engine(private_home,
         assert cp.returncode == 0, cp.stderr
         assert "app" in {r["name"] for r in json.loads(cp.stdout)["caches"]}
         assert cp.stderr.count("dockcache:") == 1 and "volumes not listed" in cp.stderr
+
+
+def test_stats_count_the_image_bytes_the_host_cache_served(private_home, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "metrics.jsonl").write_text(
+        json.dumps({"kind": "images", "pulled": ["a:1", "b:1"], "bytes": 3_000_000, "failed": []}) + "\n"
+        + json.dumps({"kind": "images", "pulled": [], "bytes": 0, "failed": [{"image": "c:1", "why": "401"}]}) + "\n")
+    env = {"HOME": str(private_home), "PATH": "/usr/bin:/bin", "DOCKER_HOST": f"unix://{tmp_path}/no.sock",
+           "PYTHONPATH": str(REPO), "DOCKCACHE_STATE_DIR": str(state), "DOCKCACHE_BUILD_STORE": str(tmp_path / "s")}
+    got = [subprocess.run([sys.executable, "-m", "shim", "cache", "stats", *extra], cwd=tmp_path, env=env,
+                          capture_output=True, text=True) for extra in (["--json"], [])]
+    assert json.loads(got[0].stdout)["images"] == {"pulled": 2, "bytes": 3_000_000, "fell_back": 1}
+    assert "images: 2 pulled through the host's image cache" in got[1].stdout
