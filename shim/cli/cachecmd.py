@@ -31,7 +31,7 @@ def cache_list(ctx: Ctx, *, as_json: bool) -> None:
 
 
 def cache_stats(ctx: Ctx, *, as_json: bool) -> None:
-    from .inventory import read_log, with_evidence
+    from .inventory import image_usage, read_log, with_evidence
 
     rows = with_evidence(ctx, _rows(ctx, include_missing=False, need_engine=False))
     runs = [r for r in rows if r.kind in ("volume", "bind")]
@@ -44,11 +44,9 @@ def cache_stats(ctx: Ctx, *, as_json: bool) -> None:
               "entries": sum(e["entries"] for e in seen), "misses": sum(e["misses"] for e in seen),
               "hits": None if not seen or None in hits else sum(hits),
               "saved_bytes": None if not seen or None in hits else sum(e["savings"]["bytes"] for e in seen)}
-    from .metricscmd import _images
-
     records = read_log(ctx, "metrics")
     data = {"caches": [r.to_json() for r in rows], "totals": totals, "build": _build_usage(records),
-            "images": _images(records), "schema": STATS_SCHEMA}
+            "images": image_usage(records), "schema": STATS_SCHEMA}
     emit(data, as_json=as_json, human=_stats_human(rows, totals, data["build"], data["images"]))
 
 

@@ -46,6 +46,14 @@ def _uses(usage: dict[str, list[float]], name: str) -> tuple[int, float | None]:
     return len(times), (max(times) if times else None)
 
 
+def image_usage(records: list[dict]) -> dict:
+    """Pulls routed through the host's image caches (shim/images), from the metrics log: the
+    images' size in the engine is what the host served instead of a registry on the internet."""
+    pulls = [r for r in records if r.get("kind") == "images"]
+    return {"pulled": sum(len(r.get("pulled", [])) for r in pulls), "bytes": sum(r.get("bytes", 0) for r in pulls),
+            "fell_back": sum(len(r.get("failed", [])) for r in pulls)}
+
+
 def read_log(ctx: Ctx, name: str) -> list[dict]:
     out = []
     for suffix in (".jsonl.1", ".jsonl"):

@@ -6,7 +6,7 @@ import time
 from collections import Counter
 
 from .context import Ctx
-from .inventory import read_log
+from .inventory import image_usage, read_log
 from .output import emit, iso_utc, table
 
 
@@ -40,7 +40,7 @@ def metrics_show(ctx: Ctx, *, since: float | None, as_json: bool) -> None:
                          "saves_failed": sum(1 for r in saves if not r.get("ok")),
                          "saved_bytes": sum(r.get("bytes", 0) for r in saves)},
         "days": _days(ctx, floor),
-        "images": _images(recs),
+        "images": image_usage(recs),
     }
     human = table([[k, str(v)] for k, v in sorted(kinds.items())], ["KIND", "COMMANDS"])
     human += "\n\n" + table([[k, str(v)] for k, v in mounted.most_common()], ["CACHE", "MOUNTS"])
@@ -59,14 +59,6 @@ def metrics_show(ctx: Ctx, *, since: float | None, as_json: bool) -> None:
                   f"size in the engine), {i['fell_back']} pulled directly after the cache could not serve them")
     human += "\n\n" + _days_chart(data["days"])
     emit(data, as_json=as_json, human=human)
-
-
-def _images(recs: list[dict]) -> dict:
-    """Pulls routed through the host's image caches (shim/images): the images' size in the engine
-    is what the host served instead of a registry on the internet."""
-    pulls = [r for r in recs if r.get("kind") == "images"]
-    return {"pulled": sum(len(r.get("pulled", [])) for r in pulls), "bytes": sum(r.get("bytes", 0) for r in pulls),
-            "fell_back": sum(len(r.get("failed", [])) for r in pulls)}
 
 
 def _days(ctx: Ctx, floor: float) -> list[dict]:
