@@ -76,7 +76,7 @@ def _images_first(real: str, name: str, args: Sequence[str], environ: Mapping[st
         flag = next((v for k, v in opts if k == "--pull"), None)
         images, asked = {}, set()
         builds = call.sub == "build" or any(k == "--build" for k, _ in opts)
-        bases = _build_bases(cfg["services"]) if builds else []
+        bases = _build_bases(call, cfg["services"], environ) if builds else []
         for svc_name, svc in cfg["services"].items():
             if call.sub == "build" or not isinstance(svc, dict) or not svc.get("image") or svc.get("build"):
                 continue  # compose builds it: nothing to pull
@@ -96,23 +96,15 @@ def _images_first(real: str, name: str, args: Sequence[str], environ: Mapping[st
         sys.exit(0)
 
 
-def _build_bases(services: Mapping[str, object]) -> list[str]:
+def _build_bases(call, services: Mapping[str, object], environ: Mapping[str, str]) -> list[str]:
     """The FROM images of the services compose will build: pulled through the host's cache
     before the plan, so their layers stay out of the build store (baselayers.py) and the next
     session pulls them from the host instead of unpacking them from the store."""
-    from shim.build.store.baselayers import dockerfile_images, read_dockerfile
+    from shim.compose.plan import _from_images  # the plan reads them the same way (its build args too)
 
-    out = []
-    for svc in services.values():
-        spec = svc.get("build") if isinstance(svc, dict) else None
-        if not isinstance(spec, dict) or not isinstance(spec.get("context"), str) or "://" in spec["context"]:
-            continue
-        text = spec.get("dockerfile_inline") or read_dockerfile(
-            os.path.join(spec["context"], str(spec.get("dockerfile") or "Dockerfile")))
-        args = spec.get("args") if isinstance(spec.get("args"), dict) else {}
-        args = {k: str(v) for k, v in args.items() if v is not None}
-        out += dockerfile_images(text, args)
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(i for svc in services.values()
+                              if isinstance(svc, dict) and isinstance(svc.get("build"), dict)
+                              for i in _from_images(call, environ, svc["build"])))
 
 
 def _options(rest: Sequence[str]) -> list[tuple[str, str | None]]:
