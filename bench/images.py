@@ -1,7 +1,7 @@
 """Images across sessions: a project's `docker compose up -d --build` in a new session, with
 every image behind a link that stands for the internet (100 Mbit/s, 20 ms).
 
-  python3 bench/images.py [--json F] [--only stack|pulls|floor] [--rounds N] [--registry PATH]
+  python3 bench/images.py [--json F] [--only stack|pulls|floor|order] [--rounds N] [--registry PATH]
 
 The stack: 3 built services (Go with a build cache mount, Node with `npm ci`, Python with
 `pip install`) FROM real bases, and 2 pulled service images, all in a registry of the
@@ -13,7 +13,8 @@ build store too); that session's warm restart (`compose down` + `up -d --build`)
 and bytes fetched from the "internet"; and plain docker's new session with the registry on
 loopback (the floor: unpacking, builds and starts on this machine). Then single pulls of one ~200 MB base: direct
 through the link vs the first pull through the cache, and a new session's pull from the
-cache vs a plain pull from a loopback registry.
+cache vs a plain pull from a loopback registry. And the five images alone (`--only order`):
+plain compose pulling them side by side vs dockcache's pulls ordered by shared layers.
 """
 
 from __future__ import annotations
@@ -292,12 +293,49 @@ def pulls(reg: Registry, link: Throttle, tmp: Path, rounds: int = 1) -> dict:
             "rounds": each}
 
 
+def order(reg: Registry, tmp: Path, rounds: int = 1) -> dict:
+    """The five images alone (`compose pull`), everything on loopback: plain compose pulls them
+    side by side from the registry; dockcache pulls them from the host cache, the largest
+    first and those sharing its base after it (shim/images/order.py). A fresh dockerd each
+    time, the order of the two alternating; the ratio is the median of each round's own."""
+    import statistics
+
+    ctx = tmp / "proj-order"
+    ctx.mkdir(parents=True)
+    (ctx / "compose.yaml").write_text("services:\n" + "".join(
+        f"  {n}:\n    image: {reg.address}/bench/{n}:1\n    network_mode: none\n" for n in IMAGES))
+    roots = tmp / "images-order"
+    images_cmd(roots, "up", "--upstream", reg.address)
+    each: list[dict] = []
+
+    def once(label: str, *, plain: bool) -> float:
+        s = Session(label)
+        try:
+            return timed(env_for(s, tmp / f"home-{label}", plain=plain, images_root=roots), DOCKCACHE, "compose",
+                         "pull", "-q", cwd=ctx)
+        finally:
+            s.stop()
+    try:
+        once("order-fill", plain=False)  # the host cache holds them (as after any earlier session)
+        for i in range(rounds):
+            out = {}
+            for side in (["plain", "dockcache"] if i % 2 == 0 else ["dockcache", "plain"]):
+                out[f"{side}_seconds"] = once(f"order-{side}-{i}", plain=side == "plain")
+            out["ratio"] = round(out["plain_seconds"] / out["dockcache_seconds"], 2)
+            each.append(out)
+    finally:
+        images_cmd(roots, "down")
+    return {"plain_side_by_side_from_loopback": round(statistics.median(r["plain_seconds"] for r in each), 2),
+            "dockcache_ordered_from_the_host_cache": round(statistics.median(r["dockcache_seconds"] for r in each), 2),
+            "speedup": round(statistics.median(r["ratio"] for r in each), 2), "rounds": each}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
-    ap.add_argument("--only", choices=("stack", "pulls", "floor"))
+    ap.add_argument("--only", choices=("stack", "pulls", "floor", "order"))
     ap.add_argument("--trace", help="a dir for each timed command's output, every line stamped (DOCKCACHE_DEBUG=1)")
-    ap.add_argument("--rounds", type=int, default=1, help="rounds of the single pulls (--only pulls)")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds of the single pulls and of --only order")
     ap.add_argument("--registry", help="the Distribution binary the host caches run (default: images up's choice)")
     args = ap.parse_args()
     CACHE_REGISTRY[:] = ["--registry", args.registry] if args.registry else []
@@ -318,6 +356,8 @@ def main() -> None:
             st["speedup_new_session"] = round(st["plain_new_session"]["seconds"] / st["dockcache_new_session"]["seconds"], 2)
         if args.only in (None, "pulls"):
             report["pulls"] = pulls(reg, link, tmp, args.rounds)
+        if args.only in (None, "order"):
+            report["order"] = order(reg, tmp, args.rounds)
     finally:
         link.stop()
         reg.stop()

@@ -181,8 +181,15 @@ def _ignored_dirs(ignore: bytes | None) -> set[str]:
 def bases(dockerfile_text: str, build_args: Mapping[str, str] | None = None) -> list[str] | None:
     """The FROM images, an ARG before the first FROM expanded as BuildKit does (`--build-arg`,
     else its default, else empty); None when one cannot be told for sure."""
-    from shim.build.mounts.parse import platform_args
     from shim.build.shared.route import from_images
+
+    froms = from_lines(dockerfile_text, build_args)
+    return None if froms is None else from_images("\n".join(froms))
+
+
+def from_lines(dockerfile_text: str, build_args: Mapping[str, str] | None = None) -> list[str] | None:
+    """The FROM lines, each image word expanded as `bases` does; None when one cannot be told."""
+    from shim.build.mounts.parse import platform_args
 
     automatic = platform_args("")  # BuildKit's own platform ARGs: their names
     scope: dict[str, str | None] = {}
@@ -207,7 +214,7 @@ def bases(dockerfile_text: str, build_args: Mapping[str, str] | None = None) -> 
                     return None
                 words[at] = image  # that word, not the first text like it (`$IMG` in `$IMG_PLATFORM`)
             froms.append(" ".join(words))
-    return from_images("\n".join(froms))
+    return froms
 
 
 def _arg_value(word: str, scope: Mapping[str, str | None]) -> str | None:

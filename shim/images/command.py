@@ -93,7 +93,8 @@ def _present(engine: Engine, image: str, environ: Mapping[str, str]) -> bool:
 
 def pull_all(engine: Engine, routes: Sequence[Route], caches: Mapping[str, dict], environ: Mapping[str, str], *,
              platform: str | None, style: str) -> dict[str, bool]:
-    """The pulls side by side (compose's services, a build's stages); results per image."""
+    """The pulls side by side (compose's services, a build's stages), those sharing a layer
+    one after the other (shim/images/order.py); results per image."""
     if not routes:
         return {}
     from shim.images.pull import Pulled
@@ -102,20 +103,64 @@ def pull_all(engine: Engine, routes: Sequence[Route], caches: Mapping[str, dict]
     if len(routes) == 1:
         results[routes[0].image] = _one(engine, routes[0], caches, platform, style)
     else:
-        import threading
-
-        def work(r: Route) -> None:
-            results[r.image] = _one(engine, r, caches, platform, "quiet")
-        threads = [threading.Thread(target=work, args=(r,), daemon=True) for r in routes]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        _side_by_side(engine, routes, caches, platform, results)
     _after(engine, routes, results, environ)
     return {r.image: results.get(r.image) is not None and results[r.image].ok for r in routes}
 
 
-def _one(engine: Engine, route: Route, caches: Mapping[str, dict], platform: str | None, style: str):
+def _side_by_side(engine: Engine, routes: Sequence[Route], caches: Mapping[str, dict], platform: str | None,
+                  results: dict) -> None:
+    """Every manifest first (which layers each image has), then each pull once those it waits for are done."""
+    import threading
+
+    from shim.images.order import layers_of, waits
+
+    manifests: dict[str, object] = {}
+    _each(routes, lambda r: manifests.__setitem__(r.image, _manifest(r, platform)))
+    after = waits({r.image: layers_of(m) if isinstance(m, dict) else [] for r, m in
+                   ((r, manifests.get(r.image)) for r in routes)})
+    done = {r.image: threading.Event() for r in routes}
+
+    def work(r: Route) -> None:
+        def wait() -> None:
+            for image in after.get(r.image, ()):
+                done[image].wait()
+        try:
+            got = manifests.get(r.image)
+            results[r.image] = got if not isinstance(got, dict) else _one(engine, r, caches, platform, "quiet", got,
+                                                                           before_pull=wait)
+        finally:
+            done[r.image].set()
+    _each(routes, work)
+
+
+def _each(routes: Sequence[Route], work) -> None:
+    import threading
+
+    threads = [threading.Thread(target=work, args=(r,), daemon=True) for r in routes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _manifest(route: Route, platform: str | None):
+    """The manifest the engine will pull, or the Pulled failure that ends this route."""
+    from shim.images.prefetch import Unavailable, image_manifest
+    from shim.images.pull import Pulled
+
+    try:
+        return image_manifest(route.via, route.ref.path, route.ref.tag, platform=platform)
+    except Unavailable as exc:  # private, unknown, or a cache that does not answer
+        return Pulled(False, str(exc), down="cache at" in str(exc))
+    except Exception as exc:  # noqa: BLE001 - a thread must not take the command down
+        return Pulled(False, f"{type(exc).__name__}: {exc}")
+
+
+def _one(engine: Engine, route: Route, caches: Mapping[str, dict], platform: str | None, style: str,
+         manifest: dict | None = None, *, before_pull=None):
+    """Fill the cache with the image (where it must be filled first), then the engine's pull;
+    `before_pull` waits for the pulls this one waits for (a fill does not)."""
     from shim.images.prefetch import Unavailable, warm
     from shim.images.pull import Pulled, pull
     from shim.images.progress import Printer
@@ -125,9 +170,11 @@ def _one(engine: Engine, route: Route, caches: Mapping[str, dict], platform: str
         entry = caches[route.ref.registry]
         try:
             warm(route.via, route.ref.path, route.ref.tag, os.path.join(str(entry.get("dir")), "data"),
-                 platform=platform, fill=entry.get("fill") != "stream")
+                 platform=platform, fill=entry.get("fill") != "stream", manifest=manifest)
         except Unavailable as exc:  # private, unknown, or a cache that does not answer
             return Pulled(False, str(exc), down="cache at" in str(exc))
+        if before_pull is not None:
+            before_pull()
         printer.start()
         return pull(engine.socket, route, platform=platform, show=printer.show)
     except Exception as exc:  # noqa: BLE001 - a thread must not take the command down

@@ -34,14 +34,21 @@ class Unavailable(Exception):
     """The cache cannot give this image (an upstream it cannot read, a name it does not know)."""
 
 
-def warm(address: str, path: str, tag: str, data_dir: str, *, platform: str | None = None,
-         fill: bool = True) -> int:
-    """The image's blobs (the cache holds them all when this returns, with `fill`). Raises
-    Unavailable. Without `fill` (Distribution 3 stores what it streams: registryconf.fill_mode)
-    only the manifest is read: whether the cache can give the image at all."""
+def image_manifest(address: str, path: str, tag: str, *, platform: str | None = None) -> dict:
+    """The manifest the engine will pull (the platform's, from an index). Raises Unavailable."""
     manifest = _manifest(address, path, tag)
     if "manifests" in manifest:
         manifest = _manifest(address, path, _pick(manifest["manifests"], platform))
+    return manifest
+
+
+def warm(address: str, path: str, tag: str, data_dir: str, *, platform: str | None = None,
+         fill: bool = True, manifest: dict | None = None) -> int:
+    """The image's blobs (the cache holds them all when this returns, with `fill`). Raises
+    Unavailable. Without `fill` (Distribution 3 stores what it streams: registryconf.fill_mode)
+    only the manifest is read: whether the cache can give the image at all."""
+    if manifest is None:
+        manifest = image_manifest(address, path, tag, platform=platform)
     blobs = [manifest.get("config", {})] + list(manifest.get("layers") or [])
     link_stored(data_dir, path, [str(b.get("digest") or "") for b in blobs])
     if not fill:

@@ -132,7 +132,7 @@ def dockerfile_images(text: str | None, build_args: Mapping[str, str]) -> list[s
 
     if not text:
         return []
-    other = pinned_elsewhere(text, None)
+    other = pinned_elsewhere(text, None, build_args)
     return [i for i in dict.fromkeys(bases(text, build_args) or []) if i not in other]
 
 
@@ -176,24 +176,27 @@ def reached(build, environ: Mapping[str, str]) -> list[str]:
     froms = from_images(build, environ)
     refs = build_refs(text, build_args=build_args(build.options, environ), contexts=contexts_of(build.options),
                       target=option(build.options, "--target"))
-    other = pinned_elsewhere(text, option(build.options, "--platform"))
+    other = pinned_elsewhere(text, option(build.options, "--platform"), build_args(build.options, environ))
     return [i for i in refs.images if i in froms and i not in other]
 
 
-def pinned_elsewhere(text: str, platform: str | None) -> set[str]:
+def pinned_elsewhere(text: str, platform: str | None, build_args: Mapping[str, str] | None = None) -> set[str]:
     """Images a FROM line pins to a platform (`--platform=…`) other than the one a pull takes
     (the build's --platform, else this machine's): a pull would fetch the wrong variant, so
     BuildKit pulls them. `$BUILDPLATFORM` is this machine's, `$TARGETPLATFORM` the build's;
-    another ARG is not known here."""
+    another ARG is not known here. The image word is read as `bases` reads it (an ARG-named
+    base expanded), so the names match those the pulls are asked for."""
     import platform as _platform
 
+    from shim.build.inputs import from_lines
     from shim.images.prefetch import ARCH
 
     host = f"linux/{ARCH.get(_platform.machine(), _platform.machine())}"
     want = platform or host
     known = {"$BUILDPLATFORM": host, "${BUILDPLATFORM}": host, "$TARGETPLATFORM": want, "${TARGETPLATFORM}": want}
     out = set()
-    for line in text.splitlines():
+    lines = from_lines(text, build_args)
+    for line in text.splitlines() if lines is None else lines:
         words = line.split()
         if len(words) < 3 or words[0].upper() != "FROM":
             continue

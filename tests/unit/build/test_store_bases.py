@@ -147,3 +147,14 @@ def test_a_base_pinned_to_another_platform_is_left_to_buildkit(tmp_path, monkeyp
         "go:1", "run:1"]
     assert baselayers.reached(parse_build(parse_invocation(["build", "--platform", "linux/s390x", "."])), {}) == [
         "tool:1"]  # go:1 is this machine's variant: not what a pull for s390x takes
+
+
+def test_a_base_named_by_an_arg_and_pinned_to_another_platform_is_left_to_buildkit(tmp_path, monkeypatch):
+    from shim.core.grammar import parse_build, parse_invocation
+
+    (tmp_path / "Dockerfile").write_text("ARG TOOL=tool:1\nFROM --platform=linux/s390x ${TOOL} AS t\n"
+                                         "FROM --platform=linux/amd64 run:1\nCOPY --from=t / /\n")
+    monkeypatch.chdir(tmp_path)
+    build = parse_build(parse_invocation(["build", "--platform", "linux/amd64", "--build-arg", "TOOL=tool:2", "."]))
+    assert baselayers.reached(build, {}) == ["run:1"]
+    assert baselayers.dockerfile_images((tmp_path / "Dockerfile").read_text(), {"TOOL": "tool:3"}) == ["run:1"]
