@@ -63,6 +63,18 @@ class Upstream:
             self.proc.wait(timeout=20)
         self.proc = None
 
+    def blob_order(self) -> list[str]:
+        """The blobs GET answered, in the order the log has them (each logged when answered)."""
+        import re
+
+        text = (self.root / "access.log").read_text(errors="replace") if (self.root / "access.log").exists() else ""
+        return re.findall(r'"GET /v2/[^ ]*/blobs/(sha256:[0-9a-f]{64})', text)
+
+    def blobs_of(self, repo: str) -> set[str]:
+        """The blobs a repository holds (its storage's layer links: layers and config)."""
+        links = self.root / "data/docker/registry/v2/repositories" / repo / "_layers/sha256"
+        return {f"sha256:{p.name}" for p in links.iterdir()} if links.is_dir() else set()
+
     def blob_gets(self) -> dict[str, int]:
         """digest -> GETs of that blob the upstream answered (its access log: access_log=True)."""
         import re

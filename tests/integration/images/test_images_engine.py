@@ -356,3 +356,55 @@ def test_b_gets_a_layer_a_fetched_under_another_repository_from_the_cache(images
     finally:
         upstream.stop()
         dockcache(images_env, "images", "down")
+
+
+def test_images_sharing_a_base_are_pulled_one_after_the_other(images_env, engines, tmp_path):
+    """A fresh engine pulling images that share a base side by side fetches and unpacks the
+    shared layers in each pull at once (2x slower for the images bench's stack): the largest
+    is pulled first, the one sharing its base after it (shim/images/order.py). Seen in the
+    upstream's log (a cold Distribution 3 cache streams each engine fetch through): every
+    blob of the small image's own is fetched after every blob of the large one."""
+    import os
+
+    binary = os.environ.get("DOCKCACHE_TEST_DISTRIBUTION3")
+    if not binary:
+        pytest.skip("no Distribution 3 registry (tests/engine/provision.sh up builds it)")
+    b, old = engines["b"], engines["old"]
+    (tmp_path / "up").mkdir()
+    upstream = Upstream(tmp_path / "up", access_log=True).start()
+    try:
+        tag = uuid.uuid4().hex[:8]
+        base = f"{upstream.address}/{b.prefix}/base-{tag}:1"
+        (tmp_path / "base").mkdir()
+        (tmp_path / "base/layer").write_bytes(os.urandom(2_000_000))
+        (tmp_path / "base/Dockerfile").write_text(f"FROM {BUSYBOX}\nCOPY layer /layer\n")
+        old.docker("build", "-q", "-t", base, str(tmp_path / "base"))
+        old.images.append(base)
+        names = {}
+        for repo, own in (("small", 1_000), ("large", 20_000_000)):
+            ctx = tmp_path / repo
+            ctx.mkdir()
+            (ctx / "own").write_bytes(os.urandom(own))
+            (ctx / "Dockerfile").write_text(f"FROM {base}\nCOPY own /own\n")
+            names[repo] = f"{upstream.address}/{b.prefix}/{repo}-{tag}:1"
+            old.docker("build", "-q", "-t", names[repo], str(ctx))
+            old.docker("push", names[repo])
+            for e in engines.values():
+                e.images.append(names[repo])
+        ok(dockcache(images_env, "images", "up", "--upstream", upstream.address, "--registry", binary))
+        project = tmp_path / "proj"
+        project.mkdir()
+        (project / "compose.yaml").write_text("services:\n" + "".join(
+            f"  {repo}:\n    image: {name}\n    network_mode: none\n" for repo, name in names.items()))
+        ok(shim(session(images_env, b, tmp_path, "b"), "compose", "-p", b.prefix, "pull", cwd=project))
+        large = upstream.blobs_of(f"{b.prefix}/large-{tag}")
+        own = upstream.blobs_of(f"{b.prefix}/small-{tag}") - large
+        order = upstream.blob_order()
+        fetched_large = [i for i, d in enumerate(order) if d in large]
+        fetched_own = [i for i, d in enumerate(order) if d in own]
+        assert len(own) == 2 and fetched_large and len(fetched_own) == 2, (order, large, own)
+        assert min(fetched_own) > max(fetched_large), order
+        assert facts(b, names["small"])["tags"] == [names["small"]]
+    finally:
+        upstream.stop()
+        dockcache(images_env, "images", "down")
