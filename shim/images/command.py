@@ -117,8 +117,7 @@ def _side_by_side(engine: Engine, routes: Sequence[Route], caches: Mapping[str, 
 
     manifests: dict[str, object] = {}
     _each(routes, lambda r: manifests.__setitem__(r.image, _manifest(r, platform)))
-    after = waits({r.image: layers_of(m) if isinstance(m, dict) else [] for r, m in
-                   ((r, manifests.get(r.image)) for r in routes)})
+    after = waits({r.image: layers_of(m) if isinstance(m := manifests.get(r.image), dict) else [] for r in routes})
     done = {r.image: threading.Event() for r in routes}
 
     def work(r: Route) -> None:
