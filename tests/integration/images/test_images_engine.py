@@ -6,6 +6,7 @@ leaves pulls as they were."""
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 
@@ -35,6 +36,23 @@ def cache(images_env, upstream):
     ok(dockcache(images_env, "images", "up", "--upstream", upstream.address))
     yield images_env
     dockcache(images_env, "images", "down")
+
+
+def distribution3() -> str:
+    """The Distribution 3 binary tests/engine/provision.sh builds; the test is skipped without it."""
+    binary = os.environ.get("DOCKCACHE_TEST_DISTRIBUTION3")
+    if not binary:
+        pytest.skip("no Distribution 3 registry (tests/engine/provision.sh up builds it)")
+    return binary
+
+
+@pytest.fixture
+def logged_upstream(tmp_path):
+    """An upstream whose access log the test reads (which blobs crossed the "internet", in what order)."""
+    (tmp_path / "up").mkdir()
+    reg = Upstream(tmp_path / "up", access_log=True).start()
+    yield reg
+    reg.stop()
 
 
 def pushed(engines, registry: str, tmp_path, *, config: str | None = None, repo: str = "app") -> tuple[str, str, str]:
@@ -251,18 +269,13 @@ def test_a_cache_that_is_down_leaves_pulls_as_they_were(cache, engines, upstream
     assert facts(b, name)["id"] == image_id
 
 
-def test_distribution_3_fetches_each_blob_once_and_b_pulls_it_with_the_upstream_gone(images_env, engines, tmp_path):
+def test_distribution_3_fetches_each_blob_once_and_b_pulls_it_with_the_upstream_gone(images_env, engines, tmp_path, logged_upstream):
     """Distribution 3 stores a missed blob from the fetch it streams to the engine: no fill
     first (registryconf.fill_mode); each blob crosses the "internet" once, and the cache has it
     for the next session."""
-    import os
-
-    binary = os.environ.get("DOCKCACHE_TEST_DISTRIBUTION3")
-    if not binary:
-        pytest.skip("no Distribution 3 registry (tests/engine/provision.sh up builds it)")
+    binary = distribution3()
     a, b = engines["a"], engines["b"]
-    (tmp_path / "up").mkdir()
-    upstream = Upstream(tmp_path / "up", access_log=True).start()
+    upstream = logged_upstream
     try:
         ok(dockcache(images_env, "images", "up", "--upstream", upstream.address, "--registry", binary))
         index = json.loads(Path(images_env["DOCKCACHE_IMAGES_ROOT"], "caches.json").read_text())["caches"]
@@ -285,11 +298,7 @@ def test_distribution_3_serves_a_basic_auth_upstream_with_the_configured_login(i
     """images.credentials: the login of the user who runs `images up` goes into the cache's
     config; Distribution 3's proxy answers a basic-auth (htpasswd) upstream with it, where
     2.8 answers only token-auth ones (docs/images.md). A session without any login pulls it."""
-    import os
-
-    binary = os.environ.get("DOCKCACHE_TEST_DISTRIBUTION3")
-    if not binary:
-        pytest.skip("no Distribution 3 registry (tests/engine/provision.sh up builds it)")
+    binary = distribution3()
     a, b = engines["a"], engines["b"]
     (tmp_path / "priv").mkdir()
     private = Upstream(tmp_path / "priv", users={"robot": "r3ad"}).start()
@@ -312,20 +321,19 @@ def test_distribution_3_serves_a_basic_auth_upstream_with_the_configured_login(i
 
 
 @pytest.mark.parametrize("registry", ["2.8", "3"])
-def test_b_gets_a_layer_a_fetched_under_another_repository_from_the_cache(images_env, engines, tmp_path, registry):
+def test_b_gets_a_layer_a_fetched_under_another_repository_from_the_cache(images_env, engines, tmp_path, registry,
+                                                                        logged_upstream):
     """Two images FROM one base, in two repositories: A pulls the first through the cache, B
     the second. Distribution's proxy serves a blob only under the repository it fetched it
     for: the shared layers must be this repository's too (prefetch.link_stored), or B's pull
     fetches them from the internet again (only the second image's own blobs may cross)."""
-    import os
     import shutil
 
-    binary = os.environ.get("DOCKCACHE_TEST_DISTRIBUTION3") if registry == "3" else shutil.which("docker-registry")
+    binary = distribution3() if registry == "3" else shutil.which("docker-registry")
     if not binary:
-        pytest.skip("no Distribution 3 registry (tests/engine/provision.sh up builds it)")
+        pytest.skip("no docker-registry (Distribution 2.8) on PATH")
     a, b, old = engines["a"], engines["b"], engines["old"]
-    (tmp_path / "up").mkdir()
-    upstream = Upstream(tmp_path / "up", access_log=True).start()
+    upstream = logged_upstream
     try:
         base = f"{upstream.address}/{a.prefix}/base:1"
         ctx = tmp_path / "base"
@@ -358,20 +366,15 @@ def test_b_gets_a_layer_a_fetched_under_another_repository_from_the_cache(images
         dockcache(images_env, "images", "down")
 
 
-def test_images_sharing_a_base_are_pulled_one_after_the_other(images_env, engines, tmp_path):
+def test_images_sharing_a_base_are_pulled_one_after_the_other(images_env, engines, tmp_path, logged_upstream):
     """A fresh engine pulling images that share a base side by side fetches and unpacks the
     shared layers in each pull at once (2x slower for the images bench's stack): the largest
     is pulled first, the one sharing its base after it (shim/images/order.py). Seen in the
     upstream's log (a cold Distribution 3 cache streams each engine fetch through): every
     blob of the small image's own is fetched after every blob of the large one."""
-    import os
-
-    binary = os.environ.get("DOCKCACHE_TEST_DISTRIBUTION3")
-    if not binary:
-        pytest.skip("no Distribution 3 registry (tests/engine/provision.sh up builds it)")
+    binary = distribution3()
     b, old = engines["b"], engines["old"]
-    (tmp_path / "up").mkdir()
-    upstream = Upstream(tmp_path / "up", access_log=True).start()
+    upstream = logged_upstream
     try:
         tag = uuid.uuid4().hex[:8]
         base = f"{upstream.address}/{b.prefix}/base-{tag}:1"
@@ -406,5 +409,4 @@ def test_images_sharing_a_base_are_pulled_one_after_the_other(images_env, engine
         assert min(fetched_own) > max(fetched_large), order
         assert facts(b, names["small"])["tags"] == [names["small"]]
     finally:
-        upstream.stop()
         dockcache(images_env, "images", "down")
