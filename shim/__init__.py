@@ -1,3 +1,3 @@
 """dockcache: warm, shared caches for every docker run and build."""
 
-__version__ = "0.1.0"
+__version__ = "0.3.0"

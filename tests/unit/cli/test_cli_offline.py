@@ -126,6 +126,15 @@ def test_version_names_the_version_and_the_code_that_answers(tmp_path):
     assert str(REPO) in cp.stdout
 
 
+def test_the_package_and_the_code_carry_one_version():
+    import tomllib
+
+    import shim
+
+    with open(REPO / "pyproject.toml", "rb") as f:
+        assert tomllib.load(f)["project"]["version"] == shim.__version__
+
+
 def test_every_problem_and_warning_doctor_reports_comes_with_its_fix(tmp_path):
     """doctor is the page a confused user is sent to first: nothing it flags may leave them
     without the next step (a bad DOCKCACHE_REAL_DOCKER, no engine, an unwritable store, a
