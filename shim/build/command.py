@@ -21,7 +21,7 @@ from pathlib import Path
 from shim.core import proc
 from shim.core.notice import after_docker, say
 from shim.build.store import baselayers
-from shim.build.key import Keys, choose
+from shim.build.key import Keys, choose, kin
 from shim.build.plan import BuildPlan, load_steps, plan_build
 from shim.build.store.cachestore import CacheStore, Published, Snapshot, StoreError
 from shim.core.config import Config, load
@@ -136,6 +136,8 @@ def _prepare(real: str, args: Sequence[str], inv: Invocation, environ: Mapping[s
                           **registry_args)
         return Prepared(_noted(_noted(_noted(plan, unwritable), reg.note), stay_note), None, None, None, config,
                         caps, reg.client)
+    related = None if build.no_cache else kin([key, *fallbacks], store.recency())
+    fallbacks = [*fallbacks, related] if related else fallbacks
     wanted = [] if build.no_cache else [key, *fallbacks]
     local = for_engine(inv, caps.driver, build.builder, environ)
     own_note = None
@@ -197,6 +199,9 @@ def candidates_note(keys: Keys, store: CacheStore, imported, dry_run: bool) -> s
         state = ("imported" if c.key in base else "stored" if c.key in held
                  else "not stored" if dry_run else "not imported")
         marks.append(f"{c.kind} {c.key} ({'export, ' if c.key == keys.own else ''}{state})")
+    listed = {c.key for c in keys.candidates} | set(keys.imports)
+    marks += [f"the same Dockerfile in a context with other top names {k} (imported)"  # key.kin
+              for k in dict.fromkeys(t.split("~", 1)[0] for t in imported) if k not in listed]
     return "key candidates: " + "; ".join(marks)
 
 

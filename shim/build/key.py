@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from shim.core.records import dataclass
+from shim.build.store.layout import HIST
 from shim.core.state import short_hash
 
 _BAD = re.compile(r"[^a-z0-9._-]+")
@@ -117,7 +118,8 @@ def _content_key(dockerfile: str, target: str | None, ctx: str, clone) -> str | 
             text = fh.read(2_000_000)
     except OSError:
         return None
-    h = hashlib.sha256(text + b"\0" + (target or "").encode() + b"\0")
+    recipe = hashlib.sha256(text + b"\0" + (target or "").encode() + b"\0")
+    h = recipe.copy()
     if clone:
         h.update(f"{clone[1]}|{os.path.relpath(ctx, clone[0])}".encode())
     else:
@@ -126,7 +128,27 @@ def _content_key(dockerfile: str, target: str | None, ctx: str, clone) -> str | 
         except OSError:
             names = []
         h.update("\0".join(names).encode("utf-8", "surrogateescape"))
-    return f"df-{h.hexdigest()[:16]}"
+    # the recipe's own half first: `kin` finds the same Dockerfile's other contexts by it
+    return f"df-{recipe.hexdigest()[:8]}{h.hexdigest()[:8]}"
+
+
+_KIN = re.compile(r"^(df-[0-9a-f]{8})[0-9a-f]{8}(.*)$")
+
+
+def kin(keys: Sequence[str], last_used: Mapping[str, float]) -> str | None:
+    """When none of a build's keys is stored: the most recently used stored key that differs
+    from its `content` key only in the context's identity (a file added or removed at the
+    top): same Dockerfile text and target, same service and template around it. BuildKit's
+    own step keys then hit every step before the first that reads a changed file. None
+    when a key of its own is stored, or it has no `content` key."""
+    if any(k in last_used for k in keys):
+        return None
+    for k in keys:
+        m = _KIN.match(k)
+        if m:
+            same = [s for s in last_used if HIST not in s and (x := _KIN.match(s)) and x.groups() == m.groups()]
+            return max(same, key=last_used.__getitem__, default=None)
+    return None
 
 
 def git_clone(start: str) -> tuple[str, str] | None:

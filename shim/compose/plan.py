@@ -20,6 +20,7 @@ from shim.core.records import dataclass, field
 from pathlib import Path
 
 from shim.build.command import candidates_note, login_environ, mark_used, open_store, safe_snapshot
+from shim.build.key import kin
 from shim.build.store import baselayers, layout
 from shim.build.store.local import LocalBuilds, for_engine
 from shim.build.store.cachestore import CacheStore, Snapshot
@@ -302,6 +303,9 @@ def sources(real: str, call: ComposeCall, config, environ, keys: list[str], dry_
             store = None
     local = for_engine(invocation(call), caps.driver, builder_of(call, environ), environ)
     imports = {k: tuple((imports or {}).get(k, ())) for k in keys}
+    if store:  # a service whose keys are not stored imports the same Dockerfile's other context
+        used = store.recency()
+        imports = {k: (*v, r) if (r := kin((k, *v), used)) else v for k, v in imports.items()}
     own = frozenset(k for k in keys if store and local and local.holds(k, store.lineage(k)))
     wanted = list(dict.fromkeys(x for k in keys if k not in own for x in (k, *imports[k])))
     content = baselayers.content_store(local) if store else None

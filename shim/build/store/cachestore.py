@@ -167,6 +167,11 @@ class CacheStore:
         return {str(m.get("annotations", {}).get(layout.REF, "latest")): m for m in manifests}
 
     # ------------------------------------------------------------ public API
+    def recency(self) -> dict[str, float]:
+        """key -> when a build last used it, from keys.json alone (no blob walk): cheap
+        enough for every build's plan."""
+        return {k: float(m.get("last_used", m.get("created", 0.0))) for k, m in self._read_meta().items()}
+
     def keys(self) -> dict[str, KeyInfo]:
         """Every key (its history entries counted in its size, not listed)."""
         manifests, _ = self._read_index()

@@ -63,6 +63,26 @@ def test_a_new_session_of_a_client_that_names_by_path_imports_what_another_built
     assert len([k for k in keys if k.startswith("df-")]) == 1 and not any(k.startswith("vsc-") for k in keys)
 
 
+def test_a_file_added_at_the_context_top_still_imports_every_step_before_the_copy(shim_env, engines, tmp_path):
+    """An untagged build outside a git clone keys on its Dockerfile and its context's top
+    names: a new file there made a new key, and a new session imported nothing."""
+    token = uuid.uuid4().hex
+    first = tmp_path / "session-a" / "app"
+    first.mkdir(parents=True)
+    (first / "Dockerfile").write_text(dockerfile(token, DEVTOOLS) + "COPY . /app\n")
+    (first / "tools.txt").write_text("make\n")
+    build = ("build", "--network", "none", "--progress", "plain", ".")
+    assert not slow_step(shim(shim_env, *build, extra={"DOCKER_HOST": engines["a"].host}, cwd=str(first)), token).cached
+    second = tmp_path / "session-b" / "app"
+    shutil.copytree(first, second)
+    (second / "notes.md").write_text("new\n")  # a new file at the context's top
+    fresh = {**shim_env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b")}
+    again = shim(fresh, *build, extra={"DOCKER_HOST": engines["b"].host}, cwd=str(second))
+    assert slow_step(again, token).cached and not step_named(again.stderr, "COPY . /app").cached, again.stderr[-2000:]
+    keys = [k for k in CacheStore(Path(shim_env["DOCKCACHE_BUILD_STORE"])).keys() if k.startswith("df-")]
+    assert len(keys) == 2 and keys[0][:11] == keys[1][:11]  # one recipe, two contexts
+
+
 def test_explain_says_which_candidates_the_store_holds(shim_env, engines, tmp_path):
     a = engines["a"]
     token = uuid.uuid4().hex

@@ -441,6 +441,33 @@ def test_a_checkout_in_a_directory_of_another_name_imports_what_another_session_
     assert set(CacheStore(shim_env["DOCKCACHE_BUILD_STORE"]).keys()) == {key_of(project, "api")}
 
 
+def test_a_file_added_at_the_context_top_still_imports_every_step_before_the_copy(shim_env, engines, tmp_path):
+    """Outside a git clone a service's key follows the names at its context's top: a new file
+    there made a new key, and a new session imported nothing for it (key.py `kin`)."""
+    import shutil
+
+    token = uuid.uuid4().hex
+    root = tmp_path / "session-a" / "shop"
+    (root / "api").mkdir(parents=True)
+    (root / "api" / "Dockerfile").write_text(
+        f"FROM dockcache-test/busybox\nRUN echo {token} > /t && i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done\n"
+        "COPY . /app\n")
+    (root / "api" / "main.sh").write_text("echo main\n")
+    (root / "compose.yaml").write_text("services:\n  api:\n    build: {context: ./api, network: none}\n"
+                                       "    network_mode: none\n")
+    cold = up(shim_env, engines["a"], root, "build")
+    assert cold.returncode == 0 and not step_named(cold.stdout + cold.stderr, token).cached, cold.stderr[-2000:]
+    other = tmp_path / "session-b" / "shop"
+    shutil.copytree(root, other)
+    (other / "api" / "util.sh").write_text("echo util\n")  # a new file at the context's top
+    fresh = {**shim_env, "DOCKCACHE_STATE_DIR": str(tmp_path / "state-b")}
+    warm = up(fresh, engines["b"], other, "build")
+    assert warm.returncode == 0, warm.stderr[-2000:]
+    out = warm.stdout + warm.stderr
+    assert step_named(out, token).cached and not step_named(out, "COPY . /app").cached, out[-2000:]
+    assert set(CacheStore(shim_env["DOCKCACHE_BUILD_STORE"]).keys()) == {key_of(root, "api"), key_of(other, "api")}
+
+
 def test_a_store_keyed_by_project_and_service_still_imports(shim_env, engines, tmp_path):
     """A store written before these keys holds `<project>-<service>`: still a candidate."""
     root = stack(tmp_path, services=("api",))

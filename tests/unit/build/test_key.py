@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from shim.build.key import choose, default_repo, keys_for, names_a_path, normalize_url, repo_of
+from shim.build.key import choose, default_repo, keys_for, kin, names_a_path, normalize_url, repo_of
 from shim.core.state import short_hash
 
 
@@ -102,3 +102,42 @@ def test_a_worktree_has_its_main_clones_origin(tmp_path):
 def test_tagged_builds_key_on_the_repository_and_fallbacks_drop_the_own_key(tmp_path):
     own, rest = keys_for(["reg:5000/org/app:1"], ".", None, str(tmp_path), "{repo}", ["{repo}", "base"])
     assert own == "org-app" and rest == ["base"]
+
+
+def test_a_file_added_at_the_top_keeps_the_recipes_half_of_the_content_key(tmp_path):
+    ctx = tmp_path / "app"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY . /\n")
+    before = default_repo((), str(ctx), None, str(tmp_path))
+    (ctx / "util.py").write_text("")
+    after = default_repo((), str(ctx), None, str(tmp_path))
+    assert before != after and before[:11] == after[:11]  # df- + the Dockerfile's 8
+    (ctx / "Dockerfile").write_text("FROM scratch\nCOPY . /app\n")
+    assert default_repo((), str(ctx), None, str(tmp_path))[:11] != after[:11]
+    assert choose((), str(ctx), None, str(tmp_path), "", (), target="dev").own[:11] != after[:11]
+
+
+def test_kin_is_the_newest_stored_key_of_the_same_recipe_and_only_when_none_of_its_own_is():
+    own = "df-0123456789abcdef-web"
+    used = {"df-01234567aaaaaaaa-web": 10.0, "df-01234567bbbbbbbb-web": 20.0, "df-01234567cccccccc-web~1": 30.0,
+            "df-01234567dddddddd-api": 40.0, "df-ffffffff0123abcd-web": 50.0, "proj-web": 60.0}
+    assert kin([own, "proj-x"], used) == "df-01234567bbbbbbbb-web"  # not history, not another service or recipe
+    assert kin([own, "proj-web"], used) is None  # a key of its own is stored
+    assert kin(["org-web", own], used) == "df-01234567bbbbbbbb-web"  # a content key among the imports
+    assert kin(["org-web", "ctx-svc-0011"], used) is None  # no content key
+    assert kin([own], {}) is None
+    assert kin(["df-0123456789abcdef-main"], {"df-01234567bbbbbbbb-main": 1.0, "df-01234567bbbbbbbb": 2.0}) \
+        == "df-01234567bbbbbbbb-main"  # the template around it (a branch) must match too
+
+
+def test_explain_names_an_import_of_the_same_dockerfile_in_another_context(tmp_path):
+    from shim.build.command import candidates_note
+    from shim.build.store.cachestore import CacheStore
+
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    keys = choose((), str(tmp_path), None, str(tmp_path), "", ["{repo}-main"])
+    assert keys.own.startswith("df-")
+    related = keys.own[:11] + "00000000"
+    note = candidates_note(keys, CacheStore(tmp_path / "store"), (related, f"{related}~1"), True)
+    assert note.endswith(f"; the same Dockerfile in a context with other top names {related} (imported)")
+    assert note.count(related) == 1 and "-main" not in note  # a configured fallback is not called that
