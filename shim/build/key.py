@@ -12,7 +12,9 @@ project cloned or copied to another path, a client that names images per path):
   in a clone, else the names at its top);
 - `path`: an untagged build's absolute context and Dockerfile paths (the key before these
   rules: stores that hold it still import).
-Every candidate the store holds is imported; the first one is exported to. Keys may be
+Every candidate the store holds is imported; the first one is exported to. When none is
+stored, `kin` adds the newest stored `content` key of the same Dockerfile and target (a file
+added or removed at the context's top changed only its second half). Keys may be
 templated in config with `{repo}` (a candidate) and `{branch}` (the context's git branch,
 read from .git/HEAD without running git), so `key = "{repo}-{branch}"` with
 `fallback_keys = ["{repo}-main"]` starts a new branch warm. docs/build.md has the rules.
