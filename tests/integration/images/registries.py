@@ -64,10 +64,12 @@ class Upstream:
         self.proc = None
 
     def blob_order(self) -> list[str]:
-        """The blobs GET answered, in the order the log has them (each logged when answered)."""
+        """The blobs GET answered, in the order the log has them (each logged when answered;
+        access_log=True)."""
         import re
 
         text = (self.root / "access.log").read_text(errors="replace") if (self.root / "access.log").exists() else ""
+        text += (self.root / "upstream.log").read_text(errors="replace")
         return re.findall(r'"GET /v2/[^ ]*/blobs/(sha256:[0-9a-f]{64})', text)
 
     def blobs_of(self, repo: str) -> set[str]:
@@ -76,13 +78,8 @@ class Upstream:
         return {f"sha256:{p.name}" for p in links.iterdir()} if links.is_dir() else set()
 
     def blob_gets(self) -> dict[str, int]:
-        """digest -> GETs of that blob the upstream answered (its access log: access_log=True)."""
-        import re
+        """digest -> GETs of that blob the upstream answered."""
+        from collections import Counter
 
-        text = (self.root / "access.log").read_text(errors="replace") if (self.root / "access.log").exists() else ""
-        text += (self.root / "upstream.log").read_text(errors="replace")
-        out: dict[str, int] = {}
-        for digest in re.findall(r'"GET /v2/[^ ]*/blobs/(sha256:[0-9a-f]{64})', text):
-            out[digest] = out.get(digest, 0) + 1
-        return out
+        return dict(Counter(self.blob_order()))
 

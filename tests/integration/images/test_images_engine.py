@@ -289,7 +289,6 @@ def test_distribution_3_fetches_each_blob_once_and_b_pulls_it_with_the_upstream_
         cp = ok(shim(session(images_env, b, tmp_path, "b"), "run", "--rm", "--network", "none", name, "cat", "/token"))
         assert cp.stdout.strip() == token and facts(b, name)["id"] == image_id
     finally:
-        upstream.stop()
         dockcache(images_env, "images", "down")
 
 
@@ -362,7 +361,6 @@ def test_b_gets_a_layer_a_fetched_under_another_repository_from_the_cache(images
         by_b = {d for d, n in upstream.blob_gets().items() if n > before.get(d, 0)}
         assert len(by_a) >= 3 and by_b and not by_a & by_b, (by_a, by_b)
     finally:
-        upstream.stop()
         dockcache(images_env, "images", "down")
 
 
