@@ -2,8 +2,9 @@
 
 Session 1 builds on daemon A; a copy elsewhere gets one new top-level file and session 2
 builds it on daemon B, with its own state dir and the same store. Timed: session 2's
-build, through dockcache at --base (a git revision, checked out beside) and at this
-checkout, rounds alternating; both daemons' build caches are pruned before each round.
+build with plain docker, through dockcache at --base (a git revision, checked out beside)
+and at this checkout, rounds alternating; both daemons' build caches are pruned before
+each round.
 The project: the devtools image, `npm ci` of express, lodash and typescript (74 packages
 from the npm registry), then `COPY . .`.
 
@@ -84,16 +85,18 @@ def main() -> None:
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", "--detach", str(base), a.base], check=True)
         try:
             proj = project(tmp / "proj")
-            runs: dict[str, list[dict]] = {"base": [], "head": []}
+            runs: dict[str, list[dict]] = {"plain": [], "base": [], "head": []}
             for _ in range(a.rounds):
-                for name, launcher in (("base", str(base / "bin" / "docker")), ("head", DOCKCACHE)):
+                for name, launcher in (("plain", real_docker()), ("base", str(base / "bin" / "docker")),
+                                       ("head", DOCKCACHE)):
                     runs[name].append(one_round(launcher, proj, tmp / "work"))
                     print(name, runs[name][-1], flush=True)
         finally:
             subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)], check=False)
     med = {k: statistics.median(r["seconds"] for r in v) for k, v in runs.items()}
-    out = {"base": a.base, "rounds": runs, "median_seconds": med, "ratio": round(med["base"] / med["head"], 2)}
-    print(json.dumps({"median_seconds": med, "ratio": out["ratio"]}))
+    ratios = {"plain_over_head": round(med["plain"] / med["head"], 2), "base_over_head": round(med["base"] / med["head"], 2)}
+    out = {"base": a.base, "rounds": runs, "median_seconds": med, **ratios}
+    print(json.dumps({"median_seconds": med, **ratios}))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
 
